@@ -1,0 +1,41 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help setup test pytest bats bench demo soak clean
+
+help:
+	@echo "make demo   run the orchestrator on the built-in example project"
+	@echo "make test   run every test (pytest and bats)"
+	@echo "make bench  print benchmark figures"
+	@echo "make soak   long reliability run (not part of CI)"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+test: pytest bats
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+bats: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/bats --recursive bats/
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+demo: $(STAMP)
+	$(BIN)/orchestrate-kit demo
+
+soak: $(STAMP)
+	SOAK_ROUNDS=50 $(BIN)/pytest tests/reliability -m soak
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache
