@@ -1,0 +1,307 @@
+"""The stream dependency graph and stream states: pure functions, no I/O.
+
+Input is a mapping of stream id -> StreamRecord (from task_copilot_client) plus
+what the supervisor knows (live workers, failures). Output is one StreamView per
+stream, the single source of truth for `orchestrate.py status`, the scheduler
+and the dashboard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from task_copilot_client import StreamRecord, percentage
+
+
+class StreamState(str, Enum):
+    COMPLETE = "complete"
+    RUNNING = "running"
+    READY = "ready"
+    WAITING = "waiting"
+    FAILED = "failed"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class GraphProblems:
+    """Why streams cannot run: cycles and dependencies on unknown streams."""
+
+    cycles: Tuple[Tuple[str, ...], ...] = ()
+    unknown: Tuple[Tuple[str, str], ...] = ()  # (stream, missing dependency)
+
+    def reasons(self) -> Dict[str, str]:
+        """stream id -> why it is invalid."""
+        out: Dict[str, List[str]] = {}
+        for cycle in self.cycles:
+            text = "Circular dependency detected: " + " -> ".join(cycle + (cycle[0],))
+            for sid in cycle:
+                out.setdefault(sid, []).append(text)
+        for sid, missing in self.unknown:
+            out.setdefault(sid, []).append(f"depends on unknown stream {missing!r}")
+        return {sid: "; ".join(texts) for sid, texts in out.items()}
+
+    def messages(self) -> List[str]:
+        lines = ["Circular dependency detected: " + " -> ".join(c + (c[0],)) for c in self.cycles]
+        lines += [f"Stream {sid!r} depends on unknown stream {missing!r}" for sid, missing in self.unknown]
+        return lines
+
+
+def check_graph(streams: Mapping[str, StreamRecord]) -> GraphProblems:
+    """Name every cycle (one per strongly connected component) and unknown dependency."""
+    unknown = tuple(
+        (sid, dep) for sid, rec in streams.items() for dep in rec.dependencies if dep not in streams
+    )
+    edges = {sid: [d for d in rec.dependencies if d in streams] for sid, rec in streams.items()}
+    cycles = tuple(_cycle_in(component, edges) for component in _cyclic_components(edges))
+    return GraphProblems(tuple(sorted(cycles)), unknown)
+
+
+def _cyclic_components(edges: Mapping[str, Sequence[str]]) -> List[List[str]]:
+    """Tarjan's strongly connected components, iteratively (graphs may be deep)."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    on_stack: set = set()
+    stack: List[str] = []
+    found: List[List[str]] = []
+    for root in edges:
+        if root in index:
+            continue
+        work = [(root, iter(edges[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(edges[child])))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in edges[node]:
+                    found.append(sorted(component))
+    return found
+
+
+def _cycle_in(component: List[str], edges: Mapping[str, Sequence[str]]) -> Tuple[str, ...]:
+    """One concrete cycle through the component's smallest member, for the message."""
+    members = set(component)
+    start = component[0]
+    previous: Dict[str, str] = {}
+    queue = [start]
+    while queue:  # breadth-first search back to start gives a shortest cycle
+        node = queue.pop(0)
+        for dep in edges[node]:
+            if dep not in members:
+                continue
+            if dep == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(previous[path[-1]])
+                return tuple(reversed(path))
+            if dep not in previous:
+                previous[dep] = node
+                queue.append(dep)
+    return (start,)
+
+
+def topological_order(streams: Mapping[str, StreamRecord], invalid: Iterable[str] = ()) -> List[str]:
+    """Streams with every dependency before its dependents; invalid ones left out."""
+    skip = set(invalid)
+    nodes = [s for s in streams if s not in skip]
+    pending = {s: sum(1 for d in streams[s].dependencies if d in streams and d not in skip) for s in nodes}
+    dependents = _dependents(streams, skip)
+    order = sorted(s for s, n in pending.items() if n == 0)
+    for node in order:  # order grows while we walk it
+        for child in dependents.get(node, ()):
+            pending[child] -= 1
+            if pending[child] == 0:
+                order.append(child)
+    return order
+
+
+def _dependents(streams: Mapping[str, StreamRecord], skip: set) -> Dict[str, List[str]]:
+    out: Dict[str, List[str]] = {}
+    for sid in sorted(streams):
+        if sid in skip:
+            continue
+        for dep in streams[sid].dependencies:
+            if dep in streams and dep not in skip:
+                out.setdefault(dep, []).append(sid)
+    return out
+
+
+def dependency_levels(streams: Mapping[str, StreamRecord], order: Sequence[str]) -> Dict[str, int]:
+    """Level 0 has no dependencies; every other stream sits one below its deepest dependency."""
+    level: Dict[str, int] = {}
+    for sid in order:
+        deps = [level[d] for d in streams[sid].dependencies if d in level]
+        level[sid] = 1 + max(deps) if deps else 0
+    return level
+
+
+def remaining_paths(streams: Mapping[str, StreamRecord], order: Sequence[str]) -> Dict[str, Tuple[int, Optional[str]]]:
+    """For each stream: incomplete streams on the longest chain from it to the end, and the next hop."""
+    dependents = _dependents(streams, set(streams) - set(order))
+    best: Dict[str, Tuple[int, Optional[str]]] = {}
+    for sid in reversed(order):
+        own = 0 if streams[sid].is_complete else 1
+        tail, hop = 0, None
+        for child in dependents.get(sid, ()):
+            length = best[child][0]
+            if length > tail:
+                tail, hop = length, child
+        best[sid] = (own + tail, hop)
+    return best
+
+
+def critical_path(streams: Mapping[str, StreamRecord], order: Sequence[str]) -> List[str]:
+    """The longest chain of incomplete streams still to run."""
+    paths = remaining_paths(streams, order)
+    roots = [s for s in order if not streams[s].is_complete]
+    if not roots:
+        return []
+    node: Optional[str] = max(roots, key=lambda s: (paths[s][0], -order.index(s)))
+    chain = []
+    while node is not None:
+        if not streams[node].is_complete:
+            chain.append(node)
+        node = paths[node][1]
+    return chain
+
+
+# ---------------------------------------------------------------- states
+
+
+@dataclass(frozen=True)
+class WorkerFacts:
+    """What the supervisor knows about one stream's worker."""
+
+    pid: Optional[int] = None  # set while a live worker of ours holds the stream
+    attempts: int = 0
+    started_at: Optional[float] = None
+    failed_reason: Optional[str] = None  # set once the stream is given up on
+
+
+@dataclass
+class StreamView:
+    """Everything anyone shows or decides about one stream."""
+
+    stream_id: str
+    stream_name: str
+    state: StreamState
+    dependencies: Tuple[str, ...]
+    counts: Dict[str, int]
+    total: int
+    finished: int
+    level: Optional[int]
+    remaining_path: int
+    waiting_on: Tuple[str, ...] = ()
+    reason: str = ""
+    pid: Optional[int] = None
+    attempts: int = 0
+    started_at: Optional[float] = None
+
+    @property
+    def percent(self) -> float:
+        return percentage(self.finished, self.total)
+
+    def describe(self) -> str:
+        """The state as a short phrase: 'waiting on Stream-A', 'failed after 3 attempts'."""
+        if self.state is StreamState.WAITING:
+            return "waiting on " + ", ".join(self.waiting_on)
+        if self.state is StreamState.FAILED:
+            return f"failed after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+        if self.state is StreamState.INVALID:
+            return "invalid: " + self.reason
+        return self.state.value
+
+
+@dataclass
+class Board:
+    """All stream views at one moment, with the graph facts behind them."""
+
+    views: Dict[str, StreamView]
+    problems: GraphProblems
+    order: List[str] = field(default_factory=list)
+
+    def in_state(self, *states: StreamState) -> List[StreamView]:
+        return [v for v in self.views.values() if v.state in states]
+
+    def all_complete(self) -> bool:
+        return bool(self.views) and all(v.state is StreamState.COMPLETE for v in self.views.values())
+
+
+def build_board(streams: Mapping[str, StreamRecord], workers: Mapping[str, WorkerFacts]) -> Board:
+    """Derive every stream's state from the database and the supervisor's facts."""
+    problems = check_graph(streams)
+    invalid = {s: r for s, r in problems.reasons().items() if not streams[s].is_complete}
+    order = topological_order(streams, invalid)
+    levels = dependency_levels(streams, order)
+    paths = remaining_paths(streams, order)
+    views = {}
+    for sid, rec in streams.items():
+        facts = workers.get(sid, WorkerFacts())
+        state, waiting_on, reason = _state_of(rec, streams, facts, invalid.get(sid))
+        views[sid] = StreamView(
+            stream_id=sid,
+            stream_name=rec.stream_name,
+            state=state,
+            dependencies=rec.dependencies,
+            counts=dict(rec.counts),
+            total=rec.total,
+            finished=rec.finished,
+            level=levels.get(sid),
+            remaining_path=paths.get(sid, (0, None))[0],
+            waiting_on=waiting_on,
+            reason=reason,
+            pid=facts.pid,
+            attempts=facts.attempts,
+            started_at=facts.started_at,
+        )
+    return Board(views, problems, order)
+
+
+def _state_of(
+    rec: StreamRecord,
+    streams: Mapping[str, StreamRecord],
+    facts: WorkerFacts,
+    invalid_reason: Optional[str],
+) -> Tuple[StreamState, Tuple[str, ...], str]:
+    if rec.is_complete:
+        return StreamState.COMPLETE, (), ""
+    if invalid_reason:
+        return StreamState.INVALID, (), invalid_reason
+    if facts.pid is not None:
+        return StreamState.RUNNING, (), ""
+    if facts.failed_reason:
+        return StreamState.FAILED, (), facts.failed_reason
+    waiting_on = tuple(d for d in rec.dependencies if not streams[d].is_complete)
+    if waiting_on:
+        return StreamState.WAITING, waiting_on, ""
+    return StreamState.READY, (), ""
+
+
+def start_order(board: Board, candidates: Iterable[str]) -> List[str]:
+    """Ready streams, longest remaining path first (then most remaining tasks, then id)."""
+    views = [board.views[s] for s in candidates]
+    views.sort(key=lambda v: (-v.remaining_path, -(v.total - v.finished), v.stream_id))
+    return [v.stream_id for v in views]

@@ -1,0 +1,406 @@
+"""Read-only access to the Task Copilot database (standard library only).
+
+The database lives at <base>/<workspace>/tasks.db, where <base> is $TASK_DB_PATH
+(a directory) or ~/.claude/tasks, and <workspace> is $WORKSPACE_ID or the
+project folder's name. Streams are described in each task's metadata JSON:
+{"streamId": "...", "streamName": "...", "dependencies": ["..."]}.
+
+Everything here is served from one grouped query per snapshot (`read_snapshot`);
+the documented client calls (`stream_list`, `stream_get`, `progress_summary`)
+are thin views over that snapshot, so scripts and the orchestrator never
+disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+from urllib.parse import quote
+
+DEFAULT_BASE = Path("~/.claude/tasks")
+BUSY_TIMEOUT_SECONDS = 2.0
+FINISHED_STATUSES = ("completed", "cancelled")
+TASK_STATUSES = ("pending", "in_progress", "blocked", "completed", "cancelled")
+
+
+class DatabaseError(Exception):
+    """The database is missing, unreadable, not Task Copilot's, or busy."""
+
+
+class DatabaseBusy(DatabaseError):
+    """A writer held the database longer than the busy timeout; try again."""
+
+
+# ---------------------------------------------------------------- location
+
+
+@dataclass(frozen=True)
+class DatabaseLocation:
+    """Where the database is, and why we looked there (for error messages)."""
+
+    path: Path
+    workspace_id: str
+    base_dir: Path
+    how: str  # human sentence: which settings produced this path
+
+    def missing_message(self) -> str:
+        return (
+            f"No Task Copilot database at {self.path} ({self.how}). "
+            "Point at yours with TASK_DB_PATH (the base directory that holds "
+            "<workspace>/tasks.db) and WORKSPACE_ID, or pass --db PATH."
+        )
+
+
+def locate_database(
+    project_root: Path,
+    db_path: Optional[os.PathLike] = None,
+    environ: Optional[Dict[str, str]] = None,
+) -> DatabaseLocation:
+    """Resolve the database path exactly as the Task Copilot server does."""
+    env = os.environ if environ is None else environ
+    if db_path:
+        path = Path(db_path).expanduser().absolute()
+        return DatabaseLocation(path, path.parent.name, path.parent.parent, "given with --db")
+    base_setting = env.get("TASK_DB_PATH", "")
+    workspace_setting = env.get("WORKSPACE_ID", "")
+    base = Path(base_setting or DEFAULT_BASE).expanduser().absolute()
+    workspace = workspace_setting or Path(project_root).absolute().name
+    how = "base from TASK_DB_PATH" if base_setting else "default base ~/.claude/tasks"
+    how += ", workspace from WORKSPACE_ID" if workspace_setting else ", workspace = project folder name"
+    return DatabaseLocation(base / workspace / "tasks.db", workspace, base, how)
+
+
+# ---------------------------------------------------------------- snapshot
+
+
+@dataclass
+class StreamRecord:
+    """One stream as the database describes it right now."""
+
+    stream_id: str
+    stream_name: str
+    dependencies: Tuple[str, ...]
+    counts: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def finished(self) -> int:
+        return sum(self.counts.get(s, 0) for s in FINISHED_STATUSES)
+
+    @property
+    def is_complete(self) -> bool:
+        return self.total > 0 and self.finished == self.total
+
+    def count(self, status: str) -> int:
+        return self.counts.get(status, 0)
+
+
+@dataclass
+class Snapshot:
+    """All streams at one moment, plus what was skipped on the way."""
+
+    streams: Dict[str, StreamRecord]
+    malformed_tasks: int = 0
+    data_version: Tuple[int, ...] = ()
+
+    def warnings(self) -> List[str]:
+        if not self.malformed_tasks:
+            return []
+        return [
+            f"skipped {self.malformed_tasks} task(s) whose metadata is not valid stream "
+            "metadata (needs a JSON object with a string streamId and list dependencies)"
+        ]
+
+
+# One grouped query: every stream-bearing task is classified and counted in SQL,
+# so a snapshot costs one statement whatever the number of streams. Tasks whose
+# metadata is unusable are counted as 'bad' rather than breaking the query.
+_SNAPSHOT_SQL = """
+WITH t AS (
+  SELECT status,
+         CASE WHEN json_valid(metadata) THEN
+           CASE WHEN json_type(metadata) = 'object' THEN metadata END
+         END AS meta,
+         TRIM(COALESCE(metadata, '')) AS raw
+  FROM tasks {archived_filter}
+), c AS (
+  SELECT status, meta,
+    CASE
+      WHEN meta IS NULL THEN CASE WHEN raw IN ('', 'null') THEN 'none' ELSE 'bad' END
+      WHEN json_type(meta, '$.streamId') IS NULL THEN 'none'
+      WHEN json_type(meta, '$.streamId') <> 'text'
+           OR json_extract(meta, '$.streamId') = '' THEN 'bad'
+      WHEN COALESCE(json_type(meta, '$.dependencies'), 'array') NOT IN ('array', 'null')
+           OR COALESCE(json_type(meta, '$.streamDependencies'), 'array') NOT IN ('array', 'null')
+           OR COALESCE(json_type(meta, '$.streamName'), 'text') NOT IN ('text', 'null') THEN 'bad'
+      ELSE 'ok'
+    END AS kind
+  FROM t
+)
+SELECT kind,
+       CASE WHEN kind = 'ok' THEN json_extract(meta, '$.streamId') END AS sid,
+       CASE WHEN kind = 'ok' THEN json_extract(meta, '$.streamName') END AS sname,
+       CASE WHEN kind = 'ok' THEN json_extract(meta, '$.dependencies') END AS deps,
+       CASE WHEN kind = 'ok' THEN json_extract(meta, '$.streamDependencies') END AS sdeps,
+       status,
+       COUNT(*) AS n
+FROM c WHERE kind <> 'none'
+GROUP BY kind, sid, sname, deps, sdeps, status
+"""
+
+
+def _dependency_list(text: Optional[str]) -> Optional[List[str]]:
+    """Parse a JSON list of stream ids; None when it is not a list of strings."""
+    if text is None:
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        return None
+    return value
+
+
+def _rows_to_snapshot(rows) -> Snapshot:
+    """Fold grouped rows into streams: dependencies are the union over all tasks."""
+    streams: Dict[str, StreamRecord] = {}
+    dependencies: Dict[str, set] = {}
+    malformed = 0
+    for kind, sid, sname, deps, sdeps, status, n in rows:
+        deps_list, sdeps_list = _dependency_list(deps), _dependency_list(sdeps)
+        if kind == "bad" or deps_list is None or sdeps_list is None:
+            malformed += n
+            continue
+        record = streams.get(sid)
+        if record is None:
+            record = streams[sid] = StreamRecord(sid, sid, ())
+            dependencies[sid] = set()
+        if sname and record.stream_name == sid:
+            record.stream_name = sname
+        dependencies[sid].update(deps_list, sdeps_list)
+        status = status if status in TASK_STATUSES else "pending"
+        record.counts[status] = record.counts.get(status, 0) + n
+    for sid, record in streams.items():
+        record.dependencies = tuple(sorted(dependencies[sid]))
+    ordered = {sid: streams[sid] for sid in sorted(streams)}
+    return Snapshot(ordered, malformed)
+
+
+class Database:
+    """A read-only connection to one tasks.db, reopened if the file is replaced."""
+
+    def __init__(self, path: Path, busy_timeout: float = BUSY_TIMEOUT_SECONDS):
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._conn: Optional[sqlite3.Connection] = None
+        self._sql = ""
+        self._inode: Optional[int] = None
+        self._has_archived = True
+
+    def _archived_filter(self, keyword: str) -> str:
+        return f"{keyword} COALESCE(archived, 0) = 0" if self._has_archived else ""
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self.close()
+            raise DatabaseError(f"No Task Copilot database at {self.path}") from None
+        if self._conn is not None and stat.st_ino == self._inode:
+            return self._conn
+        self.close()
+        uri = f"file:{quote(str(self.path))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self.path) from None
+        if not columns:
+            conn.close()
+            raise DatabaseError(f"{self.path} is not a Task Copilot database (it has no tasks table)")
+        # Databases from before the server's migration 6 have no archived column.
+        self._has_archived = "archived" in columns
+        self._sql = _SNAPSHOT_SQL.format(archived_filter=self._archived_filter("WHERE"))
+        self._conn, self._inode = conn, stat.st_ino
+        return conn
+
+    def snapshot(self) -> Snapshot:
+        """All streams and their task counts, in one query."""
+        conn = self._connect()
+        try:
+            rows = conn.execute(self._sql).fetchall()
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise _translate(exc, self.path) from None
+        snap = _rows_to_snapshot(rows)
+        snap.data_version = (self._inode or 0, version)
+        return snap
+
+
+    def stream_tasks(self, stream_id: str) -> List[Tuple[str, str, str]]:
+        """(id, title, status) of one stream's tasks, oldest first: for a worker's prompt."""
+        conn = self._connect()
+        archived = self._archived_filter("AND")
+        sql = (
+            "SELECT id, title, status FROM tasks WHERE CASE WHEN json_valid(metadata) THEN "
+            "json_extract(metadata, '$.streamId') END = ? " + archived + " ORDER BY created_at, id"
+        )
+        try:
+            return [tuple(row) for row in conn.execute(sql, (stream_id,))]
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self.path) from None
+
+
+def _translate(exc: sqlite3.DatabaseError, path: Path) -> DatabaseError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return DatabaseBusy(f"Task Copilot database {path} is busy (a writer holds it); will retry")
+    if "not a database" in text or "malformed" in text:
+        return DatabaseError(f"{path} is not a readable SQLite database ({text})")
+    if "no such function: json" in text:
+        return DatabaseError("this Python's SQLite has no JSON support (SQLite 3.38+ or the JSON1 extension is needed)")
+    return DatabaseError(f"cannot read Task Copilot database {path}: {text}")
+
+
+def read_snapshot(path: Path, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> Snapshot:
+    """One snapshot through a short-lived connection."""
+    db = Database(path, busy_timeout)
+    try:
+        return db.snapshot()
+    finally:
+        db.close()
+
+
+# ---------------------------------------------------------------- documented client API
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """A stream's identity and what it depends on."""
+
+    stream_id: str
+    stream_name: str
+    dependencies: List[str]
+
+
+@dataclass(frozen=True)
+class StreamProgress:
+    """Task counts of one stream."""
+
+    stream_id: str
+    stream_name: str
+    dependencies: List[str]
+    total_tasks: int
+    completed_tasks: int
+    in_progress_tasks: int
+    pending_tasks: int
+    blocked_tasks: int
+    cancelled_tasks: int
+    is_complete: bool
+    completion_percentage: float
+
+
+@dataclass(frozen=True)
+class ProgressSummary:
+    """Task and stream counts over the whole workspace."""
+
+    total_tasks: int
+    completed_tasks: int
+    in_progress_tasks: int
+    pending_tasks: int
+    blocked_tasks: int
+    cancelled_tasks: int
+    total_streams: int
+    completed_streams: int
+    completion_percentage: float
+
+
+def percentage(done: int, total: int) -> float:
+    """Share of finished work, rounded to one decimal; 0 for nothing."""
+    return round(100.0 * done / total, 1) if total else 0.0
+
+
+def stream_progress(record: StreamRecord) -> StreamProgress:
+    return StreamProgress(
+        stream_id=record.stream_id,
+        stream_name=record.stream_name,
+        dependencies=list(record.dependencies),
+        total_tasks=record.total,
+        completed_tasks=record.count("completed"),
+        in_progress_tasks=record.count("in_progress"),
+        pending_tasks=record.count("pending"),
+        blocked_tasks=record.count("blocked"),
+        cancelled_tasks=record.count("cancelled"),
+        is_complete=record.is_complete,
+        completion_percentage=percentage(record.finished, record.total),
+    )
+
+
+def progress_summary_of(snapshot: Snapshot) -> ProgressSummary:
+    records = list(snapshot.streams.values())
+
+    def total(status: str) -> int:
+        return sum(r.count(status) for r in records)
+
+    all_tasks = sum(r.total for r in records)
+    return ProgressSummary(
+        total_tasks=all_tasks,
+        completed_tasks=total("completed"),
+        in_progress_tasks=total("in_progress"),
+        pending_tasks=total("pending"),
+        blocked_tasks=total("blocked"),
+        cancelled_tasks=total("cancelled"),
+        total_streams=len(records),
+        completed_streams=sum(1 for r in records if r.is_complete),
+        completion_percentage=percentage(sum(r.finished for r in records), all_tasks),
+    )
+
+
+class TaskCopilotClient:
+    """The client scripts use: `TaskCopilotClient(workspace_id).stream_list()` etc.
+
+    `workspace_id` defaults to $WORKSPACE_ID, then the current folder's name;
+    `db_path` bypasses the lookup. Each call reads one fresh snapshot.
+    """
+
+    def __init__(self, workspace_id: Optional[str] = None, db_path: Optional[os.PathLike] = None):
+        env = dict(os.environ)
+        if workspace_id:
+            env["WORKSPACE_ID"] = workspace_id
+        self.location = locate_database(Path.cwd(), db_path, env)
+        self.workspace_id = self.location.workspace_id
+        self.db_path = self.location.path
+
+    def snapshot(self) -> Snapshot:
+        if not self.db_path.exists():
+            raise DatabaseError(self.location.missing_message())
+        return read_snapshot(self.db_path)
+
+    def stream_list(self) -> List[StreamInfo]:
+        return [
+            StreamInfo(r.stream_id, r.stream_name, list(r.dependencies))
+            for r in self.snapshot().streams.values()
+        ]
+
+    def stream_get(self, stream_id: str) -> Optional[StreamProgress]:
+        record = self.snapshot().streams.get(stream_id)
+        return stream_progress(record) if record else None
+
+    def progress_summary(self) -> ProgressSummary:
+        return progress_summary_of(self.snapshot())

@@ -1,0 +1,137 @@
+"""A throwaway project with the runtime in .claude/orchestrator/, a real database and the fake `claude`.
+
+The runtime files are copied straight from template/ (no installer needed), with
+an orchestrator.conf tuned for fast tests. Every command runs as a real process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[2]
+RUNTIME = REPO / "template" / ".claude" / "orchestrator"
+FAKE_BIN = Path(__file__).resolve().parent / "bin"
+WORKSPACE = "demo-ws"
+
+FAST_SETTINGS = {
+    "worker_command": "claude --print --dangerously-skip-permissions -p",
+    "max_parallel": 0,
+    "max_restarts": 10,
+    "poll_interval": 0.2,
+    "refresh_interval": 1,
+    "restart_delay": 0.2,
+    "stop_grace": 2,
+    "finish_grace": 1,
+}
+
+
+def install_runtime(home: Path, settings: Optional[Dict] = None) -> None:
+    """Copy the runtime (not the .jinja templates) and write its config."""
+    home.mkdir(parents=True, exist_ok=True)
+    for source in RUNTIME.iterdir():
+        if source.is_file() and not source.name.endswith(".jinja"):
+            shutil.copy2(source, home / source.name)
+    conf = {**FAST_SETTINGS, **(settings or {})}
+    (home / "orchestrator.conf").write_text("".join(f"{k} = {v}\n" for k, v in conf.items()), encoding="utf-8")
+
+
+@dataclass
+class Project:
+    root: Path
+    base: Path  # TASK_DB_PATH
+    env: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def home(self) -> Path:
+        return self.root / ".claude" / "orchestrator"
+
+    @property
+    def db(self) -> Path:
+        return self.base / WORKSPACE / "tasks.db"
+
+    @property
+    def events_file(self) -> Path:
+        return self.root.parent / "fake-claude-events.jsonl"
+
+    @property
+    def plan_file(self) -> Path:
+        return self.root.parent / "fake-claude-plan.json"
+
+    @classmethod
+    def create(cls, tmp: Path, settings: Optional[Dict] = None) -> "Project":
+        root = tmp / "project"
+        project = cls(root, tmp / "tasks")
+        install_runtime(project.home, settings)
+        project.env = {
+            **os.environ,
+            "PATH": f"{FAKE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "TASK_DB_PATH": str(project.base),
+            "WORKSPACE_ID": WORKSPACE,
+            "FAKE_CLAUDE_EVENTS": str(project.events_file),
+            "FAKE_CLAUDE_PLAN": str(project.plan_file),
+            "FAKE_CLAUDE_DELAY": "0.05",
+            "HOME": str(tmp / "home"),
+            "CLAUDECODE": "1",  # as inside a Claude Code session: workers must not inherit it
+        }
+        project.env.pop("NO_COLOR", None)
+        return project
+
+    def configure(self, **settings) -> None:
+        install_runtime(self.home, settings)
+
+    def plan(self, behaviours: Dict[str, List[str]]) -> None:
+        self.plan_file.write_text(json.dumps(behaviours), encoding="utf-8")
+
+    def command(self, *args: str) -> List[str]:
+        return [sys.executable, str(self.home / "orchestrate.py"), *args]
+
+    def orchestrate(self, *args: str, timeout: float = 90, env: Optional[Dict[str, str]] = None,
+                    cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*args), env=env or self.env, cwd=cwd or self.root,
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def start_background(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(self.command("start", *args), env=self.env, cwd=self.root,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def events(self, kind: Optional[str] = None) -> List[dict]:
+        if not self.events_file.exists():
+            return []
+        rows = [json.loads(line) for line in self.events_file.read_text(encoding="utf-8").splitlines() if line]
+        return [r for r in rows if kind is None or r["event"] == kind]
+
+    def status(self) -> dict:
+        result = self.orchestrate("status", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def states(self) -> Dict[str, str]:
+        return {s["stream_id"]: s["state"] for s in self.status()["streams"]}
+
+    def wait_for(self, predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    """True for a live, non-zombie process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return False
+    return data[data.rindex(b")") + 2:].split()[0] not in (b"Z", b"X")
