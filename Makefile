@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test pytest bats bench demo soak clean
+.PHONY: help setup test pytest bats bench bundle demo soak clean
 
 help:
 	@echo "make demo   run the orchestrator on the built-in example project"
@@ -27,6 +27,11 @@ pytest: $(STAMP)
 
 bats: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/bats --recursive bats/
+
+# The template's release history (one tag per v* tag of this repository) that wheels carry;
+# the wheel build makes it by itself, this target is for editable installs and a look inside.
+bundle: $(STAMP)
+	$(BIN)/python tools/template_bundle.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -1,0 +1,141 @@
+"""``orchestrate-kit upgrade [PROJECT]``: copier's three-way update to this installer's version.
+
+The project must be a git repository with a clean tree: copier merges the template's changes
+with the user's committed edits, and git is both the merge base and the way back. Overlapping
+edits become inline conflict markers; copier still exits 0 then, so conflicts are found with
+git and reported with exit 1. Runtime state (``logs/``, ``pids/``, ``state/``) is ignored by git
+and never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import sh
+
+from .. import copier_runner, git, output, store
+from ..errors import UserError
+
+
+def upgrade(*, project: Path, data: Mapping[str, str], to: str | None) -> int:
+    """Update the orchestrator in ``project``; return the exit code (1 when conflicts remain)."""
+    template = store.packaged_template()
+    answers_file = copier_runner.answers_file_name(template.root)
+    new_answers = copier_runner.check_data(data, template.root)
+    if not (project / answers_file).is_file():
+        raise UserError(
+            f"The orchestrator is not installed in {project} ({answers_file} is missing).",
+            hint=f"install it first: orchestrate-kit install {project}",
+        )
+    answers = copier_runner.read_answers(project, answers_file, template.root)
+    _check_git(project)
+    current = store.sync(template)
+    target = _target(to, current)
+    installed = answers["_commit"]
+    _check_source(answers)
+    if not store.has_ref(installed):
+        raise UserError(
+            f"This machine's template history has no {installed}, the version {project} was installed with.",
+            hint=f"run the upgrade once with orchestrate-kit {installed.lstrip('v')}, which carries it "
+            "(e.g. `uvx orchestrate-kit==" + installed.lstrip("v") + " upgrade`)",
+        )
+    _check_direction(installed, target)
+    if installed == target and not new_answers:
+        output.info(f"Already at {target}; nothing to do.")
+        return 0
+
+    options = copier_runner.RunOptions(
+        project=project,
+        src=answers["_src_path"],
+        ref=target,
+        answers_file=answers_file,
+        data=new_answers,
+        defaults=True,  # keep the previous answers; new questions take their defaults
+    )
+    try:
+        copier_runner.update(options)
+    except BaseException:
+        _roll_back(project)
+        raise
+    return _report(project, installed, target)
+
+
+def _check_git(project: Path) -> None:
+    if git.toplevel(project) is None:
+        raise UserError(
+            f"{project} is not a git repository, and upgrades need git to merge your edits.",
+            hint="git init && git add -A && git commit -m 'Before orchestrate-kit upgrade', then upgrade again",
+        )
+    dirty = git.dirty_files(project)
+    if dirty:
+        raise UserError(
+            "The project has uncommitted changes, and an upgrade merges into a clean tree; nothing changed:",
+            details=dirty,
+            hint="commit them (git add -A && git commit) or put them aside (git stash -u), then upgrade again",
+        )
+
+
+def _target(to: str | None, current: str) -> str:
+    if to is None:
+        return current
+    tag = store.tag_for(to)
+    if not store.has_ref(tag):
+        known = ", ".join(t.lstrip("v") for t in store.tags()) or "none"
+        raise UserError(f"There is no template version {to}.", hint=f"versions known here: {known}")
+    return tag
+
+
+def _check_source(answers: Mapping[str, Any]) -> None:
+    """Refuse a project that plain copier installed from somewhere else."""
+    source = Path(str(answers["_src_path"])).expanduser()
+    if source.resolve() != store.store_path().resolve():
+        raise UserError(
+            f"This project was installed from {answers['_src_path']} with plain copier, not by orchestrate-kit.",
+            hint="update it the same way: copier update -a .claude/orchestrator/.copier-answers.yml --defaults",
+        )
+
+
+def _check_direction(installed: str, target: str) -> None:
+    old, new = store.version_of(installed), store.version_of(target)
+    if old is not None and new is not None and old > new:
+        raise UserError(
+            f"The project has {installed}, newer than {target}; downgrades are not supported.",
+            hint="upgrade orchestrate-kit itself (pip install -U orchestrate-kit), or pass --to a newer version",
+        )
+
+
+def _roll_back(project: Path) -> None:
+    """Put the tree back as it was: it was clean and committed before copier started."""
+    try:
+        git.git("reset", "--quiet", "--", ".", cwd=project)
+        git.git("checkout", "--quiet", "--", ".", cwd=project)
+        git.git("clean", "-d", "--force", "--quiet", "--", ".", cwd=project)
+    except sh.ErrorReturnCode as error:
+        output.warn(f"could not restore the tree after the failed upgrade: {error.stderr.decode().strip()}")
+
+
+def _report(project: Path, installed: str, target: str) -> int:
+    conflicts = git.conflicted_files(project)
+    # copier can leave .rej files even in inline mode (copier issue #2386): count them too.
+    rejects = sorted(line[3:] for line in git.dirty_files(project) if line.endswith(".rej"))
+    changed = git.changed_paths(project)
+    if installed == target:
+        output.success(f"Updated the answers of {project} (still {target})")
+    else:
+        output.success(f"Upgraded {project} from {installed} to {target}")
+    if changed:
+        output.info("Files changed:")
+        for rel in changed:
+            output.item(rel)
+    if conflicts or rejects:
+        output.error(
+            f"{len(conflicts) + len(rejects)} file(s) have conflicts between your edits and the new version:",
+            details=conflicts + rejects,
+            hint="edit out the <<<<<<< before updating / >>>>>>> after updating markers (and any .rej), "
+            "then git add and commit; to abort instead: git reset --hard && git clean -fd",
+        )
+        return 1
+    output.info("Review with `git diff`, then commit.")
+    return 0

@@ -1,0 +1,176 @@
+"""The ``orchestrate-kit`` command line: the argparse tree, dispatch, and every exit code.
+
+Exit codes:
+
+====  =====================================================================
+0     done
+1     something the user can fix (message and hint on stderr), ``doctor``
+      found problems, or ``upgrade`` left conflicts to resolve
+2     usage error (argparse prints the usage)
+130   interrupted with Ctrl-C
+====  =====================================================================
+
+An unexpected error (a bug) prints one line and the file its traceback was written to.
+Adding a command is one entry in ``COMMANDS``: a function that adds its arguments and one that
+runs it from the parsed namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__, output
+from .errors import UserError
+
+EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, its arguments, and how to run it."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _project_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("project", nargs="?", default=".", metavar="PROJECT",
+                        help="the project folder (default: the current folder)")
+
+
+def _data_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", "-d", action="append", default=[], metavar="KEY=VALUE",
+                        help="answer one install question (repeatable): worker_command, max_parallel, "
+                        "max_restarts, poll_interval, refresh_interval")
+
+
+def _install_arguments(parser: argparse.ArgumentParser) -> None:
+    _project_argument(parser)
+    parser.add_argument("--defaults", action="store_true", help="take the default answers without asking")
+    _data_argument(parser)
+
+
+def _upgrade_arguments(parser: argparse.ArgumentParser) -> None:
+    _project_argument(parser)
+    parser.add_argument("--to", metavar="VERSION", help="the version to move to (default: this installer's)")
+    _data_argument(parser)
+
+
+def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    _project_argument(parser)
+    parser.add_argument("--fix", action="store_true", help="repair what is safe to repair (symlink, run bits)")
+
+
+def _install_command_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", action="store_true", default=True,
+                        help="install into ~/.claude/commands/ (the default, and for now the only place)")
+    parser.add_argument("--force", action="store_true", help="replace a command file of your own")
+
+
+def _parse_data(pairs: Sequence[str]) -> dict[str, str]:
+    data = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--data takes KEY=VALUE, not {pair!r}.", hint="e.g. --data max_parallel=4")
+        data[key.strip()] = value
+    return data
+
+
+def _run_install(args: argparse.Namespace) -> int:
+    from .commands.install import install
+    from .project import resolve_project
+
+    return install(project=resolve_project(args.project), data=_parse_data(args.data), defaults=args.defaults)
+
+
+def _run_upgrade(args: argparse.Namespace) -> int:
+    from .commands.upgrade import upgrade
+    from .project import resolve_project
+
+    return upgrade(project=resolve_project(args.project), data=_parse_data(args.data), to=args.to)
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    from .commands.doctor import doctor
+    from .project import resolve_project
+
+    return doctor(project=resolve_project(args.project), fix=args.fix)
+
+
+def _run_install_command(args: argparse.Namespace) -> int:
+    from .commands.install_command import install_command
+
+    return install_command(force=args.force)
+
+
+# Commands import their modules on use, so `--help` stays fast and copier loads only when needed.
+COMMANDS: dict[str, Command] = {
+    "install": Command("install the orchestrator into a project", _install_arguments, _run_install),
+    "upgrade": Command("upgrade it, keeping your edits (three-way merge)", _upgrade_arguments, _run_upgrade),
+    "doctor": Command("check that it can run, and --fix what is safe", _doctor_arguments, _run_doctor),
+    "install-command": Command(
+        "put the /orchestrate slash command into ~/.claude/commands/",
+        _install_command_arguments, _run_install_command,
+    ),
+    # "demo": Command(...)  -- added by commands/demo.py's issue.
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole argparse tree."""
+    parser = argparse.ArgumentParser(
+        prog=output.PROG,
+        description="Install, upgrade and check the Task Copilot stream orchestrator in a project.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (never calls sys.exit)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help/--version (0) or a usage error (2)
+        return int(exit_.code or 0)
+    output.set_quiet(args.quiet)
+    try:
+        return COMMANDS[args.command].run(args)
+    except UserError as error:
+        output.error(error.message, hint=error.hint, details=error.details)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        output.error("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as error:  # a bug: one line here, the traceback in a file
+        where = _write_traceback()
+        output.error(f"unexpected error: {type(error).__name__}: {error}",
+                     hint=f"this is a bug; the traceback is in {where}; please report it with that file")
+        return EXIT_USER
+    finally:
+        output.set_quiet(False)
+
+
+def _write_traceback() -> str:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "orchestrate-kit"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        path = base / "crash.log"
+        path.write_text(f"orchestrate-kit {__version__}\n{traceback.format_exc()}")
+        return str(path)
+    except OSError:
+        traceback.print_exc()
+        return "the output above"

@@ -1,0 +1,282 @@
+"""The per-user template store: a git repository with one tag per template version.
+
+copier's three-way update needs the version a project was installed with as a git tag of the
+template, but a pip-installed orchestrate-kit holds only a plain copy of its own version. So:
+
+- the package ships ``template-history.bundle`` (every released version, one tag each, built
+  by ``tools/template_bundle.py``), fetched into the store on every run;
+- when the store has no tag for the packaged tree (a build from an untagged commit, or a
+  checkout whose template was edited since its tag), the packaged tree is committed and tagged
+  there: ``vX.Y.Z`` if that name is free, else ``vX.Y.Z+dev.N.g<tree>`` so a tag never changes
+  what it names.
+
+The store lives in ``$XDG_DATA_HOME/orchestrate-kit/template`` (default
+``~/.local/share/orchestrate-kit/template``) and copier is pointed at it as ``~/...`` when it is
+under HOME, so the recorded ``_src_path`` works for plain ``copier update`` too. A lock file
+keeps two installers from syncing it at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import sh
+from packaging.version import InvalidVersion, Version
+
+from . import __version__
+from .errors import UserError
+from .git import git
+from .project import SYMLINK, Layout
+
+# Store commits are made by this identity at a fixed time, so the same tree and version give
+# the same commit on every machine.
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "orchestrate-kit", "GIT_AUTHOR_EMAIL": "orchestrate-kit@localhost",
+    "GIT_COMMITTER_NAME": "orchestrate-kit", "GIT_COMMITTER_EMAIL": "orchestrate-kit@localhost",
+    "GIT_AUTHOR_DATE": "2000-01-01T00:00:00+00:00", "GIT_COMMITTER_DATE": "2000-01-01T00:00:00+00:00",
+}
+_SKIP_DIRS = {"__pycache__", ".git"}
+_SKIP_SUFFIXES = (".pyc", ".pyo")
+_BUNDLE_MARK = "orchestrate-kit-bundle.sha256"
+
+
+@dataclass(frozen=True)
+class PackagedTemplate:
+    """The template this installer carries: a folder with copier.yml and template/."""
+
+    root: Path
+    version: str
+    bundle: Path | None
+    # Wheels cannot hold symlinks; the build lists them here ({path: target}).
+    symlinks: tuple[tuple[str, str], ...] = ()
+    # True when running from a checkout (editable install): list files the way git would.
+    checkout: bool = False
+
+
+def packaged_template() -> PackagedTemplate:
+    """Find the template: the repository root in a checkout, else the package's data."""
+    package = resources.files("orchestrate_kit")
+    bundle_res = package.joinpath("template-history.bundle")
+    bundle = Path(str(bundle_res)) if bundle_res.is_file() else None
+    repo_root = Path(__file__).resolve().parents[2]
+    if (repo_root / "copier.yml").is_file() and (repo_root / "template").is_dir():
+        # An editable install: the checkout's own template, listed by git when it can.
+        return PackagedTemplate(repo_root, __version__, bundle, checkout=(repo_root / ".git").exists())
+    data = package.joinpath("_template")
+    if not data.joinpath("copier.yml").is_file():
+        raise UserError(
+            "This orchestrate-kit has no template inside it (a broken build or install).",
+            hint="reinstall it: pip install --force-reinstall orchestrate-kit",
+        )
+    root = Path(str(data))
+    links = root / "symlinks.txt"
+    pairs = [tuple(line.split("\t", 1)) for line in links.read_text().splitlines() if "\t" in line]
+    return PackagedTemplate(root, __version__, bundle, tuple((a, b) for a, b in pairs))
+
+
+def store_path() -> Path:
+    """Where the per-user template repository lives."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "orchestrate-kit" / "template"
+
+
+def source_for_copier(path: Path) -> str:
+    """The store as copier should record it: ``~/...`` under HOME, so it reads the same anywhere."""
+    home = Path.home()
+    try:
+        return "~/" + path.relative_to(home).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def tag_for(version: str) -> str:
+    """The store tag of a version: ``1.2.0`` -> ``v1.2.0``."""
+    return version if version.startswith("v") else f"v{version}"
+
+
+def version_of(tag: str) -> Version | None:
+    """The PEP 440 version a tag or ``_commit`` names, or None if it names none."""
+    try:
+        return Version(tag[1:] if tag.startswith("v") else tag)
+    except InvalidVersion:
+        return None
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sync(template: PackagedTemplate, path: Path | None = None) -> str:
+    """Bring the store up to date with ``template`` and return the tag that holds its tree."""
+    path = path or store_path()
+    with _locked(path):
+        if not (path / ".git").is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+            git("init", "--quiet", "--initial-branch=main", cwd=path)
+        if template.bundle is not None:
+            _fetch_bundle(path, template.bundle)
+        tree = _write_tree(path, template)
+        tag = _tag_for_tree(path, template.version, tree)
+        _check_out_newest(path)
+        return tag
+
+
+def tags(path: Path | None = None) -> list[str]:
+    """The store's version tags, oldest first (by PEP 440)."""
+    path = path or store_path()
+    if not (path / ".git").is_dir():
+        return []
+    names = git("tag", "--list", "v*", cwd=path).split()
+    versioned = [(version_of(name), name) for name in names]
+    return [name for v, name in sorted((v, n) for v, n in versioned if v is not None)]
+
+
+def _fetch_bundle(path: Path, bundle: Path) -> None:
+    """Fetch every tag of the bundle, unless this very bundle was fetched before."""
+    digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    mark = path / ".git" / _BUNDLE_MARK
+    if mark.is_file() and digest in mark.read_text().split():
+        return
+    # --force: a tag built here from an untagged build gives way to the released one.
+    git("fetch", "--quiet", "--force", "--no-tags", str(bundle), "+refs/tags/*:refs/tags/*", cwd=path)
+    with open(mark, "a") as handle:
+        handle.write(digest + "\n")
+
+
+def _template_files(template: PackagedTemplate) -> list[str]:
+    """copier.yml and the files under template/, relative to the template root."""
+    root = template.root
+    if template.checkout:
+        out = git(
+            "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "copier.yml", "template",
+            cwd=root,
+        )
+        return sorted({n for n in out.split("\0") if n and os.path.lexists(root / n)})
+    found = ["copier.yml"]
+    for dirpath, dirnames, filenames in os.walk(root / "template"):
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+        found += [
+            (Path(dirpath) / name).relative_to(root).as_posix()
+            for name in filenames
+            if not name.endswith(_SKIP_SUFFIXES)
+        ]
+    return sorted(found)
+
+
+def _write_tree(store: Path, template: PackagedTemplate) -> str:
+    """Write the packaged tree into the store's object database and return its tree id."""
+    files, links = [], dict(template.symlinks)
+    for rel in _template_files(template):
+        full = template.root / rel
+        if full.is_symlink():
+            links[rel] = os.readlink(full)
+        elif rel not in links:
+            files.append(rel)
+    # --no-filters: the user's autocrlf or attributes must not change what we store.
+    blobs = git(
+        "hash-object", "-w", "--no-filters", "--stdin-paths",
+        cwd=store, stdin="".join(str(template.root / rel) + "\n" for rel in files),
+    ).split()
+    index_lines = [
+        f"{_mode(template.root / rel)} {blob}\t{rel}" for rel, blob in zip(files, blobs)
+    ]
+    for rel, target in sorted(links.items()):
+        blob = git("hash-object", "-w", "--stdin", cwd=store, stdin=target).strip()
+        index_lines.append(f"120000 {blob}\t{rel}")
+    with tempfile.TemporaryDirectory(prefix="orchestrate-kit-index.") as scratch:
+        env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        git("update-index", "--add", "-z", "--index-info", cwd=store, env=env,
+            stdin="".join(line + "\0" for line in index_lines))
+        return git("write-tree", cwd=store, env=env).strip()
+
+
+def _mode(path: Path) -> str:
+    return "100755" if os.stat(path).st_mode & 0o100 else "100644"
+
+
+def _tree_of(store: Path, tag: str) -> str | None:
+    try:
+        return git("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{tree}}", cwd=store).strip()
+    except sh.ErrorReturnCode:
+        return None
+
+
+def _tag_for_tree(store: Path, version: str, tree: str) -> str:
+    """The tag naming this version with exactly this tree, made if there is none yet."""
+    release = tag_for(version)
+    release_tree = _tree_of(store, release)
+    if release_tree == tree:
+        return release
+    dev_tags = [t for t in tags(store) if t.startswith(release + "+dev.")]
+    for dev in dev_tags:
+        if _tree_of(store, dev) == tree:
+            return dev
+    # A free release name is taken by the packaged tree; a taken one gets a numbered dev tag
+    # (numbered so later builds sort after earlier ones and updates never look like downgrades).
+    name = release if release_tree is None else f"{release}+dev.{len(dev_tags) + 1}.g{tree[:10]}"
+    commit = git(
+        "commit-tree", tree, "-m", f"orchestrate-kit template {name}", cwd=store, env=_IDENTITY
+    ).strip()
+    git("tag", name, commit, cwd=store)
+    return name
+
+
+def _check_out_newest(store: Path) -> None:
+    """Keep ``main`` and the work tree at the newest version, for people browsing the store."""
+    newest = tags(store)[-1]
+    commit = git("rev-parse", f"refs/tags/{newest}^{{commit}}", cwd=store).strip()
+    try:
+        head = git("rev-parse", "--verify", "--quiet", "HEAD", cwd=store).strip()
+    except sh.ErrorReturnCode:
+        head = ""
+    if head != commit:
+        git("checkout", "--quiet", "--force", "-B", "main", commit, cwd=store)
+
+
+def layout(ref: str, path: Path | None = None) -> Layout:
+    """The files the template renders at ``ref``: project path -> git mode, plus link targets.
+
+    ``.jinja`` suffixes are dropped; the answers file's own template is left out (its name is
+    rendered by copier from ``_answers_file``).
+    """
+    path = path or store_path()
+    out = git("ls-tree", "-r", "-z", ref, "--", "template/", cwd=path)
+    modes, links = {}, {}
+    for entry in filter(None, out.split("\0")):
+        meta, name = entry.split("\t", 1)
+        rel = name[len("template/"):]
+        if "{{" in rel:
+            continue
+        mode, _kind, blob = meta.split()
+        rel = rel.removesuffix(".jinja")
+        modes[rel] = mode
+        if mode == SYMLINK:
+            links[rel] = git("cat-file", "blob", blob, cwd=path)
+    return Layout(modes, links)
+
+
+def has_ref(ref: str, path: Path | None = None) -> bool:
+    """Whether the store holds the template version ``ref`` (a tag, or a commit)."""
+    path = path or store_path()
+    if ref.startswith("-") or not (path / ".git").is_dir():  # a ref from a file is data, not an option
+        return False
+    try:
+        git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=path)
+    except sh.ErrorReturnCode:
+        return False
+    return True
