@@ -9,6 +9,7 @@ where SPEC is {"streams": [{"id": ..., "name": ..., "deps": [...], "tasks": N,
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import sys
 from itertools import count
@@ -31,7 +32,8 @@ def make_db(path: Path, wal: bool = True, archived_column: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sql = schema_sql()
     if not archived_column:  # a database from before the server's migration 6
-        sql = "\n".join(line for line in sql.splitlines() if "archived" not in line)
+        sql = "\n".join(line for line in sql.splitlines() if "archiv" not in line)
+        sql = re.sub(r",\s*\)", "\n)", sql)
     with sqlite3.connect(path) as conn:
         if wal:
             conn.execute("PRAGMA journal_mode = WAL")

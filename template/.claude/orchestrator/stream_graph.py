@@ -179,7 +179,7 @@ def critical_path(streams: Mapping[str, StreamRecord], order: Sequence[str]) -> 
     roots = [s for s in order if not streams[s].is_complete]
     if not roots:
         return []
-    node: Optional[str] = max(roots, key=lambda s: (paths[s][0], -order.index(s)))
+    node: Optional[str] = min(roots, key=lambda s: (-paths[s][0], s))
     chain = []
     while node is not None:
         if not streams[node].is_complete:

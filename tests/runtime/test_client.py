@@ -1,0 +1,128 @@
+"""task_copilot_client against real-schema databases: location, snapshot, the documented API."""
+
+import sqlite3
+
+import pytest
+
+from tests.runtime.runtime_import import task_copilot_client as tcc
+from tests.support import taskdb
+
+
+def test_location_honours_task_db_path_and_workspace_id(tmp_path):
+    loc = tcc.locate_database(tmp_path / "proj", None, {"TASK_DB_PATH": str(tmp_path / "base"), "WORKSPACE_ID": "ws1"})
+    assert loc.path == tmp_path / "base" / "ws1" / "tasks.db"
+    assert loc.workspace_id == "ws1" and loc.base_dir == tmp_path / "base"
+
+
+def test_location_defaults_to_home_and_project_folder_name(tmp_path):
+    home = tmp_path / "home"
+    loc = tcc.locate_database(tmp_path / "my-project", None, {"HOME": str(home)})
+    assert loc.workspace_id == "my-project"
+    assert loc.path.name == "tasks.db" and loc.path.parent.name == "my-project"
+    assert loc.path.parent.parent.parts[-2:] == (".claude", "tasks")
+    assert "TASK_DB_PATH" in loc.missing_message() and "--db" in loc.missing_message()
+
+
+def test_location_from_explicit_db_path(tmp_path):
+    loc = tcc.locate_database(tmp_path, tmp_path / "base" / "wsX" / "tasks.db", {})
+    assert (loc.workspace_id, loc.base_dir) == ("wsX", tmp_path / "base")
+
+
+def test_snapshot_counts_unions_dependencies_and_skips_bad_metadata(tmp_path):
+    db = taskdb.make_db(tmp_path / "tasks.db")
+    taskdb.add_task(db, {"streamId": "A", "streamName": "Foundation"}, "completed")
+    taskdb.add_task(db, {"streamId": "A"}, "cancelled")
+    taskdb.add_task(db, {"streamId": "B", "dependencies": ["A"]}, "in_progress")
+    taskdb.add_task(db, {"streamId": "B", "streamDependencies": ["C"]}, "pending")
+    taskdb.add_task(db, {"streamId": "C"}, "blocked")
+    taskdb.add_task(db, {"streamId": "C"}, "pending", archived=1)  # archived: ignored
+    for bad in ("not json", "[1, 2]", '{"streamId": 5}', '{"streamId": "Q", "dependencies": "A"}',
+                '{"streamId": "Q", "dependencies": [1]}', '{"streamId": ""}'):
+        taskdb.add_task(db, bad)
+    taskdb.add_task(db, {})  # a plain task outside any stream: not a warning
+    taskdb.add_task(db, None)
+    snap = tcc.read_snapshot(db)
+    assert list(snap.streams) == ["A", "B", "C"]
+    a, b, c = (snap.streams[s] for s in "ABC")
+    assert a.stream_name == "Foundation" and a.is_complete and a.total == 2
+    assert b.dependencies == ("A", "C") and b.counts == {"in_progress": 1, "pending": 1}
+    assert c.total == 1 and not c.is_complete
+    assert snap.malformed_tasks == 6
+    assert "6 task(s)" in snap.warnings()[0]
+
+
+def test_snapshot_is_one_query(tmp_path, monkeypatch):
+    db = taskdb.diamond(tmp_path / "tasks.db")
+    statements = []
+    original = tcc.Database._connect
+
+    def traced(self):
+        conn = original(self)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(tcc.Database, "_connect", traced)
+    database = tcc.Database(db)
+    database.snapshot()
+    statements.clear()
+    database.snapshot()
+    queries = [s for s in statements if "FROM tasks" in s or "from tasks" in s]
+    assert len(queries) == 1, statements
+
+
+def test_database_without_archived_column(tmp_path):
+    db = taskdb.make_db(tmp_path / "tasks.db", archived_column=False)
+    taskdb.add_stream(db, "A", [], 2, statuses=["completed", "completed"])
+    assert tcc.read_snapshot(db).streams["A"].is_complete
+
+
+def test_empty_stream_is_not_complete(tmp_path):
+    record = tcc.StreamRecord("A", "A", ())
+    assert not record.is_complete
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "no tasks table"),
+    (b"this is not a database at all" * 100, "not a readable SQLite database"),
+])
+def test_unusable_files_raise_clear_errors(tmp_path, content, message):
+    path = tmp_path / "tasks.db"
+    path.write_bytes(content)
+    with pytest.raises(tcc.DatabaseError, match=message):
+        tcc.read_snapshot(path)
+
+
+def test_locked_database_raises_busy(tmp_path):
+    db = taskdb.make_db(tmp_path / "tasks.db", wal=False)
+    taskdb.add_stream(db, "A")
+    writer = sqlite3.connect(db)
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(tcc.DatabaseBusy):
+            tcc.read_snapshot(db, busy_timeout=0.2)
+    finally:
+        writer.rollback()
+        writer.close()
+
+
+def test_documented_client_api(tmp_path, monkeypatch):
+    base = tmp_path / "tasks"
+    db = taskdb.diamond(base / "ws" / "tasks.db")
+    taskdb.set_stream_status(db, "Stream-A", "completed")
+    monkeypatch.setenv("TASK_DB_PATH", str(base))
+    client = tcc.TaskCopilotClient("ws")
+    streams = client.stream_list()
+    assert [s.stream_id for s in streams] == ["Stream-A", "Stream-B", "Stream-C", "Stream-Z"]
+    assert streams[3] == tcc.StreamInfo("Stream-Z", "Integration", ["Stream-B", "Stream-C"])
+    a = client.stream_get("Stream-A")
+    assert a.is_complete and a.completion_percentage == 100.0 and a.completed_tasks == 2
+    assert client.stream_get("nope") is None
+    summary = client.progress_summary()
+    assert (summary.total_tasks, summary.completed_tasks, summary.total_streams, summary.completed_streams) == (8, 2, 4, 1)
+    assert summary.completion_percentage == 25.0
+
+
+def test_client_reports_missing_database(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASK_DB_PATH", str(tmp_path))
+    with pytest.raises(tcc.DatabaseError, match="No Task Copilot database"):
+        tcc.TaskCopilotClient("absent").stream_list()
