@@ -68,3 +68,10 @@ def test_deep_chain_needs_no_recursion():
     board = sg.build_board(streams(spec), {})
     assert board.views["s4999"].level == 4999
     assert board.views["s0"].remaining_path == 5000
+
+
+def test_problem_messages_can_be_limited_to_some_streams():
+    board = sg.build_board(streams({"A": ["B"], "B": ["A"], "C": ["ghost"], "D": []}), {})
+    assert board.problems.messages({"C"}) == ["Stream 'C' depends on unknown stream 'ghost'"]
+    assert board.problems.messages({"B"}) == ["Circular dependency detected: A -> B -> A"]
+    assert len(board.problems.messages()) == 2

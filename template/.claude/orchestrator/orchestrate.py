@@ -825,9 +825,8 @@ def preflight(layout: Layout, settings: Settings, args: argparse.Namespace) -> T
     scope = with_dependencies(snapshot.streams, selection) if selection else set(snapshot.streams)
     bad = {s for s in scope if board.views.get(s) and board.views[s].state is StreamState.INVALID}
     if bad:
-        problems = [m for m in board.problems.messages() if any(repr(s) in m or f" {s} " in f" {m} " for s in bad)]
         raise UserError("the stream graph is invalid; nothing was started:\n  "
-                        + "\n  ".join(printable(m) for m in (problems or board.problems.messages())))
+                        + "\n  ".join(printable(m) for m in board.problems.messages(bad)))
     command = settings.worker_argv()[0]
     if shutil.which(command) is None:
         raise UserError(f"worker command {command!r} was not found on PATH. Install it, or set "

@@ -42,9 +42,13 @@ class GraphProblems:
             out.setdefault(sid, []).append(f"depends on unknown stream {missing!r}")
         return {sid: "; ".join(texts) for sid, texts in out.items()}
 
-    def messages(self) -> List[str]:
-        lines = ["Circular dependency detected: " + " -> ".join(c + (c[0],)) for c in self.cycles]
-        lines += [f"Stream {sid!r} depends on unknown stream {missing!r}" for sid, missing in self.unknown]
+    def messages(self, streams: Optional[Iterable[str]] = None) -> List[str]:
+        """One line per problem; with `streams`, only the problems that involve them."""
+        wanted = None if streams is None else set(streams)
+        lines = ["Circular dependency detected: " + " -> ".join(c + (c[0],))
+                 for c in self.cycles if wanted is None or wanted & set(c)]
+        lines += [f"Stream {sid!r} depends on unknown stream {missing!r}"
+                  for sid, missing in self.unknown if wanted is None or sid in wanted]
         return lines
 
 
