@@ -1,0 +1,82 @@
+"""Write Task Copilot databases with the real schema: for the demo, the tests and the benchmarks.
+
+The schema in data/task-copilot-schema.sql is a verbatim copy of the one the
+Task Copilot server creates (a test keeps it in step with ../shared/). Only the
+demo and the tests write databases; the runtime only ever reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from itertools import count
+from pathlib import Path
+
+_ids = count(1)
+NOW = "2026-11-23T00:00:00Z"
+
+
+def schema_sql() -> str:
+    return resources.files("orchestrate_kit").joinpath("data", "task-copilot-schema.sql").read_text(encoding="utf-8")
+
+
+def make_db(path: Path, wal: bool = True, archived_column: bool = True) -> Path:
+    """Create an empty database; WAL mode like the server, or an old one without `archived`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sql = schema_sql()
+    if not archived_column:  # a database from before the server's migration 6
+        sql = "\n".join(line for line in sql.splitlines() if "archiv" not in line)
+        sql = re.sub(r",\s*\)", "\n)", sql)
+    with sqlite3.connect(path) as conn:
+        if wal:
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(sql)
+    conn.close()
+    return path
+
+
+def add_task(path: Path, metadata, status: str = "pending", title: str | None = None,
+             archived: int = 0, description: str | None = None) -> str:
+    """Insert one task; `metadata` is a dict (stored as JSON) or raw text (stored as is)."""
+    task_id = f"TASK-{next(_ids):05d}"
+    text = metadata if isinstance(metadata, str) or metadata is None else json.dumps(metadata)
+    conn = sqlite3.connect(path, timeout=10)
+    with conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        names = ["id", "title", "description", "status", "metadata", "created_at", "updated_at"]
+        values = [task_id, title or task_id, description, status, text, NOW, NOW]
+        if "archived" in columns:
+            names.append("archived")
+            values.append(archived)
+        conn.execute(f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", values)
+    conn.close()
+    return task_id
+
+
+def add_stream(path: Path, stream_id: str, deps: Sequence[str] = (), tasks: int | Sequence[str] = 2,
+               name: str | None = None, statuses: Iterable[str] = (), deps_key: str = "dependencies") -> list[str]:
+    """Insert a stream's tasks: `tasks` is a count or a list of titles."""
+    titles = [f"{stream_id} task {i + 1}" for i in range(tasks)] if isinstance(tasks, int) else list(tasks)
+    statuses = list(statuses)
+    metadata = {"streamId": stream_id, deps_key: list(deps)}
+    if name:
+        metadata["streamName"] = name
+    return [add_task(path, metadata, statuses[i] if i < len(statuses) else "pending", title)
+            for i, title in enumerate(titles)]
+
+
+def open_tasks(conn: sqlite3.Connection, stream_id: str) -> list[tuple[str, str]]:
+    """(id, title) of a stream's unfinished tasks, in order."""
+    return [tuple(row) for row in conn.execute(
+        "SELECT id, title FROM tasks WHERE CASE WHEN json_valid(metadata) THEN "
+        "json_extract(metadata, '$.streamId') END = ? AND status NOT IN ('completed', 'cancelled') "
+        "ORDER BY created_at, id", (stream_id,))]
+
+
+def set_task_status(conn: sqlite3.Connection, task_id: str, status: str) -> None:
+    with conn:
+        conn.execute("UPDATE tasks SET status = ?, updated_at = datetime('now') WHERE id = ?", (status, task_id))
