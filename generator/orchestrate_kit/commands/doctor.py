@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, copier_runner, git, output, store
+from .. import copier_runner, git, output, store
 from ..project import (
     ORCHESTRATOR_DIR, STATE_DIRS, Layout, add_run_bit, fix_link, link_problems, scripts_without_run_bit,
 )
@@ -57,7 +57,7 @@ def doctor(*, project: Path, fix: bool) -> int:
     else:
         assert layout is not None
         checks += [
-            _version(str(answers["_commit"])),
+            _version(str(answers["_commit"]), template.version),
             _files(project, layout),
             _run_bits(project, layout),
             *_links(project, layout),
@@ -140,16 +140,16 @@ def _git(project: Path) -> Check:
     return Check(OK, "git", found)
 
 
-def _version(installed: str) -> Check:
-    mine = store.version_of(__version__)
+def _version(installed: str, installer: str) -> Check:
+    mine = store.version_of(installer)
     theirs = store.version_of(installed)
     if theirs is None or mine is None:
-        return Check(WARN, "version", f"installed {installed}, cannot compare with orchestrate-kit {__version__}")
+        return Check(WARN, "version", f"installed {installed}, cannot compare with orchestrate-kit {installer}")
     if theirs.public < mine.public:
-        return Check(WARN, "version", f"installed {installed}; orchestrate-kit {__version__} can upgrade it")
+        return Check(WARN, "version", f"installed {installed}; orchestrate-kit {installer} can upgrade it")
     if theirs.public > mine.public:
-        return Check(WARN, "version", f"installed {installed} is newer than orchestrate-kit {__version__}")
-    return Check(OK, "version", f"installed {installed}, orchestrate-kit {__version__}")
+        return Check(WARN, "version", f"installed {installed} is newer than orchestrate-kit {installer}")
+    return Check(OK, "version", f"installed {installed}, orchestrate-kit {installer}")
 
 
 def _files(project: Path, layout: Layout) -> Check:

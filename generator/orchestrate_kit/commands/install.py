@@ -8,6 +8,7 @@ created. The user's own ``./watch-status`` or slash command is kept, with a warn
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,6 +22,11 @@ def install(*, project: Path, data: Mapping[str, str], defaults: bool) -> int:
     template = store.packaged_template()
     answers_file = copier_runner.answers_file_name(template.root)
     answers = copier_runner.check_data(data, template.root)
+    if not defaults and not sys.stdin.isatty():
+        raise UserError(
+            "The install questions need a terminal, and this is not one; nothing changed.",
+            hint="pass --defaults, plus --data KEY=VALUE for any answer you want to change",
+        )
     if (project / answers_file).exists():
         raise UserError(
             f"The orchestrator is already installed in {project} ({answers_file} exists); nothing changed.",
@@ -29,7 +35,11 @@ def install(*, project: Path, data: Mapping[str, str], defaults: bool) -> int:
     ref = store.sync(template)
     layout = store.layout(ref)
     own = users_own(project, layout)
-    clashes = [rel for rel in layout.modes if rel not in own and os.path.lexists(project / rel)]
+    already_linked = set(layout.links) - set(link_problems(project, layout))
+    clashes = [
+        rel for rel in layout.modes
+        if rel not in own and rel not in already_linked and os.path.lexists(project / rel)
+    ]
     if clashes:
         raise UserError(
             "These files are in the way of the install, and were not written by it; nothing changed:",

@@ -1,0 +1,206 @@
+"""``orchestrate-kit doctor``: each check can fail, ``--fix`` repairs only the safe ones.
+
+The database check runs the project's ``orchestrate.py plan --json``; these tests put a small
+stand-in there, so they test doctor's reading of that contract, not the runtime itself.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from . import helpers
+from .helpers import ANSWERS, commit_all, init_repo, run, use
+
+RUNTIME = ".claude/orchestrator/orchestrate.py"
+CHECK_STREAMS = ".claude/orchestrator/check-streams"
+
+
+def plan_stub(project: Path, exit_code: int = 0, stdout: str = "", stderr: str = "") -> None:
+    (project / RUNTIME).write_text(
+        textwrap.dedent(
+            f"""\
+            import sys
+            assert sys.argv[1:] == ["plan", "--json"], sys.argv
+            sys.stdout.write({stdout!r})
+            sys.stderr.write({stderr!r})
+            sys.exit({exit_code})
+            """
+        )
+    )
+
+
+@pytest.fixture
+def worker_bin(tmp_path, monkeypatch) -> Path:
+    """A `fakeworker` command on PATH, to name as the worker command."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    worker = bin_dir / "fakeworker"
+    worker.write_text("#!/bin/sh\nexit 0\n")
+    worker.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
+@pytest.fixture
+def project(tmp_path, capsys, monkeypatch, repo_template, worker_bin) -> Path:
+    use(monkeypatch, repo_template)
+    path = init_repo(tmp_path / "project")
+    code = run(capsys, "install", "--defaults", str(path), "--data", "worker_command=fakeworker -p").code
+    assert code == 0
+    plan_stub(path, stdout='{"db_path": "/data/tasks.db", "streams": [{"id": "A"}, {"id": "B"}, {"id": "Z"}]}')
+    commit_all(path, "installed")
+    return path
+
+
+def lines(result: helpers.Result, status: str) -> list[str]:
+    return [line for line in result.out.splitlines() if line.startswith(status)]
+
+
+def test_a_healthy_install(project, capsys):
+    result = run(capsys, "doctor", str(project))
+
+    assert result.code == 0, result.out + result.err
+    assert lines(result, "FAIL") == []
+    out = result.out
+    for label in ("python3", "bash", "git", "version", "files", "run bits", "symlink ./watch-status",
+                  ".gitignore", "worker command", "database"):
+        assert f"ok    {label}" in out, label
+    assert "/data/tasks.db, 3 streams, graph valid" in out
+    assert "installed v1.0.0" in out
+
+
+def test_broken_symlink_and_run_bits_then_fix(project, capsys):
+    (project / "watch-status").unlink()
+    (project / CHECK_STREAMS).chmod(0o644)
+
+    broken = run(capsys, "doctor", str(project))
+    fixed = run(capsys, "doctor", "--fix", str(project))
+    after = run(capsys, "doctor", str(project))
+
+    assert broken.code == 1
+    assert any("symlink ./watch-status: missing" in line for line in lines(broken, "FAIL"))
+    assert any("run bits" in line and CHECK_STREAMS in line for line in lines(broken, "FAIL"))
+    assert "doctor --fix" in broken.err
+    assert fixed.code == 0, fixed.out
+    assert "fixed: watch-status" in fixed.out and f"fixed: {CHECK_STREAMS}" in fixed.out
+    assert os.readlink(project / "watch-status") == ".claude/orchestrator/watch-status"
+    assert os.stat(project / CHECK_STREAMS).st_mode & stat.S_IXUSR
+    assert after.code == 0
+
+
+def test_a_wrong_link_of_ours_is_repointed_but_a_users_file_is_kept(project, capsys):
+    (project / "watch-status").unlink()
+    (project / "watch-status").symlink_to("elsewhere")
+    assert run(capsys, "doctor", "--fix", str(project)).code == 0
+    assert os.readlink(project / "watch-status") == ".claude/orchestrator/watch-status"
+
+    (project / "watch-status").unlink()
+    (project / "watch-status").write_text("#!/bin/sh\necho mine\n")
+    result = run(capsys, "doctor", "--fix", str(project))
+
+    assert result.code == 0  # the user's own file is theirs: a warning, not a failure
+    assert any("symlink ./watch-status" in line for line in lines(result, "warn"))
+    assert (project / "watch-status").read_text() == "#!/bin/sh\necho mine\n"
+
+
+def test_missing_database_is_reported_with_the_runtimes_message(project, capsys):
+    plan_stub(project, exit_code=2, stderr="orchestrate: No Task Copilot database at /x/tasks.db\n")
+
+    result = run(capsys, "doctor", str(project))
+
+    assert result.code == 1
+    assert any("database" in line and "No Task Copilot database at /x/tasks.db" in line for line in lines(result, "FAIL"))
+
+
+def test_invalid_graph_is_reported(project, capsys):
+    plan_stub(project, exit_code=2, stderr="\norchestrate: Circular dependency detected: A -> B -> A\n")
+
+    result = run(capsys, "doctor", str(project))
+
+    assert result.code == 1
+    assert any("Circular dependency detected" in line for line in lines(result, "FAIL"))
+
+
+def test_missing_runtime_and_files(project, capsys):
+    (project / RUNTIME).unlink()
+    (project / ".claude/orchestrator/check_streams_data.py").unlink()
+
+    result = run(capsys, "doctor", str(project))
+
+    assert result.code == 1
+    failed = "\n".join(lines(result, "FAIL"))
+    assert "missing" in failed and "orchestrate.py" in failed and "check_streams_data.py" in failed
+
+
+def test_worker_command_not_on_path(project, capsys, monkeypatch, worker_bin):
+    (worker_bin / "fakeworker").unlink()
+
+    result = run(capsys, "doctor", str(project))
+
+    assert result.code == 1
+    assert any("worker command" in line and "fakeworker is not on PATH" in line for line in lines(result, "FAIL"))
+
+
+def test_gitignore_without_state_dirs(project, capsys):
+    (project / ".claude/orchestrator/.gitignore").write_text("logs/\n")
+
+    result = run(capsys, "doctor", str(project))
+
+    assert result.code == 1
+    assert any(".gitignore" in line and "pids/" in line and "state/" in line for line in lines(result, "FAIL"))
+
+
+def test_an_older_install_is_a_warning(tmp_path, project, capsys, monkeypatch):
+    use(monkeypatch, helpers.make_version(tmp_path / "pkg-2", "2.0.0", edit=helpers.v2_edit))
+
+    result = run(capsys, "doctor", str(project))
+
+    assert result.code == 0
+    assert any("version" in line and "can upgrade it" in line for line in lines(result, "warn"))
+
+
+def test_not_a_git_repository_is_a_warning(tmp_path, capsys, monkeypatch, repo_template, worker_bin):
+    use(monkeypatch, repo_template)
+    project = tmp_path / "plain"
+    project.mkdir()
+    assert run(capsys, "install", "--defaults", str(project), "--data", "worker_command=fakeworker").code == 0
+    plan_stub(project, stdout="{}")
+
+    result = run(capsys, "doctor", str(project))
+
+    assert result.code == 0
+    assert any("git" in line and "not a git repository" in line for line in lines(result, "warn"))
+
+
+def test_not_installed(tmp_path, capsys, monkeypatch, repo_template):
+    use(monkeypatch, repo_template)
+    project = init_repo(tmp_path / "empty")
+
+    result = run(capsys, "doctor", str(project))
+
+    assert result.code == 1
+    assert "not installed" in result.err and "orchestrate-kit install" in result.err
+
+
+def test_quiet_prints_only_problems(project, capsys):
+    (project / CHECK_STREAMS).chmod(0o644)
+
+    result = run(capsys, "-q", "doctor", str(project))
+
+    assert result.code == 1
+    assert result.out.splitlines() == [line for line in result.out.splitlines() if line.startswith("FAIL")]
+    assert CHECK_STREAMS in result.out
+
+
+def test_mangled_answers_file(project, capsys):
+    (project / ANSWERS).write_text("[[[")
+
+    result = run(capsys, "doctor", str(project))
+
+    assert result.code == 1
+    assert "not valid YAML" in result.err
