@@ -48,9 +48,9 @@ def _release_version(tag: str) -> Version | None:
 
 def release_tags(repo: Path) -> list[str]:
     """The repository's ``v*`` release tags that hold a template, oldest first."""
-    tags = [t for t in _git(repo, "tag", "--list", "v*").split() if _release_version(t)]
-    with_template = [t for t in tags if _has_template(repo, t)]
-    return sorted(with_template, key=_release_version)
+    versions = {t: _release_version(t) for t in _git(repo, "tag", "--list", "v*").split()}
+    releases = {t: v for t, v in versions.items() if v is not None and _has_template(repo, t)}
+    return sorted(releases, key=releases.__getitem__)
 
 
 def _has_template(repo: Path, tag: str) -> bool:

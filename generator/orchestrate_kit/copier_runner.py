@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import copier
 import yaml
@@ -24,7 +24,7 @@ from .errors import UserError
 
 # The conflict style copier leaves in files: inline git markers. "rej" drops nearby edits
 # into .rej files (measured), so never use it.
-CONFLICT_STYLE = "inline"
+CONFLICT_STYLE: Final = "inline"
 _CASTS: dict[str, type] = {"int": int, "float": float, "str": str}
 _TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false"}
 
@@ -49,15 +49,9 @@ def copy(options: RunOptions) -> None:
         copier.run_copy(
             options.src,
             options.project,
-            data=dict(options.data),
-            answers_file=options.answers_file,
-            vcs_ref=options.ref,
-            defaults=options.defaults,
-            exclude=options.exclude,
-            quiet=options.quiet,
             overwrite=False,
             cleanup_on_error=False,  # the install command removes what it created itself
-            unsafe=False,
+            **_shared_arguments(options),
         )
 
 
@@ -66,16 +60,22 @@ def update(options: RunOptions) -> None:
     with _translated_errors():
         copier.run_update(
             options.project,
-            data=dict(options.data),
-            answers_file=options.answers_file,
-            vcs_ref=options.ref,
-            defaults=options.defaults,
-            exclude=options.exclude,
-            quiet=options.quiet,
             overwrite=True,  # copier's API refuses to update without it
             conflict=CONFLICT_STYLE,
-            unsafe=False,
+            **_shared_arguments(options),
         )
+
+
+def _shared_arguments(options: RunOptions) -> dict[str, Any]:
+    return {
+        "data": dict(options.data),
+        "answers_file": options.answers_file,
+        "vcs_ref": options.ref,
+        "defaults": options.defaults,
+        "exclude": options.exclude,
+        "quiet": options.quiet,
+        "unsafe": False,  # never run template code: the template has no tasks or migrations
+    }
 
 
 @contextmanager

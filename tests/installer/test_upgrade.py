@@ -284,3 +284,21 @@ def test_project_installed_by_plain_copier_elsewhere_is_pointed_to_copier(tmp_pa
 
     assert result.code == 1
     assert "plain copier" in result.err and "copier update -a" in result.err
+
+
+def test_a_file_the_new_version_drops_goes(tmp_path, capsys, monkeypatch):
+    old_file = ".claude/orchestrator/OLD_IN_V1.md"
+    v1 = helpers.make_version(tmp_path / "p1", "1.0.0", edit=lambda t: (t / old_file).write_text("old\n"))
+    v2 = helpers.make_version(tmp_path / "p2", "2.0.0")
+    use(monkeypatch, v1)
+    project = init_repo(tmp_path / "project")
+    assert run(capsys, "install", "--defaults", str(project)).code == 0
+    commit_all(project, "v1")
+    assert (project / old_file).is_file()
+    use(monkeypatch, v2)
+
+    result = run(capsys, "upgrade", str(project))
+
+    assert result.code == 0, result.err
+    assert not (project / old_file).exists()
+    assert old_file in result.out

@@ -101,13 +101,13 @@ def _repair(project: Path, layout: Layout, skip: list[str]) -> None:
 def _print_next_steps(project: Path, ref: str, layout: Layout) -> None:
     output.success(f"Installed the orchestrator {ref} into {project}")
     top = git.toplevel(project)
-    output.info("Next steps:")
     if top is None:
         output.warn(
             f"{project} is not a git repository: the orchestrator works, but `orchestrate-kit upgrade` "
             "needs git to merge your edits (git init, then commit the install)"
         )
-    else:
+    output.info("Next steps:")
+    if top is not None:
         paths = " ".join(sorted({rel.split("/")[0] for rel in layout.modes}))
         output.item(f"git add {paths} && git commit -m 'Add orchestrate-kit'   # upgrades start from a commit")
     output.item("python3 .claude/orchestrator/orchestrate.py plan    # check your Task Copilot streams")
