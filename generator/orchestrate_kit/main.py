@@ -68,6 +68,16 @@ def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fix", action="store_true", help="repair what is safe to repair (symlink, run bits)")
 
 
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", type=Path, metavar="PATH",
+                        help="make the demo in this new or empty folder (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the demo folder to explore afterwards")
+    parser.add_argument("--pause", type=float, default=0.6, metavar="S",
+                        help="seconds the simulated agent spends on each task (default %(default)s)")
+    parser.add_argument("--refresh", type=float, default=1.0, metavar="S",
+                        help="seconds between dashboard frames (default %(default)s)")
+
+
 def _install_command_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", action="store_true", default=True,
                         help="install into ~/.claude/commands/ (the default, and for now the only place)")
@@ -105,6 +115,12 @@ def _run_doctor(args: argparse.Namespace) -> int:
     return doctor(project=resolve_project(args.project), fix=args.fix)
 
 
+def _run_demo(args: argparse.Namespace) -> int:
+    from .commands.demo import demo
+
+    return demo(directory=args.dir, keep=args.keep, pause=args.pause, refresh=args.refresh)
+
+
 def _run_install_command(args: argparse.Namespace) -> int:
     from .commands.install_command import install_command
 
@@ -120,7 +136,8 @@ COMMANDS: dict[str, Command] = {
         "put the /orchestrate slash command into ~/.claude/commands/",
         _install_command_arguments, _run_install_command,
     ),
-    # "demo": Command(...)  -- added by commands/demo.py's issue.
+    "demo": Command("run the orchestrator on a built-in example project, end to end",
+                    _demo_arguments, _run_demo),
 }
 
 

@@ -563,8 +563,17 @@ class Supervisor:
         if self.snapshot is None or snapshot.warnings() != self.snapshot.warnings():
             for line in snapshot.warnings():
                 self.say(f"warning: {line}")
+        if self.snapshot is not None:
+            self._announce_completions(self.snapshot, snapshot)
         self.snapshot = snapshot
         self.last_warning = ""
+
+    def _announce_completions(self, before: Snapshot, after: Snapshot) -> None:
+        """Say when the database first shows a stream complete: that is what starts its dependents."""
+        for sid, stream in after.streams.items():
+            previous = before.streams.get(sid)
+            if stream.is_complete and not (previous and previous.is_complete):
+                self.say(f"{printable(sid)} complete ({stream.finished}/{stream.total} tasks)")
 
     def _warn(self, message: str) -> None:
         if message != self.last_warning:
@@ -587,7 +596,8 @@ class Supervisor:
             entry = self.run.stream(sid)
             entry.last_exit = status
             if stream is not None and stream.is_complete:
-                self.say(f"{printable(sid)} complete ({stream.finished}/{stream.total} tasks); worker exited with {status}")
+                if status != "code 0":
+                    self.say(f"{printable(sid)} worker exited with {status} after its stream completed")
             elif stream is None:
                 self.say(f"{printable(sid)} is no longer in the database; its worker exited with {status}")
             elif sid in held:
