@@ -105,7 +105,7 @@ def test_slash_command_subcommands_match_the_runtime():
     for command in RUNTIME_COMMANDS:
         assert f"orchestrate.py {command}" in text
     for doc in DOCS[:2]:
-        for command in re.findall(r"/orchestrate ([a-z]+)", code_text(doc)):
+        for command in re.findall(r"^\s*/orchestrate ([a-z]+)", code_text(doc), flags=re.M):
             assert command in RUNTIME_COMMANDS, f"{doc.name}: /orchestrate {command}"
 
 
