@@ -55,7 +55,7 @@ class PackagedTemplate:
     root: Path
     version: str
     bundle: Path | None
-    # Wheels cannot hold symlinks; the build lists them here ({path: target}).
+    # Wheels cannot hold symlinks; the build lists them: (path, target) pairs.
     symlinks: tuple[tuple[str, str], ...] = ()
     # True when running from a checkout (editable install): list files the way git would.
     checkout: bool = False
@@ -77,9 +77,10 @@ def packaged_template() -> PackagedTemplate:
             hint="reinstall it: pip install --force-reinstall orchestrate-kit",
         )
     root = Path(str(data))
-    links = root / "symlinks.txt"
-    pairs = [tuple(line.split("\t", 1)) for line in links.read_text().splitlines() if "\t" in line]
-    return PackagedTemplate(root, __version__, bundle, tuple((a, b) for a, b in pairs))
+    listing = root / "symlinks.txt"
+    lines = listing.read_text().splitlines() if listing.is_file() else []
+    links = tuple((path, target) for path, _, target in (line.partition("\t") for line in lines) if target)
+    return PackagedTemplate(root, __version__, bundle, links)
 
 
 def store_path() -> Path:
@@ -245,7 +246,8 @@ def _check_out_newest(store: Path) -> None:
     except sh.ErrorReturnCode:
         head = ""
     if head != commit:
-        git("checkout", "--quiet", "--force", "-B", "main", commit, cwd=store)
+        # No hooks: a global core.hooksPath of the user's has no business in our store.
+        git("-c", "core.hooksPath=/dev/null", "checkout", "--quiet", "--force", "-B", "main", commit, cwd=store)
 
 
 def layout(ref: str, path: Path | None = None) -> Layout:

@@ -1,7 +1,7 @@
 """Fixtures for the installer tests: a fake HOME for every test, and a guard on the real one.
 
 Every test gets its own HOME, XDG folders, copier cache and git configuration, and no GIT_*
-variable from the outside; the template store therefore starts empty. At the end of the session
+variable from the outside; the template store therefore starts empty. After the last installer test
 the real home is checked: anything the installer or copier would write there must be unchanged.
 """
 
@@ -39,9 +39,9 @@ def _snapshot(home: Path) -> dict[str, float | None]:
     return state
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def real_home_untouched():
-    """Fail the session loudly if anything under the real home changed."""
+    """Fail loudly, after the last installer test, if anything under the real home changed."""
     before = _snapshot(REAL_HOME)
     yield
     after = _snapshot(REAL_HOME)
