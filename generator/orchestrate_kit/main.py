@@ -174,8 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as error:  # a bug: one line here, the traceback in a file
         where = _write_traceback()
-        output.error(f"unexpected error: {type(error).__name__}: {error}",
-                     hint=f"this is a bug; the traceback is in {where}; please report it with that file")
+        output.error(f"unexpected error (a bug): {type(error).__name__}: {error}; traceback in {where}")
         return EXIT_USER
     finally:
         output.set_quiet(False)

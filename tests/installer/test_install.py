@@ -267,3 +267,23 @@ def test_install_from_this_checkout(tmp_path, capsys):
     assert (project / ".claude/orchestrator/orchestrator.conf").is_file()
     answers = yaml.safe_load((project / ANSWERS).read_text())
     assert answers["_commit"].startswith(f"v{template.version}")
+
+
+def test_bash_in_a_jinja_template_renders(tmp_path, capsys, monkeypatch):
+    """_envops moves Jinja comments off `{#`, which bash uses in ${#array[@]}."""
+    script = '#!/usr/bin/env bash\nitems=(a b)\necho "${#items[@]} of {{ max_parallel }}"\n'
+
+    def with_script(template: Path) -> None:
+        path = template / ".claude/orchestrator/count.sh.jinja"
+        path.write_text(script)
+        path.chmod(0o755)
+
+    use(monkeypatch, helpers.make_version(tmp_path / "pkg", "1.0.0", edit=with_script))
+    project = init_repo(tmp_path / "project")
+
+    result = run(capsys, "install", "--defaults", str(project), "--data", "max_parallel=3")
+
+    assert result.code == 0, result.err
+    rendered = project / ".claude/orchestrator/count.sh"
+    assert rendered.read_text() == '#!/usr/bin/env bash\nitems=(a b)\necho "${#items[@]} of 3"\n'
+    assert os.access(rendered, os.X_OK)
