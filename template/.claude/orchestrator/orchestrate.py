@@ -60,6 +60,7 @@ PROG = "orchestrate"
 EXIT_OK, EXIT_STUCK, EXIT_USAGE = 0, 1, 2
 MAX_BACKOFF_SECONDS = 120.0
 SAFETY_REFRESH_SECONDS = 30.0
+LOCK_FD_ENV = "ORCHESTRATE_KIT_LOCK_FD"  # a detached orchestrator's inherited project lock
 METADATA_EXAMPLE = '{"streamId": "Stream-A", "streamName": "Foundation", "dependencies": []}'
 
 
@@ -853,8 +854,14 @@ def cmd_start(args: argparse.Namespace, layout: Layout) -> int:
     for sid in (selection or held_streams(layout)):
         remove_file(layout.hold_for(sid))  # asking to start a stream lifts its stop
     if args.detach:
-        return detach(args, layout)
-    lock = acquire_lock(layout)
+        lock = acquire_lock(layout)  # taken here, so a refusal is reported here; the child inherits it
+        try:
+            return detach(args, layout, lock)
+        finally:
+            os.close(lock)
+    lock = inherited_lock(layout)
+    if lock is None:
+        lock = acquire_lock(layout)
     try:
         write_pid_file(layout.orchestrator_pid, PidRecord(os.getpid(), process_start_time(os.getpid()) or "", "", 0, time.time()))
         reporter = Reporter()
@@ -890,6 +897,24 @@ def acquire_lock(layout: Layout) -> int:
     return fd
 
 
+def inherited_lock(layout: Layout) -> Optional[int]:
+    """The project lock a `start --detach` took and handed down to us (see `detach`), if any."""
+    import fcntl
+
+    text = os.environ.pop(LOCK_FD_ENV, "")  # popped: workers must not see it
+    if not text.isdigit():
+        return None
+    fd = int(text)
+    try:
+        held, lock = os.fstat(fd), os.stat(layout.lock)
+        if (held.st_dev, held.st_ino) != (lock.st_dev, lock.st_ino):
+            return None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the same open file: already ours, succeeds at once
+    except OSError:
+        return None
+    return fd
+
+
 def dry_run(board: Board, selection: Optional[Set[str]]) -> int:
     ready = [v.stream_id for v in board.in_state(StreamState.READY) if selection is None or v.stream_id in selection]
     order = start_order(board, ready)
@@ -903,12 +928,18 @@ def dry_run(board: Board, selection: Optional[Set[str]]) -> int:
     return EXIT_OK
 
 
-def detach(args: argparse.Namespace, layout: Layout) -> int:
-    """Start the orchestrator in the background and return once it holds the lock."""
+def detach(args: argparse.Namespace, layout: Layout, lock: int) -> int:
+    """Start the orchestrator in the background and return once it has taken over.
+
+    The caller holds the project lock and the child inherits it, so of several `start
+    --detach` at once exactly one gets the lock and the others are refused in the foreground,
+    with the reason, instead of reading some other process's line from the shared log.
+    """
     argv = [sys.executable, str(Path(__file__).absolute())] + [a for a in args.raw_argv if a != "--detach"]
+    env = dict(os.environ, **{LOCK_FD_ENV: str(lock)})
     with open(layout.orchestrator_log, "ab") as log:
         child = subprocess.Popen(argv, cwd=str(layout.root), stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+                                 stderr=subprocess.STDOUT, start_new_session=True, env=env, pass_fds=(lock,))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         record = live_orchestrator(layout)
