@@ -1,0 +1,49 @@
+"""What the reliability tests count: live fake workers, lost workers, duplicates, unfinished streams."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Dict, List
+
+from tests.support import taskdb
+from tests.support.project import Project, pid_alive
+
+# Four levels, eight streams: two roots, a fan-out, a fan-in and one last integration stream.
+LAYERED = {
+    "A1": [], "A2": [],
+    "B1": ["A1"], "B2": ["A1", "A2"], "B3": ["A2"],
+    "C1": ["B1", "B2"], "C2": ["B3"],
+    "Z": ["C1", "C2"],
+}
+
+
+def layered_db(path: Path, tasks: int = 2) -> Path:
+    taskdb.make_db(path)
+    for sid, deps in LAYERED.items():
+        taskdb.add_stream(path, sid, deps, tasks, name=f"stream {sid}")
+    return path
+
+
+def live_fake_workers(project: Project) -> Dict[int, str]:
+    """pid -> stream of every fake worker process that is alive now."""
+    ended = {e["pid"] for e in project.events("end")}
+    return {e["pid"]: e["stream"] for e in project.events("start") if e["pid"] not in ended and pid_alive(e["pid"])}
+
+
+def lost_workers(project: Project) -> List[str]:
+    """Live workers that `status` does not show as their stream's running worker."""
+    before = live_fake_workers(project)
+    if not before:
+        return []
+    known = {(s["stream_id"], s["pid"]) for s in project.status()["streams"] if s["pid"]}
+    return sorted(f"{sid} (pid {pid})" for pid, sid in before.items()
+                  if pid_alive(pid) and (sid, pid) not in known)
+
+
+def starts_per_stream(project: Project) -> Counter:
+    return Counter(e["stream"] for e in project.events("start"))
+
+
+def unfinished_streams(project: Project) -> List[str]:
+    return sorted(sid for sid, state in project.states().items() if state != "complete")

@@ -1,0 +1,37 @@
+"""Fixtures for the reliability suite: a fresh project per test, always stopped afterwards.
+
+`SOAK_ROUNDS` sets how many rounds the soak-marked tests run (default 5, the CI size);
+`make soak` runs them with 50. `SOAK_SEED` replays the random kill times of a run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from tests.support.project import Project
+
+ROUNDS = int(os.environ.get("SOAK_ROUNDS", "5"))
+
+
+def soak_timeout(seconds_per_round: float) -> float:
+    """A per-test time limit that grows with SOAK_ROUNDS (pytest-timeout's default is 300 s)."""
+    return 60 + ROUNDS * seconds_per_round
+
+
+@pytest.fixture
+def project(tmp_path):
+    proj = Project.create(tmp_path)
+    yield proj
+    # Never leave a worker behind, whatever the test did.
+    proj.orchestrate("stop", "--grace", "1", timeout=30)
+
+
+@pytest.fixture
+def rng(request):
+    """A seeded random source; the seed is printed so a failing soak run can be replayed."""
+    seed = int(os.environ.get("SOAK_SEED") or random.SystemRandom().randrange(1 << 30))
+    print(f"{request.node.name}: SOAK_SEED={seed}")
+    return random.Random(seed)

@@ -1,0 +1,162 @@
+"""Pid reuse and concurrent starts: never signal a stranger, never run two orchestrators.
+
+tests/runtime/test_supervision.py already covers one stale stream pid file naming a lone
+`sleep`, and a second `start` refused while one runs. Here: the orchestrator's own pid file
+reused, a reused pid that leads a whole process group, a group whose leader is gone, and five
+`start` (or `start --detach`) at the same moment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import taskdb
+from tests.support.project import Project, pid_alive
+
+from .checks import starts_per_stream
+
+
+def bystander_group() -> subprocess.Popen:
+    """A stranger's process group of the same user: a shell leading two sleeps."""
+    return subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300 & wait"], start_new_session=True)
+
+
+def group_of(pgid: int) -> list:
+    out = subprocess.run(["ps", "-A", "-o", "pid=,pgid="], capture_output=True, text=True).stdout
+    return [int(p) for p, g in (line.split() for line in out.splitlines()) if int(g) == pgid]
+
+
+def kill_quietly(pid: int, group: bool = False) -> None:
+    try:
+        (os.killpg if group else os.kill)(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def write_pid_file(path: Path, pid: int, stream_id: str, token: str = "", start_time: str = "12345") -> None:
+    """What an earlier run left behind: its process had this pid and started at another time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "start_time": start_time, "stream_id": stream_id,
+                                "attempt": 1, "started_at": 0, "token": token}))
+
+
+@pytest.fixture
+def strangers():
+    started = []
+
+    def make() -> subprocess.Popen:
+        proc = bystander_group()
+        started.append(proc)
+        time.sleep(0.2)  # let the shell fork its sleeps
+        return proc
+
+    yield make
+    for proc in started:
+        kill_quietly(proc.pid, group=True)
+        proc.wait()
+
+
+def test_reused_pids_in_every_pid_file_are_never_signalled(project, strangers):
+    taskdb.diamond(project.db)
+    pids = project.home / "pids"
+    state = project.home / "state"
+    orchestrator_stranger, worker_stranger = strangers(), strangers()
+    members = group_of(orchestrator_stranger.pid) + group_of(worker_stranger.pid)
+    assert len(members) == 6
+    write_pid_file(state / "orchestrator.pid", orchestrator_stranger.pid, "")
+    write_pid_file(pids / "Stream-A.pid", worker_stranger.pid, "Stream-A", token="0123456789abcdef")
+
+    status = project.status()
+    assert status["orchestrator"]["running"] is False
+    assert {s["stream_id"]: s["state"] for s in status["streams"]}["Stream-A"] == "ready"
+    stop_one = project.orchestrate("stop", "Stream-A", "--grace", "1")
+    assert stop_one.returncode == 1 and "has no running worker" in stop_one.stderr
+    stop = project.orchestrate("stop", "--grace", "1")
+    assert stop.returncode == 0 and "Nothing to stop" in stop.stdout, stop.stdout + stop.stderr
+    assert all(pid_alive(p) for p in members)
+
+    write_pid_file(state / "orchestrator.pid", orchestrator_stranger.pid, "")
+    write_pid_file(pids / "Stream-A.pid", worker_stranger.pid, "Stream-A", token="0123456789abcdef")
+    result = project.orchestrate("start")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "adopted" not in result.stdout
+    assert starts_per_stream(project)["Stream-A"] == 1
+    assert all(pid_alive(p) for p in members)
+
+
+def test_a_group_whose_leader_is_gone_is_not_ours_without_our_token(project):
+    """Our worker's pid is free now, but a stranger's group carries that number as its id."""
+    taskdb.make_db(project.db)
+    taskdb.add_stream(project.db, "A", [], 1)
+    leader = subprocess.Popen(["sh", "-c", "sleep 300 & echo $!"], start_new_session=True,
+                              stdout=subprocess.PIPE, text=True)
+    orphan = int(leader.stdout.readline())
+    leader.wait()
+    try:
+        assert not pid_alive(leader.pid) and group_of(leader.pid) == [orphan]
+        write_pid_file(project.home / "pids" / "A.pid", leader.pid, "A", token="feedfacefeedface")
+        assert project.orchestrate("stop", "--grace", "1").returncode == 0
+        assert pid_alive(orphan)
+        write_pid_file(project.home / "pids" / "A.pid", leader.pid, "A", token="feedfacefeedface")
+        result = project.orchestrate("start")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert pid_alive(orphan)
+        assert project.states() == {"A": "complete"}
+    finally:
+        kill_quietly(orphan)
+
+
+def start_at_once(project: Project, extra: list, count: int = 5) -> list:
+    procs = [subprocess.Popen(project.command("start", *extra), env=project.env, cwd=project.root,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL, start_new_session=True)
+             for _ in range(count)]
+    return procs
+
+
+def test_five_starts_at_once_run_exactly_one_orchestrator(project):
+    taskdb.diamond(project.db)
+    project.plan({"Stream-A": ["hang"]})
+    procs = start_at_once(project, [])
+    project.wait_for(lambda: sum(p.poll() is not None for p in procs) == 4, timeout=60,
+                     what="four of the five starts to give up")
+    losers = [p for p in procs if p.poll() is not None]
+    winner = next(p for p in procs if p.poll() is None)
+    for proc in losers:
+        out, err = proc.communicate()
+        assert proc.returncode == 1, out + err
+        assert "an orchestrator is already running on this project" in err and "Traceback" not in err
+    project.wait_for(lambda: project.events("start"), what="Stream-A to start")
+    time.sleep(0.5)
+    assert project.status()["orchestrator"]["pid"] == winner.pid
+    assert starts_per_stream(project) == {"Stream-A": 1}
+    assert project.orchestrate("stop", "--grace", "1").returncode == 0
+    winner.communicate(timeout=30)
+    assert project.events("duplicate") == []
+
+
+def test_five_detached_starts_at_once_run_exactly_one_orchestrator(project):
+    taskdb.diamond(project.db)
+    project.plan({"Stream-A": ["hang"]})
+    procs = start_at_once(project, ["--detach"])
+    results = [(p.wait(timeout=60), *p.communicate()) for p in procs]
+    started = [r for r in results if r[0] == 0]
+    refused = [r for r in results if r[0] != 0]
+    assert len(started) == 1, results
+    assert "started in the background" in started[0][1]
+    for code, out, err in refused:
+        assert code == 1, (code, out, err)
+        assert "already running" in err and "Traceback" not in err, err
+    project.wait_for(lambda: project.events("start"), what="Stream-A to start")
+    time.sleep(0.5)
+    assert starts_per_stream(project) == {"Stream-A": 1}
+    assert project.status()["orchestrator"]["running"] is True
+    assert project.orchestrate("stop", "--grace", "1").returncode == 0
+    assert project.events("duplicate") == []
