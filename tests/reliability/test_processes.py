@@ -12,13 +12,14 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.support import taskdb
-from tests.support.project import Project, pid_alive
+from tests.support.project import RUNTIME, Project, pid_alive
 
 from .checks import starts_per_stream
 
@@ -91,6 +92,42 @@ def test_reused_pids_in_every_pid_file_are_never_signalled(project, strangers):
     assert all(pid_alive(p) for p in members)
 
 
+def start_time_of(pid: int) -> str:
+    """Field 22 of /proc/PID/stat, as the runtime records it."""
+    data = Path(f"/proc/{pid}/stat").read_bytes()
+    return data[data.rindex(b")") + 2:].split()[19].decode()
+
+
+def test_a_stranger_with_the_recorded_start_time_is_still_not_ours(project, strangers):
+    """Pid files outlive a reboot, and start times (clock ticks since boot) can repeat after one:
+    a live process with the recorded pid and start time is ours only if it carries our token,
+    and the orchestrator's pid only if it runs orchestrate.py."""
+    taskdb.diamond(project.db)
+    orchestrator_stranger, worker_stranger = strangers(), strangers()
+    members = group_of(orchestrator_stranger.pid) + group_of(worker_stranger.pid)
+    pids, state = project.home / "pids", project.home / "state"
+
+    def leave_pid_files():
+        write_pid_file(state / "orchestrator.pid", orchestrator_stranger.pid, "",
+                       start_time=start_time_of(orchestrator_stranger.pid))
+        write_pid_file(pids / "Stream-A.pid", worker_stranger.pid, "Stream-A", token="0123456789abcdef",
+                       start_time=start_time_of(worker_stranger.pid))
+
+    leave_pid_files()
+    status = project.status()
+    assert status["orchestrator"]["running"] is False
+    assert {s["stream_id"]: s["state"] for s in status["streams"]}["Stream-A"] == "ready"
+    assert project.orchestrate("stop", "Stream-A", "--grace", "1").returncode == 1
+    stop = project.orchestrate("stop", "--grace", "1")
+    assert stop.returncode == 0 and "Nothing to stop" in stop.stdout, stop.stdout + stop.stderr
+    assert all(pid_alive(p) for p in members)
+    leave_pid_files()
+    result = project.orchestrate("start")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "adopted" not in result.stdout and starts_per_stream(project)["Stream-A"] == 1
+    assert all(pid_alive(p) for p in members)
+
+
 def test_a_group_whose_leader_is_gone_is_not_ours_without_our_token(project):
     """Our worker's pid is free now, but a stranger's group carries that number as its id."""
     taskdb.make_db(project.db)
@@ -160,3 +197,20 @@ def test_five_detached_starts_at_once_run_exactly_one_orchestrator(project):
     assert project.status()["orchestrator"]["running"] is True
     assert project.orchestrate("stop", "--grace", "1").returncode == 0
     assert project.events("duplicate") == []
+
+
+def test_init_and_our_own_group_are_never_signalled():
+    """A corrupt pid file naming pid 0 or 1 (init's group) must not turn into killpg(0 or 1)."""
+    from tests.runtime.runtime_import import processes
+
+    init = processes.PidRecord(1, processes.process_start_time(1) or "", "A")
+    assert init.is_alive() is False and init.own_group_members() == []
+    zero = processes.PidRecord(0, "", "A", token="abc")
+    assert zero.own_group_members() == []
+    # In a session of its own, so that a regression kills only the probe.
+    probe = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); import processes; "
+             "processes.signal_group(os.getpgrp(), signal.SIGKILL); processes.signal_group(0, signal.SIGKILL); "
+             "print('still here')")
+    result = subprocess.run([sys.executable, "-c", probe, str(RUNTIME)], capture_output=True, text=True,
+                            start_new_session=True, timeout=30)
+    assert result.returncode == 0 and "still here" in result.stdout, result

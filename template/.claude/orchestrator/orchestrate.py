@@ -41,6 +41,7 @@ from processes import (  # noqa: E402  (the runtime folder is put on sys.path fi
     read_pid_dir,
     read_pid_file,
     remove_file,
+    runs_script,
     terminate_groups,
     write_pid_file,
 )
@@ -229,8 +230,10 @@ def live_workers(layout: Layout) -> Dict[str, PidRecord]:
 
 
 def live_orchestrator(layout: Layout) -> Optional[PidRecord]:
+    """The running orchestrator, if its pid file names a live process that runs this script."""
     record = read_pid_file(layout.orchestrator_pid)
-    return record if record and record.is_alive() else None
+    alive = record and record.is_alive() and runs_script(record.pid, Path(__file__).name)
+    return record if alive else None
 
 
 # ================================================================ status (shared with the dashboard)

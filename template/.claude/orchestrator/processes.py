@@ -97,6 +97,18 @@ def group_members(pgid: int) -> List[int]:
     return members
 
 
+def runs_script(pid: int, name: str) -> bool:
+    """Whether a process's command line names the script `name` (True where it cannot be seen)."""
+    if not _HAS_PROC:
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            args = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return any(os.path.basename(arg.decode("utf-8", "replace")) == name for arg in args)
+
+
 def carries_token(pid: int, token: str) -> bool:
     """Whether a process inherited our worker token (Linux: from its environment)."""
     if not _HAS_PROC:
@@ -123,8 +135,12 @@ class PidRecord:
     token: str = ""
 
     def is_alive(self) -> bool:
-        """True only for the very process we started (same pid, same start time)."""
-        return process_start_time(self.pid) == self.start_time
+        """True only for the very process we started: same pid, same start time and, where the
+        system shows it, our token in its environment (pid files outlive a reboot, and start
+        times, counted in clock ticks since boot, can repeat after one)."""
+        if self.pid <= 1 or process_start_time(self.pid) != self.start_time:
+            return False
+        return not self.token or carries_token(self.pid, self.token)
 
     def own_group_members(self) -> List[int]:
         """Live members of this worker's process group, if the group is still ours."""
@@ -179,6 +195,8 @@ def read_pid_dir(folder: Path) -> Dict[Path, Optional[PidRecord]]:
 
 
 def signal_group(pgid: int, sig: int) -> None:
+    if pgid <= 1 or pgid == os.getpgrp():
+        return  # never init's group, nor (with a corrupt pid file) everything of our own
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
