@@ -73,20 +73,17 @@ def test_docs_exist():
         assert doc.is_file(), doc
 
 
-@pytest.mark.parametrize("doc, command, flags", mentions(r"orchestrate\.py", RUNTIME_COMMANDS))
-def test_runtime_commands_and_flags_in_docs_exist(doc, command, flags):
-    assert command in RUNTIME_COMMANDS, f"{doc} mentions `orchestrate.py {command}`, which does not exist"
-    for flag in flags:
-        assert re.search(rf"(?<![\w-]){re.escape(flag)}\b", runtime_help(command)), (
-            f"{doc}: `orchestrate.py {command} {flag}` is not in its --help")
+TOOLS = {"orchestrate.py": (RUNTIME_COMMANDS, runtime_help), "orchestrate-kit": (INSTALLER_COMMANDS, installer_help)}
+MENTIONS = [(tool, *m) for tool, (commands, _) in TOOLS.items() for m in mentions(re.escape(tool), commands)]
 
 
-@pytest.mark.parametrize("doc, command, flags", mentions(r"orchestrate-kit", INSTALLER_COMMANDS))
-def test_installer_commands_and_flags_in_docs_exist(doc, command, flags):
-    assert command in INSTALLER_COMMANDS, f"{doc} mentions `orchestrate-kit {command}`, which does not exist"
+@pytest.mark.parametrize("tool, doc, command, flags", MENTIONS)
+def test_commands_and_flags_in_docs_exist(tool, doc, command, flags):
+    commands, help_of = TOOLS[tool]
+    assert command in commands, f"{doc} mentions `{tool} {command}`, which does not exist"
     for flag in flags:
-        assert re.search(rf"(?<![\w-]){re.escape(flag)}\b", installer_help(command)), (
-            f"{doc}: `orchestrate-kit {command} {flag}` is not in its --help")
+        assert re.search(rf"(?<![\w-]){re.escape(flag)}\b", help_of(command)), (
+            f"{doc}: `{tool} {command} {flag}` is not in its --help")
 
 
 def test_every_long_flag_in_the_docs_exists_somewhere():

@@ -336,39 +336,32 @@ def percentage(done: int, total: int) -> float:
     return round(100.0 * done / total, 1) if total else 0.0
 
 
+def _task_counts(records: List[StreamRecord]) -> Dict[str, object]:
+    """The task-count fields StreamProgress and ProgressSummary share, summed over records."""
+    total = sum(r.total for r in records)
+    counts: Dict[str, object] = {"total_tasks": total}
+    for status in TASK_STATUSES:
+        counts[f"{status}_tasks"] = sum(r.count(status) for r in records)
+    counts["completion_percentage"] = percentage(sum(r.finished for r in records), total)
+    return counts
+
+
 def stream_progress(record: StreamRecord) -> StreamProgress:
     return StreamProgress(
         stream_id=record.stream_id,
         stream_name=record.stream_name,
         dependencies=list(record.dependencies),
-        total_tasks=record.total,
-        completed_tasks=record.count("completed"),
-        in_progress_tasks=record.count("in_progress"),
-        pending_tasks=record.count("pending"),
-        blocked_tasks=record.count("blocked"),
-        cancelled_tasks=record.count("cancelled"),
         is_complete=record.is_complete,
-        completion_percentage=percentage(record.finished, record.total),
+        **_task_counts([record]),
     )
 
 
 def progress_summary_of(snapshot: Snapshot) -> ProgressSummary:
     records = list(snapshot.streams.values())
-
-    def total(status: str) -> int:
-        return sum(r.count(status) for r in records)
-
-    all_tasks = sum(r.total for r in records)
     return ProgressSummary(
-        total_tasks=all_tasks,
-        completed_tasks=total("completed"),
-        in_progress_tasks=total("in_progress"),
-        pending_tasks=total("pending"),
-        blocked_tasks=total("blocked"),
-        cancelled_tasks=total("cancelled"),
         total_streams=len(records),
         completed_streams=sum(1 for r in records if r.is_complete),
-        completion_percentage=percentage(sum(r.finished for r in records), all_tasks),
+        **_task_counts(records),
     )
 
 
