@@ -1,1 +1,204 @@
-"""Placeholder: one snapshot as lines for check-streams (built in issue 4)."""
+#!/usr/bin/env python3
+"""One dashboard frame's data for check-streams: one snapshot, printed as lines bash can split safely.
+
+The picture comes from `orchestrate.collect_status`, the very code behind
+`orchestrate.py status`, so the two never disagree: one Python process and one
+database query per frame, whatever the number of streams.
+
+    python3 check_streams_data.py [--width COLUMNS] [--ascii] [--db PATH]
+
+Output: one record per line, fields separated by tabs, the record type first.
+
+    E  missing|unreadable text wide    no readable database: the message, one wrapped line a record
+    H  workspace wide database wide clock orchestrator_pid|-
+    T  percent done total in_progress pending blocked streams_complete streams workers_running
+       max_finished_total_width max_attempts_width
+    S  level|- state finished total attempts|- running_time|- label wide
+    D  text wide                       a detail line under the stream before it (what it waits on, ...)
+    M  kind text wide                  a note for the foot of the frame; kind is done, warn or hint
+    END                                the last line: without it the frame is incomplete
+
+Text from the database, the environment or a log is data, never code or
+terminal control: every text field has backslashes doubled and every
+non-printable character (tab, newline, ESC, ...) written as an escape such as
+\\t or \\x1b, so a field can hold neither a tab nor a newline nor a raw control
+character; with --ascii every non-ASCII character is escaped too. No field is
+empty ('-' stands for nothing). `wide` says where the text's double-width
+characters are, for bash, which counts characters, to fit text to columns: 0
+for none, else their character indexes, comma-separated. Messages (E and M)
+come wrapped to --width.
+
+Exit status: 0 a frame; 1 no readable database (E records say where we looked
+and how to point at one); 2 usage; 70 an internal error (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import textwrap
+import time
+import unicodedata
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+sys.path.insert(0, str(Path(__file__).absolute().parent))
+
+import orchestrate  # noqa: E402  (the runtime folder is put on sys.path first)
+from processes import printable  # noqa: E402
+from stream_graph import StreamState, StreamView  # noqa: E402
+from task_copilot_client import progress_summary_of  # noqa: E402
+
+EXIT_FRAME, EXIT_NO_DATABASE, EXIT_INTERNAL = 0, 1, 70
+MESSAGE_INDENT = 2  # check-streams indents E and M lines by this much
+START_HINT = ("The orchestrator is not running: start it with /orchestrate start "
+              "(or python3 .claude/orchestrator/orchestrate.py start).")
+
+
+def as_field(escaped: str) -> List[str]:
+    """An escaped text and where its double-width characters are, as two fields ('-' for no text)."""
+    if escaped.isascii():
+        return [escaped or "-", "0"]
+    wide = [str(i) for i, c in enumerate(escaped) if c > "\u10ff" and unicodedata.east_asian_width(c) in "WF"]
+    return [escaped, ",".join(wide) or "0"]
+
+
+class Frame:
+    """The records of one frame, escaped as they are added."""
+
+    def __init__(self, width: int, ascii_only: bool):
+        self.width = width
+        self.ascii_only = ascii_only
+        self.lines: List[str] = []
+
+    def escape(self, value: str) -> str:
+        """Text made inert: backslashes doubled, non-printables (and with --ascii non-ASCII) escaped."""
+        if value.isascii() and value.isprintable() and "\\" not in value:
+            return value  # the usual name, with nothing to escape: the fast way at 1000 streams
+        out = printable(value.replace("\\", "\\\\"))
+        return out.encode("ascii", "backslashreplace").decode("ascii") if self.ascii_only else out
+
+    def text(self, value: str) -> List[str]:
+        """An escaped text field and its count of double-width characters."""
+        return as_field(self.escape(value))
+
+    def add(self, kind: str, *fields: object) -> None:
+        self.lines.append("\t".join([kind] + [str(f) for f in fields]))
+
+    def add_text(self, kind: str, *fields: object, text: str) -> None:
+        self.add(kind, *fields, *self.text(text))
+
+    def add_wrapped(self, kind: str, *fields: object, text: str) -> None:
+        """A message wrapped to the frame's width, one record a line."""
+        room = max(self.width - MESSAGE_INDENT, 10)
+        for line in textwrap.wrap(self.escape(text), room, break_on_hyphens=False) or [""]:
+            self.add(kind, *fields, *as_field(line))
+
+    def output(self) -> bytes:
+        return ("\n".join(self.lines + ["END"]) + "\n").encode("utf-8")
+
+
+def stream_label(view: StreamView) -> str:
+    if view.stream_name and view.stream_name != view.stream_id:
+        return f"{view.stream_id}  {view.stream_name}"
+    return view.stream_id
+
+
+def detail_of(view: StreamView, report: orchestrate.StatusReport) -> Optional[str]:
+    """The line under a stream: what it waits on, why it cannot run, or how its worker ended."""
+    if view.state in (StreamState.WAITING, StreamState.INVALID):
+        return view.describe()
+    if view.state is StreamState.FAILED:
+        if view.reason == orchestrate.STOPPED_BY_USER:
+            return view.reason
+        last = orchestrate.last_log_line(report.log_paths[view.stream_id])
+        return f"last log: {last}" if last else (view.reason or None)
+    return None
+
+
+def running_time(view: StreamView, now: float) -> str:
+    if view.state is StreamState.RUNNING and view.started_at:
+        return orchestrate.format_duration(now - view.started_at)
+    return "-"
+
+
+def display_order(views: Iterable[StreamView]) -> List[StreamView]:
+    """By dependency level, then id; streams that cannot run (no level) last."""
+    return sorted(views, key=lambda v: (v.level is None, v.level or 0, v.stream_id))
+
+
+def add_report(frame: Frame, report: orchestrate.StatusReport, now: float) -> None:
+    views = display_order(report.board.views.values())
+    orch = report.orchestrator
+    frame.add("H", *frame.text(report.location.workspace_id), *frame.text(str(report.location.path)),
+              time.strftime("%H:%M:%S", time.localtime(now)), orch.pid if orch else "-")
+    summary = progress_summary_of(report.snapshot)
+    running = sum(1 for v in views if v.state is StreamState.RUNNING)
+    widest_count = max((len(f"{v.finished}/{v.total}") for v in views), default=3)
+    widest_attempts = max((len(str(v.attempts)) for v in views), default=1)
+    frame.add("T", f"{summary.completion_percentage:.0f}", summary.completed_tasks + summary.cancelled_tasks,
+              summary.total_tasks, summary.in_progress_tasks, summary.pending_tasks, summary.blocked_tasks,
+              summary.completed_streams, summary.total_streams, running, widest_count, widest_attempts)
+    for view in views:
+        frame.add_text("S", "-" if view.level is None else view.level, view.state.value, view.finished,
+                       view.total, view.attempts or "-", running_time(view, now), text=stream_label(view))
+        detail = detail_of(view, report)
+        if detail:
+            frame.add_text("D", text=detail)
+    add_notes(frame, report, views)
+
+
+def add_notes(frame: Frame, report: orchestrate.StatusReport, views: List[StreamView]) -> None:
+    if not views:
+        frame.add_wrapped("M", "warn", text=f"No streams found in Task Copilot database {report.location.path}.")
+        frame.add_wrapped("M", "hint", text="A task belongs to a stream when its metadata has a streamId, e.g.")
+        frame.add_wrapped("M", "hint", text=orchestrate.METADATA_EXAMPLE)
+    for problem in report.board.problems.messages():
+        frame.add_wrapped("M", "warn", text=problem)
+    for warning in report.snapshot.warnings():
+        frame.add_wrapped("M", "warn", text=warning)
+    if report.board.all_complete():
+        frame.add_wrapped("M", "done", text=f"All {len(views)} stream(s) complete.")
+    elif views and report.orchestrator is None and not any(v.state is StreamState.RUNNING for v in views):
+        frame.add_wrapped("M", "hint", text=START_HINT)
+
+
+def build_frame(width: int, ascii_only: bool, db: Optional[str]) -> "tuple[Frame, int]":
+    frame = Frame(width, ascii_only)
+    layout = orchestrate.default_layout()
+    problem = "missing"
+    try:
+        orchestrate.open_database(layout, db)  # tells a missing database from an unreadable one
+        problem = "unreadable"
+        report = orchestrate.collect_status(layout, db)
+    except orchestrate.UserError as exc:
+        frame.add_wrapped("E", problem, text=str(exc))
+        return frame, EXIT_NO_DATABASE
+    add_report(frame, report, time.time())
+    return frame, EXIT_FRAME
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="check_streams_data.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=80, help="terminal columns (messages are wrapped to fit)")
+    parser.add_argument("--ascii", action="store_true", help="escape every non-ASCII character")
+    parser.add_argument("--db", metavar="PATH", help="the tasks.db to read (default: from TASK_DB_PATH and WORKSPACE_ID)")
+    args = parser.parse_args(argv)
+    # A frame takes a fraction of a second: let it finish, and let the shell
+    # around it (watch-status) decide what Ctrl-C does, with no traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        frame, code = build_frame(args.width, args.ascii, args.db)
+        sys.stdout.buffer.write(frame.output())
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return EXIT_FRAME
+    except Exception as exc:  # a bug: one line, not a traceback across the dashboard
+        print(f"check-streams: internal error in check_streams_data.py: {exc!r}", file=sys.stderr)
+        return EXIT_INTERNAL
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
