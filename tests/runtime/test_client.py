@@ -42,7 +42,10 @@ def test_snapshot_counts_unions_dependencies_and_skips_bad_metadata(tmp_path):
     taskdb.add_task(db, {})  # a plain task outside any stream: not a warning
     taskdb.add_task(db, None)
     snap = tcc.read_snapshot(db)
-    assert list(snap.streams) == ["A", "B", "C"]
+    # Q's tasks name their stream but not usable dependencies: Q is kept (it is not complete,
+    # and the graph makes it invalid) instead of vanishing or running on guessed dependencies.
+    assert list(snap.streams) == ["A", "B", "C", "Q"]
+    assert snap.streams["Q"].malformed == 2 and not snap.streams["Q"].is_complete
     a, b, c = (snap.streams[s] for s in "ABC")
     assert a.stream_name == "Foundation" and a.is_complete and a.total == 2
     assert b.dependencies == ("A", "C") and b.counts == {"in_progress": 1, "pending": 1}

@@ -26,10 +26,11 @@ class StreamState(str, Enum):
 
 @dataclass(frozen=True)
 class GraphProblems:
-    """Why streams cannot run: cycles and dependencies on unknown streams."""
+    """Why streams cannot run: cycles, dependencies on unknown streams, unreadable task metadata."""
 
     cycles: Tuple[Tuple[str, ...], ...] = ()
     unknown: Tuple[Tuple[str, str], ...] = ()  # (stream, missing dependency)
+    malformed: Tuple[Tuple[str, int], ...] = ()  # (stream, tasks whose metadata is unusable)
 
     def reasons(self) -> Dict[str, str]:
         """stream id -> why it is invalid."""
@@ -40,6 +41,8 @@ class GraphProblems:
                 out.setdefault(sid, []).append(text)
         for sid, missing in self.unknown:
             out.setdefault(sid, []).append(f"depends on unknown stream {missing!r}")
+        for sid, count in self.malformed:
+            out.setdefault(sid, []).append(f"{count} of its task(s) {MALFORMED_TEXT}")
         return {sid: "; ".join(texts) for sid, texts in out.items()}
 
     def messages(self, streams: Optional[Iterable[str]] = None) -> List[str]:
@@ -49,7 +52,13 @@ class GraphProblems:
                  for c in self.cycles if wanted is None or wanted & set(c)]
         lines += [f"Stream {sid!r} depends on unknown stream {missing!r}"
                   for sid, missing in self.unknown if wanted is None or sid in wanted]
+        lines += [f"Stream {sid!r}: {count} task(s) {MALFORMED_TEXT}"
+                  for sid, count in self.malformed if wanted is None or sid in wanted]
         return lines
+
+
+MALFORMED_TEXT = ("have metadata that is not valid stream metadata (dependencies and streamDependencies "
+                  "must be lists of stream ids, streamName text); fix them in Task Copilot")
 
 
 def check_graph(streams: Mapping[str, StreamRecord]) -> GraphProblems:
@@ -59,7 +68,8 @@ def check_graph(streams: Mapping[str, StreamRecord]) -> GraphProblems:
     )
     edges = {sid: [d for d in rec.dependencies if d in streams] for sid, rec in streams.items()}
     cycles = tuple(_cycle_in(component, edges) for component in _cyclic_components(edges))
-    return GraphProblems(tuple(sorted(cycles)), unknown)
+    malformed = tuple((sid, rec.malformed) for sid, rec in streams.items() if rec.malformed)
+    return GraphProblems(tuple(sorted(cycles)), unknown, malformed)
 
 
 def _cyclic_components(edges: Mapping[str, Sequence[str]]) -> List[List[str]]:

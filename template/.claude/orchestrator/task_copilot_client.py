@@ -85,6 +85,7 @@ class StreamRecord:
     stream_name: str
     dependencies: Tuple[str, ...]
     counts: Dict[str, int] = field(default_factory=dict)
+    malformed: int = 0  # its tasks whose other metadata is unusable (counted in `counts` too)
 
     @property
     def total(self) -> int:
@@ -121,7 +122,9 @@ class Snapshot:
 
 # One grouped query: every stream-bearing task is classified and counted in SQL,
 # so a snapshot costs one statement whatever the number of streams. Tasks whose
-# metadata is unusable are counted as 'bad' rather than breaking the query.
+# metadata is unusable are counted as 'bad' rather than breaking the query; a bad
+# task that still names its stream (a string streamId) keeps that stream's id, so
+# the stream is neither taken for complete nor run on guessed dependencies.
 _SNAPSHOT_SQL = """
 WITH t AS (
   SELECT status,
@@ -141,11 +144,13 @@ WITH t AS (
            OR COALESCE(json_type(meta, '$.streamDependencies'), 'array') NOT IN ('array', 'null')
            OR COALESCE(json_type(meta, '$.streamName'), 'text') NOT IN ('text', 'null') THEN 'bad'
       ELSE 'ok'
-    END AS kind
+    END AS kind,
+    CASE WHEN meta IS NOT NULL AND json_type(meta, '$.streamId') = 'text'
+         THEN NULLIF(json_extract(meta, '$.streamId'), '') END AS owner
   FROM t
 )
 SELECT kind,
-       CASE WHEN kind = 'ok' THEN json_extract(meta, '$.streamId') END AS sid,
+       owner AS sid,
        CASE WHEN kind = 'ok' THEN json_extract(meta, '$.streamName') END AS sname,
        CASE WHEN kind = 'ok' THEN json_extract(meta, '$.dependencies') END AS deps,
        CASE WHEN kind = 'ok' THEN json_extract(meta, '$.streamDependencies') END AS sdeps,
@@ -154,6 +159,20 @@ SELECT kind,
 FROM c WHERE kind <> 'none'
 GROUP BY kind, sid, sname, deps, sdeps, status
 """
+
+
+def _decode(raw: bytes) -> str:
+    """SQLite text as str; bytes that are not UTF-8 survive as surrogates (see `_is_text`)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _is_text(value: str) -> bool:
+    """False for text that was not valid UTF-8 in the database (or a JSON lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _dependency_list(text: Optional[str]) -> Optional[List[str]]:
@@ -166,7 +185,7 @@ def _dependency_list(text: Optional[str]) -> Optional[List[str]]:
         return None
     if value is None:
         return []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+    if not isinstance(value, list) or not all(isinstance(v, str) and v and _is_text(v) for v in value):
         return None
     return value
 
@@ -177,19 +196,25 @@ def _rows_to_snapshot(rows) -> Snapshot:
     dependencies: Dict[str, set] = {}
     malformed = 0
     for kind, sid, sname, deps, sdeps, status, n in rows:
+        known = sid is not None and _is_text(sid)
         deps_list, sdeps_list = _dependency_list(deps), _dependency_list(sdeps)
-        if kind == "bad" or deps_list is None or sdeps_list is None:
+        usable = kind == "ok" and known and deps_list is not None and sdeps_list is not None
+        if not usable:
             malformed += n
-            continue
+            if not known:
+                continue  # belongs to no stream we can name: skipped, with the warning
         record = streams.get(sid)
         if record is None:
             record = streams[sid] = StreamRecord(sid, sid, ())
             dependencies[sid] = set()
-        if sname and record.stream_name == sid:
-            record.stream_name = sname
-        dependencies[sid].update(deps_list, sdeps_list)
         status = status if status in TASK_STATUSES else "pending"
         record.counts[status] = record.counts.get(status, 0) + n
+        if not usable:
+            record.malformed += n
+            continue
+        if sname and _is_text(sname) and record.stream_name == sid:
+            record.stream_name = sname
+        dependencies[sid].update(deps_list, sdeps_list)
     for sid, record in streams.items():
         record.dependencies = tuple(sorted(dependencies[sid]))
     ordered = {sid: streams[sid] for sid in sorted(streams)}
@@ -227,6 +252,7 @@ class Database:
         uri = f"file:{quote(str(self.path))}?mode=ro"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
+            conn.text_factory = _decode  # one task's bad bytes must not make the whole database unreadable
             columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
         except sqlite3.DatabaseError as exc:
             raise _translate(exc, self.path) from None
