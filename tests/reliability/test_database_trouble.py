@@ -1,0 +1,193 @@
+"""Database trouble: a clear message, no traceback, and nothing started that should not be.
+
+Already covered in tests/runtime (not repeated): a missing database at start/status/plan, an
+empty file and a non-SQLite file at start, tasks added mid-run, an exclusive lock held for a few
+seconds while a run goes on, broken JSON and a list streamId skipped with a counted warning.
+Here: the same files appearing *during* a run, a lock held at `start` and `status`, every kind of
+malformed metadata (and a malformed task inside a good stream), text that is not UTF-8, a stream
+deleted mid-run, and new streams that depend on running ones.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from tests.support import taskdb
+
+from .checks import starts_per_stream
+
+
+def assert_clean(result, code):
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def hold_exclusive_lock(db, seconds: float, taken: threading.Event) -> None:
+    conn = sqlite3.connect(db, timeout=30)
+    conn.execute("BEGIN EXCLUSIVE")
+    taken.set()
+    time.sleep(seconds)
+    conn.rollback()
+    conn.close()
+
+
+def test_locked_longer_than_the_busy_timeout_at_start_and_status(project):
+    taskdb.make_db(project.db, wal=False)  # rollback journal: an exclusive lock blocks readers too
+    taskdb.add_stream(project.db, "A", [], 1)
+    taken = threading.Event()
+    holder = threading.Thread(target=hold_exclusive_lock, args=(project.db, 8, taken))
+    holder.start()
+    try:
+        taken.wait(10)
+        for command in (["start"], ["status"], ["plan"]):
+            result = project.orchestrate(*command)
+            assert_clean(result, 1)
+            assert "is busy (a writer holds it)" in result.stderr and "try again in a moment" in result.stderr
+    finally:
+        holder.join()
+    assert project.events() == []
+    result = project.orchestrate("start")
+    assert_clean(result, 0)
+
+
+@pytest.mark.parametrize("trouble", ["deleted", "emptied", "garbage", "locked"])
+def test_database_trouble_during_a_run_waits_and_resumes(project, trouble):
+    taskdb.make_db(project.db, wal=False)
+    taskdb.add_stream(project.db, "A", [], 2)
+    taskdb.add_stream(project.db, "B", ["A"], 1)
+    project.plan({"A": ["hang"]})
+    orchestrator = project.start_background()
+    worker = project.wait_for(lambda: project.events("start"), what="A to start")[0]
+    saved = project.db.read_bytes()
+    holder = None
+    if trouble == "locked":
+        taken = threading.Event()
+        holder = threading.Thread(target=hold_exclusive_lock, args=(project.db, 6, taken))
+        holder.start()
+        taken.wait(10)
+        os.utime(project.db)  # a change the orchestrator notices: it reads, and finds the database busy
+    elif trouble == "deleted":
+        project.db.unlink()
+    else:
+        project.db.write_bytes(b"" if trouble == "emptied" else b"not a database " * 300)
+    time.sleep(2.5)  # several polls with the database unusable
+    assert orchestrator.poll() is None, orchestrator.communicate()
+    assert [e["stream"] for e in project.events("start")] == ["A"]  # nothing new started meanwhile
+    if holder:
+        holder.join()
+    else:
+        tmp = project.db.with_name("restore.db")
+        tmp.write_bytes(saved)
+        tmp.replace(project.db)  # it comes back, as a restore from backup would
+    taskdb.set_stream_status(project.db, "A", "completed")
+    out, err = orchestrator.communicate(timeout=60)
+    assert orchestrator.returncode == 0, out + err
+    assert "Traceback" not in out + err and "warning:" in out
+    assert [e["stream"] for e in project.events("start")] == ["A", "B"]
+    assert worker["pid"] not in [e["pid"] for e in project.events("start")[1:]]
+
+
+MALFORMED = [
+    "{broken json",                                     # not JSON
+    "[1, 2]", '"Stream-A"', "42", "true",               # JSON, not an object
+    '{"streamId": 5}', '{"streamId": null, "dependencies": []}', '{"streamId": {"id": "X"}}',
+    '{"streamId": ["X"]}', '{"streamId": ""}',           # streamId not a (non-empty) string
+]
+
+
+def test_tasks_outside_any_usable_stream_are_skipped_with_a_counted_warning(project):
+    taskdb.make_db(project.db)
+    taskdb.add_stream(project.db, "A", [], 1)
+    for metadata in MALFORMED:
+        taskdb.add_task(project.db, metadata)
+    result = project.orchestrate("start")
+    assert_clean(result, 0)
+    assert f"skipped {len(MALFORMED)} task(s)" in result.stdout
+    assert starts_per_stream(project) == {"A": 1}
+    assert project.states() == {"A": "complete"}
+
+
+@pytest.mark.parametrize("metadata", [
+    '{"streamId": "A", "dependencies": "Stream-Base"}',   # not a list
+    '{"streamId": "A", "dependencies": {"0": "Base"}}',
+    '{"streamId": "A", "dependencies": [1, 2]}',           # a list, not of stream ids
+    '{"streamId": "A", "streamDependencies": "Base"}',
+    '{"streamId": "A", "streamName": ["not", "text"]}',
+])
+def test_a_malformed_task_inside_a_stream_keeps_it_and_its_dependents_from_running(project, metadata):
+    """A's good task is done, but one of its tasks is unreadable: A is not complete, and nothing
+    that depends on it may start. Nor is A itself started: what it depends on is unknown."""
+    taskdb.make_db(project.db)
+    taskdb.add_stream(project.db, "Base", [], 1)
+    taskdb.add_stream(project.db, "A", [], 1, statuses=["completed"])
+    taskdb.add_task(project.db, metadata, "pending")
+    taskdb.add_stream(project.db, "B", ["A"], 1)
+    result = project.orchestrate("start")
+    assert_clean(result, 2)
+    assert "A" in result.stderr and "not valid stream metadata" in result.stderr
+    assert project.events("start") == []
+    states = project.states()
+    assert states["A"] == "invalid" and states["B"] == "waiting"
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"streamId": "\\ud800", "dependencies": []}',          # JSON escape of a lone surrogate
+    b'{"streamId": "bad-\xff-bytes", "dependencies": []}',   # not UTF-8 at all
+    b'{"streamId": "A", "streamName": "\xfe\xff", "dependencies": []}',
+])
+def test_text_that_is_not_utf8_does_not_make_the_whole_database_unreadable(project, raw):
+    taskdb.make_db(project.db)
+    taskdb.add_stream(project.db, "A", [], 1)
+    taskdb.add_stream(project.db, "B", ["A"], 1)
+    with sqlite3.connect(project.db) as conn:
+        conn.execute("INSERT INTO tasks (id, title, status, metadata, created_at, updated_at) "
+                     "VALUES ('RAW-1', 'raw', 'completed', CAST(? AS TEXT), 'x', 'x')", (raw,))
+    status = project.orchestrate("status")
+    assert_clean(status, 0)
+    result = project.orchestrate("start")
+    assert_clean(result, 0)
+    assert set(starts_per_stream(project)) == {"A", "B"}
+
+
+def test_a_stream_deleted_mid_run_stops_its_worker_and_its_dependents_do_not_start(project):
+    taskdb.make_db(project.db)
+    taskdb.add_stream(project.db, "A", [], 1)
+    taskdb.add_stream(project.db, "Gone", [], 2)
+    taskdb.add_stream(project.db, "After", ["Gone"], 1)
+    project.plan({"Gone": ["hang"]})
+    orchestrator = project.start_background()
+    worker = project.wait_for(lambda: [e for e in project.events("start") if e["stream"] == "Gone"],
+                              what="Gone to start")[0]
+    with sqlite3.connect(project.db) as conn:
+        conn.execute("DELETE FROM tasks WHERE json_extract(metadata, '$.streamId') = 'Gone'")
+    out, err = orchestrator.communicate(timeout=60)
+    assert orchestrator.returncode == 1, out + err
+    assert "Traceback" not in out + err
+    assert "Gone disappeared from the database; stopping its worker" in out
+    assert "depends on unknown stream 'Gone'" in out
+    project.wait_for(lambda: not project.events("start") or True, what="")
+    from tests.support.project import pid_alive
+    assert not pid_alive(worker["pid"])
+    assert starts_per_stream(project) == {"A": 1, "Gone": 1}
+
+
+def test_new_streams_mid_run_wait_for_running_ones_or_start_at_once(project):
+    taskdb.make_db(project.db)
+    taskdb.add_stream(project.db, "A", [], 2)
+    project.plan({"A": ["hang", "ok"]})
+    orchestrator = project.start_background()
+    project.wait_for(lambda: project.events("start"), what="A to start")
+    taskdb.add_stream(project.db, "Free", [], 1)
+    taskdb.add_stream(project.db, "AfterA", ["A"], 1)
+    project.wait_for(lambda: "Free" in starts_per_stream(project), what="Free to start while A runs")
+    assert "AfterA" not in starts_per_stream(project)
+    assert project.states()["AfterA"] == "waiting"
+    taskdb.set_stream_status(project.db, "A", "completed")
+    out, err = orchestrator.communicate(timeout=60)
+    assert orchestrator.returncode == 0, out + err
+    assert starts_per_stream(project) == {"A": 1, "Free": 1, "AfterA": 1}
