@@ -33,7 +33,7 @@ def file_stem(stream_id: str) -> str:
     """
     if _SAFE_NAME.fullmatch(stream_id) and stream_id.lower() not in _RESERVED and ".." not in stream_id:
         return stream_id
-    prefix = re.sub(r"[^A-Za-z0-9._-]+", "_", stream_id)[:40].strip("._") or "stream"
+    prefix = re.sub(r"[^A-Za-z0-9._-]+", "_", stream_id)[:40].strip("._-") or "stream"
     digest = hashlib.sha256(stream_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"{prefix}~{digest}"
 
