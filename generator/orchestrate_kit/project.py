@@ -69,6 +69,22 @@ def users_own(project: Path, layout: Layout) -> list[str]:
     return own
 
 
+def unwritable(project: Path, rels: list[str]) -> list[str]:
+    """The project folder, and those of ``rels`` (files or the folders they go in) that exist
+    but cannot be written: checked before the first write (a read-only mount shows here too)."""
+    blocked = [] if os.access(project, os.W_OK) else ["."]
+    seen: set[Path] = set()
+    for rel in rels:
+        path = project / rel
+        for candidate in (path, *path.parents):
+            if candidate in seen or candidate == project or project not in candidate.parents:
+                continue
+            seen.add(candidate)
+            if candidate.exists() and not candidate.is_symlink() and not os.access(candidate, os.W_OK):
+                blocked.append(str(candidate.relative_to(project)))
+    return sorted(blocked)
+
+
 def link_problems(project: Path, layout: Layout) -> dict[str, str]:
     """Template symlinks that are missing or point elsewhere: path -> what is wrong."""
     problems = {}

@@ -4,12 +4,20 @@ The project must be a git repository with a clean tree: copier merges the templa
 with the user's committed edits, and git is both the merge base and the way back. Overlapping
 edits become inline conflict markers; copier still exits 0 then, so conflicts are found with
 git and reported with exit 1. Runtime state (``logs/``, ``pids/``, ``state/``) is ignored by git
-and never touched.
+and never touched. The user's own ``./watch-status`` or slash command, kept by the install, is
+kept here too (a command file without our mark is theirs).
+
+An upgrade leaves a mark in the git folder while copier writes. A SIGTERM, SIGHUP or Ctrl-C rolls
+the tree back; a SIGKILL or a crash cannot, so the next upgrade finds the mark and says how to
+restore the committed state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import signal
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +25,11 @@ import sh
 
 from .. import copier_runner, git, output, store
 from ..errors import UserError
+from ..project import COMMAND_FILE, Layout, unwritable, users_own
+from .install_command import MARK
+
+# What puts a project back as it was committed: the tree was clean before the upgrade started.
+RESTORE = "git reset --quiet -- . && git checkout -- . && git clean -d --force --quiet -- ."
 
 
 def upgrade(*, project: Path, data: Mapping[str, str], to: str | None) -> int:
@@ -29,6 +42,7 @@ def upgrade(*, project: Path, data: Mapping[str, str], to: str | None) -> int:
             f"The orchestrator is not installed in {project} ({answers_file} is missing).",
             hint=f"install it first: orchestrate-kit install {project}",
         )
+    _check_interrupted(project)
     answers = copier_runner.read_answers(project, answers_file, template.root)
     _check_git(project)
     current = store.sync(template)
@@ -46,6 +60,15 @@ def upgrade(*, project: Path, data: Mapping[str, str], to: str | None) -> int:
         output.info(f"Already at {target}; nothing to do.")
         return 0
 
+    layout = store.layout(target)
+    own = _users_own(project, layout)
+    blocked = unwritable(project, [rel for rel in [*layout.modes, answers_file] if rel not in own])
+    if blocked:
+        raise UserError(f"Cannot write to {project}: these are read-only for you; nothing changed:",
+                        details=blocked, hint="make them writable (chmod -R u+w), or upgrade as their owner")
+    for rel in own:
+        output.warn(f"kept your own {rel}; the orchestrator's version was not written there")
+
     options = copier_runner.RunOptions(
         project=project,
         src=answers["_src_path"],
@@ -53,13 +76,78 @@ def upgrade(*, project: Path, data: Mapping[str, str], to: str | None) -> int:
         answers_file=answers_file,
         data=new_answers,
         defaults=True,  # keep the previous answers; new questions take their defaults
+        exclude=tuple("/" + rel for rel in own),  # anchored, as at install
     )
+    mark = _mark_path(project)
+    mark.write_text(f"{installed} -> {target}\n")
     try:
-        copier_runner.update(options)
-    except BaseException:
-        _roll_back(project)
+        with _stops_as_interrupts():
+            copier_runner.update(options)
+    except BaseException as error:
+        if _roll_back(project):
+            mark.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise UserError(f"Cannot write to {project}: {error.strerror or error}; it was put back as it was.",
+                            hint="make it writable (chmod -R u+w), or upgrade as its owner") from None
         raise
+    mark.unlink(missing_ok=True)
     return _report(project, installed, target)
+
+
+def _users_own(project: Path, layout: Layout) -> list[str]:
+    """The root link and slash command where the user has a file of their own: never updated."""
+    own = []
+    for rel in users_own(project, layout):
+        path = project / rel
+        if rel == COMMAND_FILE and path.is_file() and MARK in path.read_text(errors="replace"):
+            continue  # ours, perhaps edited by the user: merged like every other file
+        own.append(rel)
+    return own
+
+
+def _mark_path(project: Path) -> Path:
+    """Where an upgrade in progress is noted: in the git folder, one name per project folder."""
+    git_dir = Path(git.git("rev-parse", "--absolute-git-dir", cwd=project).strip())
+    name = hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:12]
+    return git_dir / f"orchestrate-kit-upgrade-{name}"
+
+
+def _check_interrupted(project: Path) -> None:
+    """An earlier upgrade that was killed while copier wrote: say how to restore, or forget it."""
+    if git.toplevel(project) is None:
+        return
+    mark = _mark_path(project)
+    if not mark.exists():
+        return
+    dirty = git.dirty_files(project)
+    if not dirty:
+        mark.unlink(missing_ok=True)  # it stopped before writing, or the user restored the tree
+        return
+    raise UserError(
+        f"An earlier upgrade ({mark.read_text().strip()}) was interrupted while it wrote, and may have "
+        "left the project half-upgraded; nothing changed now. Files that differ from your last commit:",
+        details=dirty,
+        hint=f"restore the committed state with `{RESTORE}` (in {project}), then upgrade again",
+    )
+
+
+@contextmanager
+def _stops_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a `kill`, a closed terminal) roll back like Ctrl-C, instead of stopping mid-write."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, interrupt)
+    except ValueError:  # not the main thread: signals stay as they are
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _check_git(project: Path) -> None:
@@ -106,14 +194,17 @@ def _check_direction(installed: str, target: str) -> None:
         )
 
 
-def _roll_back(project: Path) -> None:
+def _roll_back(project: Path) -> bool:
     """Put the tree back as it was: it was clean and committed before copier started."""
     try:
         git.git("reset", "--quiet", "--", ".", cwd=project)
         git.git("checkout", "--quiet", "--", ".", cwd=project)
         git.git("clean", "-d", "--force", "--quiet", "--", ".", cwd=project)
     except sh.ErrorReturnCode as error:
-        output.warn(f"could not restore the tree after the failed upgrade: {error.stderr.decode().strip()}")
+        output.warn(f"could not restore the tree after the failed upgrade: {error.stderr.decode().strip()}; "
+                    f"restore it with `{RESTORE}`")
+        return False
+    return True
 
 
 def _report(project: Path, installed: str, target: str) -> int:
