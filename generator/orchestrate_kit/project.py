@@ -85,6 +85,14 @@ def unwritable(project: Path, rels: list[str]) -> list[str]:
     return sorted(blocked)
 
 
+def refuse_unwritable(project: Path, rels: list[str], command: str) -> None:
+    """Stop ``command`` (install, upgrade) before its first write when it could not finish."""
+    blocked = unwritable(project, rels)
+    if blocked:
+        raise UserError(f"Cannot write to {project}: these are read-only for you; nothing changed:",
+                        details=blocked, hint=f"make them writable (chmod -R u+w), or {command} as their owner")
+
+
 def link_problems(project: Path, layout: Layout) -> dict[str, str]:
     """Template symlinks that are missing or point elsewhere: path -> what is wrong."""
     problems = {}

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from .. import copier_runner, git, output, store
 from ..errors import UserError
-from ..project import Layout, add_run_bit, fix_link, link_problems, scripts_without_run_bit, unwritable, users_own
+from ..project import (
+    Layout, add_run_bit, fix_link, link_problems, refuse_unwritable, scripts_without_run_bit, users_own,
+)
 
 
 def install(*, project: Path, data: Mapping[str, str], defaults: bool) -> int:
@@ -46,10 +48,7 @@ def install(*, project: Path, data: Mapping[str, str], defaults: bool) -> int:
             details=clashes,
             hint="move them aside (or remove them) and run the install again",
         )
-    blocked = unwritable(project, [rel for rel in [*layout.modes, answers_file] if rel not in own])
-    if blocked:
-        raise UserError(f"Cannot write to {project}: these are read-only for you; nothing changed:",
-                        details=blocked, hint="make them writable (chmod -R u+w), or install as their owner")
+    refuse_unwritable(project, [rel for rel in [*layout.modes, answers_file] if rel not in own], "install")
     for rel in own:
         output.warn(f"kept your own {rel}; the orchestrator's version was not written there")
 

@@ -25,7 +25,7 @@ import sh
 
 from .. import copier_runner, git, output, store
 from ..errors import UserError
-from ..project import COMMAND_FILE, Layout, unwritable, users_own
+from ..project import COMMAND_FILE, Layout, refuse_unwritable, users_own
 from .install_command import MARK
 
 # What puts a project back as it was committed: the tree was clean before the upgrade started.
@@ -62,10 +62,7 @@ def upgrade(*, project: Path, data: Mapping[str, str], to: str | None) -> int:
 
     layout = store.layout(target)
     own = _users_own(project, layout)
-    blocked = unwritable(project, [rel for rel in [*layout.modes, answers_file] if rel not in own])
-    if blocked:
-        raise UserError(f"Cannot write to {project}: these are read-only for you; nothing changed:",
-                        details=blocked, hint="make them writable (chmod -R u+w), or upgrade as their owner")
+    refuse_unwritable(project, [rel for rel in [*layout.modes, answers_file] if rel not in own], "upgrade")
     for rel in own:
         output.warn(f"kept your own {rel}; the orchestrator's version was not written there")
 
