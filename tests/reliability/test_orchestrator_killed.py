@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -60,3 +62,25 @@ def test_killed_orchestrator_leaves_no_duplicate_lost_or_unfinished_worker(tmp_p
               f"restarts {totals['restarts']}, failed final runs {totals['final run failed']}")
     bad = {k: totals[k] for k in ("duplicates", "lost", "unfinished", "never started", "final run failed")}
     assert bad == dict.fromkeys(bad, 0), dict(totals)
+
+
+def test_a_worker_spawned_as_the_orchestrator_dies_never_runs(project):
+    """The spawn window the random kills rarely hit: a worker is a launcher waiting for "go",
+    which comes only after its pid file is written; if the orchestrator dies before that, the
+    launcher reads end-of-file and exits without running the worker command."""
+    from tests.runtime.runtime_import import orchestrate
+
+    env = {**project.env, "STREAM_ID": "A", "ORCHESTRATOR_ATTEMPT": "1"}
+    outcomes = []
+    for say_go in (False, True):
+        go_read, go_write = os.pipe()
+        launcher = subprocess.Popen([sys.executable, "-I", "-S", "-c", orchestrate._LAUNCHER, str(go_read),
+                                     "claude", "-p", "prompt"], env=env, pass_fds=(go_read,),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(go_read)
+        if say_go:
+            os.write(go_write, b"go")
+        os.close(go_write)  # what the kernel does when the orchestrator dies
+        outcomes.append(launcher.wait(timeout=30))
+    assert outcomes[0] == 75
+    assert [e["attempt"] for e in project.events("start")] == [1]  # only the one that was told "go"
