@@ -76,7 +76,9 @@ def measure(streams: int, tasks: int) -> Tuple[Tuple[float, float], Tuple[float,
         home = root / ".claude" / "orchestrator"
         install_runtime(home)
         build_database(Path(tmp) / "tasks" / WORKSPACE / "tasks.db", streams, tasks)
-        env = {**os.environ, "TASK_DB_PATH": str(Path(tmp) / "tasks"), "WORKSPACE_ID": WORKSPACE,
+        # python3 is this interpreter, not a version manager's shim (pyenv's costs ~0.1 s a call).
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        env = {**os.environ, "PATH": path, "TASK_DB_PATH": str(Path(tmp) / "tasks"), "WORKSPACE_ID": WORKSPACE,
                "COLUMNS": "100", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
         env.pop("NO_COLOR", None)
         frame = _median_seconds([str(home / "check-streams")], env, root)
@@ -85,7 +87,9 @@ def measure(streams: int, tasks: int) -> Tuple[Tuple[float, float], Tuple[float,
 
 
 def run() -> List[Tuple[str, str]]:
-    rows = []
+    # How fast the machine is right now: every frame starts one bash and one Python.
+    wall, cpu = _median_seconds([sys.executable, "-I", "-S", "-c", "pass"], dict(os.environ), Path.cwd())
+    rows = [("baseline: an empty python3 -I -S start", f"{wall:.3f} s ({cpu:.3f} s CPU)")]
     for streams, tasks in SIZES:
         (frame, frame_cpu), (data, data_cpu) = measure(streams, tasks)
         target = f"; target < {TARGET_SECONDS} s" if streams >= 1000 else ""
