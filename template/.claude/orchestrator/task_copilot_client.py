@@ -120,45 +120,12 @@ class Snapshot:
         ]
 
 
-# One grouped query: every stream-bearing task is classified and counted in SQL,
-# so a snapshot costs one statement whatever the number of streams. Tasks whose
-# metadata is unusable are counted as 'bad' rather than breaking the query; a bad
-# task that still names its stream (a string streamId) keeps that stream's id, so
-# the stream is neither taken for complete nor run on guessed dependencies.
-_SNAPSHOT_SQL = """
-WITH t AS (
-  SELECT status,
-         CASE WHEN json_valid(metadata) THEN
-           CASE WHEN json_type(metadata) = 'object' THEN metadata END
-         END AS meta,
-         TRIM(COALESCE(metadata, '')) AS raw
-  FROM tasks {archived_filter}
-), c AS (
-  SELECT status, meta,
-    CASE
-      WHEN meta IS NULL THEN CASE WHEN raw IN ('', 'null') THEN 'none' ELSE 'bad' END
-      WHEN json_type(meta, '$.streamId') IS NULL THEN 'none'
-      WHEN json_type(meta, '$.streamId') <> 'text'
-           OR json_extract(meta, '$.streamId') = '' THEN 'bad'
-      WHEN COALESCE(json_type(meta, '$.dependencies'), 'array') NOT IN ('array', 'null')
-           OR COALESCE(json_type(meta, '$.streamDependencies'), 'array') NOT IN ('array', 'null')
-           OR COALESCE(json_type(meta, '$.streamName'), 'text') NOT IN ('text', 'null') THEN 'bad'
-      ELSE 'ok'
-    END AS kind,
-    CASE WHEN meta IS NOT NULL AND json_type(meta, '$.streamId') = 'text'
-         THEN NULLIF(json_extract(meta, '$.streamId'), '') END AS owner
-  FROM t
-)
-SELECT kind,
-       owner AS sid,
-       CASE WHEN kind = 'ok' THEN json_extract(meta, '$.streamName') END AS sname,
-       CASE WHEN kind = 'ok' THEN json_extract(meta, '$.dependencies') END AS deps,
-       CASE WHEN kind = 'ok' THEN json_extract(meta, '$.streamDependencies') END AS sdeps,
-       status,
-       COUNT(*) AS n
-FROM c WHERE kind <> 'none'
-GROUP BY kind, sid, sname, deps, sdeps, status
-"""
+# One grouped query: tasks with the same metadata text and status are counted
+# together in SQL, so a snapshot is one statement whatever the number of streams,
+# and each distinct metadata text is parsed once in Python (`_classify`).
+_SNAPSHOT_SQL = "SELECT metadata, status, COUNT(*) FROM tasks {archived_filter} GROUP BY metadata, status"
+
+_NO_STREAM = ("none", None, None, ())
 
 
 def _decode(raw: bytes) -> str:
@@ -175,14 +142,8 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _dependency_list(text: Optional[str]) -> Optional[List[str]]:
-    """Parse a JSON list of stream ids; None when it is not a list of strings."""
-    if text is None:
-        return []
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
+def _dependency_list(value: object) -> Optional[List[str]]:
+    """A metadata dependency list as stream ids; None when it is not a list of strings."""
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) and v and _is_text(v) for v in value):
@@ -190,18 +151,49 @@ def _dependency_list(text: Optional[str]) -> Optional[List[str]]:
     return value
 
 
+def _classify(text: Optional[str]) -> Tuple[str, Optional[str], Optional[str], Tuple[str, ...]]:
+    """(kind, stream id, stream name, dependencies) of one task's metadata text.
+
+    kind is 'ok', 'none' (not a stream task: skipped silently) or 'bad'. A bad
+    task that still names its stream (a string streamId) keeps that id, so its
+    stream is neither taken for complete nor run on guessed dependencies.
+    """
+    if text is None or text.strip() in ("", "null"):
+        return _NO_STREAM
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return ("bad", None, None, ())
+    if not isinstance(meta, dict):
+        return ("bad", None, None, ())
+    if "streamId" not in meta:
+        return _NO_STREAM
+    sid = meta["streamId"]
+    if not isinstance(sid, str) or not sid or not _is_text(sid):
+        return ("bad", None, None, ())
+    deps = _dependency_list(meta.get("dependencies"))
+    more = _dependency_list(meta.get("streamDependencies"))
+    name = meta.get("streamName")
+    if deps is None or more is None or not (name is None or isinstance(name, str)):
+        return ("bad", sid, None, ())
+    return ("ok", sid, name if name and _is_text(name) else None, tuple(deps) + tuple(more))
+
+
 def _rows_to_snapshot(rows) -> Snapshot:
     """Fold grouped rows into streams: dependencies are the union over all tasks."""
     streams: Dict[str, StreamRecord] = {}
     dependencies: Dict[str, set] = {}
+    parsed: Dict[Optional[str], Tuple] = {}
     malformed = 0
-    for kind, sid, sname, deps, sdeps, status, n in rows:
-        known = sid is not None and _is_text(sid)
-        deps_list, sdeps_list = _dependency_list(deps), _dependency_list(sdeps)
-        usable = kind == "ok" and known and deps_list is not None and sdeps_list is not None
-        if not usable:
+    for metadata, status, n in rows:
+        if metadata not in parsed:
+            parsed[metadata] = _classify(metadata)
+        kind, sid, name, deps = parsed[metadata]
+        if kind == "none":
+            continue
+        if kind == "bad":
             malformed += n
-            if not known:
+            if sid is None:
                 continue  # belongs to no stream we can name: skipped, with the warning
         record = streams.get(sid)
         if record is None:
@@ -209,12 +201,12 @@ def _rows_to_snapshot(rows) -> Snapshot:
             dependencies[sid] = set()
         status = status if status in TASK_STATUSES else "pending"
         record.counts[status] = record.counts.get(status, 0) + n
-        if not usable:
+        if kind == "bad":
             record.malformed += n
             continue
-        if sname and _is_text(sname) and record.stream_name == sid:
-            record.stream_name = sname
-        dependencies[sid].update(deps_list, sdeps_list)
+        if name and record.stream_name == sid:
+            record.stream_name = name
+        dependencies[sid].update(deps)
     for sid, record in streams.items():
         record.dependencies = tuple(sorted(dependencies[sid]))
     ordered = {sid: streams[sid] for sid in sorted(streams)}
