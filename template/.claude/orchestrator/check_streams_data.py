@@ -112,7 +112,7 @@ def detail_of(view: StreamView, report: orchestrate.StatusReport) -> Optional[st
     if view.state is StreamState.FAILED:
         if view.reason == orchestrate.STOPPED_BY_USER:
             return view.reason
-        last = orchestrate.last_log_line(report.log_paths[view.stream_id])
+        last = orchestrate.last_log_line(report.layout.log_for(view.stream_id))
         return f"last log: {last}" if last else (view.reason or None)
     return None
 

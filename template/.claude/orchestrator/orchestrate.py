@@ -248,7 +248,7 @@ class StatusReport:
     board: Board
     orchestrator: Optional[PidRecord]
     run: RunState
-    log_paths: Dict[str, Path]
+    layout: Layout
 
     def to_json(self) -> dict:
         summary = progress_summary_of(self.snapshot)
@@ -321,8 +321,7 @@ def collect_status(layout: Layout, db_override: Optional[str] = None) -> StatusR
     run = RunState.load(layout.run_file)
     facts = worker_facts(run, live_workers(layout), held_streams(layout))
     board = build_board(snapshot.streams, facts)
-    logs = {sid: layout.log_for(sid) for sid in snapshot.streams}
-    return StatusReport(location, snapshot, board, live_orchestrator(layout), run, logs)
+    return StatusReport(location, snapshot, board, live_orchestrator(layout), run, layout)
 
 
 def last_log_line(path: Path) -> str:
