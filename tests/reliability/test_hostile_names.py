@@ -8,7 +8,6 @@ every reader a user has: `status`, `plan`, `logs`, `stop STREAM` and the dashboa
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 

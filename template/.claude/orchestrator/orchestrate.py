@@ -29,7 +29,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Set, TextIO, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, TextIO, Tuple
 
 sys.path.insert(0, str(Path(__file__).absolute().parent))
 
@@ -414,7 +414,8 @@ class Worker:
             return f"signal {-code}" if code < 0 else f"code {code}"
         return None if self.record.is_alive() else "unknown code (adopted worker)"
 
-    def group(self) -> Dict[int, object]:
+    def group(self) -> Dict[int, Callable[[], List[int]]]:
+        """Its process group, for terminate_groups: id -> how to list the live members."""
         return {self.record.pid: self.record.own_group_members}
 
     def forget(self) -> None:
@@ -586,8 +587,7 @@ class Supervisor:
     def _board(self) -> Board:
         facts = worker_facts(self.run, {w.stream_id: w.record for w in self.workers.values()},
                              held_streams(self.layout))
-        board = build_board(self.snapshot.streams if self.snapshot else {}, facts)
-        return board
+        return build_board(self.snapshot.streams if self.snapshot else {}, facts)
 
     # ---------------------------------------------------------------- judging exits
 
