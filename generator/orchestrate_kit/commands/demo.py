@@ -125,16 +125,15 @@ class _Frames:
         self.drawn = 0
 
     def draw(self, final: bool = False) -> None:
-        states = self._states()
-        if not self.tty and not final and states == self.last_states:
-            return
-        self.last_states = states
+        if not self.tty and not final:  # off a terminal, a frame only when some stream changed state
+            states = self._states()
+            if states == self.last_states:
+                return
+            self.last_states = states
         frame = subprocess.run([str(self.runtime / "check-streams")], cwd=self.project, env=self.env,
                                capture_output=True, text=True).stdout
-        if self.tty and self.drawn and not final:
-            sys.stdout.write("\033[H\033[J")
-        elif self.tty and not self.drawn:
-            sys.stdout.write("\033[2J\033[H")
+        if self.tty:  # redraw in place: home and clear below; a full clear only the first time
+            sys.stdout.write("\033[H\033[J" if self.drawn else "\033[2J\033[H")
         sys.stdout.write(frame if frame.endswith("\n") else frame + "\n")
         if not self.tty:
             sys.stdout.write("\n")
