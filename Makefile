@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make demo   run the orchestrator on the built-in example project"
-	@echo "make test   run every test (pytest and bats)"
+	@echo "make test   run every test (mypy, pytest and bats)"
 	@echo "make bench  print benchmark figures"
 	@echo "make soak   long reliability run (not part of CI)"
 
@@ -20,7 +20,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
-test: pytest bats
+test: typecheck pytest bats
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/pytest

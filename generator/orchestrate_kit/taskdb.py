@@ -20,7 +20,7 @@ NOW = "2026-11-23T00:00:00Z"
 
 
 def schema_sql() -> str:
-    return resources.files("orchestrate_kit").joinpath("data", "task-copilot-schema.sql").read_text(encoding="utf-8")
+    return (resources.files("orchestrate_kit") / "data" / "task-copilot-schema.sql").read_text(encoding="utf-8")
 
 
 def make_db(path: Path, wal: bool = True, archived_column: bool = True) -> Path:
@@ -48,7 +48,7 @@ def add_task(path: Path, metadata, status: str = "pending", title: str | None = 
     with conn:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
         names = ["id", "title", "description", "status", "metadata", "created_at", "updated_at"]
-        values = [task_id, title or task_id, description, status, text, NOW, NOW]
+        values: list[object] = [task_id, title or task_id, description, status, text, NOW, NOW]
         if "archived" in columns:
             names.append("archived")
             values.append(archived)

@@ -121,7 +121,7 @@ class _Frames:
     def __init__(self, runtime: Path, project: Path, env: dict[str, str]):
         self.runtime, self.project, self.env = runtime, project, env
         self.tty = sys.stdout.isatty()
-        self.last_states = None
+        self.last_states: str | None = None
         self.drawn = 0
 
     def draw(self, final: bool = False) -> None:
