@@ -188,3 +188,15 @@ def test_logs_command_shows_a_stream_log(project):
     assert "fake claude: stream 'Stream-A'" in result.stdout
     missing = project.orchestrate("logs", "Nope")
     assert missing.returncode == 1 and "no log for stream Nope" in missing.stderr
+
+
+def test_prompt_stays_passable_with_huge_task_titles(project):
+    """A single argv string over 128 KiB cannot be exec'd: the prompt must stay well below it."""
+    taskdb.make_db(project.db)
+    for i in range(150):
+        taskdb.add_task(project.db, {"streamId": "Big", "streamName": "N" * 5000}, title=f"{i} " + "t" * 20000)
+    result = project.orchestrate("start", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    prompt = project.events("start")[0]["prompt"]
+    assert len(prompt.encode()) < 64 * 1024
+    assert "... and 50 more" in prompt

@@ -352,6 +352,15 @@ _LAUNCHER = (
 )
 
 
+# Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN), and the prompt is one
+# argument: bound what it lists so that any database yields a prompt that can be passed.
+PROMPT_TASKS = 100
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _clean(text: str) -> str:
     return text.replace("\0", "")  # NUL cannot travel in argv or the environment
 
@@ -359,15 +368,16 @@ def _clean(text: str) -> str:
 def worker_prompt(view: StreamView, tasks: Sequence[Tuple[str, str, str]], workspace: str, attempt: int) -> str:
     """What the worker is asked to do: its stream, its remaining tasks, how to report."""
     open_tasks = [t for t in tasks if t[2] not in ("completed", "cancelled")]
-    listed = "\n".join(f"- {tid} [{status}] {title}" for tid, title, status in open_tasks[:100])
-    more = f"\n- ... and {len(open_tasks) - 100} more" if len(open_tasks) > 100 else ""
+    listed = "\n".join(f"- {_cut(tid, 100)} [{status}] {_cut(title, 300)}"
+                       for tid, title, status in open_tasks[:PROMPT_TASKS])
+    more = f"\n- ... and {len(open_tasks) - PROMPT_TASKS} more" if len(open_tasks) > PROMPT_TASKS else ""
     restart = (
         f"\nThis is attempt {attempt}: an earlier attempt ended before the stream was complete. "
         "Check what is already done and resume with what is left.\n"
         if attempt > 1 else ""
     )
     return _clean(
-        f"You are the worker for stream {view.stream_id!r} ({view.stream_name}) in Task Copilot "
+        f"You are the worker for stream {_cut(view.stream_id, 2000)!r} ({_cut(view.stream_name, 500)}) in Task Copilot "
         f"workspace {workspace!r}, started by orchestrate-kit.\n"
         f"Its remaining tasks:\n{listed or '- (none listed)'}{more}\n"
         f"{restart}"
