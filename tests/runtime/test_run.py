@@ -200,3 +200,25 @@ def test_prompt_stays_passable_with_huge_task_titles(project):
     prompt = project.events("start")[0]["prompt"]
     assert len(prompt.encode()) < 64 * 1024
     assert "... and 50 more" in prompt
+
+
+def test_logs_follow_prints_new_lines_until_interrupted(project):
+    import signal
+    import subprocess
+
+    taskdb.diamond(project.db)
+    assert project.orchestrate("start").returncode == 0
+    log = project.home / "logs" / "Stream-A.log"
+    follower = subprocess.Popen(project.command("logs", "Stream-A", "-f", "-n", "1"), env=project.env,
+                                cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = follower.stdout.readline()
+        assert first.strip()  # the last line already there
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write("appended \x1b[31mafter\x1b[0m the start\n")
+        assert follower.stdout.readline() == "appended \\x1b[31mafter\\x1b[0m the start\n"  # printed inert
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(timeout=10)
+    assert follower.returncode == 0
+    assert "Traceback" not in follower.stderr.read()
