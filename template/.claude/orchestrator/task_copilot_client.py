@@ -318,35 +318,34 @@ class StreamInfo:
 
 
 @dataclass(frozen=True)
-class StreamProgress:
+class TaskCounts:
+    """Task counts by status, and the share finished (completed or cancelled)."""
+
+    total_tasks: int
+    completed_tasks: int
+    in_progress_tasks: int
+    pending_tasks: int
+    blocked_tasks: int
+    cancelled_tasks: int
+    completion_percentage: float
+
+
+@dataclass(frozen=True)
+class StreamProgress(TaskCounts):
     """Task counts of one stream."""
 
     stream_id: str
     stream_name: str
     dependencies: List[str]
-    total_tasks: int
-    completed_tasks: int
-    in_progress_tasks: int
-    pending_tasks: int
-    blocked_tasks: int
-    cancelled_tasks: int
     is_complete: bool
-    completion_percentage: float
 
 
 @dataclass(frozen=True)
-class ProgressSummary:
+class ProgressSummary(TaskCounts):
     """Task and stream counts over the whole workspace."""
 
-    total_tasks: int
-    completed_tasks: int
-    in_progress_tasks: int
-    pending_tasks: int
-    blocked_tasks: int
-    cancelled_tasks: int
     total_streams: int
     completed_streams: int
-    completion_percentage: float
 
 
 def percentage(done: int, total: int) -> float:
@@ -355,7 +354,7 @@ def percentage(done: int, total: int) -> float:
 
 
 def _task_counts(records: List[StreamRecord]) -> Dict[str, object]:
-    """The task-count fields StreamProgress and ProgressSummary share, summed over records."""
+    """The TaskCounts fields, summed over records."""
     total = sum(r.total for r in records)
     counts: Dict[str, object] = {"total_tasks": total}
     for status in TASK_STATUSES:
