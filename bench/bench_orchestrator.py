@@ -79,13 +79,15 @@ def layered(width: int = 8, depth: int = 3) -> Tuple[List[List[str]], Dict[str, 
     return levels, deps
 
 
-def _idle_cpu_percent(seconds: float = 10.0) -> float:
-    """CPU share of an orchestrator that only watches one long-running worker."""
+def _idle_cpu_percent(waiting_streams: int = 0, seconds: float = 10.0) -> float:
+    """CPU share of an orchestrator that only watches one long-running worker (and streams waiting on it)."""
     with tempfile.TemporaryDirectory() as tmp:
         project = Project.create(Path(tmp))
         project.configure(poll_interval=1)
         taskdb.make_db(project.db)
         taskdb.add_stream(project.db, "idle", [], 1)
+        for i in range(waiting_streams):
+            taskdb.add_stream(project.db, f"waiting-{i}", ["idle"], 1)
         project.plan({"idle": ["hang"]})
         proc = project.start_background()
         project.wait_for(lambda: project.events("start"), what="worker start")
@@ -111,6 +113,8 @@ def run() -> List[Tuple[str, str]]:
         rows.append((f"{label}: orchestrator peak RSS",
                      f"{max(r['peak_kib'] for r in results) / 1024:.1f} MB (target < 30)"))
     rows.append(("idle orchestrator CPU (one hung worker, 10 s)", f"{_idle_cpu_percent():.2f} % of a core"))
+    rows.append(("idle CPU, 1000 streams waiting on a hung one (10 s)",
+                 f"{_idle_cpu_percent(waiting_streams=999):.2f} % of a core"))
     return rows
 
 

@@ -463,6 +463,7 @@ class Supervisor:
         self.retry_at: Dict[str, float] = {}
         self.unsettled: List[Tuple[PidRecord, str]] = []  # exits seen, not yet judged
         self.snapshot: Optional[Snapshot] = None
+        self.board: Optional[Board] = None  # None when its inputs changed: rebuilt on demand
         self.fresh = False
         self.stop_requested = False
         self.db_signature: Tuple = ()
@@ -541,6 +542,7 @@ class Supervisor:
             if status is None:
                 continue
             del self.workers[sid]
+            self.board = None
             # Children the worker left behind in its group must not keep working unsupervised.
             terminate_groups(worker.group(), self.settings.stop_grace, self._reap)
             worker.forget()
@@ -579,7 +581,7 @@ class Supervisor:
                 self.say(f"warning: {line}")
         if self.snapshot is not None:
             self._announce_completions(self.snapshot, snapshot)
-        self.snapshot = snapshot
+        self.snapshot, self.board = snapshot, None
         self.last_warning = ""
 
     def _announce_completions(self, before: Snapshot, after: Snapshot) -> None:
@@ -595,9 +597,13 @@ class Supervisor:
             self.last_warning = message
 
     def _board(self) -> Board:
-        facts = worker_facts(self.run, {w.stream_id: w.record for w in self.workers.values()},
-                             held_streams(self.layout))
-        return build_board(self.snapshot.streams if self.snapshot else {}, facts)
+        """The stream states, rebuilt only after the snapshot, the workers or the run changed:
+        with many streams a rebuild costs milliseconds, and an idle loop must stay near 0% CPU."""
+        if self.board is None:
+            facts = worker_facts(self.run, {w.stream_id: w.record for w in self.workers.values()},
+                                 held_streams(self.layout))
+            self.board = build_board(self.snapshot.streams if self.snapshot else {}, facts)
+        return self.board
 
     # ---------------------------------------------------------------- judging exits
 
@@ -619,7 +625,7 @@ class Supervisor:
             else:
                 self._count_failure(sid, entry, stream.finished, stream.total, status)
         if self.unsettled:
-            self.unsettled = []
+            self.unsettled, self.board = [], None
             self.run.save(self.layout.run_file)
 
     def _count_failure(self, sid: str, entry: StreamRun, done: int, total: int, status: str) -> None:
@@ -707,6 +713,7 @@ class Supervisor:
         entry.attempts = attempt
         self.run.save(self.layout.run_file)
         self.workers[sid] = Worker(record, pid_path, popen)
+        self.board = None
         os.write(go_write, b"go")
         os.close(go_write)
         rel_log = os.path.relpath(log_path, self.layout.root)
@@ -750,6 +757,7 @@ class Supervisor:
                 worker.popen.poll()
             worker.forget()
         self.workers.clear()
+        self.board = None
         code = EXIT_OK if board.all_complete() else EXIT_STUCK
         self._end_run(code)
         self.say("stopped by request")
