@@ -2,7 +2,7 @@
 
     fixture.py db DBPATH < SPEC.json          a real-schema database (tests/support/taskdb.py's spec)
     fixture.py set-status DBPATH STREAM STATUS every task of STREAM to STATUS
-    fixture.py worker HOME STREAM PID [ATTEMPT]  a pid file saying the live process PID works on STREAM
+    fixture.py worker HOME STREAM PID ATTEMPT TOKEN  a pid file saying the live process PID works on STREAM
     fixture.py failed HOME STREAM ATTEMPTS REASON  run.json: STREAM given up on after ATTEMPTS
     fixture.py states < STATUS.json            "stream<TAB>state" lines from `orchestrate.py status --json`
     fixture.py columns < TEXT                  the widest line in terminal columns (escapes removed)
@@ -29,12 +29,15 @@ CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def runtime(home: str):
-    """The project's runtime modules (a copy of template/), imported from HOME."""
+    """The project's runtime modules (a copy of template/), imported from HOME, and its layout."""
     sys.path.insert(0, home)
-    import orchestrate  # noqa: E402
+    import lifecycle  # noqa: E402
     import processes  # noqa: E402
+    import settings  # noqa: E402
 
-    return orchestrate, processes
+    layout = settings.layout_for(Path(home))
+    layout.make_dirs()
+    return layout, lifecycle, processes
 
 
 def cmd_db(path: str) -> None:
@@ -45,26 +48,22 @@ def cmd_set_status(path: str, stream: str, status: str) -> None:
     taskdb.set_stream_status(Path(path), stream, status)
 
 
-def cmd_worker(home: str, stream: str, pid: str, attempt: str = "1") -> None:
-    orchestrate, processes = runtime(home)
-    layout = orchestrate.Layout(Path(home))
-    layout.make_dirs()
+def cmd_worker(home: str, stream: str, pid: str, attempt: str, token: str) -> None:
+    layout, _, processes = runtime(home)
     start = processes.process_start_time(int(pid))
     if start is None:
         sys.exit(f"fixture.py: process {pid} is not alive")
-    record = processes.PidRecord(int(pid), start, stream, int(attempt), time.time() - 75, "")
+    record = processes.PidRecord(int(pid), start, stream, int(attempt), time.time() - 75, token)
     processes.write_pid_file(layout.pid_for(stream), record)
 
 
 def cmd_failed(home: str, stream: str, attempts: str, reason: str) -> None:
-    orchestrate, _ = runtime(home)
-    layout = orchestrate.Layout(Path(home))
-    layout.make_dirs()
-    run = orchestrate.RunState.load(layout.run_file)
-    entry = run.stream(stream)
-    entry.attempts = entry.failures = int(attempts)
-    entry.failed_reason = reason
-    run.save(layout.run_file)
+    layout, lifecycle, _ = runtime(home)
+    table, _ = lifecycle.load_table(layout.run_file)
+    count = int(attempts)
+    table.rows[stream] = lifecycle.Life(state=lifecycle.StreamState.FAILED, attempts=count, failures=count,
+                                        reason=reason, ran=True)
+    lifecycle.save_table(layout.run_file, table)
 
 
 def cmd_states() -> None:

@@ -73,10 +73,12 @@ set_status() {  # set_status STREAM STATUS: every task of STREAM
   "$PYTHON" "$FIXTURE" set-status "$DB" "$1" "$2"
 }
 
-fake_worker() {  # fake_worker STREAM: a live process and a pid file naming it STREAM's worker
-  sleep 600 >/dev/null 2>&1 3>&- &
+fake_worker() {  # fake_worker STREAM: a live process carrying a worker token, and a pid file naming it
+  local token
+  token=$(printf '%s' "$1" | cksum | cut -d' ' -f1)
+  ORCHESTRATE_KIT_TOKEN="bats$token" sleep 600 >/dev/null 2>&1 3>&- &
   WORKER_PIDS="$WORKER_PIDS $!"
-  "$PYTHON" "$FIXTURE" worker "$RUNTIME" "$1" "$!" 2
+  "$PYTHON" "$FIXTURE" worker "$RUNTIME" "$1" "$!" 2 "bats$token"
 }
 
 failed_stream() {  # failed_stream STREAM LAST_LOG_LINE: given up on after 3 attempts, with a log

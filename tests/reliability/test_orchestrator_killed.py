@@ -68,13 +68,13 @@ def test_a_worker_spawned_as_the_orchestrator_dies_never_runs(project):
     """The spawn window the random kills rarely hit: a worker is a launcher waiting for "go",
     which comes only after its pid file is written; if the orchestrator dies before that, the
     launcher reads end-of-file and exits without running the worker command."""
-    from tests.runtime.runtime_import import orchestrate
+    from tests.runtime.runtime_import import executor
 
     env = {**project.env, "STREAM_ID": "A", "ORCHESTRATOR_ATTEMPT": "1"}
     outcomes = []
     for say_go in (False, True):
         go_read, go_write = os.pipe()
-        launcher = subprocess.Popen([sys.executable, "-I", "-S", "-c", orchestrate._LAUNCHER, str(go_read),
+        launcher = subprocess.Popen([sys.executable, "-I", "-S", "-c", executor._LAUNCHER, str(go_read),
                                      "claude", "-p", "prompt"], env=env, pass_fds=(go_read,),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(go_read)

@@ -11,3 +11,9 @@ import orchestrate  # noqa: E402,F401
 import processes  # noqa: E402,F401
 import stream_graph  # noqa: E402,F401
 import task_copilot_client  # noqa: E402,F401
+import lifecycle  # noqa: E402,F401
+import scheduler  # noqa: E402,F401
+import settings  # noqa: E402,F401
+import status_report  # noqa: E402,F401
+import supervisor  # noqa: E402,F401
+import executor  # noqa: E402,F401

@@ -1,5 +1,6 @@
 """stream_graph: pure functions over stream records."""
 
+from tests.runtime.runtime_import import lifecycle as lc
 from tests.runtime.runtime_import import stream_graph as sg
 from tests.runtime.runtime_import import task_copilot_client as tcc
 
@@ -21,8 +22,10 @@ def test_diamond_states_and_levels():
         "A": "ready", "B": "waiting", "C": "waiting", "Z": "waiting"}
     assert board.views["Z"].waiting_on == ("B", "C")
     assert {s: v.level for s, v in board.views.items()} == {"A": 0, "B": 1, "C": 1, "Z": 2}
-    board = sg.build_board(streams(DIAMOND, complete={"A"}), {"B": sg.WorkerFacts(pid=42, attempts=1)})
+    rows = {"B": lc.Life(state=lc.StreamState.RUNNING, attempts=1, ran=True)}
+    board = sg.build_board(streams(DIAMOND, complete={"A"}), rows, {"B": sg.WorkerFacts(pid=42)})
     assert board.views["B"].state is sg.StreamState.RUNNING
+    assert board.views["B"].pid == 42 and board.views["B"].attempts == 1
     assert board.views["C"].state is sg.StreamState.READY
 
 
@@ -45,8 +48,9 @@ def test_unknown_dependency_is_invalid():
 
 
 def test_failed_and_complete_take_precedence_correctly():
-    facts = {"A": sg.WorkerFacts(attempts=3, failed_reason="boom"), "B": sg.WorkerFacts(failed_reason="x")}
-    board = sg.build_board(streams({"A": [], "B": []}, complete={"B"}), facts)
+    rows = {"A": lc.Life(state=lc.StreamState.FAILED, attempts=3, reason="boom"),
+            "B": lc.Life(state=lc.StreamState.FAILED, reason="x")}
+    board = sg.build_board(streams({"A": [], "B": []}, complete={"B"}), rows)
     assert board.views["A"].state is sg.StreamState.FAILED
     assert board.views["A"].describe() == "failed after 3 attempts"
     assert board.views["B"].state is sg.StreamState.COMPLETE

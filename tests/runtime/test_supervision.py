@@ -159,7 +159,11 @@ def test_stop_one_stream_holds_it_until_started_again(project):
     project.wait_for(lambda: len(project.events("start")) == 2, what="both to start")
     result = project.orchestrate("stop", "A")
     assert result.returncode == 0, result.stderr
-    project.wait_for(lambda: project.states()["A"] == "failed", what="A to be held")
+    assert "Handed to the running orchestrator" in result.stdout
+    project.wait_for(lambda: project.states()["A"] == "held", what="A to be held")
+    views = {s["stream_id"]: s for s in project.status()["streams"]}
+    assert views["A"]["description"] == "stopped by you; `start STREAM` resumes it"
+    assert views["A"]["attempts"] == 1  # a stop by the user is not a failed attempt
     time.sleep(0.6)
     assert len(project.events("start")) == 2  # A was not restarted
     assert project.states()["B"] == "running"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One dashboard frame's data for check-streams: one snapshot, printed as lines bash can split safely.
 
-The picture comes from `orchestrate.collect_status`, the very code behind
+The picture comes from `status_report.collect_status`, the very code behind
 `orchestrate.py status`, so the two never disagree: one Python process and one
 database query per frame, whatever the number of streams.
 
@@ -45,8 +45,9 @@ from typing import Iterable, List, Optional
 
 sys.path.insert(0, str(Path(__file__).absolute().parent))
 
-import orchestrate  # noqa: E402  (the runtime folder is put on sys.path first)
+import status_report as report_mod  # noqa: E402  (the runtime folder is put on sys.path first)
 from processes import printable  # noqa: E402
+from settings import UserError, default_layout  # noqa: E402
 from stream_graph import StreamState, StreamView  # noqa: E402
 from task_copilot_client import progress_summary_of  # noqa: E402
 
@@ -105,21 +106,19 @@ def stream_label(view: StreamView) -> str:
     return view.stream_id
 
 
-def detail_of(view: StreamView, report: orchestrate.StatusReport) -> Optional[str]:
+def detail_of(view: StreamView, report: report_mod.StatusReport) -> Optional[str]:
     """The line under a stream: what it waits on, why it cannot run, or how its worker ended."""
-    if view.state in (StreamState.WAITING, StreamState.INVALID):
+    if view.state in (StreamState.WAITING, StreamState.INVALID, StreamState.HELD, StreamState.BACKOFF):
         return view.describe()
     if view.state is StreamState.FAILED:
-        if view.reason == orchestrate.STOPPED_BY_USER:
-            return view.reason
-        last = orchestrate.last_log_line(report.layout.log_for(view.stream_id))
+        last = report_mod.last_log_line(report.layout.log_for(view.stream_id))
         return f"last log: {last}" if last else (view.reason or None)
     return None
 
 
 def running_time(view: StreamView, now: float) -> str:
     if view.state is StreamState.RUNNING and view.started_at:
-        return orchestrate.format_duration(now - view.started_at)
+        return report_mod.format_duration(now - view.started_at)
     return "-"
 
 
@@ -128,7 +127,7 @@ def display_order(views: Iterable[StreamView]) -> List[StreamView]:
     return sorted(views, key=lambda v: (v.level is None, v.level or 0, v.stream_id))
 
 
-def add_report(frame: Frame, report: orchestrate.StatusReport, now: float) -> None:
+def add_report(frame: Frame, report: report_mod.StatusReport, now: float) -> None:
     views = display_order(report.board.views.values())
     orch = report.orchestrator
     frame.add("H", *frame.text(report.location.workspace_id), *frame.text(str(report.location.path)),
@@ -149,11 +148,11 @@ def add_report(frame: Frame, report: orchestrate.StatusReport, now: float) -> No
     add_notes(frame, report, views)
 
 
-def add_notes(frame: Frame, report: orchestrate.StatusReport, views: List[StreamView]) -> None:
+def add_notes(frame: Frame, report: report_mod.StatusReport, views: List[StreamView]) -> None:
     if not views:
         frame.add_wrapped("M", "warn", text=f"No streams found in Task Copilot database {report.location.path}.")
         frame.add_wrapped("M", "hint", text="A task belongs to a stream when its metadata has a streamId, e.g.")
-        frame.add_wrapped("M", "hint", text=orchestrate.METADATA_EXAMPLE)
+        frame.add_wrapped("M", "hint", text=report_mod.METADATA_EXAMPLE)
     for problem in report.board.problems.messages():
         frame.add_wrapped("M", "warn", text=problem)
     for warning in report.snapshot.warnings():
@@ -166,13 +165,13 @@ def add_notes(frame: Frame, report: orchestrate.StatusReport, views: List[Stream
 
 def build_frame(width: int, ascii_only: bool, db: Optional[str]) -> "tuple[Frame, int]":
     frame = Frame(width, ascii_only)
-    layout = orchestrate.default_layout()
+    layout = default_layout()
     problem = "missing"
     try:
-        orchestrate.open_database(layout, db)  # tells a missing database from an unreadable one
+        report_mod.open_database(layout, db)  # tells a missing database from an unreadable one
         problem = "unreadable"
-        report = orchestrate.collect_status(layout, db)
-    except orchestrate.UserError as exc:
+        report = report_mod.collect_status(layout, db)
+    except UserError as exc:
         frame.add_wrapped("E", problem, text=str(exc))
         return frame, EXIT_NO_DATABASE
     add_report(frame, report, time.time())

@@ -1,27 +1,18 @@
 """The stream dependency graph and stream states: pure functions, no I/O.
 
 Input is a mapping of stream id -> StreamRecord (from task_copilot_client) plus
-what the supervisor knows (live workers, failures). Output is one StreamView per
-stream, the single source of truth for `orchestrate.py status`, the scheduler
-and the dashboard.
+the lifecycle rows (lifecycle.py) and the live workers. Output is one StreamView
+per stream, the single source of truth for `orchestrate.py status`, the
+scheduler and the dashboard. The states themselves live in lifecycle.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from lifecycle import LIVE, PASSIVE, Life, Observed, Policy, StreamState, describe, transition
 from task_copilot_client import StreamRecord, percentage
-
-
-class StreamState(str, Enum):
-    COMPLETE = "complete"
-    RUNNING = "running"
-    READY = "ready"
-    WAITING = "waiting"
-    FAILED = "failed"
-    INVALID = "invalid"
 
 
 @dataclass(frozen=True)
@@ -207,12 +198,11 @@ def critical_path(streams: Mapping[str, StreamRecord], order: Sequence[str]) -> 
 
 @dataclass(frozen=True)
 class WorkerFacts:
-    """What the supervisor knows about one stream's worker."""
+    """What the executor knows about a stream's live worker."""
 
-    pid: Optional[int] = None  # set while a live worker of ours holds the stream
-    attempts: int = 0
+    pid: Optional[int] = None
     started_at: Optional[float] = None
-    failed_reason: Optional[str] = None  # set once the stream is given up on
+    attempt: int = 0
 
 
 @dataclass
@@ -221,7 +211,8 @@ class StreamView:
 
     stream_id: str
     stream_name: str
-    state: StreamState
+    state: StreamState  # what the lifecycle table says, after the graph was observed
+    graph_state: StreamState  # what the tracker and the graph alone say: waiting, ready, complete, invalid
     dependencies: Tuple[str, ...]
     counts: Dict[str, int]
     total: int
@@ -233,29 +224,26 @@ class StreamView:
     pid: Optional[int] = None
     attempts: int = 0
     started_at: Optional[float] = None
+    retry_at: Optional[float] = None
+    description: str = ""
 
     @property
     def percent(self) -> float:
         return percentage(self.finished, self.total)
 
     def describe(self) -> str:
-        """The state as a short phrase: 'waiting on Stream-A', 'failed after 3 attempts'."""
-        if self.state is StreamState.WAITING:
-            return "waiting on " + ", ".join(self.waiting_on)
-        if self.state is StreamState.FAILED:
-            return f"failed after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
-        if self.state is StreamState.INVALID:
-            return "invalid: " + self.reason
-        return self.state.value
+        """The state as a short phrase: 'waiting on Stream-A', 'restarting in 12 s (attempt 3 of 11)'."""
+        return self.description or self.state.value
 
 
 @dataclass
 class Board:
-    """All stream views at one moment, with the graph facts behind them."""
+    """All stream views at one moment, the graph facts behind them, and the observed lifecycle rows."""
 
     views: Dict[str, StreamView]
     problems: GraphProblems
     order: List[str] = field(default_factory=list)
+    rows: Dict[str, Life] = field(default_factory=dict)
 
     def in_state(self, *states: StreamState) -> List[StreamView]:
         return [v for v in self.views.values() if v.state in states]
@@ -264,21 +252,31 @@ class Board:
         return bool(self.views) and all(v.state is StreamState.COMPLETE for v in self.views.values())
 
 
-def build_board(streams: Mapping[str, StreamRecord], workers: Mapping[str, WorkerFacts]) -> Board:
-    """Derive every stream's state from the database and the supervisor's facts."""
+def build_board(
+    streams: Mapping[str, StreamRecord],
+    rows: Mapping[str, Life],
+    workers: Mapping[str, WorkerFacts] = {},  # noqa: B006 (never mutated)
+    now: float = 0.0,
+    policy: Policy = Policy(),
+) -> Board:
+    """Each stream's graph state, observed into its lifecycle row, as one view per stream."""
     problems = check_graph(streams)
     invalid = {s: r for s, r in problems.reasons().items() if not streams[s].is_complete}
     order = topological_order(streams, invalid)
     levels = dependency_levels(streams, order)
     paths = remaining_paths(streams, order)
-    views = {}
+    views, observed = {}, {}
     for sid, rec in streams.items():
-        facts = workers.get(sid, WorkerFacts())
-        state, waiting_on, reason = _state_of(rec, streams, facts, invalid.get(sid))
+        seen, waiting_on, reason = _graph_state_of(rec, streams, invalid.get(sid))
+        life = observed[sid] = transition(rows.get(sid, Life()), Observed(seen), now, policy)
+        worker = workers.get(sid)
+        shown = _shown_state(life, seen, worker)
+        shown_life = life if shown is life.state else Life(state=shown)
         views[sid] = StreamView(
             stream_id=sid,
             stream_name=rec.stream_name,
-            state=state,
+            state=shown,
+            graph_state=seen,
             dependencies=rec.dependencies,
             counts=dict(rec.counts),
             total=rec.total,
@@ -286,28 +284,41 @@ def build_board(streams: Mapping[str, StreamRecord], workers: Mapping[str, Worke
             level=levels.get(sid),
             remaining_path=paths.get(sid, (0, None))[0],
             waiting_on=waiting_on,
-            reason=reason,
-            pid=facts.pid,
-            attempts=facts.attempts,
-            started_at=facts.started_at,
+            reason=reason or life.reason,
+            pid=worker.pid if worker else None,
+            attempts=max(life.attempts, worker.attempt if worker else 0),
+            started_at=worker.started_at if worker else None,
+            retry_at=life.retry_at,
+            description=(f"invalid: {reason}" if shown is StreamState.INVALID else
+                         describe(shown_life, now, policy.max_restarts, waiting_on)),
         )
-    return Board(views, problems, order)
+    for sid, life in rows.items():  # streams gone from the tracker keep their rows
+        observed.setdefault(sid, life)
+    return Board(views, problems, order, observed)
 
 
-def _state_of(
+def _shown_state(life: Life, seen: StreamState, worker: Optional[WorkerFacts]) -> StreamState:
+    """What users see: the row's state, except that a stream the tracker shows complete is
+    complete, and a row that claims a worker nobody can find shows what the graph says."""
+    if seen is StreamState.COMPLETE or (seen is StreamState.INVALID and life.state not in LIVE):
+        return seen
+    if life.state in LIVE and worker is None:
+        return seen
+    if worker is not None and life.state in PASSIVE:
+        return StreamState.RUNNING  # a worker adopted before its row caught up
+    return life.state
+
+
+def _graph_state_of(
     rec: StreamRecord,
     streams: Mapping[str, StreamRecord],
-    facts: WorkerFacts,
     invalid_reason: Optional[str],
 ) -> Tuple[StreamState, Tuple[str, ...], str]:
+    """What the tracker and the graph alone say of a stream: complete, invalid, waiting or ready."""
     if rec.is_complete:
         return StreamState.COMPLETE, (), ""
     if invalid_reason:
         return StreamState.INVALID, (), invalid_reason
-    if facts.pid is not None:
-        return StreamState.RUNNING, (), ""
-    if facts.failed_reason:
-        return StreamState.FAILED, (), facts.failed_reason
     waiting_on = tuple(d for d in rec.dependencies if not streams[d].is_complete)
     if waiting_on:
         return StreamState.WAITING, waiting_on, ""

@@ -1,0 +1,181 @@
+"""Settings (install answers and flags), where the runtime keeps its files, and the user-error type.
+
+The project is identified by its real path, so a symlinked script, a symlinked
+project folder or a call from a subfolder all find one layout, one lock and one
+workspace. In a git repository the lock, the run state and the worker records
+live under the repository's git directory, where an agent's `git clean -fdx`
+cannot reach them; logs stay in `.claude/orchestrator/logs/` for users to read.
+Standard library only, Python 3.9+.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shlex
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from processes import file_stem
+
+EXIT_OK, EXIT_STUCK, EXIT_USAGE = 0, 1, 2
+
+
+class UserError(Exception):
+    """A mistake the user can fix: printed as one line, never as a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Install answers (orchestrator.conf, then orchestrator.local.conf), overridden by flags."""
+
+    worker_command: str = "claude --print --dangerously-skip-permissions -p"
+    max_parallel: int = 0
+    max_restarts: int = 10
+    poll_interval: float = 1.0
+    refresh_interval: float = 15.0
+    restart_delay: float = 5.0  # first back-off; doubles per failure
+    stop_grace: float = 10.0  # TERM -> KILL
+    finish_grace: float = 30.0  # a worker may linger this long after its stream completes
+    log_max_bytes: int = 10 * 1024 * 1024  # a stream's log is rotated before an attempt beyond this
+    log_keep: int = 3  # rotated logs kept per stream
+
+    def worker_argv(self) -> List[str]:
+        try:
+            argv = shlex.split(self.worker_command)
+        except ValueError as exc:
+            raise UserError(f"worker_command in orchestrator.conf cannot be parsed: {exc}") from None
+        if not argv:
+            raise UserError("worker_command in orchestrator.conf is empty")
+        return argv
+
+
+def load_settings(paths: Sequence[Path]) -> Settings:
+    """Read `key = value` lines from each file in turn, later files winning; unknown keys are
+    ignored so older runtimes read newer files."""
+    types = {f.name: f.type for f in fields(Settings)}
+    values: Dict[str, object] = {}
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read {path}: {exc}") from None
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = (part.strip() for part in line.partition("="))
+            if not sep:
+                raise UserError(f"{path}:{number}: expected `key = value`, got {line!r}")
+            if key in types:
+                values[key] = setting_value(key, value, str(types[key]), f"{path}:{number}")
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def setting_value(key: str, value: str, kind: str, where: str) -> object:
+    """One setting parsed and checked; `where` names its file and line (or the flag)."""
+    if kind == "str":
+        return value
+    try:
+        number = int(value) if kind == "int" else float(value)
+    except ValueError:
+        raise UserError(f"{where}: {key} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise UserError(f"{where}: {key} must be a finite number, got {value!r}")
+    if number < 0 or (key.endswith("interval") and number == 0):
+        raise UserError(f"{where}: {key} must be {'more than 0' if key.endswith('interval') else '0 or more'}")
+    return number
+
+
+# ================================================================ layout
+
+
+def git_dir_of(folder: Path) -> Optional[Path]:
+    """The git directory of the repository holding `folder` (its own one for a linked worktree),
+    found without running git: the dashboard asks for the layout on every frame."""
+    for candidate in (folder, *folder.parents):
+        dot_git = candidate / ".git"
+        if dot_git.is_dir():
+            return dot_git
+        if dot_git.is_file():
+            try:
+                text = dot_git.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                return None
+            if text.startswith("gitdir:"):
+                target = Path(text[len("gitdir:"):].strip())
+                return (candidate / target).resolve() if not target.is_absolute() else target
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything lives. `home` is `.claude/orchestrator/` (a real path); `state_root` holds
+    the lock, run state and worker records: beside `home` outside git, else inside the git directory."""
+
+    home: Path
+    state_root: Path
+
+    @property
+    def root(self) -> Path:
+        return self.home.parent.parent
+
+    logs = property(lambda self: self.home / "logs")
+    config = property(lambda self: self.home / "orchestrator.conf")
+    local_config = property(lambda self: self.home / "orchestrator.local.conf")
+    pids = property(lambda self: self.state_root / "pids")
+    state = property(lambda self: self.state_root / "state")
+    requests = property(lambda self: self.state / "requests")
+    lock = property(lambda self: self.state / "orchestrator.lock")
+    orchestrator_pid = property(lambda self: self.state / "orchestrator.pid")
+    run_file = property(lambda self: self.state / "run.json")
+    orchestrator_log = property(lambda self: self.logs / "orchestrator.log")
+
+    def log_for(self, stream_id: str) -> Path:
+        return self.logs / f"{file_stem(stream_id)}.log"
+
+    def pid_for(self, stream_id: str) -> Path:
+        return self.pids / f"{file_stem(stream_id)}.pid"
+
+    def config_files(self) -> List[Path]:
+        return [self.config, self.local_config]
+
+    def make_dirs(self) -> None:
+        """Create (or re-create, after an agent's `git clean`) every folder the runtime writes to."""
+        for folder in (self.logs, self.pids, self.state, self.requests):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def layout_for(home: Path) -> Layout:
+    """The layout of the runtime folder `home`, however it was reached."""
+    home = home.resolve()
+    git_dir = git_dir_of(home.parent.parent)
+    if git_dir is None:
+        return Layout(home, home)
+    key = hashlib.sha256(str(home).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return Layout(home, git_dir / "orchestrate-kit" / key)
+
+
+def default_layout() -> Layout:
+    return layout_for(Path(__file__).resolve().parent)
+
+
+def database_lock_path(database: Path) -> Path:
+    """One lock per database, so two projects sharing a workspace never both run its streams.
+    It sits beside the database when that folder is writable, else in the user's cache folder
+    (keyed by the database's real path), never inside a project where `git clean` reaches it."""
+    real = database.resolve()
+    if os.access(str(real.parent), os.W_OK):
+        return real.parent / f".{real.name}.orchestrate-lock"
+    digest = hashlib.sha256(str(real).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "orchestrate-kit" / "locks" / f"db-{digest}.lock"

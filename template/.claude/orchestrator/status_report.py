@@ -1,0 +1,198 @@
+"""One consistent picture of a project's run: `status`, `status --json` and the dashboard print it.
+
+`collect_status` reads the database once, the saved lifecycle table and the
+worker records, and builds the board with the same functions the supervisor
+uses, so what users see is what the loop decides. Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from lifecycle import Policy, Table, load_table
+from processes import (
+    PidRecord,
+    printable,
+    process_start_time,
+    read_pid_dir,
+    read_pid_file,
+    runs_script,
+    write_pid_file,
+)
+from settings import EXIT_STUCK, Layout, Settings, UserError, load_settings
+from stream_graph import Board, StreamView, WorkerFacts, build_board
+from task_copilot_client import (
+    DatabaseBusy,
+    DatabaseError,
+    DatabaseLocation,
+    Snapshot,
+    locate_database,
+    progress_summary_of,
+    read_snapshot,
+)
+
+METADATA_EXAMPLE = '{"streamId": "Stream-A", "streamName": "Foundation", "dependencies": []}'
+ORCHESTRATOR_SCRIPT = "orchestrate.py"
+
+
+def open_database(layout: Layout, db_override: Optional[str]) -> DatabaseLocation:
+    """Locate the database and fail with where we looked and how to override it."""
+    location = locate_database(layout.root, db_override)
+    if not location.path.is_file():
+        raise UserError(location.missing_message())
+    return location
+
+
+def take_snapshot(location: DatabaseLocation) -> Snapshot:
+    try:
+        return read_snapshot(location.path)
+    except DatabaseBusy as exc:
+        raise UserError(f"{exc}; try again in a moment", EXIT_STUCK) from None
+    except DatabaseError as exc:
+        raise UserError(str(exc)) from None
+
+
+def live_workers(layout: Layout) -> Dict[str, PidRecord]:
+    """Workers whose pid file names a live process that is really ours."""
+    return {rec.stream_id: rec for rec in read_pid_dir(layout.pids).values() if rec and rec.is_alive()}
+
+
+def live_orchestrator(layout: Layout) -> Optional[PidRecord]:
+    """The running orchestrator, if its pid file names a live process that runs this script."""
+    record = read_pid_file(layout.orchestrator_pid)
+    alive = record and record.is_alive() and runs_script(record.pid, ORCHESTRATOR_SCRIPT)
+    return record if alive else None
+
+
+def write_orchestrator_record(layout: Layout) -> None:
+    """Record this process as the project's orchestrator (checked by pid, start time and script)."""
+    pid = os.getpid()
+    write_pid_file(layout.orchestrator_pid, PidRecord(pid, process_start_time(pid) or "", "", 0, time.time()))
+
+
+def policy_of(settings: Settings) -> Policy:
+    return Policy(max_restarts=settings.max_restarts, restart_delay=settings.restart_delay)
+
+
+def board_for(snapshot: Snapshot, table: Table, workers: Dict[str, PidRecord], settings: Settings,
+              now: float) -> Board:
+    facts = {sid: WorkerFacts(rec.pid, rec.started_at, rec.attempt) for sid, rec in workers.items()}
+    return build_board(snapshot.streams, table.rows, facts, now, policy_of(settings))
+
+
+@dataclass
+class StatusReport:
+    """Database, graph, lifecycle and workers at one moment."""
+
+    location: DatabaseLocation
+    snapshot: Snapshot
+    board: Board
+    orchestrator: Optional[PidRecord]
+    table: Table
+    layout: Layout
+    notes: List[str] = field(default_factory=list)  # e.g. a damaged saved state that was ignored
+
+    def to_json(self) -> dict:
+        summary = progress_summary_of(self.snapshot)
+        return {
+            "workspace": self.location.workspace_id,
+            "database": str(self.location.path),
+            "orchestrator": {"running": self.orchestrator is not None,
+                             "pid": self.orchestrator.pid if self.orchestrator else None},
+            "run": asdict(self.table.run),
+            "summary": asdict(summary),
+            "streams": [view_json(v) for v in self.board.views.values()],
+            "problems": self.board.problems.messages(),
+            "warnings": self.snapshot.warnings() + self.notes,
+        }
+
+
+def view_json(view: StreamView) -> dict:
+    return {
+        "stream_id": view.stream_id,
+        "stream_name": view.stream_name,
+        "state": view.state.value,
+        "description": view.describe(),
+        "dependencies": list(view.dependencies),
+        "waiting_on": list(view.waiting_on),
+        "reason": view.reason,
+        "level": view.level,
+        "tasks": {"total": view.total, "finished": view.finished, **view.counts},
+        "percent": view.percent,
+        "pid": view.pid,
+        "attempts": view.attempts,
+        "started_at": view.started_at,
+        "retry_at": view.retry_at,
+    }
+
+
+def collect_status(layout: Layout, db_override: Optional[str] = None) -> StatusReport:
+    """Read the database once and the supervisor's files, and derive every stream's state."""
+    location = open_database(layout, db_override)
+    snapshot = take_snapshot(location)
+    settings = load_settings(layout.config_files())
+    table, notes = load_table(layout.run_file)
+    board = board_for(snapshot, table, live_workers(layout), settings, time.time())
+    return StatusReport(location, snapshot, board, live_orchestrator(layout), table, layout, notes)
+
+
+def last_log_line(path: Path) -> str:
+    """The last non-empty line of a log (read from the end: logs can be large)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(handle.tell() - 4096, 0))
+            lines = [ln for ln in handle.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def render_status(report: StatusReport) -> str:
+    """The plain-text status table."""
+    board = report.board
+    lines = [f"Workspace: {printable(report.location.workspace_id)}   Database: {report.location.path}"]
+    orch = report.orchestrator
+    lines.append(f"Orchestrator: running (pid {orch.pid})" if orch else "Orchestrator: not running")
+    lines.append("")
+    rows = [("STREAM", "STATE", "TASKS", "PID", "ATTEMPTS", "NAME")]
+    for view in board.views.values():
+        rows.append((
+            printable(view.stream_id, 40),
+            printable(view.describe(), 60),
+            f"{view.finished}/{view.total} ({view.percent:.0f}%)",
+            str(view.pid) if view.pid else "-",
+            str(view.attempts),
+            printable(view.stream_name, 40) if view.stream_name != view.stream_id else "",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    lines.append("")
+    lines.append(overall_line(report))
+    lines += [f"warning: {w}" for w in report.snapshot.warnings() + report.notes]
+    return "\n".join(lines)
+
+
+def overall_line(report: StatusReport) -> str:
+    summary = progress_summary_of(report.snapshot)
+    counts: Dict[str, int] = {}
+    for view in report.board.views.values():
+        counts[view.state.value] = counts.get(view.state.value, 0) + 1
+    states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    done = summary.completed_tasks + summary.cancelled_tasks
+    return (f"Overall: {done}/{summary.total_tasks} tasks ({summary.completion_percentage:.0f}%), "
+            f"{summary.completed_streams}/{summary.total_streams} streams complete" + (f"; {states}" if states else ""))

@@ -1,0 +1,553 @@
+"""The supervisor: a thin loop that gathers events, applies transitions, asks the scheduler, acts.
+
+Each turn: user requests (files in the state folder, announced by SIGUSR1),
+worker exits (SIGCHLD on a wakeup fd), a database change (a cheap stat of the
+file and its WAL), and the clock. Exits are judged against a fresh snapshot
+(the worker's last writes decide whether its stream completed). Every state
+change goes through `lifecycle.transition`; what to start or stop comes from
+`scheduler.decide`; workers are started and signalled through the executor.
+Nothing here waits for a worker: stopping is a state with a deadline. Signal
+handlers only set a flag. Clock, executor and database reader are injectable.
+Standard library only, Python 3.9+.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Set, TextIO
+
+from executor import LocalExecutor
+from lifecycle import (
+    LIVE,
+    USER_STOP,
+    Adopted,
+    Event,
+    Exited,
+    Hold,
+    Life,
+    Release,
+    Spawned,
+    SpawnFailed,
+    Spawning,
+    StopRequested,
+    StreamState,
+    Table,
+    load_table,
+    save_table,
+    transition,
+)
+from locks import Lock
+from processes import printable, read_pid_dir, remove_file
+from scheduler import Decision, Spawn, decide
+from settings import EXIT_OK, EXIT_STUCK, Layout, Settings, UserError
+from status_report import board_for, format_duration, last_log_line, policy_of, write_orchestrator_record
+from stream_graph import Board
+from task_copilot_client import Database, DatabaseBusy, DatabaseError, DatabaseLocation, Snapshot, StreamRecord
+from worker_spec import build_spec
+
+EXIT_INTERRUPTED = 130
+SAFETY_REFRESH_SECONDS = 30.0  # look at the database and our files even when nothing signalled
+RUN_STOPPING = "the run is stopping"
+
+
+class Reporter:
+    """Timestamped lines for the terminal or the detached log. A dead stdout (a closed pipe,
+    `>&-`, no terminal) never ends supervision: lines then go to the orchestrator log."""
+
+    def __init__(self, out: Optional[TextIO], fallback: Path):
+        self.out = out
+        self.fallback = fallback
+
+    def say(self, message: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {message}\n"
+        if self.out is not None:
+            try:
+                self.out.write(line)
+                self.out.flush()
+                return
+            except (OSError, ValueError):
+                self.out = None
+                sys.stdout = open(os.devnull, "w")  # no "Exception ignored" at exit either
+                line += f"[{time.strftime('%H:%M:%S')}] (standard output is gone; logging here)\n"
+        try:
+            self.fallback.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.fallback, "a", encoding="utf-8") as log:
+                log.write(line)
+        except OSError:
+            pass  # nowhere left to write: supervision goes on regardless
+
+
+class Supervisor:
+    """Runs the streams of one project until every target is complete or nothing can progress."""
+
+    def __init__(self, layout: Layout, settings: Settings, location: DatabaseLocation,
+                 targets: Optional[Set[str]], reporter: Reporter, *, release: Set[str] = frozenset(),
+                 retry_failed: bool = False, locks: List[Lock] = (), clock: Callable[[], float] = time.time,
+                 executor: Optional[LocalExecutor] = None, reader: Optional[Database] = None):
+        self.layout, self.settings, self.location = layout, settings, location
+        self.targets, self.release, self.retry_failed = targets, set(release), retry_failed
+        self.say = reporter.say
+        self.locks = list(locks)
+        self.clock = clock
+        self.policy = policy_of(settings)
+        self.executor = executor or LocalExecutor(layout.pid_for, settings.stop_grace, clock)
+        self.db = reader or Database(location.path)
+        self.table = Table()
+        self.saved: Optional[dict] = None
+        self.snapshot: Optional[Snapshot] = None
+        self.board: Optional[Board] = None
+        self.decision: Optional[Decision] = None
+        self.fresh = False
+        self.dirty = True
+        self.pending_exits: Dict[str, str] = {}
+        self.db_signature: tuple = ()
+        self.force_refresh = True
+        self.last_look = 0.0
+        self.last_warning = ""
+        self.save_failed = False
+        self.signals = 0  # stop signals so far: the first stops gracefully, the second forces
+        self.interrupted = False  # Ctrl-C: the run ends with 130, as shells expect
+        self.requests_waiting = True
+        self.stop_grace = settings.stop_grace
+        self.shutting_down = False
+        self.next_sweep: Optional[float] = None
+        self.wake_r, self.wake_w = os.pipe()
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self) -> int:
+        self._install_signal_handlers()
+        self._resume()
+        while True:
+            code = self._turn()
+            if code is not None:
+                return code
+            self._wait()
+
+    def _turn(self) -> Optional[int]:
+        now = self.clock()
+        self.executor.reap()
+        if self.signals and not self.shutting_down:
+            self._begin_shutdown(now)
+        if self.requests_waiting:
+            self._handle_requests(now)
+        self._collect_exits()
+        self._refresh(now)
+        if self.pending_exits and (self.fresh or self.shutting_down) and self.snapshot is not None:
+            self._settle_exits(now)
+        if self.snapshot is None:
+            return self._finish(EXIT_STUCK, "stopped by request") if self.shutting_down else None
+        wake = self.decision.wake_at if self.decision else None
+        if self.dirty or self.decision is None or (wake is not None and now >= wake):
+            self._rebuild(now)
+        self._act(now)
+        self.next_sweep, swept = self.executor.sweep()
+        self.dirty |= swept
+        self._save()
+        return self._outcome()
+
+    def _install_signal_handlers(self) -> None:
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the loop at once
+        signal.signal(signal.SIGUSR1, self._on_request)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_stop)
+
+    def _on_stop(self, signum, _frame) -> None:
+        self.signals += 1  # handlers only set a flag; the loop acts
+        self.interrupted = self.interrupted or signum == signal.SIGINT
+
+    def _on_request(self, *_args) -> None:
+        self.requests_waiting = True
+
+    def _wait(self) -> None:
+        """Sleep until a signal or the next thing due; never a blind long poll."""
+        now = self.clock()
+        timeout = self.settings.poll_interval
+        dues = [self.decision.wake_at if self.decision else None, self.next_sweep]
+        if self.shutting_down:
+            dues += [life.deadline for life in self.table.rows.values() if life.state is StreamState.STOPPING]
+        for due in dues:
+            if due is not None:
+                timeout = min(timeout, max(due - now, 0.0))
+        try:
+            ready, _, _ = select.select([self.wake_r], [], [], timeout)
+        except InterruptedError:
+            return
+        if ready:
+            try:
+                os.read(self.wake_r, 4096)
+            except BlockingIOError:
+                pass
+
+    # ---------------------------------------------------------------- transitions
+
+    def _apply(self, stream_id: str, event: Event, now: float) -> Life:
+        life = transition(self.table.get(stream_id), event, now, self.policy)
+        self.table.rows[stream_id] = life
+        self.dirty = True
+        return life
+
+    def _resume(self) -> None:
+        """Continue the saved table (attempts, back-off, holds), adopt live workers, and judge
+        the workers that ended while no orchestrator ran."""
+        now = self.clock()
+        self.table, warnings = load_table(self.layout.run_file)
+        for line in warnings:
+            self.say(f"warning: {line}")
+        if self.table.run.ended_at is not None or not self.table.run.started_at:
+            self.table.run.started_at = now
+        self.table.run.ended_at, self.table.run.exit_code, self.table.run.outcome = None, None, ""
+        for sid, life in list(self.table.rows.items()):
+            if sid in self.release or (self.retry_failed and life.state is StreamState.FAILED):
+                self._apply(sid, Release(), now)
+        recorded = set()
+        for path, record in read_pid_dir(self.layout.pids).items():
+            if record is None:
+                self.say(f"removing unreadable pid file {path.name}")
+                remove_file(path)
+                continue
+            recorded.add(record.stream_id)
+            self._apply(record.stream_id, Adopted(record.attempt), now)
+            if self.executor.adopt(record, path):
+                self.say(f"adopted running worker of {printable(record.stream_id)} (pid {record.pid})")
+            else:
+                self.executor.forget_ended(record, path)
+                self.pending_exits[record.stream_id] = "unknown code (ended while no orchestrator ran)"
+        for sid, life in self.table.rows.items():
+            if life.state in LIVE and sid not in recorded:
+                self.pending_exits[sid] = "unknown code (its worker record was lost)"
+        self._save()
+
+    def _collect_exits(self) -> None:
+        for sid in list(self.executor.live()):
+            status = self.executor.poll(sid)
+            if status is not None:
+                self.pending_exits[sid] = status
+                self.force_refresh = True  # its last writes may be in the database: look again
+
+    def _settle_exits(self, now: float) -> None:
+        assert self.snapshot is not None
+        for sid, status in self.pending_exits.items():
+            stream = self.snapshot.streams.get(sid)
+            complete = stream is not None and stream.is_complete
+            detail = ""
+            if stream is not None and not complete:
+                tail = printable(last_log_line(self.layout.log_for(sid)), 200)
+                detail = f"with {stream.finished}/{stream.total} tasks done" + (f"; last log line: {tail}" if tail else "")
+            before = self.table.get(sid)
+            if before.state not in LIVE:
+                self._apply(sid, Adopted(before.attempts), now)
+            after = self._apply(sid, Exited(status, complete, detail), now)
+            self._report_exit(sid, status, stream, after)
+        self.pending_exits.clear()
+        self.dirty = True
+
+    def _report_exit(self, sid: str, status: str, stream: Optional[StreamRecord], life: Life) -> None:
+        name = printable(sid)
+        if stream is None:
+            self.say(f"{name} is no longer in the database; its worker exited with {status}")
+        elif life.state is StreamState.COMPLETE:
+            if status != "code 0":
+                self.say(f"{name} worker exited with {status} after its stream completed")
+        elif life.state is StreamState.HELD:
+            self.say(f"{name} stopped by request; it will not be restarted")
+        elif life.state is StreamState.BACKOFF:
+            delay = (life.retry_at or 0) - self.clock()
+            self.say(f"{name} worker exited with {status} with {stream.finished}/{stream.total} tasks done; "
+                     f"restart {life.attempts} of {self.settings.max_restarts} in {max(delay, 0):.3g}s")
+        elif life.state is StreamState.FAILED:
+            self.say(f"{name} failed after {life.attempts} attempt(s): {life.reason}")
+
+    # ---------------------------------------------------------------- the database
+
+    def _signature(self) -> tuple:
+        parts = []
+        for suffix in ("", "-wal"):
+            try:
+                st = os.stat(f"{self.location.path}{suffix}")
+                parts.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                parts.append(None)
+        return tuple(parts)
+
+    def _refresh(self, now: float) -> None:
+        signature = self._signature()
+        safety = now - self.last_look > SAFETY_REFRESH_SECONDS
+        if safety:
+            self._check_our_files()
+        if not (self.force_refresh or safety or not self.fresh or signature != self.db_signature):
+            return
+        self.last_look = now
+        try:
+            snapshot = self.db.snapshot()
+        except DatabaseError as exc:
+            self.fresh = False
+            self._warn(str(exc) if isinstance(exc, DatabaseBusy) else f"{exc}; waiting for it to come back")
+            return
+        self.db_signature, self.fresh, self.force_refresh = signature, True, False
+        if self.snapshot is None or snapshot.warnings() != self.snapshot.warnings():
+            for line in snapshot.warnings():
+                self.say(f"warning: {line}")
+        self.snapshot, self.dirty, self.last_warning = snapshot, True, ""
+
+    def _warn(self, message: str) -> None:
+        if message != self.last_warning:
+            self.say(f"warning: {message}")
+            self.last_warning = message
+
+    def _check_our_files(self) -> None:
+        """Re-create what an agent's `git clean` or `rm` took: folders, locks, our pid record."""
+        try:
+            self.layout.make_dirs()
+        except OSError as exc:
+            self._warn(f"cannot re-create the orchestrator's folders: {exc}")
+        for lock in self.locks:
+            problem = lock.verify()
+            if problem:
+                self.say(f"warning: {problem}")
+        if not self.layout.orchestrator_pid.exists():
+            try:
+                write_orchestrator_record(self.layout)
+            except OSError as exc:
+                self._warn(f"cannot re-create {self.layout.orchestrator_pid}: {exc}")
+        for sid, record in self.executor.live().items():
+            if not self.layout.pid_for(sid).exists():
+                self.executor.rewrite_record(record)
+        if not self.layout.run_file.exists():
+            self.saved = None
+
+    # ---------------------------------------------------------------- deciding and acting
+
+    def _rebuild(self, now: float) -> None:
+        assert self.snapshot is not None
+        previous = self.board
+        board = board_for(self.snapshot, self.table, self.executor.live(), self.settings, now)
+        self._announce(previous, board)
+        self.table.rows = dict(board.rows)
+        self.board, self.dirty = board, False
+        self.decision = None if self.shutting_down else decide(board, self.settings, now, self.targets)
+
+    def _announce(self, before: Optional[Board], after: Board) -> None:
+        """Say what changed in the tracker: completions, reopened streams, new graph problems."""
+        if before is None:
+            return
+        for sid, view in after.views.items():
+            old = before.views.get(sid)
+            if old is None:
+                continue
+            if view.graph_state is StreamState.COMPLETE and old.graph_state is not StreamState.COMPLETE:
+                self.say(f"{printable(sid)} complete ({view.finished}/{view.total} tasks)")
+            elif old.graph_state is StreamState.COMPLETE and view.graph_state is not StreamState.COMPLETE:
+                started = [d for d, v in after.views.items() if sid in v.dependencies
+                           and (after.rows.get(d) and after.rows[d].ran)]
+                self.say(f"warning: {printable(sid)} was reopened after it completed"
+                         + (f"; its dependents already started on it: {', '.join(printable(d) for d in started)}"
+                            if started else ""))
+            life = after.rows.get(sid)
+            if life is not None and life.state is StreamState.BACKOFF and before.rows.get(sid) \
+                    and before.rows[sid].state is StreamState.COMPLETE:
+                self.say(f"{printable(sid)}: {view.describe()}")
+        new = set(after.problems.messages()) - set(before.problems.messages())
+        for line in sorted(new):
+            running = [sid for sid, v in after.views.items() if v.graph_state is StreamState.INVALID
+                       and after.rows.get(sid) and after.rows[sid].state in LIVE]
+            self.say(f"warning: the stream graph changed: {printable(line)}"
+                     + (f"; running worker(s) of {', '.join(printable(s) for s in running)} are left to finish "
+                        "but will not be restarted" if running else ""))
+
+    def _act(self, now: float) -> None:
+        decision = self.decision
+        if decision is None:
+            return
+        for sid in decision.kill:
+            self.executor.kill(sid)
+            self.say(f"{printable(sid)} ignored TERM for {self.stop_grace:g}s; killed it")
+        for stop in decision.stop:
+            self._stop(stop.stream_id, StreamState.WAITING, stop.reason, now, self.settings.stop_grace)
+            self.say(f"{printable(stop.stream_id)} {stop.reason}")
+        for spawn in decision.spawn:
+            if self.executor.has_leftovers(spawn.stream_id):
+                continue  # what its last worker left behind is still being ended: `sweep` wakes us
+            self._spawn(spawn, now)
+        if decision.kill or decision.stop or decision.spawn:
+            self.decision = None if self.shutting_down else Decision(wake_at=decision.wake_at)
+            self.dirty = True
+
+    def _stop(self, sid: str, after: StreamState, reason: str, now: float, grace: float) -> None:
+        self._apply(sid, StopRequested(after, reason, now + grace), now)
+        self.executor.terminate(sid)
+
+    def _spawn(self, spawn: Spawn, now: float) -> None:
+        assert self.board is not None
+        sid = spawn.stream_id
+        view = self.board.views[sid]
+        try:
+            tasks = self.db.stream_tasks(sid)
+        except DatabaseError:
+            tasks = []
+        self._apply(sid, Spawning(spawn.attempt), now)
+        try:
+            self.layout.logs.mkdir(parents=True, exist_ok=True)
+            spec = build_spec(view, spawn.attempt, tasks, self.layout, self.settings, self.location)
+            record = self.executor.spawn(spec, before_go=lambda _record: self._save())
+        except (OSError, UserError) as exc:
+            life = self._apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)
+            self.say(f"{printable(sid)}: its worker could not be started ({exc}); "
+                     + ("giving up" if life.state is StreamState.FAILED else "will retry"))
+            return
+        self._apply(sid, Spawned(), now)
+        rel_log = os.path.relpath(spec.log_path, self.layout.root)
+        self.say(f"started {printable(sid)} (attempt {spawn.attempt}, pid {record.pid}); log: {rel_log}")
+
+    def _save(self) -> None:
+        data = self.table
+        snapshot = (dict(data.rows), data.run.ended_at, data.run.started_at)
+        if self.saved == snapshot:
+            return
+        try:
+            self.layout.state.mkdir(parents=True, exist_ok=True)
+            save_table(self.layout.run_file, data)
+        except OSError as exc:
+            if not self.save_failed:
+                self.say(f"warning: cannot save the run state ({exc}); supervision goes on")
+            self.save_failed = True
+            return
+        self.saved, self.save_failed = snapshot, False
+
+    # ---------------------------------------------------------------- requests and stopping
+
+    def _handle_requests(self, now: float) -> None:
+        """Apply what `start STREAM`, `stop STREAM` and `stop` asked of the running orchestrator."""
+        self.requests_waiting = False
+        try:
+            names = sorted(p for p in os.listdir(self.layout.requests) if p.endswith(".json"))
+        except OSError:
+            return
+        for name in names:
+            path = self.layout.requests / name
+            try:
+                request = json.loads(path.read_text(encoding="utf-8"))
+                reply = self._apply_request(request, now)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                reply = f"the request could not be read: {exc}"
+            try:
+                path.with_suffix(".reply").write_text(json.dumps({"message": reply}), encoding="utf-8")
+            except OSError:
+                pass
+            remove_file(path)
+
+    def _apply_request(self, request: dict, now: float) -> str:
+        action = request["action"]
+        streams = [str(s) for s in request.get("streams", [])]
+        grace = float(request.get("grace") or self.settings.stop_grace)
+        if action == "shutdown":
+            self.stop_grace = grace
+            self.signals = max(self.signals, 1)
+            return "stopping"
+        known = self.snapshot.streams if self.snapshot else {}
+        unknown = [s for s in streams if s not in known]
+        if unknown:
+            return "unknown stream(s): " + ", ".join(printable(s) for s in unknown)
+        if action == "start":
+            for sid in streams:
+                self._apply(sid, Release(), now)
+                if self.targets is not None:
+                    self.targets.add(sid)
+            return ("the running orchestrator lifted any stop on " + ", ".join(printable(s) for s in streams)
+                    + ", reset its restart budget and runs it as its dependencies allow")
+        if action == "retry_failed":
+            failed = [sid for sid, life in self.table.rows.items() if life.state is StreamState.FAILED]
+            for sid in failed:
+                self._apply(sid, Release(), now)
+            return f"the running orchestrator retries {len(failed)} failed stream(s)"
+        if action == "stop":
+            for sid in streams:
+                if self.table.get(sid).state in LIVE:
+                    self._stop(sid, StreamState.HELD, USER_STOP, now, grace)
+                else:
+                    self._apply(sid, Hold(USER_STOP), now)
+            return ("stopping " + ", ".join(printable(s) for s in streams)
+                    + f"; it stays stopped until `orchestrate.py start {printable(streams[0]) if streams else 'STREAM'}`")
+        return f"unknown request {action!r}"
+
+    def _begin_shutdown(self, now: float) -> None:
+        self.shutting_down = True
+        self.decision = None
+        live = [sid for sid, life in self.table.rows.items() if life.state in LIVE]
+        self.say(f"stopping {len(live)} worker(s)")
+        for sid in live:
+            if self.table.rows[sid].state is not StreamState.STOPPING:
+                self._stop(sid, StreamState.WAITING, RUN_STOPPING, now, self.stop_grace)
+
+    def _outcome(self) -> Optional[int]:
+        if self.shutting_down:
+            if self.signals > 1:
+                self.executor.kill_all()  # a second Ctrl-C: no more grace
+            busy = any(life.state in LIVE for life in self.table.rows.values())
+            if busy or self.pending_exits or self.executor.leftovers:
+                self._kill_overdue()
+                return None
+            board = self.board
+            done = board is not None and board.all_complete()
+            self.say("stopped by request")
+            code = EXIT_INTERRUPTED if self.interrupted else EXIT_OK if done else EXIT_STUCK
+            return self._finish(code, "stopped by request")
+        if self.pending_exits or not self.fresh or self.decision is None or self.executor.leftovers:
+            return None
+        code = self.decision.outcome
+        if code is None:
+            return None
+        return self._finish(code, "all complete" if code == EXIT_OK else "nothing more can progress")
+
+    def _kill_overdue(self) -> None:
+        now = self.clock()
+        for sid, life in self.table.rows.items():
+            if life.state is StreamState.STOPPING and life.deadline is not None and life.deadline <= now:
+                self.executor.kill(sid)
+
+    def _finish(self, code: int, outcome: str) -> int:
+        run = self.table.run
+        run.ended_at, run.exit_code, run.outcome = self.clock(), code, outcome
+        self._save()
+        self.db.close()
+        board = self.board
+        if board is None or outcome == "stopped by request":
+            return code
+        targets = [v for v in board.views.values() if self.targets is None or v.stream_id in self.targets]
+        if code == EXIT_OK:
+            self.say(f"all {len(targets)} stream(s) complete in {format_duration(run.ended_at - run.started_at)}")
+            return code
+        self.say("nothing more can progress:")
+        for line in self._summary(board):
+            self.say(line)
+        return code
+
+    def _summary(self, board: Board) -> List[str]:
+        lines = []
+        failed = held = False
+        for view in board.views.values():
+            if self.targets is not None and view.stream_id not in self.targets or view.state is StreamState.COMPLETE:
+                continue
+            text = f"  {printable(view.stream_id)}: {printable(view.describe())}"
+            if view.state is StreamState.FAILED and view.reason:
+                text += f" ({printable(view.reason, 300)})"
+            failed |= view.state is StreamState.FAILED
+            held |= view.state is StreamState.HELD
+            outside = [d for d in view.waiting_on if self.targets is not None and d not in self.targets]
+            if outside:
+                text += " (not part of this run: " + ", ".join(printable(d) for d in outside) + ")"
+            lines.append(text)
+        if failed:
+            lines.append("  next: fix the cause (see `orchestrate.py logs STREAM`), then "
+                         "`orchestrate.py start --retry-failed`")
+        if held:
+            lines.append("  next: `orchestrate.py start STREAM` resumes a stream you stopped")
+        return lines

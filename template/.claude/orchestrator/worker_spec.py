@@ -1,0 +1,79 @@
+"""What one worker attempt is given: its command line, prompt, environment and working folder.
+
+Names and titles from the database are data: they reach the worker only as
+one argv item (the prompt) and environment values, never through a shell, and
+are bounded so any database yields a command line the system accepts.
+Standard library only, Python 3.9+.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from typing import Dict, List, Sequence, Tuple
+
+from executor import WorkerSpec
+from settings import Layout, Settings
+from stream_graph import StreamView
+from task_copilot_client import DatabaseLocation
+
+# Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN), and the prompt is one
+# argument: bound what it lists so that any database yields a prompt that can be passed.
+PROMPT_TASKS = 100
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _clean(text: str) -> str:
+    return text.replace("\0", "")  # NUL cannot travel in argv or the environment
+
+
+def worker_prompt(view: StreamView, tasks: Sequence[Tuple[str, str, str]], workspace: str, attempt: int) -> str:
+    """What the worker is asked to do: its stream, its remaining tasks, how to report."""
+    open_tasks = [t for t in tasks if t[2] not in ("completed", "cancelled")]
+    listed = "\n".join(f"- {_cut(tid, 100)} [{status}] {_cut(title, 300)}"
+                       for tid, title, status in open_tasks[:PROMPT_TASKS])
+    more = f"\n- ... and {len(open_tasks) - PROMPT_TASKS} more" if len(open_tasks) > PROMPT_TASKS else ""
+    restart = (
+        f"\nThis is attempt {attempt}: an earlier attempt ended before the stream was complete. "
+        "Check what is already done and resume with what is left.\n"
+        if attempt > 1 else ""
+    )
+    return _clean(
+        f"You are the worker for stream {_cut(view.stream_id, 2000)!r} ({_cut(view.stream_name, 500)}) in Task Copilot "
+        f"workspace {workspace!r}, started by orchestrate-kit.\n"
+        f"Its remaining tasks:\n{listed or '- (none listed)'}{more}\n"
+        f"{restart}"
+        "Work through them in order. Update each task's status in Task Copilot as you go: "
+        "in_progress when you start it, completed when it is done, blocked with a reason if you "
+        "cannot finish it. Work only on this stream's tasks; other streams run in parallel. "
+        "The stream is done when all its tasks are completed in Task Copilot; then exit.\n"
+    )
+
+
+def worker_environment(view: StreamView, location: DatabaseLocation, attempt: int, token: str) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}  # a nested claude refuses to start
+    env.update(
+        STREAM_ID=view.stream_id,
+        STREAM_NAME=view.stream_name,
+        ORCHESTRATOR_ATTEMPT=str(attempt),
+        WORKSPACE_ID=location.workspace_id,
+        TASK_DB_PATH=str(location.base_dir),
+        ORCHESTRATE_DB_FILE=str(location.path),
+        ORCHESTRATE_KIT_TOKEN=token,
+    )
+    return {k: _clean(v) for k, v in env.items()}
+
+
+def build_spec(view: StreamView, attempt: int, tasks: Sequence[Tuple[str, str, str]], layout: Layout,
+               settings: Settings, location: DatabaseLocation) -> WorkerSpec:
+    token = secrets.token_hex(8)
+    prompt = worker_prompt(view, tasks, location.workspace_id, attempt)
+    argv: List[str] = [_clean(a) for a in settings.worker_argv()] + [prompt]
+    banner = (f"\n=== orchestrate-kit: {view.stream_id!r} attempt {attempt} at "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
+    return WorkerSpec(view.stream_id, attempt, argv, worker_environment(view, location, attempt, token),
+                      layout.root, layout.log_for(view.stream_id), token, banner)
