@@ -109,7 +109,7 @@ def group_members(pgid: int) -> List[int]:
 def runs_script(pid: int, name: str) -> bool:
     """Whether a process's command line names the script `name`."""
     if not _HAS_PROC:
-        args = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout
+        args = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout
         return re.search(rf"(^|[\s/]){re.escape(name)}(\s|$)", args.strip()) is not None
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
