@@ -2,7 +2,8 @@
 
 tests/runtime/test_supervision.py already covers one stale stream pid file naming a lone
 `sleep`, and a second `start` refused while one runs. Here: the orchestrator's own pid file
-reused, a reused pid that leads a whole process group, a group whose leader is gone, and five
+reused, a reused pid that leads a whole process group, a group whose leader is gone, a record
+without our token, a worker's daemon that left its group (`setsid`), and five
 `start` (or `start --detach`) at the same moment.
 """
 
@@ -214,3 +215,186 @@ def test_init_and_our_own_group_are_never_signalled():
     result = subprocess.run([sys.executable, "-c", probe, str(RUNTIME)], capture_output=True, text=True,
                             start_new_session=True, timeout=30)
     assert result.returncode == 0 and "still here" in result.stdout, result
+
+
+# ---------------------------------------------------------------- records without a token (fault 9)
+
+TOKEN = "0123456789abcdef"
+
+
+def in_own_session(argv: list, token: str = "") -> subprocess.Popen:
+    """A process in a session of its own, carrying `token` in its environment if one is given."""
+    env = {k: v for k, v in os.environ.items() if k != "ORCHESTRATE_KIT_TOKEN"}
+    if token:
+        env["ORCHESTRATE_KIT_TOKEN"] = token
+    return subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.PIPE, text=True)
+
+
+def wait_until(predicate, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def sessions():
+    started = []
+
+    def make(argv: list, token: str = "") -> subprocess.Popen:
+        proc = in_own_session(argv, token)
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        kill_quietly(proc.pid, group=True)
+        proc.wait()
+
+
+def test_a_record_without_a_token_naming_a_live_stranger_is_never_ours(sessions):
+    from tests.runtime.runtime_import import processes
+
+    stranger = sessions(["sleep", "300"])
+    carrier = sessions(["sleep", "300"], token=TOKEN)  # the control: a record that is ours
+    tokenless = processes.PidRecord(stranger.pid, start_time_of(stranger.pid), "A")
+    nameless = processes.PidRecord(stranger.pid, start_time_of(stranger.pid), "")
+    ours = processes.PidRecord(carrier.pid, start_time_of(carrier.pid), "A", token=TOKEN)
+
+    assert ours.is_alive() and processes.members_of(ours) == [carrier.pid]
+    for record in (tokenless, nameless):
+        assert record.is_alive() is False
+        assert processes.members_of(record) == [] and record.own_group_members() == []
+        assert processes.signal_worker(record, signal.SIGKILL) == []
+        assert processes.terminate_groups({record.pid: record.own_group_members}, 0.1) == []
+    assert pid_alive(stranger.pid)
+
+
+def test_the_orchestrators_record_needs_no_token_but_is_never_signalled(sessions, tmp_path):
+    """The orchestrator's record names no stream and has no token: it is proven by its script."""
+    from tests.runtime.runtime_import import processes
+
+    script = tmp_path / "orchestrate.py"
+    script.write_text("import time\ntime.sleep(300)\n")
+    orchestrator = sessions([sys.executable, str(script)])
+    record = processes.PidRecord(orchestrator.pid, start_time_of(orchestrator.pid), "")
+    wait_until(lambda: processes.runs_script(orchestrator.pid, "orchestrate.py"), "the exec")
+    assert record.is_alive() is True
+    assert processes.members_of(record) == [] and processes.signal_worker(record, signal.SIGKILL) == []
+    assert pid_alive(orchestrator.pid)
+    as_worker = processes.PidRecord(orchestrator.pid, record.start_time, "A")
+    assert as_worker.is_alive() is False
+
+
+def test_a_tokenless_worker_file_naming_a_stranger_is_not_shown_adopted_or_stopped(project, strangers):
+    taskdb.diamond(project.db)
+    stranger = strangers()
+    members = group_of(stranger.pid)
+
+    def leave_pid_file():
+        write_pid_file(project.home / "pids" / "Stream-A.pid", stranger.pid, "Stream-A",
+                       start_time=start_time_of(stranger.pid))
+
+    leave_pid_file()
+    assert {s["stream_id"]: s["state"] for s in project.status()["streams"]}["Stream-A"] == "ready"
+    assert project.orchestrate("stop", "Stream-A", "--grace", "1").returncode == 1
+    stop = project.orchestrate("stop", "--grace", "1")
+    assert stop.returncode == 0 and "Nothing to stop" in stop.stdout, stop.stdout + stop.stderr
+    leave_pid_file()
+    result = project.orchestrate("start")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "adopted" not in result.stdout and starts_per_stream(project)["Stream-A"] == 1
+    assert all(pid_alive(p) for p in members)
+
+
+# ---------------------------------------------------------------- daemons that left the group (fault 10)
+
+# A double fork into a session of its own: the daemon's parent exits at once.
+DAEMONIZE = "import subprocess; print(subprocess.Popen(['sleep', '300'], start_new_session=True).pid)"
+
+
+def test_ending_a_worker_ends_its_setsid_daemon_and_nothing_else(sessions):
+    from tests.runtime.runtime_import import processes
+
+    worker = sessions(["sh", "-c", '"$0" -c "$1"; sleep 300', sys.executable, DAEMONIZE], token=TOKEN)
+    daemon = int(worker.stdout.readline())
+    try:
+        ended_with_its_worker(worker, daemon, sessions)
+    finally:
+        kill_quietly(daemon)
+
+
+def ended_with_its_worker(worker, daemon: int, sessions) -> None:
+    from tests.runtime.runtime_import import processes
+
+    stranger = sessions(["sleep", "300"])
+    other_worker = sessions(["sleep", "300"], token="fedcba9876543210")
+    record = processes.PidRecord(worker.pid, start_time_of(worker.pid), "A", token=TOKEN)
+    assert os.getpgid(daemon) != worker.pid and os.getsid(daemon) == daemon  # it escaped the group
+    members = processes.members_of(record)
+    assert worker.pid in members and daemon in members
+    assert stranger.pid not in members and other_worker.pid not in members
+
+    assert processes.signal_worker(record, signal.SIGTERM)
+    worker.wait(timeout=30)
+    wait_until(lambda: not pid_alive(daemon), "the daemon to end")
+    assert processes.members_of(record) == []
+    assert pid_alive(stranger.pid) and pid_alive(other_worker.pid)
+
+
+def test_stop_ends_a_workers_daemon_and_spares_a_stranger(project, sessions):
+    taskdb.make_db(project.db)
+    taskdb.add_stream(project.db, "A", [], 1)
+    project.plan({"A": ["spawn-daemon"]})
+    stranger = sessions(["sleep", "300"])
+    assert project.orchestrate("start", "--detach").returncode == 0
+    daemon = project.wait_for(lambda: project.events("daemon"), what="the daemon")[0]["child_pid"]
+    try:
+        assert pid_alive(daemon) and os.getsid(daemon) == daemon
+        assert project.orchestrate("stop", "--grace", "1").returncode == 0
+        project.wait_for(lambda: not pid_alive(daemon), timeout=10, what="the daemon to end")
+        assert pid_alive(stranger.pid)
+    finally:
+        kill_quietly(daemon)
+
+
+def test_a_daemon_left_by_a_finished_worker_does_not_outlive_the_run(project):
+    taskdb.make_db(project.db)
+    taskdb.add_stream(project.db, "A", [], 1)
+    project.plan({"A": ["ok-with-daemon"]})
+    result = project.orchestrate("start")
+    assert result.returncode == 0, result.stdout + result.stderr
+    daemon = project.events("daemon")[0]["child_pid"]
+    try:
+        project.wait_for(lambda: not pid_alive(daemon), timeout=10, what="the daemon to end")
+    finally:
+        kill_quietly(daemon)
+
+
+def test_without_proc_a_worker_needs_a_recorded_token_and_only_its_group_is_ended(sessions, tmp_path, monkeypatch):
+    """What holds on macOS (no /proc), exercised here through `ps` alone: pid + start time + a
+    token in the record for a worker, pid + start time + script name for the orchestrator, and
+    only the process group is found (a daemon in a session of its own is out of sight)."""
+    from tests.runtime.runtime_import import processes
+
+    monkeypatch.setattr(processes, "_HAS_PROC", False)
+    script = tmp_path / "orchestrate.py"
+    script.write_text("import time\ntime.sleep(300)\n")
+    orchestrator = sessions([sys.executable, str(script)])
+    worker = sessions(["sh", "-c", '"$0" -c "$1"; sleep 300', sys.executable, DAEMONIZE], token=TOKEN)
+    daemon = int(worker.stdout.readline())
+    try:
+        wait_until(lambda: processes.runs_script(orchestrator.pid, "orchestrate.py"), "the exec")
+        started = processes.process_start_time(worker.pid)
+        assert started and started == processes.process_start_time(worker.pid)
+        assert processes.PidRecord(worker.pid, started, "A").is_alive() is False
+        record = processes.PidRecord(worker.pid, started, "A", token=TOKEN)
+        assert record.is_alive() is True
+        assert processes.token_carriers(TOKEN) == []
+        assert daemon not in processes.members_of(record) and worker.pid in processes.members_of(record)
+        stranger = processes.PidRecord(worker.pid, started, "")
+        assert stranger.is_alive() is False  # no stream, no token, not orchestrate.py
+        own = processes.PidRecord(orchestrator.pid, processes.process_start_time(orchestrator.pid), "")
+        assert own.is_alive() is True and processes.members_of(own) == []
+    finally:
+        kill_quietly(daemon)

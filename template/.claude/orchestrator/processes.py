@@ -2,8 +2,15 @@
 
 A pid alone is not an identity: it is reused. Every pid file therefore records
 the process start time too, and nothing is signalled unless the live process
-with that pid started at that time (or, for a group whose leader has exited,
-unless a member carries the worker's token). Standard library only.
+with that pid started at that time and proves it is ours: a worker by carrying
+its token (ORCHESTRATE_KIT_TOKEN) in its environment, the orchestrator by
+running orchestrate.py. A worker is ended with everything that carries its
+token, so a descendant that left the process group (`setsid`) ends with it.
+
+Where the environment of a process cannot be read (macOS has no /proc), a worker
+is trusted on pid + start time + a token in its record, the orchestrator on pid +
+start time + script name, and only a worker's process group is ended: a
+descendant in a session of its own is not found there. Standard library only.
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 _RESERVED = {"orchestrator"}
 _HAS_PROC = os.path.isdir("/proc/self")
+ORCHESTRATOR_SCRIPT = "orchestrate.py"
+TOKEN_VARIABLE = "ORCHESTRATE_KIT_TOKEN"
 
 
 def file_stem(stream_id: str) -> str:
@@ -98,9 +107,10 @@ def group_members(pgid: int) -> List[int]:
 
 
 def runs_script(pid: int, name: str) -> bool:
-    """Whether a process's command line names the script `name` (True where it cannot be seen)."""
+    """Whether a process's command line names the script `name`."""
     if not _HAS_PROC:
-        return True
+        args = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout
+        return re.search(rf"(^|[\s/]){re.escape(name)}(\s|$)", args.strip()) is not None
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             args = handle.read().split(b"\0")
@@ -109,15 +119,46 @@ def runs_script(pid: int, name: str) -> bool:
     return any(os.path.basename(arg.decode("utf-8", "replace")) == name for arg in args)
 
 
+def _token_entry(token: str) -> bytes:
+    return f"{TOKEN_VARIABLE}={token}".encode()
+
+
+def _environment_has(pid: int, entry: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return entry in handle.read().split(b"\0")
+    except OSError:
+        return False
+
+
 def carries_token(pid: int, token: str) -> bool:
     """Whether a process inherited our worker token (Linux: from its environment)."""
     if not _HAS_PROC:
         return True  # no way to look; a live group whose leader pid is free is ours
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as handle:
-            return f"ORCHESTRATE_KIT_TOKEN={token}".encode() in handle.read().split(b"\0")
-    except OSError:
-        return False
+    return bool(token) and _environment_has(pid, _token_entry(token))
+
+
+def token_carriers(token: str) -> List[int]:
+    """Every live process of ours whose environment carries `token` (Linux; [] elsewhere).
+
+    Only processes of our own user are read, each environment once; zombies and
+    kernel threads have an empty environment and never match.
+    """
+    if not token or not _HAS_PROC:
+        return []
+    entry, uid = _token_entry(token), os.getuid()
+    carriers = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue  # not ours: not readable, and never ours to end
+        except OSError:
+            continue
+        if _environment_has(int(name), entry):
+            carriers.append(int(name))
+    return carriers
 
 
 # ---------------------------------------------------------------- pid files
@@ -125,7 +166,12 @@ def carries_token(pid: int, token: str) -> bool:
 
 @dataclass(frozen=True)
 class PidRecord:
-    """What a pid file says: whose process, which one, since when."""
+    """What a pid file says: whose process, which one, since when.
+
+    Two kinds: a worker's record names its stream and the token in the worker's
+    environment; the orchestrator's names no stream and has no token (write it
+    as `PidRecord(os.getpid(), process_start_time(os.getpid()), "", 0, time.time())`).
+    """
 
     pid: int
     start_time: str
@@ -135,23 +181,40 @@ class PidRecord:
     token: str = ""
 
     def is_alive(self) -> bool:
-        """True only for the very process we started: same pid, same start time and, where the
-        system shows it, our token in its environment (pid files outlive a reboot, and start
-        times, counted in clock ticks since boot, can repeat after one)."""
+        """True only for the very process the record describes: same pid, same start time (pid
+        files outlive a reboot, and start times, counted in clock ticks since boot, can repeat
+        after one) and proof that it is ours. A worker proves it with the token in its
+        environment; where no environment is readable, its record must at least hold a token
+        (files of versions without tokens are refused). The orchestrator's record proves it by
+        the process running orchestrate.py. A record naming a stream without a token is never ours."""
         if self.pid <= 1 or process_start_time(self.pid) != self.start_time:
             return False
-        return not self.token or carries_token(self.pid, self.token)
+        if self.token:
+            return carries_token(self.pid, self.token)
+        return not self.stream_id and runs_script(self.pid, ORCHESTRATOR_SCRIPT)
 
     def own_group_members(self) -> List[int]:
-        """Live members of this worker's process group, if the group is still ours."""
-        if self.is_alive():
-            return group_members(self.pid) or [self.pid]
-        if process_start_time(self.pid) is not None:
-            return []  # the pid now belongs to someone else: not our group
-        members = group_members(self.pid)
-        if self.token and any(carries_token(m, self.token) for m in members):
-            return members
-        return []
+        """Everything of this worker that is still alive: the same as `members_of(self)`."""
+        return members_of(self)
+
+
+def _own_group(record: PidRecord) -> List[int]:
+    """Live members of a worker's process group, if the group is still that worker's."""
+    if not record.token or record.pid <= 1:
+        return []  # without a token nothing proves the group is ours
+    if record.is_alive():
+        return group_members(record.pid) or [record.pid]
+    if process_start_time(record.pid) is not None:
+        return []  # the pid now belongs to someone else: not our group
+    members = group_members(record.pid)
+    return members if any(carries_token(m, record.token) for m in members) else []
+
+
+def members_of(record: PidRecord) -> List[int]:
+    """A worker's live processes: its process group (if still ours) plus every process that
+    carries its token, wherever it went (Linux). [] for a record without a token: an
+    orchestrator's record, or a file we did not write, has no members we may signal."""
+    return sorted(set(_own_group(record)) | set(token_carriers(record.token)))
 
 
 def write_pid_file(path: Path, record: PidRecord) -> None:
@@ -203,29 +266,72 @@ def signal_group(pgid: int, sig: int) -> None:
         pass  # already gone, or not ours to signal
 
 
+def _group_of(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return 0  # gone: nothing to signal
+
+
+def _send(pid: int, signals: List[int]) -> None:
+    for sig in signals:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def signal_members(pids: Iterable[int], sig: int, group: int = 0) -> None:
+    """Send `sig` to a worker's members, as `members_of` listed them just now.
+
+    When `group` (the worker's pid) is among their groups, the whole group gets it at once,
+    so children forked since the listing get it too; the others one by one. After SIGTERM
+    comes SIGCONT, so that a stopped process can act on it. Never init, never ourselves,
+    never our own group (a `stop` run by a worker is one of its token carriers).
+    """
+    signals = [sig, signal.SIGCONT] if sig == signal.SIGTERM else [sig]
+    ours = os.getpgrp()
+    groups = {pid: _group_of(pid) for pid in pids if pid > 1 and pid != os.getpid()}
+    if group > 1 and group != ours and group in groups.values():
+        for each in signals:
+            signal_group(group, each)
+    for pid, pgid in groups.items():
+        if pgid not in (0, ours, group):
+            _send(pid, signals)
+
+
+def signal_worker(record: PidRecord, sig: int) -> List[int]:
+    """One non-blocking step of ending a worker: send `sig` to all its members (its group and
+    the token carriers). Returns the members found; [] means nothing of it is left."""
+    members = members_of(record)
+    signal_members(members, sig, record.pid)
+    return members
+
+
 def terminate_groups(
     groups: Dict[int, Callable[[], List[int]]],
     grace: float,
     reap: Callable[[], None] = lambda: None,
 ) -> List[int]:
-    """TERM whole process groups at once, wait up to `grace`, then KILL what is left.
+    """TERM whole process groups at once, wait up to `grace`, then KILL what is left (blocking).
 
     `groups` maps each group id to a function listing its live members (which
-    also checks that the group is still ours); `reap` collects our own exited
+    also checks that the group is still ours, and may name members that left the
+    group, such as a worker's token carriers); `reap` collects our own exited
     children so they do not linger as zombies. Returns the groups that had to
     be killed.
     """
     live = {pgid: members for pgid, members in groups.items() if members()}
-    for pgid in live:
-        signal_group(pgid, signal.SIGTERM)
+    for pgid, members in live.items():
+        signal_members(members(), signal.SIGTERM, pgid)
     deadline = time.monotonic() + grace
     while live and time.monotonic() < deadline:
         reap()
         live = {pgid: members for pgid, members in live.items() if members()}
         if live:
             time.sleep(0.05)
-    for pgid in live:
-        signal_group(pgid, signal.SIGKILL)
+    for pgid, members in live.items():
+        signal_members(members(), signal.SIGKILL, pgid)
     if live:
         time.sleep(0.05)
         reap()
