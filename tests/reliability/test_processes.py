@@ -10,6 +10,7 @@ without our token, a worker's daemon that left its group (`setsid`), and five
 from __future__ import annotations
 
 import json
+import secrets
 import os
 import signal
 import subprocess
@@ -219,7 +220,7 @@ def test_init_and_our_own_group_are_never_signalled():
 
 # ---------------------------------------------------------------- records without a token (fault 9)
 
-TOKEN = "0123456789abcdef"
+TOKEN = secrets.token_hex(8)  # unique per run: nothing left over from another run can carry it
 
 
 def in_own_session(argv: list, token: str = "") -> subprocess.Popen:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from processes import PidRecord, process_start_time, read_pid_file, remove_file, signal_group, write_pid_file
+from logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES, rotate_log
+from processes import PidRecord, members_of, process_start_time, read_pid_file, remove_file, signal_worker, write_pid_file
 
 KILL_RECHECK_SECONDS = 0.1  # after KILL, how soon to look whether the group is gone
 
@@ -52,6 +53,9 @@ class WorkerSpec:
     log_path: Path
     token: str
     banner: str  # written to the log before the worker's own output
+    log_max_bytes: int = DEFAULT_MAX_BYTES  # the log is rotated before this attempt beyond this size
+    log_keep: int = DEFAULT_KEEP
+    warn: Callable[[str], None] = lambda _message: None
 
 
 @dataclass
@@ -81,6 +85,9 @@ class LocalExecutor:
 
     def spawn(self, spec: WorkerSpec, before_go: Callable[[PidRecord], None]) -> PidRecord:
         """Start a worker. Raises OSError (log unusable, no processes left, ...) with nothing left running."""
+        problem = rotate_log(spec.log_path, spec.log_max_bytes, spec.log_keep)
+        if problem:
+            spec.warn(problem)
         go_read, go_write = os.pipe()
         try:
             with open(spec.log_path, "ab") as log:
@@ -123,9 +130,7 @@ class LocalExecutor:
 
     def forget_ended(self, record: PidRecord, pid_path: Path) -> None:
         """A recorded worker that ended while no orchestrator ran: end what it left, drop its record."""
-        if record.own_group_members():
-            signal_group(record.pid, signal.SIGTERM)
-            self.leftovers[record.pid] = _Leftover(record, self.clock() + self.grace)
+        self._end_leftovers(record)
         remove_file(pid_path)
 
     def rewrite_record(self, record: PidRecord) -> None:
@@ -151,28 +156,31 @@ class LocalExecutor:
         current = read_pid_file(worker.pid_path)
         if current is None or current.pid == worker.record.pid:
             remove_file(worker.pid_path)
-        if worker.record.own_group_members():
-            signal_group(worker.record.pid, signal.SIGTERM)
-            self.leftovers[worker.record.pid] = _Leftover(worker.record, self.clock() + self.grace)
+        self._end_leftovers(worker.record)
         return status
+
+    def _end_leftovers(self, record: PidRecord) -> None:
+        """TERM what an ended worker left (its group, and any process carrying its token); `sweep` KILLs
+        what is still there after the grace."""
+        if signal_worker(record, signal.SIGTERM):
+            self.leftovers[record.pid] = _Leftover(record, self.clock() + self.grace)
 
     def terminate(self, stream_id: str) -> None:
         """TERM the worker's group (and CONT it, so a stopped group can act); returns at once."""
         worker = self.workers.get(stream_id)
-        if worker is not None and worker.record.own_group_members():
-            signal_group(worker.record.pid, signal.SIGTERM)
-            signal_group(worker.record.pid, signal.SIGCONT)
+        if worker is not None:
+            signal_worker(worker.record, signal.SIGTERM)  # CONT follows TERM there
 
     def kill(self, stream_id: str) -> None:
         worker = self.workers.get(stream_id)
-        if worker is not None and worker.record.own_group_members():
-            signal_group(worker.record.pid, signal.SIGKILL)
+        if worker is not None:
+            signal_worker(worker.record, signal.SIGKILL)
 
     def kill_all(self) -> None:
         for sid in list(self.workers):
             self.kill(sid)
-        for pgid in list(self.leftovers):
-            signal_group(pgid, signal.SIGKILL)
+        for leftover in self.leftovers.values():
+            signal_worker(leftover.record, signal.SIGKILL)
 
     def reap(self) -> None:
         """Collect exited children of ours, so none lingers as a zombie."""
@@ -190,12 +198,12 @@ class LocalExecutor:
         next_due: Optional[float] = None
         gone = False
         for pgid, leftover in list(self.leftovers.items()):
-            if not leftover.record.own_group_members():
+            if not members_of(leftover.record):
                 del self.leftovers[pgid]
                 gone = True
                 continue
             if leftover.kill_at <= now:
-                signal_group(pgid, signal.SIGKILL)
+                signal_worker(leftover.record, signal.SIGKILL)
                 leftover.kill_at = now + KILL_RECHECK_SECONDS
             next_due = leftover.kill_at if next_due is None else min(next_due, leftover.kill_at)
         return next_due, gone

@@ -36,6 +36,7 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import locks  # noqa: E402  (the runtime folder is put on sys.path first)
+from logfiles import tail_lines  # noqa: E402
 from lifecycle import LIVE, USER_STOP, Hold, Release, StreamState, load_table, save_table, transition  # noqa: E402
 from processes import PidRecord, printable, read_pid_dir, read_pid_file, terminate_groups  # noqa: E402
 from scheduler import decide, startable  # noqa: E402
@@ -402,11 +403,11 @@ def cmd_logs(args: argparse.Namespace, layout: Layout) -> int:
     path = layout.orchestrator_log if args.stream == "orchestrator" else layout.log_for(args.stream)
     if not path.is_file():
         raise UserError(f"no log for stream {printable(args.stream)} yet (looked for {path})", EXIT_STUCK)
+    for line in tail_lines(path, args.lines):
+        print(printable(line))
+    if not args.follow:
+        return EXIT_OK
     with open(path, "rb") as handle:
-        for line in tail_lines(handle, args.lines):
-            print(printable(line))
-        if not args.follow:
-            return EXIT_OK
         handle.seek(0, os.SEEK_END)
         buffered = ""
         try:
@@ -421,23 +422,6 @@ def cmd_logs(args: argparse.Namespace, layout: Layout) -> int:
                     print(printable(line), flush=True)
         except KeyboardInterrupt:
             return EXIT_OK
-
-
-def tail_lines(handle, count: int, block: int = 65536) -> List[str]:
-    """The last `count` lines of an open file, read from the end: memory follows the lines asked for."""
-    if count <= 0:
-        return []
-    handle.seek(0, os.SEEK_END)
-    end = position = handle.tell()
-    data = b""
-    while position > 0 and data.count(b"\n") <= count:
-        step = min(block, position)
-        position -= step
-        handle.seek(position)
-        data = handle.read(step) + data
-    lines = data.decode("utf-8", "replace").splitlines()
-    handle.seek(end)
-    return lines[-count:]
 
 
 def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES
 from processes import file_stem
 
 EXIT_OK, EXIT_STUCK, EXIT_USAGE = 0, 1, 2
@@ -43,8 +44,8 @@ class Settings:
     restart_delay: float = 5.0  # first back-off; doubles per failure
     stop_grace: float = 10.0  # TERM -> KILL
     finish_grace: float = 30.0  # a worker may linger this long after its stream completes
-    log_max_bytes: int = 10 * 1024 * 1024  # a stream's log is rotated before an attempt beyond this
-    log_keep: int = 3  # rotated logs kept per stream
+    log_max_bytes: int = DEFAULT_MAX_BYTES  # a stream's log is rotated before an attempt beyond this
+    log_keep: int = DEFAULT_KEEP  # rotated logs kept per stream
 
     def worker_argv(self) -> List[str]:
         try:

@@ -396,7 +396,8 @@ class Supervisor:
         self._apply(sid, Spawning(spawn.attempt), now)
         try:
             self.layout.logs.mkdir(parents=True, exist_ok=True)
-            spec = build_spec(view, spawn.attempt, tasks, self.layout, self.settings, self.location)
+            spec = build_spec(view, spawn.attempt, tasks, self.layout, self.settings, self.location,
+                              warn=lambda problem: self.say(f"warning: {problem}"))
             record = self.executor.spawn(spec, before_go=lambda _record: self._save())
         except (OSError, UserError) as exc:
             life = self._apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 from executor import WorkerSpec
 from settings import Layout, Settings
@@ -69,11 +69,13 @@ def worker_environment(view: StreamView, location: DatabaseLocation, attempt: in
 
 
 def build_spec(view: StreamView, attempt: int, tasks: Sequence[Tuple[str, str, str]], layout: Layout,
-               settings: Settings, location: DatabaseLocation) -> WorkerSpec:
+               settings: Settings, location: DatabaseLocation,
+               warn: Callable[[str], None] = lambda _message: None) -> WorkerSpec:
     token = secrets.token_hex(8)
     prompt = worker_prompt(view, tasks, location.workspace_id, attempt)
     argv: List[str] = [_clean(a) for a in settings.worker_argv()] + [prompt]
     banner = (f"\n=== orchestrate-kit: {view.stream_id!r} attempt {attempt} at "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
     return WorkerSpec(view.stream_id, attempt, argv, worker_environment(view, location, attempt, token),
-                      layout.root, layout.log_for(view.stream_id), token, banner)
+                      layout.root, layout.log_for(view.stream_id), token, banner,
+                      settings.log_max_bytes, settings.log_keep, warn)
