@@ -52,10 +52,12 @@ from task_copilot_client import (  # noqa: E402
     DatabaseError,
     DatabaseLocation,
     Snapshot,
-    locate_database,
+    locate_tracker,
     progress_summary_of,
     read_snapshot,
+    whole_percent,
 )
+from trackers import CHOICES as TRACKER_CHOICES  # noqa: E402
 
 PROG = "orchestrate"
 EXIT_OK, EXIT_STUCK, EXIT_USAGE = 0, 1, 2
@@ -88,6 +90,7 @@ class Settings:
     restart_delay: float = 5.0  # first back-off; doubles per failure
     stop_grace: float = 10.0  # TERM -> KILL
     finish_grace: float = 30.0  # a worker may linger this long after its stream completes
+    tracker: str = "auto"  # which Task Copilot: auto, mcp (the MCP server) or tc (the tc CLI)
 
     def worker_argv(self) -> List[str]:
         try:
@@ -255,6 +258,9 @@ class StatusReport:
         return {
             "workspace": self.location.workspace_id,
             "database": str(self.location.path),
+            "tracker": self.location.generation,
+            "database_found_by": self.location.how,
+            "database_notes": list(self.location.notes),
             "orchestrator": {"running": self.orchestrator is not None,
                              "pid": self.orchestrator.pid if self.orchestrator else None},
             "summary": asdict(summary),
@@ -297,26 +303,34 @@ def worker_facts(run: RunState, live: Dict[str, PidRecord], held: Set[str]) -> D
     return facts
 
 
-def open_database(layout: Layout, db_override: Optional[str]) -> DatabaseLocation:
-    """Locate the database and fail with where we looked and how to override it."""
-    location = locate_database(layout.root, db_override)
-    if not location.path.is_file():
+def open_database(layout: Layout, db_override: Optional[str], tracker: Optional[str] = None) -> DatabaseLocation:
+    """Locate the database (--tracker, else the `tracker` setting) and fail with where we looked."""
+    if tracker is None:
+        try:
+            tracker = load_settings(layout.config).tracker
+        except UserError:
+            tracker = "auto"  # a broken config is reported by `start`; reading status must not depend on it
+    if tracker not in TRACKER_CHOICES:
+        raise UserError(f"tracker must be one of {', '.join(TRACKER_CHOICES)}, not {tracker!r} "
+                        f"(see {layout.config}, or pass --tracker)")
+    location = locate_tracker(layout.root, db_override, tracker, os.environ)
+    if not location.exists:
         raise UserError(location.missing_message())
     return location
 
 
 def take_snapshot(location: DatabaseLocation) -> Snapshot:
     try:
-        return read_snapshot(location.path)
+        return read_snapshot(location.path, generation=location.generation)
     except DatabaseBusy as exc:
         raise UserError(f"{exc}; try again in a moment", EXIT_STUCK) from None
     except DatabaseError as exc:
         raise UserError(str(exc)) from None
 
 
-def collect_status(layout: Layout, db_override: Optional[str] = None) -> StatusReport:
+def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: Optional[str] = None) -> StatusReport:
     """Read the database once and the supervisor's files, and derive every stream's state."""
-    location = open_database(layout, db_override)
+    location = open_database(layout, db_override, tracker)
     snapshot = take_snapshot(location)
     run = RunState.load(layout.run_file)
     facts = worker_facts(run, live_workers(layout), held_streams(layout))
@@ -365,7 +379,8 @@ def _clean(text: str) -> str:
     return text.replace("\0", "")  # NUL cannot travel in argv or the environment
 
 
-def worker_prompt(view: StreamView, tasks: Sequence[Tuple[str, str, str]], workspace: str, attempt: int) -> str:
+def worker_prompt(view: StreamView, tasks: Sequence[Tuple[str, str, str]], workspace: str, attempt: int,
+                  how_to_update: str) -> str:
     """What the worker is asked to do: its stream, its remaining tasks, how to report."""
     open_tasks = [t for t in tasks if t[2] not in ("completed", "cancelled")]
     listed = "\n".join(f"- {_cut(tid, 100)} [{status}] {_cut(title, 300)}"
@@ -381,9 +396,8 @@ def worker_prompt(view: StreamView, tasks: Sequence[Tuple[str, str, str]], works
         f"workspace {workspace!r}, started by orchestrate-kit.\n"
         f"Its remaining tasks:\n{listed or '- (none listed)'}{more}\n"
         f"{restart}"
-        "Work through them in order. Update each task's status in Task Copilot as you go: "
-        "in_progress when you start it, completed when it is done, blocked with a reason if you "
-        "cannot finish it. Work only on this stream's tasks; other streams run in parallel. "
+        f"Work through them in order. {how_to_update} "
+        "Work only on this stream's tasks; other streams run in parallel. "
         "The stream is done when all its tasks are completed in Task Copilot; then exit.\n"
     )
 
@@ -394,8 +408,7 @@ def worker_environment(view: StreamView, location: DatabaseLocation, attempt: in
         STREAM_ID=view.stream_id,
         STREAM_NAME=view.stream_name,
         ORCHESTRATOR_ATTEMPT=str(attempt),
-        WORKSPACE_ID=location.workspace_id,
-        TASK_DB_PATH=str(location.base_dir),
+        **location.worker_environment(),
         ORCHESTRATE_DB_FILE=str(location.path),
         ORCHESTRATE_KIT_TOKEN=token,
     )
@@ -457,7 +470,7 @@ class Supervisor:
         self.layout, self.settings, self.location = layout, settings, location
         self.selection = selection
         self.say = reporter.say
-        self.db = Database(location.path)
+        self.db = location.open()
         self.run = RunState(started_at=time.time())
         self.workers: Dict[str, Worker] = {}
         self.retry_at: Dict[str, float] = {}
@@ -692,7 +705,7 @@ class Supervisor:
             tasks = self.db.stream_tasks(sid)
         except DatabaseError:
             tasks = []
-        prompt = worker_prompt(view, tasks, self.location.workspace_id, attempt)
+        prompt = worker_prompt(view, tasks, self.location.workspace_id, attempt, self.location.update_instructions())
         argv = [_clean(a) for a in self.settings.worker_argv()] + [prompt]
         log_path = self.layout.log_for(sid)
         go_read, go_write = os.pipe()
@@ -839,7 +852,10 @@ def with_dependencies(streams: Dict, selection: Iterable[str]) -> Set[str]:
 
 def preflight(layout: Layout, settings: Settings, args: argparse.Namespace) -> Tuple[DatabaseLocation, Optional[Set[str]], Board]:
     """Everything `start` checks before it spawns anything; each failure says how to fix it."""
-    location = open_database(layout, args.db)
+    location = open_database(layout, args.db, args.tracker)
+    refusal = location.worker_refusal()
+    if refusal:
+        raise UserError(f"no worker could open the database this run reads, so nothing was started: {refusal}")
     snapshot = take_snapshot(location)
     if not snapshot.streams:
         raise UserError(
@@ -888,6 +904,8 @@ def cmd_start(args: argparse.Namespace, layout: Layout) -> int:
         total = len(selection) if selection else len(board.views)
         reporter.say(f"orchestrating {total} stream(s) from {location.path} "
                      f"(workspace {printable(location.workspace_id)}); stop with Ctrl-C or `orchestrate.py stop`")
+        for line in (f"database {location.how} (tracker {location.generation})",) + location.notes:
+            reporter.say(printable(line))
         if selection:
             for sid in sorted(selection):
                 outside = [d for d in board.views[sid].waiting_on if d not in selection]
@@ -981,7 +999,7 @@ def detach(args: argparse.Namespace, layout: Layout, lock: int) -> int:
 
 
 def cmd_status(args: argparse.Namespace, layout: Layout) -> int:
-    report = collect_status(layout, args.db)
+    report = collect_status(layout, args.db, args.tracker)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return EXIT_OK
@@ -992,7 +1010,9 @@ def cmd_status(args: argparse.Namespace, layout: Layout) -> int:
 def render_status(report: StatusReport) -> str:
     """The plain-text status table."""
     board = report.board
-    lines = [f"Workspace: {printable(report.location.workspace_id)}   Database: {report.location.path}"]
+    lines = [f"Workspace: {printable(report.location.workspace_id)}   Database: {report.location.path}",
+             f"Tracker: {report.location.generation}, database {printable(report.location.how)}"]
+    lines += [f"note: {printable(n)}" for n in report.location.notes]
     orch = report.orchestrator
     lines.append(f"Orchestrator: running (pid {orch.pid})" if orch else "Orchestrator: not running")
     lines.append("")
@@ -1001,7 +1021,7 @@ def render_status(report: StatusReport) -> str:
         rows.append((
             printable(view.stream_id, 40),
             printable(view.describe(), 60),
-            f"{view.finished}/{view.total} ({view.percent:.0f}%)",
+            f"{view.finished}/{view.total} ({whole_percent(view.finished, view.total)}%)",
             str(view.pid) if view.pid else "-",
             str(view.attempts),
             printable(view.stream_name, 40) if view.stream_name != view.stream_id else "",
@@ -1022,7 +1042,7 @@ def overall_line(report: StatusReport) -> str:
         counts[view.state.value] = counts.get(view.state.value, 0) + 1
     states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     done = summary.completed_tasks + summary.cancelled_tasks
-    return (f"Overall: {done}/{summary.total_tasks} tasks ({summary.completion_percentage:.0f}%), "
+    return (f"Overall: {done}/{summary.total_tasks} tasks ({whole_percent(done, summary.total_tasks)}%), "
             f"{summary.completed_streams}/{summary.total_streams} streams complete" + (f"; {states}" if states else ""))
 
 
@@ -1091,8 +1111,9 @@ def cmd_logs(args: argparse.Namespace, layout: Layout) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
-    location = open_database(layout, args.db)
+    location = open_database(layout, args.db, args.tracker)
     snapshot = take_snapshot(location)
+    task_waits = {sid: list(rec.task_waits) for sid, rec in snapshot.streams.items() if rec.task_waits}
     facts = worker_facts(RunState.load(layout.run_file), live_workers(layout), held_streams(layout))
     board = build_board(snapshot.streams, facts)
     levels: Dict[int, List[str]] = {}
@@ -1104,15 +1125,21 @@ def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
     problems = board.problems.messages()
     if args.json:
         print(json.dumps({
-            "database": str(location.path), "streams": len(board.views),
+            "database": str(location.path), "tracker": location.generation, "database_found_by": location.how,
+            "database_notes": list(location.notes), "task_waits": task_waits, "streams": len(board.views),
             "levels": [levels[k] for k in sorted(levels)], "critical_path": path,
             "ready": ready, "problems": problems, "warnings": snapshot.warnings(),
         }, indent=2))
     else:
+        print(f"Database: {location.path} (tracker {location.generation}, {printable(location.how)})")
+        for note in location.notes:
+            print(f"note: {printable(note)}")
         if not board.views:
             print(f"No streams found in Task Copilot database {location.path}.")
         for level in sorted(levels):
             print(f"Level {level}: " + ", ".join(printable(s) for s in levels[level]))
+        for sid, waits in task_waits.items():
+            print(f"{printable(sid)} waits on task(s): " + ", ".join(printable(t) for t in waits))
         if path:
             print(f"Critical path ({len(path)} stream(s) to go): " + " -> ".join(printable(s) for s in path))
         print("Would start now: " + (", ".join(printable(s) for s in ready) or "nothing"))
@@ -1162,12 +1189,14 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--max-restarts", type=non_negative_int, metavar="N", help="restarts per stream before it is failed (default 10)")
     start.add_argument("--poll-interval", type=positive_float, metavar="S", help="seconds between database checks")
     start.add_argument("--db", metavar="PATH", help="the tasks.db to use (default: from TASK_DB_PATH and WORKSPACE_ID)")
+    start.add_argument("--tracker", choices=TRACKER_CHOICES, help="which Task Copilot: mcp (the MCP server) or tc (the tc CLI); default: the tracker setting, auto")
     start.add_argument("--dry-run", action="store_true", help="print what would start; start nothing")
     start.set_defaults(handler=cmd_start)
 
     status = sub.add_parser("status", help="every stream's state, tasks, worker and attempts")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--db", metavar="PATH", help="the tasks.db to use")
+    status.add_argument("--tracker", choices=TRACKER_CHOICES, help="which Task Copilot: mcp or tc (default: auto)")
     status.set_defaults(handler=cmd_status)
 
     stop = sub.add_parser("stop", help="stop the orchestrator and its workers (or one stream's worker)")
@@ -1185,6 +1214,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="dependency levels, the critical path, and what would start now")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.add_argument("--db", metavar="PATH", help="the tasks.db to use")
+    plan.add_argument("--tracker", choices=TRACKER_CHOICES, help="which Task Copilot: mcp or tc (default: auto)")
     plan.set_defaults(handler=cmd_plan)
     return parser
 

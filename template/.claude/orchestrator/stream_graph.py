@@ -31,6 +31,7 @@ class GraphProblems:
     cycles: Tuple[Tuple[str, ...], ...] = ()
     unknown: Tuple[Tuple[str, str], ...] = ()  # (stream, missing dependency)
     malformed: Tuple[Tuple[str, int], ...] = ()  # (stream, tasks whose metadata is unusable)
+    conflicts: Tuple[Tuple[str, str], ...] = ()  # (stream, why its tasks' worker options disagree)
 
     def reasons(self) -> Dict[str, str]:
         """stream id -> why it is invalid."""
@@ -43,6 +44,8 @@ class GraphProblems:
             out.setdefault(sid, []).append(f"depends on unknown stream {missing!r}")
         for sid, count in self.malformed:
             out.setdefault(sid, []).append(f"{count} of its task(s) {MALFORMED_TEXT}")
+        for sid, text in self.conflicts:
+            out.setdefault(sid, []).append(text)
         return {sid: "; ".join(texts) for sid, texts in out.items()}
 
     def messages(self, streams: Optional[Iterable[str]] = None) -> List[str]:
@@ -54,11 +57,12 @@ class GraphProblems:
                   for sid, missing in self.unknown if wanted is None or sid in wanted]
         lines += [f"Stream {sid!r}: {count} task(s) {MALFORMED_TEXT}"
                   for sid, count in self.malformed if wanted is None or sid in wanted]
+        lines += [f"Stream {sid!r}: {text}" for sid, text in self.conflicts if wanted is None or sid in wanted]
         return lines
 
 
 MALFORMED_TEXT = ("have metadata that is not valid stream metadata (dependencies and streamDependencies "
-                  "must be lists of stream ids, streamName text); fix them in Task Copilot")
+                  "must be lists of stream or task ids, streamName text); fix them in Task Copilot")
 
 
 def check_graph(streams: Mapping[str, StreamRecord]) -> GraphProblems:
@@ -69,7 +73,8 @@ def check_graph(streams: Mapping[str, StreamRecord]) -> GraphProblems:
     edges = {sid: [d for d in rec.dependencies if d in streams] for sid, rec in streams.items()}
     cycles = tuple(_cycle_in(component, edges) for component in _cyclic_components(edges))
     malformed = tuple((sid, rec.malformed) for sid, rec in streams.items() if rec.malformed)
-    return GraphProblems(tuple(sorted(cycles)), unknown, malformed)
+    conflicts = tuple((sid, text) for sid, rec in streams.items() for text in rec.conflicts)
+    return GraphProblems(tuple(sorted(cycles)), unknown, malformed, conflicts)
 
 
 def _cyclic_components(edges: Mapping[str, Sequence[str]]) -> List[List[str]]:
@@ -241,7 +246,7 @@ class StreamView:
     def describe(self) -> str:
         """The state as a short phrase: 'waiting on Stream-A', 'failed after 3 attempts'."""
         if self.state is StreamState.WAITING:
-            return "waiting on " + ", ".join(self.waiting_on)
+            return "waiting on " + ", ".join(self.waiting_on) if self.waiting_on else "waiting: " + self.reason
         if self.state is StreamState.FAILED:
             return f"failed after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
         if self.state is StreamState.INVALID:
@@ -294,6 +299,9 @@ def build_board(streams: Mapping[str, StreamRecord], workers: Mapping[str, Worke
     return Board(views, problems, order)
 
 
+PAUSED_TEXT = "paused in Task Copilot (its streams row); resume it there to run it"
+
+
 def _state_of(
     rec: StreamRecord,
     streams: Mapping[str, StreamRecord],
@@ -308,7 +316,10 @@ def _state_of(
         return StreamState.RUNNING, (), ""
     if facts.failed_reason:
         return StreamState.FAILED, (), facts.failed_reason
+    if rec.paused:
+        return StreamState.WAITING, (), PAUSED_TEXT
     waiting_on = tuple(d for d in rec.dependencies if not streams[d].is_complete)
+    waiting_on += tuple(f"task {t}" for t in rec.task_waits)
     if waiting_on:
         return StreamState.WAITING, waiting_on, ""
     return StreamState.READY, (), ""
