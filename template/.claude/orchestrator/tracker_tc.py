@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from tracker_snapshot import FINISHED_STATUSES, TaskRef, chunks
+from tracker_snapshot import FINISHED_STATUSES, TaskRef, chunks, connect_readonly
 
 DB_PARTS = (".copilot", "tasks.db")
 REQUIRED_TABLES = ("tasks", "streams", "task_dependencies")
@@ -41,7 +41,7 @@ def looks_like_tc(path: Path) -> bool:
     if path.parts[-2:] == DB_PARTS:
         return True
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5)
+        conn = connect_readonly(path, 0.5)
         try:
             names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:

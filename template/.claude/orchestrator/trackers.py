@@ -137,7 +137,10 @@ def _either(mcp: TrackerLocation, tc: TrackerLocation) -> TrackerLocation:
     pointed = mcp.configured
     if not (mcp.exists and tc.exists):
         chosen = tc if tc.exists else mcp
-        return replace(chosen, tried=tried)
+        notes = chosen.notes
+        if tc.exists and pointed:
+            notes += (f"the MCP server's settings name {mcp.path}, which does not exist; using tc's database",)
+        return replace(chosen, tried=tried, notes=notes)
     chosen, other = (mcp, tc) if pointed else (tc, mcp)
     why = ("the environment or .mcp.json points at it" if pointed
            else "nothing in the environment or .mcp.json points at the MCP server's database")
