@@ -80,3 +80,80 @@ def open_tasks(conn: sqlite3.Connection, stream_id: str) -> list[tuple[str, str]
 def set_task_status(conn: sqlite3.Connection, task_id: str, status: str) -> None:
     with conn:
         conn.execute("UPDATE tasks SET status = ?, updated_at = datetime('now') WHERE id = ?", (status, task_id))
+
+
+# ---------------------------------------------------------------- generation 2 (the tc CLI)
+
+
+def tc_schema_sql() -> str:
+    return (resources.files("orchestrate_kit") / "data" / "tc-schema.sql").read_text(encoding="utf-8")
+
+
+def make_tc_db(project: Path) -> Path:
+    """Create <project>/.copilot/tasks.db as `tc init` does (WAL, tc's tables); returns its path."""
+    path = Path(project) / ".copilot" / "tasks.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(tc_schema_sql())
+    conn.close()
+    return path
+
+
+def _tc_write(path: Path, sql: str, values: Sequence[object]) -> int:
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        with conn:
+            conn.execute("PRAGMA foreign_keys = ON")
+            return int(conn.execute(sql, list(values)).lastrowid or 0)
+    finally:
+        conn.close()
+
+
+def add_tc_stream_row(path: Path, name: str, status: str = "active") -> int:
+    """A `streams` row (as `tc stream create --name`); returns its integer id."""
+    return _tc_write(path, "INSERT INTO streams (name, status) VALUES (?, ?)", (name, status))
+
+
+def add_tc_task(path: Path, title: str, stream_row: int | None = None, metadata=None, status: str = "pending",
+                created_at: str = NOW) -> int:
+    """A task (as `tc task create --stream N --metadata JSON`); returns its integer id."""
+    text = metadata if isinstance(metadata, str) or metadata is None else json.dumps(metadata)
+    return _tc_write(path, "INSERT INTO tasks (title, stream_id, metadata, status, created_at, updated_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", (title, stream_row, text, status, created_at, created_at))
+
+
+def add_tc_dependency(path: Path, task_id: int, depends_on: int) -> None:
+    """`tc task depend <task> --depends-on <other>`: task_id waits for depends_on."""
+    _tc_write(path, "INSERT INTO task_dependencies (task_id, depends_on) VALUES (?, ?)", (task_id, depends_on))
+
+
+def add_tc_stream(path: Path, stream_id: str, deps: Sequence[str] = (), tasks: int = 2, name: str | None = None,
+                  statuses: Iterable[str] = (), row_status: str = "active") -> list[int]:
+    """A stream as upstream's planning step writes it: a streams row named by streamName, and tasks
+    linked to it whose metadata holds streamId, streamName and dependencies (stream ids)."""
+    row = add_tc_stream_row(path, name or stream_id, row_status)
+    statuses = list(statuses)
+    metadata = {"streamId": stream_id, "streamName": name or stream_id, "dependencies": list(deps)}
+    return [add_tc_task(path, f"{stream_id} task {i + 1}", row, metadata,
+                        statuses[i] if i < len(statuses) else "pending") for i in range(tasks)]
+
+
+def tc_stream_condition(alias: str = "t", rows: str = "s") -> str:
+    """SQL for "the task's stream", as tc users' agents see it: metadata streamId, else its row's name."""
+    return (f"COALESCE(CASE WHEN json_valid({alias}.metadata) THEN json_extract({alias}.metadata, '$.streamId') END, "
+            f"{rows}.name)")
+
+
+def open_tc_tasks(conn: sqlite3.Connection, stream_id: str) -> list[tuple[int, str]]:
+    """(id, title) of a tc stream's unfinished tasks, in order (what `tc task list --stream` shows)."""
+    return [tuple(row) for row in conn.execute(
+        f"SELECT t.id, t.title FROM tasks t LEFT JOIN streams s ON s.id = t.stream_id "
+        f"WHERE {tc_stream_condition()} = ? AND t.status NOT IN ('completed', 'cancelled') "
+        "ORDER BY t.created_at, t.id", (stream_id,))]
+
+
+def set_tc_task_status(conn: sqlite3.Connection, task_id: int, status: str) -> None:
+    """What `tc task update <id> --status S` writes."""
+    with conn:
+        conn.execute("UPDATE tasks SET status = ?, updated_at = datetime('now') WHERE id = ?", (status, task_id))

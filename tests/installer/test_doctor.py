@@ -204,3 +204,11 @@ def test_mangled_answers_file(project, capsys):
 
     assert result.code == 1
     assert "not valid YAML" in result.err
+
+
+def test_database_check_says_which_rule_found_the_database():
+    from orchestrate_kit.commands.doctor import _describe_plan
+
+    text = _describe_plan('{"database": "/p/.copilot/tasks.db", "tracker": "tc", "database_found_by": '
+                          '"found by walking up", "levels": [["A"], ["B"]]}')
+    assert text == "/p/.copilot/tasks.db (tc: found by walking up), 2 streams, graph valid"

@@ -31,7 +31,9 @@ def test_copier_settings():
 
 def test_questions_defaults_and_validators():
     questions = copier_runner.questions(REPO)
-    assert set(questions) == {"worker_command", "max_parallel", "max_restarts", "poll_interval", "refresh_interval"}
+    assert set(questions) == {"worker_command", "max_parallel", "max_restarts", "poll_interval", "refresh_interval",
+                              "tracker"}
+    assert questions["tracker"]["default"] == "auto"
     assert questions["worker_command"]["default"] == "claude --print --dangerously-skip-permissions -p"
     assert questions["max_parallel"]["default"] == 0
     assert questions["max_restarts"]["default"] == 10

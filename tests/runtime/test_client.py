@@ -14,13 +14,21 @@ def test_location_honours_task_db_path_and_workspace_id(tmp_path):
     assert loc.workspace_id == "ws1" and loc.base_dir == tmp_path / "base"
 
 
-def test_location_defaults_to_home_and_project_folder_name(tmp_path):
+def test_location_defaults_to_the_servers_md5_workspace_under_home(tmp_path):
+    """With WORKSPACE_ID set nowhere and no database yet, the server's own default is where it would be."""
+    import hashlib
+    import os
+
     home = tmp_path / "home"
-    loc = tcc.locate_database(tmp_path / "my-project", None, {"HOME": str(home)})
-    assert loc.workspace_id == "my-project"
-    assert loc.path.name == "tasks.db" and loc.path.parent.name == "my-project"
-    assert loc.path.parent.parent.parts[-2:] == (".claude", "tasks")
-    assert "TASK_DB_PATH" in loc.missing_message() and "--db" in loc.missing_message()
+    project = tmp_path / "my-project"
+    project.mkdir()
+    loc = tcc.locate_database(project, None, {"HOME": str(home)})
+    md5 = hashlib.md5(os.path.realpath(project).encode()).hexdigest()[:12]
+    assert loc.workspace_id == md5
+    assert loc.path == home / ".claude" / "tasks" / md5 / "tasks.db"
+    message = loc.missing_message()
+    assert "TASK_DB_PATH" in message and "--db" in message
+    assert str(home / ".claude" / "tasks" / "my-project" / "tasks.db") in message  # the folder name was tried too
 
 
 def test_location_from_explicit_db_path(tmp_path):
@@ -37,7 +45,7 @@ def test_snapshot_counts_unions_dependencies_and_skips_bad_metadata(tmp_path):
     taskdb.add_task(db, {"streamId": "C"}, "blocked")
     taskdb.add_task(db, {"streamId": "C"}, "pending", archived=1)  # archived: ignored
     for bad in ("not json", "[1, 2]", '{"streamId": 5}', '{"streamId": "Q", "dependencies": "A"}',
-                '{"streamId": "Q", "dependencies": [1]}', '{"streamId": ""}'):
+                '{"streamId": "Q", "dependencies": [null]}', '{"streamId": ""}'):
         taskdb.add_task(db, bad)
     taskdb.add_task(db, {})  # a plain task outside any stream: not a warning
     taskdb.add_task(db, None)

@@ -16,6 +16,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "generator"))
 
 from orchestrate_kit.taskdb import add_stream, add_task, make_db, schema_sql  # noqa: E402,F401
+from orchestrate_kit.taskdb import (  # noqa: E402,F401  (generation 2, the tc CLI)
+    add_tc_dependency,
+    add_tc_stream,
+    add_tc_stream_row,
+    add_tc_task,
+    make_tc_db,
+    tc_stream_condition,
+)
 
 
 def set_stream_status(path: Path, stream_id: str, status: str) -> None:
@@ -34,6 +42,25 @@ def diamond(path: Path, tasks: int = 2) -> Path:
     add_stream(path, "Stream-B", ["Stream-A"], tasks, "API Implementation")
     add_stream(path, "Stream-C", ["Stream-A"], tasks, "UI Components")
     add_stream(path, "Stream-Z", ["Stream-B", "Stream-C"], tasks, "Integration")
+    return path
+
+
+def set_tc_stream_status(path: Path, stream_id: str, status: str) -> None:
+    """Set every task of a tc stream (metadata streamId, else row name) to one status."""
+    conn = sqlite3.connect(path, timeout=10)
+    with conn:
+        conn.execute(f"UPDATE tasks SET status = ? WHERE id IN (SELECT t.id FROM tasks t LEFT JOIN streams s "
+                     f"ON s.id = t.stream_id WHERE {tc_stream_condition()} = ?)", (status, stream_id))
+    conn.close()
+
+
+def tc_diamond(project: Path, tasks: int = 2) -> Path:
+    """The documented example in a tc database at <project>/.copilot/tasks.db."""
+    path = make_tc_db(project)
+    add_tc_stream(path, "Stream-A", [], tasks, "Foundation")
+    add_tc_stream(path, "Stream-B", ["Stream-A"], tasks, "API Implementation")
+    add_tc_stream(path, "Stream-C", ["Stream-A"], tasks, "UI Components")
+    add_tc_stream(path, "Stream-Z", ["Stream-B", "Stream-C"], tasks, "Integration")
     return path
 
 

@@ -231,7 +231,10 @@ def _describe_plan(text: str) -> str:
     parts = []
     path = next((plan[k] for k in ("db_path", "database", "db", "path") if isinstance(plan.get(k), str)), None)
     if path:
-        parts.append(str(path))
+        found_by = plan.get("database_found_by")
+        tracker = plan.get("tracker")
+        parts.append(f"{path} ({tracker}: {found_by})" if isinstance(found_by, str) and isinstance(tracker, str)
+                     else str(path))
     streams = plan.get("streams")
     count = len(streams) if isinstance(streams, (list, dict)) else streams if isinstance(streams, int) else None
     if count is None and isinstance(plan.get("levels"), list):

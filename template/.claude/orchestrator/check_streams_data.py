@@ -49,7 +49,7 @@ import status_report as report_mod  # noqa: E402  (the runtime folder is put on 
 from processes import printable  # noqa: E402
 from settings import UserError, default_layout  # noqa: E402
 from stream_graph import StreamState, StreamView  # noqa: E402
-from task_copilot_client import progress_summary_of  # noqa: E402
+from task_copilot_client import progress_summary_of, whole_percent  # noqa: E402
 
 EXIT_FRAME, EXIT_NO_DATABASE, EXIT_INTERNAL = 0, 1, 70
 MESSAGE_INDENT = 2  # check-streams indents E and M lines by this much
@@ -136,7 +136,8 @@ def add_report(frame: Frame, report: report_mod.StatusReport, now: float) -> Non
     running = sum(1 for v in views if v.state is StreamState.RUNNING)
     widest_count = max((len(f"{v.finished}/{v.total}") for v in views), default=3)
     widest_attempts = max((len(str(v.attempts)) for v in views), default=1)
-    frame.add("T", f"{summary.completion_percentage:.0f}", summary.completed_tasks + summary.cancelled_tasks,
+    done = summary.completed_tasks + summary.cancelled_tasks
+    frame.add("T", whole_percent(done, summary.total_tasks), done,
               summary.total_tasks, summary.in_progress_tasks, summary.pending_tasks, summary.blocked_tasks,
               summary.completed_streams, summary.total_streams, running, widest_count, widest_attempts)
     for view in views:

@@ -68,6 +68,7 @@ from status_report import (  # noqa: E402
 from stream_graph import Board, critical_path  # noqa: E402
 from supervisor import Reporter, Supervisor  # noqa: E402
 from task_copilot_client import DatabaseLocation  # noqa: E402
+from trackers import CHOICES as TRACKER_CHOICES  # noqa: E402
 
 PROG = "orchestrate"
 LOCK_FD_ENV = "ORCHESTRATE_KIT_LOCK_FDS"  # a detached orchestrator's inherited locks
@@ -116,7 +117,10 @@ def unknown_stream_message(names: Iterable[str], known: Iterable[str]) -> str:
 
 def check_before_start(layout: Layout, settings: Settings, args: argparse.Namespace) -> Tuple[DatabaseLocation, Optional[Set[str]], Board]:
     """Everything `start` checks before it writes or spawns anything; each failure says how to fix it."""
-    location = open_database(layout, args.db)
+    location = open_database(layout, args.db, args.tracker)
+    refusal = location.worker_refusal()
+    if refusal:
+        raise UserError(f"no worker could open the database this run reads, so nothing was started: {refusal}")
     snapshot = take_snapshot(location)
     if not snapshot.streams:
         raise UserError(
@@ -165,6 +169,8 @@ def cmd_start(args: argparse.Namespace, layout: Layout) -> int:
         total = len(selection) if selection else len(board.views)
         reporter.say(f"orchestrating {total} stream(s) from {location.path} "
                      f"(workspace {printable(location.workspace_id)}); stop with Ctrl-C or `orchestrate.py stop`")
+        for line in (f"database {location.how} (tracker {location.generation})",) + tuple(location.notes):
+            reporter.say(printable(line))
         if selection:
             for sid in sorted(selection):
                 outside = [d for d in board.views[sid].waiting_on if d not in selection]
@@ -305,7 +311,7 @@ def send_request(layout: Layout, orchestrator: PidRecord, payload: dict) -> str:
 
 
 def cmd_status(args: argparse.Namespace, layout: Layout) -> int:
-    report = collect_status(layout, args.db)
+    report = collect_status(layout, args.db, args.tracker)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return EXIT_OK
@@ -425,8 +431,9 @@ def cmd_logs(args: argparse.Namespace, layout: Layout) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
-    location = open_database(layout, args.db)
+    location = open_database(layout, args.db, args.tracker)
     snapshot = take_snapshot(location)
+    task_waits = {sid: list(rec.task_waits) for sid, rec in snapshot.streams.items() if rec.task_waits}
     settings = load_settings(layout.config_files())
     table, _ = load_table(layout.run_file)
     now = time.time()
@@ -440,15 +447,21 @@ def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
     problems = board.problems.messages()
     if args.json:
         print(json.dumps({
-            "database": str(location.path), "streams": len(board.views),
+            "database": str(location.path), "tracker": location.generation, "database_found_by": location.how,
+            "database_notes": list(location.notes), "task_waits": task_waits, "streams": len(board.views),
             "levels": [levels[k] for k in sorted(levels)], "critical_path": path,
             "ready": ready, "problems": problems, "warnings": snapshot.warnings(),
         }, indent=2))
     else:
+        print(f"Database: {location.path} (tracker {location.generation}, {printable(location.how)})")
+        for note in location.notes:
+            print(f"note: {printable(note)}")
         if not board.views:
             print(f"No streams found in Task Copilot database {location.path}.")
         for level in sorted(levels):
             print(f"Level {level}: " + ", ".join(printable(s) for s in levels[level]))
+        for sid, waits in task_waits.items():
+            print(f"{printable(sid)} waits on task(s): " + ", ".join(printable(t) for t in waits))
         if path:
             print(f"Critical path ({len(path)} stream(s) to go): " + " -> ".join(printable(s) for s in path))
         print("Would start now: " + (", ".join(printable(s) for s in ready) or "nothing"))
@@ -506,6 +519,8 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     start.add_argument("--max-restarts", type=non_negative_int, metavar="N", help=f"restarts per stream before it is failed (default {defaults.max_restarts})")
     start.add_argument("--poll-interval", type=positive_float, metavar="S", help=f"seconds between database checks (default {defaults.poll_interval:g})")
     start.add_argument("--db", metavar="PATH", help="the tasks.db to use (default: from TASK_DB_PATH and WORKSPACE_ID)")
+    start.add_argument("--tracker", choices=TRACKER_CHOICES,
+                       help="which Task Copilot: mcp (the MCP server) or tc (the tc CLI); default: the tracker setting, auto")
     start.add_argument("--dry-run", action="store_true", help="print what would start; start nothing")
     start.add_argument("--retry-failed", action="store_true",
                        help="give every failed stream a fresh restart budget and carry the run on")
@@ -514,6 +529,7 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="every stream's state, tasks, worker and attempts")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--db", metavar="PATH", help="the tasks.db to use")
+    status.add_argument("--tracker", choices=TRACKER_CHOICES, help="which Task Copilot: mcp or tc (default: auto)")
     status.set_defaults(handler=cmd_status)
 
     stop = sub.add_parser("stop", help="stop the orchestrator and its workers (or one stream's worker)")
@@ -531,6 +547,7 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="dependency levels, the critical path, and what would start now")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.add_argument("--db", metavar="PATH", help="the tasks.db to use")
+    plan.add_argument("--tracker", choices=TRACKER_CHOICES, help="which Task Copilot: mcp or tc (default: auto)")
     plan.set_defaults(handler=cmd_plan)
     return parser
 

@@ -46,6 +46,7 @@ class Settings:
     finish_grace: float = 30.0  # a worker may linger this long after its stream completes
     log_max_bytes: int = DEFAULT_MAX_BYTES  # a stream's log is rotated before an attempt beyond this
     log_keep: int = DEFAULT_KEEP  # rotated logs kept per stream
+    tracker: str = "auto"  # which Task Copilot: auto, mcp (the MCP server) or tc (the tc CLI)
 
     def worker_argv(self) -> List[str]:
         try:

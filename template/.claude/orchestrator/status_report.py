@@ -30,26 +30,36 @@ from task_copilot_client import (
     DatabaseError,
     DatabaseLocation,
     Snapshot,
-    locate_database,
+    locate_tracker,
     progress_summary_of,
     read_snapshot,
+    whole_percent,
 )
+from trackers import CHOICES as TRACKER_CHOICES
 
 METADATA_EXAMPLE = '{"streamId": "Stream-A", "streamName": "Foundation", "dependencies": []}'
 ORCHESTRATOR_SCRIPT = "orchestrate.py"
 
 
-def open_database(layout: Layout, db_override: Optional[str]) -> DatabaseLocation:
-    """Locate the database and fail with where we looked and how to override it."""
-    location = locate_database(layout.root, db_override)
-    if not location.path.is_file():
+def open_database(layout: Layout, db_override: Optional[str], tracker: Optional[str] = None) -> DatabaseLocation:
+    """Locate the database (--tracker, else the `tracker` setting) and fail with where we looked."""
+    if tracker is None:
+        try:
+            tracker = load_settings(layout.config_files()).tracker
+        except UserError:
+            tracker = "auto"  # a broken config is reported by `start`; reading status must not depend on it
+    if tracker not in TRACKER_CHOICES:
+        raise UserError(f"tracker must be one of {', '.join(TRACKER_CHOICES)}, not {tracker!r} "
+                        f"(see {layout.config}, or pass --tracker)")
+    location = locate_tracker(layout.root, db_override, tracker, os.environ)
+    if not location.exists:
         raise UserError(location.missing_message())
     return location
 
 
 def take_snapshot(location: DatabaseLocation) -> Snapshot:
     try:
-        return read_snapshot(location.path)
+        return read_snapshot(location.path, generation=location.generation)
     except DatabaseBusy as exc:
         raise UserError(f"{exc}; try again in a moment", EXIT_STUCK) from None
     except DatabaseError as exc:
@@ -101,6 +111,9 @@ class StatusReport:
         return {
             "workspace": self.location.workspace_id,
             "database": str(self.location.path),
+            "tracker": self.location.generation,
+            "database_found_by": self.location.how,
+            "database_notes": list(self.location.notes),
             "orchestrator": {"running": self.orchestrator is not None,
                              "pid": self.orchestrator.pid if self.orchestrator else None},
             "run": asdict(self.table.run),
@@ -130,9 +143,9 @@ def view_json(view: StreamView) -> dict:
     }
 
 
-def collect_status(layout: Layout, db_override: Optional[str] = None) -> StatusReport:
+def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: Optional[str] = None) -> StatusReport:
     """Read the database once and the supervisor's files, and derive every stream's state."""
-    location = open_database(layout, db_override)
+    location = open_database(layout, db_override, tracker)
     snapshot = take_snapshot(location)
     settings = load_settings(layout.config_files())
     table, notes = load_table(layout.run_file)
@@ -164,7 +177,9 @@ def format_duration(seconds: float) -> str:
 def render_status(report: StatusReport) -> str:
     """The plain-text status table."""
     board = report.board
-    lines = [f"Workspace: {printable(report.location.workspace_id)}   Database: {report.location.path}"]
+    lines = [f"Workspace: {printable(report.location.workspace_id)}   Database: {report.location.path}",
+             f"Tracker: {report.location.generation}, database {printable(report.location.how)}"]
+    lines += [f"note: {printable(n)}" for n in report.location.notes]
     orch = report.orchestrator
     lines.append(f"Orchestrator: running (pid {orch.pid})" if orch else "Orchestrator: not running")
     lines.append("")
@@ -173,7 +188,7 @@ def render_status(report: StatusReport) -> str:
         rows.append((
             printable(view.stream_id, 40),
             printable(view.describe(), 60),
-            f"{view.finished}/{view.total} ({view.percent:.0f}%)",
+            f"{view.finished}/{view.total} ({whole_percent(view.finished, view.total)}%)",
             str(view.pid) if view.pid else "-",
             str(view.attempts),
             printable(view.stream_name, 40) if view.stream_name != view.stream_id else "",
@@ -194,5 +209,5 @@ def overall_line(report: StatusReport) -> str:
         counts[view.state.value] = counts.get(view.state.value, 0) + 1
     states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     done = summary.completed_tasks + summary.cancelled_tasks
-    return (f"Overall: {done}/{summary.total_tasks} tasks ({summary.completion_percentage:.0f}%), "
+    return (f"Overall: {done}/{summary.total_tasks} tasks ({whole_percent(done, summary.total_tasks)}%), "
             f"{summary.completed_streams}/{summary.total_streams} streams complete" + (f"; {states}" if states else ""))

@@ -22,6 +22,7 @@ class GraphProblems:
     cycles: Tuple[Tuple[str, ...], ...] = ()
     unknown: Tuple[Tuple[str, str], ...] = ()  # (stream, missing dependency)
     malformed: Tuple[Tuple[str, int], ...] = ()  # (stream, tasks whose metadata is unusable)
+    conflicts: Tuple[Tuple[str, str], ...] = ()  # (stream, why its tasks' worker options disagree)
 
     def reasons(self) -> Dict[str, str]:
         """stream id -> why it is invalid."""
@@ -34,6 +35,8 @@ class GraphProblems:
             out.setdefault(sid, []).append(f"depends on unknown stream {missing!r}")
         for sid, count in self.malformed:
             out.setdefault(sid, []).append(f"{count} of its task(s) {MALFORMED_TEXT}")
+        for sid, text in self.conflicts:
+            out.setdefault(sid, []).append(text)
         return {sid: "; ".join(texts) for sid, texts in out.items()}
 
     def messages(self, streams: Optional[Iterable[str]] = None) -> List[str]:
@@ -45,11 +48,12 @@ class GraphProblems:
                   for sid, missing in self.unknown if wanted is None or sid in wanted]
         lines += [f"Stream {sid!r}: {count} task(s) {MALFORMED_TEXT}"
                   for sid, count in self.malformed if wanted is None or sid in wanted]
+        lines += [f"Stream {sid!r}: {text}" for sid, text in self.conflicts if wanted is None or sid in wanted]
         return lines
 
 
 MALFORMED_TEXT = ("have metadata that is not valid stream metadata (dependencies and streamDependencies "
-                  "must be lists of stream ids, streamName text); fix them in Task Copilot")
+                  "must be lists of stream or task ids, streamName text); fix them in Task Copilot")
 
 
 def check_graph(streams: Mapping[str, StreamRecord]) -> GraphProblems:
@@ -60,7 +64,8 @@ def check_graph(streams: Mapping[str, StreamRecord]) -> GraphProblems:
     edges = {sid: [d for d in rec.dependencies if d in streams] for sid, rec in streams.items()}
     cycles = tuple(_cycle_in(component, edges) for component in _cyclic_components(edges))
     malformed = tuple((sid, rec.malformed) for sid, rec in streams.items() if rec.malformed)
-    return GraphProblems(tuple(sorted(cycles)), unknown, malformed)
+    conflicts = tuple((sid, text) for sid, rec in streams.items() for text in rec.conflicts)
+    return GraphProblems(tuple(sorted(cycles)), unknown, malformed, conflicts)
 
 
 def _cyclic_components(edges: Mapping[str, Sequence[str]]) -> List[List[str]]:
@@ -289,8 +294,8 @@ def build_board(
             attempts=max(life.attempts, worker.attempt if worker else 0),
             started_at=worker.started_at if worker else None,
             retry_at=life.retry_at,
-            description=(f"invalid: {reason}" if shown is StreamState.INVALID else
-                         describe(shown_life, now, policy.max_restarts, waiting_on)),
+            description=(f"{shown.value}: {reason}" if shown in (StreamState.INVALID, StreamState.WAITING)
+                         and reason and not waiting_on else describe(shown_life, now, policy.max_restarts, waiting_on)),
         )
     for sid, life in rows.items():  # streams gone from the tracker keep their rows
         observed.setdefault(sid, life)
@@ -309,6 +314,9 @@ def _shown_state(life: Life, seen: StreamState, worker: Optional[WorkerFacts]) -
     return life.state
 
 
+PAUSED_TEXT = "paused in Task Copilot (its streams row); resume it there to run it"
+
+
 def _graph_state_of(
     rec: StreamRecord,
     streams: Mapping[str, StreamRecord],
@@ -319,7 +327,10 @@ def _graph_state_of(
         return StreamState.COMPLETE, (), ""
     if invalid_reason:
         return StreamState.INVALID, (), invalid_reason
+    if rec.paused:
+        return StreamState.WAITING, (), PAUSED_TEXT
     waiting_on = tuple(d for d in rec.dependencies if not streams[d].is_complete)
+    waiting_on += tuple(f"task {t}" for t in rec.task_waits)
     if waiting_on:
         return StreamState.WAITING, waiting_on, ""
     return StreamState.READY, (), ""

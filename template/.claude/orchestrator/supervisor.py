@@ -97,7 +97,7 @@ class Supervisor:
         self.clock = clock
         self.policy = policy_of(settings)
         self.executor = executor or LocalExecutor(layout.pid_for, settings.stop_grace, clock)
-        self.db = reader or Database(location.path)
+        self.db = reader or location.open()
         self.table = Table()
         self.saved: Optional[dict] = None
         self.snapshot: Optional[Snapshot] = None

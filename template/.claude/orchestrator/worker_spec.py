@@ -31,7 +31,8 @@ def _clean(text: str) -> str:
     return text.replace("\0", "")  # NUL cannot travel in argv or the environment
 
 
-def worker_prompt(view: StreamView, tasks: Sequence[Tuple[str, str, str]], workspace: str, attempt: int) -> str:
+def worker_prompt(view: StreamView, tasks: Sequence[Tuple[str, str, str]], workspace: str, attempt: int,
+                  how_to_update: str) -> str:
     """What the worker is asked to do: its stream, its remaining tasks, how to report."""
     open_tasks = [t for t in tasks if t[2] not in ("completed", "cancelled")]
     listed = "\n".join(f"- {_cut(tid, 100)} [{status}] {_cut(title, 300)}"
@@ -47,9 +48,8 @@ def worker_prompt(view: StreamView, tasks: Sequence[Tuple[str, str, str]], works
         f"workspace {workspace!r}, started by orchestrate-kit.\n"
         f"Its remaining tasks:\n{listed or '- (none listed)'}{more}\n"
         f"{restart}"
-        "Work through them in order. Update each task's status in Task Copilot as you go: "
-        "in_progress when you start it, completed when it is done, blocked with a reason if you "
-        "cannot finish it. Work only on this stream's tasks; other streams run in parallel. "
+        f"Work through them in order. {how_to_update} "
+        "Work only on this stream's tasks; other streams run in parallel. "
         "The stream is done when all its tasks are completed in Task Copilot; then exit.\n"
     )
 
@@ -60,8 +60,7 @@ def worker_environment(view: StreamView, location: DatabaseLocation, attempt: in
         STREAM_ID=view.stream_id,
         STREAM_NAME=view.stream_name,
         ORCHESTRATOR_ATTEMPT=str(attempt),
-        WORKSPACE_ID=location.workspace_id,
-        TASK_DB_PATH=str(location.base_dir),
+        **location.worker_environment(),
         ORCHESTRATE_DB_FILE=str(location.path),
         ORCHESTRATE_KIT_TOKEN=token,
     )
@@ -72,7 +71,7 @@ def build_spec(view: StreamView, attempt: int, tasks: Sequence[Tuple[str, str, s
                settings: Settings, location: DatabaseLocation,
                warn: Callable[[str], None] = lambda _message: None) -> WorkerSpec:
     token = secrets.token_hex(8)
-    prompt = worker_prompt(view, tasks, location.workspace_id, attempt)
+    prompt = worker_prompt(view, tasks, location.workspace_id, attempt, location.update_instructions())
     argv: List[str] = [_clean(a) for a in settings.worker_argv()] + [prompt]
     banner = (f"\n=== orchestrate-kit: {view.stream_id!r} attempt {attempt} at "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
