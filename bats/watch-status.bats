@@ -135,5 +135,5 @@ diamond_spec='{"streams": [{"id": "Stream-A", "name": "Foundation"}, {"id": "Str
 
 @test "--once with no database exits 1 and says where it looked" {
   run -1 "$PROJECT/watch-status" --once
-  contains "No Task Copilot database at $DB"
+  contains "No Task Copilot database found. Looked at: $DB"
 }

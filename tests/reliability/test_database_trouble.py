@@ -116,7 +116,7 @@ def test_tasks_outside_any_usable_stream_are_skipped_with_a_counted_warning(proj
 @pytest.mark.parametrize("metadata", [
     '{"streamId": "A", "dependencies": "Stream-Base"}',   # not a list
     '{"streamId": "A", "dependencies": {"0": "Base"}}',
-    '{"streamId": "A", "dependencies": [1, 2]}',           # a list, not of stream ids
+    '{"streamId": "A", "dependencies": [null, true]}',    # a list, not of stream or task ids
     '{"streamId": "A", "streamDependencies": "Base"}',
     '{"streamId": "A", "streamName": ["not", "text"]}',
 ])
