@@ -166,6 +166,20 @@ def test_downgrade_is_refused(project, capsys, monkeypatch, versions):
 
     assert result.code == 1
     assert "downgrades are not supported" in result.err
+    assert "hint: upgrade orchestrate-kit itself first" in result.err
+    assert snapshot(project) == before
+
+
+def test_to_an_older_version_gets_a_hint_about_to(project, capsys, monkeypatch):
+    assert run(capsys, "upgrade", str(project)).code == 0
+    commit_all(project, "at v2")
+    before = snapshot(project)
+
+    result = run(capsys, "upgrade", str(project), "--to", "1.0.0")
+
+    assert result.code == 1 and "downgrades are not supported" in result.err
+    assert "hint: pass --to 2.0.0 or newer (2.0.0), or leave --to out" in result.err
+    assert "git revert" in result.err
     assert snapshot(project) == before
 
 
@@ -302,3 +316,29 @@ def test_a_file_the_new_version_drops_goes(tmp_path, capsys, monkeypatch):
     assert result.code == 0, result.err
     assert not (project / old_file).exists()
     assert old_file in result.out
+
+
+def test_upgrade_from_a_dev_build_to_its_release_is_a_real_merge(tmp_path, capsys, monkeypatch):
+    """The dev build's template is the merge base: its lines are replaced, never taken for edits."""
+    def dev_edit(template: Path) -> None:
+        edit(template / SAMPLE, "TIMEOUT = 30", "TIMEOUT = 45  # dev build")
+
+    dev = helpers.make_version(tmp_path / "pkg-dev", "2.0.0.dev1+gabc1234", edit=dev_edit, released=False)
+    release = helpers.make_version(tmp_path / "pkg-2", "2.0.0", edit=helpers.v2_edit)
+    use(monkeypatch, dev)
+    project = init_repo(tmp_path / "project")
+    assert run(capsys, "install", "--defaults", str(project)).code == 0
+    assert installed_version(project) == "v2.0.0.dev1+gabc1234"
+    commit_all(project, "install a dev build")
+    edit(project / SAMPLE, 'return "a"', 'return "a-user-edit"')
+    commit_all(project, "user edit")
+    use(monkeypatch, release)
+
+    result = run(capsys, "upgrade", str(project))
+
+    assert result.code == 0, result.err
+    assert "from v2.0.0.dev1+gabc1234 to v2.0.0" in result.out
+    text = (project / SAMPLE).read_text()
+    assert "TIMEOUT = 60" in text and "dev build" not in text and "<<<<<<<" not in text
+    assert 'return "a-user-edit"' in text
+    assert installed_version(project) == "v2.0.0"

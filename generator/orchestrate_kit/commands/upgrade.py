@@ -55,7 +55,7 @@ def upgrade(*, project: Path, data: Mapping[str, str], to: str | None) -> int:
             hint=f"run the upgrade once with orchestrate-kit {installed.lstrip('v')}, which carries it "
             "(e.g. `uvx orchestrate-kit==" + installed.lstrip("v") + " upgrade`)",
         )
-    _check_direction(installed, target)
+    _check_direction(installed, target, to)
     if installed == target and not new_answers:
         output.info(f"Already at {target}; nothing to do.")
         return 0
@@ -182,13 +182,18 @@ def _check_source(answers: Mapping[str, Any]) -> None:
         )
 
 
-def _check_direction(installed: str, target: str) -> None:
+def _check_direction(installed: str, target: str, to: str | None) -> None:
+    """Refuse a downgrade. Builds of one release (dev, local) may move either way: a real merge."""
     old, new = store.version_of(installed), store.version_of(target)
-    if old is not None and new is not None and old > new:
-        raise UserError(
-            f"The project has {installed}, newer than {target}; downgrades are not supported.",
-            hint="upgrade orchestrate-kit itself (pip install -U orchestrate-kit), or pass --to a newer version",
-        )
+    if old is None or new is None or old.public <= new.public or old.release == new.release:
+        return
+    if to is not None:
+        newer = [t.lstrip("v") for t in store.tags() if (v := store.version_of(t)) and v >= old]
+        hint = (f"pass --to {installed.lstrip('v')} or newer ({', '.join(newer)}), or leave --to out; "
+                "to undo an upgrade you committed, git revert its commit")
+    else:
+        hint = "upgrade orchestrate-kit itself first (pipx upgrade orchestrate-kit), then run this again"
+    raise UserError(f"The project has {installed}, newer than {target}; downgrades are not supported.", hint=hint)
 
 
 def _roll_back(project: Path) -> bool:
