@@ -88,6 +88,7 @@ def test_overlapping_edit_is_a_conflict_and_exit_1(project, capsys):
     assert "TIMEOUT = 45  # the user's choice" in text and "TIMEOUT = 60" in text
     assert "conflicts" in result.err and SAMPLE in result.err
     assert "git reset --hard" in result.err  # how to abort
+    assert "Upgraded" not in result.out and "not finished" in result.err
     assert git(project, "diff", "--name-only", "--diff-filter=U").split() == [SAMPLE]
     assert installed_version(project) == "v2.0.0"
 
@@ -130,7 +131,7 @@ def test_data_changes_an_answer_on_upgrade(project, capsys):
 
     assert result.code == 0, result.err
     assert "max_parallel = 2" in (project / ".claude/orchestrator/orchestrator.conf").read_text()
-    assert yaml.safe_load((project / ANSWERS).read_text())["max_parallel"] == 2
+    assert yaml.safe_load((project / ANSWERS).read_text())["max_parallel"] == "2"
 
 
 def test_already_current_is_a_no_op(project, capsys):
@@ -217,11 +218,11 @@ def test_not_a_git_repository(tmp_path, capsys, monkeypatch, versions):
         ("_src_path: ~/.local/share/orchestrate-kit/template\nmax_parallel: 0\n", "has no _commit"),
         (
             "_commit: v1.0.0\n_src_path: ~/.local/share/orchestrate-kit/template\nmax_parallel: lots\n",
-            "max_parallel must be a whole number",
+            "max_parallel must be 0 or a positive whole number",
         ),
         (
             "_commit: v1.0.0\n_src_path: ~/.local/share/orchestrate-kit/template\nmax_parallel: -3\n",
-            "Bad answer for 'max_parallel'",
+            "max_parallel must be 0 or a positive whole number, not '-3'",
         ),
     ],
 )

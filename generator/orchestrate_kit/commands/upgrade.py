@@ -213,22 +213,23 @@ def _report(project: Path, installed: str, target: str) -> int:
     conflicts = git.conflicted_files(project)
     # copier can leave .rej files even in inline mode (copier issue #2386): count them too.
     rejects = sorted(line[3:] for line in git.dirty_files(project) if line.endswith(".rej"))
-    changed = git.changed_paths(project)
-    if installed == target:
-        output.success(f"Updated the answers of {project} (still {target})")
-    else:
-        output.success(f"Upgraded {project} from {installed} to {target}")
-    if changed:
-        output.info("Files changed:")
-        for rel in changed:
-            output.item(rel)
     if conflicts or rejects:
         output.error(
-            f"{len(conflicts) + len(rejects)} file(s) have conflicts between your edits and the new version:",
+            f"The upgrade from {installed} to {target} is not finished: {len(conflicts) + len(rejects)} "
+            "file(s) have conflicts between your edits and the new version:",
             details=conflicts + rejects,
             hint="edit out the <<<<<<< before updating / >>>>>>> after updating markers (and any .rej), "
             "then git add and commit; to abort instead: git reset --hard && git clean -fd",
         )
         return 1
+    if installed == target:
+        output.success(f"Updated the answers of {project} (still {target})")
+    else:
+        output.success(f"Upgraded {project} from {installed} to {target}")
+    changed = git.changed_paths(project)
+    if changed:
+        output.info("Files changed:")
+        for rel in changed:
+            output.item(rel)
     output.info("Review with `git diff`, then commit.")
     return 0
