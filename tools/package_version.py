@@ -11,7 +11,7 @@
 - An sdist has no .git: its PKG-INFO already holds the version it was built with.
 
 Standard library and ``packaging`` only: the hatchling metadata hook (``tools/hatch_version.py``)
-and ``make dist`` both use it. ``python tools/package_version.py`` prints the version.
+and ``make dist`` both use it. ``python tools/package_version.py [--release]`` prints the version.
 """
 
 from __future__ import annotations
@@ -95,5 +95,17 @@ def is_release(version: str) -> bool:
     return not (parsed.is_devrelease or parsed.is_prerelease or parsed.local)
 
 
+def main(argv: list[str]) -> int:
+    """Print the version; with ``--release``, fail unless it is a release (for ``make publish``)."""
+    root = Path(__file__).resolve().parents[1]
+    version = package_version(root)
+    if "--release" in argv and not is_release(version):
+        print(f"package_version: {version} is a dev version; tag the release first "
+              "(git tag vX.Y.Z on a clean checkout), then make publish", file=sys.stderr)
+        return 1
+    print(version)
+    return 0
+
+
 if __name__ == "__main__":
-    print(package_version(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1]))
+    sys.exit(main(sys.argv[1:]))
