@@ -105,6 +105,13 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between dashboard frames (default %(default)s)")
 
 
+def _sample_db_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=Path, metavar="PATH",
+                        help="where to write it (default: where the project's orchestrator looks, "
+                        "$TASK_DB_PATH or ~/.claude/tasks, then $WORKSPACE_ID or the folder's name)")
+    parser.add_argument("--project", metavar="PATH", help=FOUND_PROJECT)
+
+
 def _install_command_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", action="store_true", default=True,
                         help="install into ~/.claude/commands/ (the default, and for now the only place)")
@@ -144,6 +151,12 @@ def _run_config(args: argparse.Namespace) -> int:
     return config(project=_found_project(args.project), key=args.key, value=args.value, unset=args.unset)
 
 
+def _run_sample_db(args: argparse.Namespace) -> int:
+    from .commands.sample_db import sample_db
+
+    return sample_db(project=_found_project(args.project), db=args.db)
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from .commands.demo import demo
 
@@ -167,6 +180,8 @@ COMMANDS: dict[str, Command] = {
         "put the /orchestrate slash command into ~/.claude/commands/",
         _install_command_arguments, _run_install_command,
     ),
+    "sample-db": Command("write a small Task Copilot plan (the diamond, harmless tasks) to try it on",
+                         _sample_db_arguments, _run_sample_db),
     "demo": Command("run the orchestrator on a built-in example project, end to end",
                     _demo_arguments, _run_demo),
 }
