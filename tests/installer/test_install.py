@@ -358,3 +358,18 @@ def test_safer_permission_answers_shape_the_worker_command(tmp_path, capsys, mon
     assert result.code == 0, result.err
     assert f"worker_command = {flags}\n" in (project / ".claude/orchestrator/orchestrator.conf").read_text()
     assert "--dangerously-skip-permissions" not in result.err
+
+
+def test_an_install_for_a_project_of_its_own_making_gives_no_next_steps(tmp_path, capsys, monkeypatch,
+                                                                        repo_template):
+    """The demo installs into its temporary project: advice about committing it would mislead."""
+    from orchestrate_kit.commands.install import install
+
+    use(monkeypatch, repo_template)
+    project = init_repo(tmp_path / "project")
+    capsys.readouterr()
+
+    assert install(project=project, data={}, defaults=True, next_steps=False) == 0
+
+    out = capsys.readouterr().out
+    assert "Installed the orchestrator" in out and "Next steps" not in out and "git add" not in out

@@ -343,3 +343,14 @@ def test_upgrade_from_a_dev_build_to_its_release_is_a_real_merge(tmp_path, capsy
     assert "TIMEOUT = 60" in text and "dev build" not in text and "<<<<<<<" not in text
     assert 'return "a-user-edit"' in text
     assert installed_version(project) == "v2.0.0"
+
+
+def test_upgrade_from_a_subfolder_finds_the_project(project, capsys, monkeypatch):
+    sub = project / ".claude" / "orchestrator"
+    monkeypatch.chdir(sub)
+
+    result = run(capsys, "upgrade")
+
+    assert result.code == 0, result.err
+    assert f"Upgraded {project} from v1.0.0 to v2.0.0" in result.out
+    assert not (sub / ".claude").exists()
