@@ -87,3 +87,14 @@ def test_a_setting_changed_with_config_never_conflicts_with_an_upgrade(installed
     assert yaml.safe_load((installed / ANSWERS).read_text())["_commit"] == "v2.0.0"
     assert "max_parallel     = 3   (orchestrator.local.conf)" in run(capsys, "config", "--project",
                                                                           str(installed)).out
+
+
+def test_an_upgrade_gives_an_older_install_its_settings_file(installed, tmp_path, capsys, monkeypatch):
+    (installed / LOCAL_CONF).unlink()  # installed before orchestrator.local.conf existed
+    commit_all(installed, "an older install")
+    use(monkeypatch, helpers.make_version(tmp_path / "pkg-2", "2.0.0", edit=helpers.v2_edit))
+
+    upgraded = run(capsys, "upgrade", str(installed))
+
+    assert upgraded.code == 0, upgraded.err
+    assert (installed / LOCAL_CONF).is_file() and LOCAL_CONF in upgraded.out

@@ -23,7 +23,7 @@ from typing import Any
 
 import sh
 
-from .. import copier_runner, git, output, store
+from .. import copier_runner, git, output, settings, store
 from ..errors import UserError
 from ..project import COMMAND_FILE, Layout, refuse_unwritable, users_own
 from .install_command import MARK
@@ -88,6 +88,7 @@ def upgrade(*, project: Path, data: Mapping[str, str], to: str | None) -> int:
                             hint="make it writable (chmod -R u+w), or upgrade as its owner") from None
         raise
     mark.unlink(missing_ok=True)
+    settings.ensure_local(project)  # a project installed before orchestrator.local.conf existed gets one
     return _report(project, installed, target)
 
 
