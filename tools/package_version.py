@@ -28,7 +28,10 @@ PACKAGED_PATHS = ("pyproject.toml", "copier.yml", "template", "generator", "tool
 
 
 def _git(root: Path, *args: str) -> str | None:
-    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    except OSError:  # no git here: not a checkout we can read
+        return None
     return result.stdout.strip() if result.returncode == 0 else None
 
 

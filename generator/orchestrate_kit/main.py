@@ -10,7 +10,9 @@ Exit codes:
 130   interrupted with Ctrl-C
 ====  =====================================================================
 
-An unexpected error (a bug) prints one line and the file its traceback was written to.
+A reader that goes away (``orchestrate-kit install | head -1``) silences the rest of the output; the
+command finishes and its own exit code stands. An unexpected error (a bug) prints one line and the
+file its traceback was written to.
 Adding a command is one entry in ``COMMANDS``: a function that adds its arguments and one that
 runs it from the parsed namespace.
 """
