@@ -4,13 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test pytest bats bench bundle demo soak clean
+.PHONY: help setup test pytest bats bench bundle demo soak clean dist publish
 
 help:
 	@echo "make demo   run the orchestrator on the built-in example project"
 	@echo "make test   run every test (mypy, pytest and bats)"
 	@echo "make bench  print benchmark figures"
 	@echo "make soak   long reliability run (not part of CI)"
+	@echo "make dist   build and check the sdist and wheel into dist/ (make publish uploads a release)"
 
 setup: $(STAMP)
 
@@ -35,6 +36,29 @@ bats: $(STAMP)
 # the wheel build makes it by itself, this target is for editable installs and a look inside.
 bundle: $(STAMP)
 	$(BIN)/python tools/template_bundle.py
+
+# The release path (docs/INSTALL.md, "Releasing"): build the sdist and the wheel (which carry the
+# template and its history bundle), check them with twine, install the wheel into a fresh venv
+# and run it. The version comes from git: X.Y.Z only at the tag vX.Y.Z of a clean checkout.
+CHECK_VENV := build/check-venv
+
+dist: $(STAMP)
+	rm -rf dist $(CHECK_VENV)
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+	$(PYTHON) -m venv $(CHECK_VENV)
+	$(CHECK_VENV)/bin/python -m pip install --quiet dist/*.whl
+	@version="$$($(CHECK_VENV)/bin/orchestrate-kit --version)"; \
+	  expected="orchestrate-kit $$($(BIN)/python tools/package_version.py)"; \
+	  echo "installed wheel says: $$version"; \
+	  [ "$$version" = "$$expected" ] || { echo "make dist: expected $$expected" >&2; exit 1; }
+	rm -rf $(CHECK_VENV)
+	@ls -l dist
+
+# Refuses a dev version: tag the release first (git tag vX.Y.Z).
+publish: dist
+	$(BIN)/python tools/package_version.py --release
+	$(BIN)/twine upload dist/*
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

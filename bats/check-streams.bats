@@ -174,6 +174,19 @@ every_state_db() {  # every_state_db [MORE_STREAMS [MORE_KEYS]]: one stream in e
   contains "wide  名前"
 }
 
+@test "the column titles stay whole words at 60 columns and below" {
+  every_state_db
+  for width in 80 60 50; do
+    COLUMNS=$width run -0 frame
+    printf '%s\n' "$output" | grep -Eq '^  STATE +(PROGRESS|PROG) +TASKS( +TRY +TIME)? +STREAM$' ||
+      fail "the column titles are cut at $width columns:" "$output"
+  done
+  COLUMNS=60 run -0 frame
+  contains "PROG "
+  COLUMNS=200 run -0 frame
+  contains "PROGRESS"
+}
+
 @test "COLUMNS=60 holds on a terminal with colours too" {
   every_state_db
   run -0 on_terminal --cols 60 -- env COLUMNS=60 "$RUNTIME/check-streams"

@@ -102,6 +102,16 @@ diamond_spec='{"streams": [{"id": "Stream-A", "name": "Foundation"}, {"id": "Str
   [ "$stderr" = "watch-status: refresh_interval in $RUNTIME/orchestrator.conf must be a number of seconds above 0, not: soon" ]
 }
 
+@test "orchestrator.local.conf, the user's own settings, wins over orchestrator.conf" {
+  printf 'refresh_interval = 7\n' >"$RUNTIME/orchestrator.conf"
+  printf '# mine\nrefresh_interval = 3\n' >"$RUNTIME/orchestrator.local.conf"
+  run -0 bash -c '. "$1"; ws_configured_interval; echo "$WS_INTERVAL"' _ "$RUNTIME/watch-status"
+  [ "$output" = 3 ]
+  printf 'refresh_interval = never\n' >"$RUNTIME/orchestrator.local.conf"
+  run -2 --separate-stderr "$PROJECT/watch-status"
+  [ "$stderr" = "watch-status: refresh_interval in $RUNTIME/orchestrator.local.conf must be a number of seconds above 0, not: never" ]
+}
+
 @test "not on a terminal: frames one after another, without escape codes" {
   diamond_db
   run -0 on_terminal --pipe --wait "Streams of" --wait "Streams of" --signal TERM -- "$PROJECT/watch-status" 0.2

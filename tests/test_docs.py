@@ -13,7 +13,7 @@ RUNTIME = REPO / "template" / ".claude" / "orchestrator"
 DOCS = [REPO / "README.md", RUNTIME / "ORCHESTRATION_GUIDE.md", REPO / "docs" / "INSTALL.md",
         REPO / "template" / ".claude" / "commands" / "orchestrate.md"]
 RUNTIME_COMMANDS = ["start", "status", "stop", "logs", "plan"]
-INSTALLER_COMMANDS = ["install", "upgrade", "doctor", "install-command", "demo"]
+INSTALLER_COMMANDS = ["install", "upgrade", "doctor", "config", "sample-db", "install-command", "demo"]
 
 
 def run_help(argv):
@@ -88,8 +88,9 @@ def test_commands_and_flags_in_docs_exist(tool, doc, command, flags):
 
 def test_every_long_flag_in_the_docs_exists_somewhere():
     helps = all_help()
-    allowed = {"--print", "--dangerously-skip-permissions", "--trust", "--UNSAFE", "--hard", "--defaults",
-               "--diff-filter", "--name-only", "--no-index", "--status"}  # --status: `tc task update`
+    allowed = {"--print", "--dangerously-skip-permissions", "--permission-mode", "--allowedTools", "--trust",
+               "--UNSAFE", "--hard", "--defaults", "--diff-filter", "--name-only", "--no-index", "--strict",
+               "--status"}  # --status: `tc task update`
     for doc in DOCS:
         for flag in set(re.findall(r"(?<![\w-])--[a-zA-Z][a-zA-Z-]*", doc_text(doc))):
             if flag in allowed and flag not in helps:
@@ -116,3 +117,21 @@ def test_install_answers_documented_are_the_real_questions():
     guide = doc_text(DOCS[1])
     for key in conf_keys + ["restart_delay", "stop_grace", "finish_grace"]:
         assert f"`{key}`" in guide, f"orchestrator.conf key {key} is not in the guide"
+
+
+REPO_DIRS = ("template/", "generator/", "tests/", "bats/", "bench/", "tools/", "docs/", ".ci/")
+
+
+def referenced_paths(text):
+    """Repository paths the text names: Markdown link targets and `spans` under a top-level folder."""
+    links = re.findall(r"\]\(([^)#\s]+)\)", text)
+    spans = re.findall(r"`([^`\s]+)`", text)
+    return {p.rstrip("/.,") for p in links + spans if p.startswith(REPO_DIRS) and "<" not in p and "*" not in p}
+
+
+@pytest.mark.parametrize("doc", [REPO / "README.md", REPO / "docs" / "INSTALL.md", REPO / "docs" / "RELIABILITY.md",
+                                 REPO / "bench" / "README.md", REPO / "Makefile", REPO / "pyproject.toml"],
+                         ids=lambda p: p.name)
+def test_docs_refer_only_to_files_in_the_repository(doc):
+    missing = sorted(p for p in referenced_paths(doc_text(doc)) if not (REPO / p).exists())
+    assert not missing, f"{doc.name} refers to paths that are not in the repository: {missing}"

@@ -19,7 +19,7 @@ import copier
 import yaml
 from copier.errors import CopierError, CopierWarning, InteractiveSessionError
 
-from . import output
+from . import output, settings
 from .errors import UserError
 
 # The conflict style copier leaves in files: inline git markers. "rej" drops nearby edits
@@ -142,7 +142,10 @@ def check_data(data: Mapping[str, str], template_root: Path) -> dict[str, Any]:
             f"Unknown --data key{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}.",
             hint=f"the questions are: {', '.join(sorted(known))}",
         )
-    return {key: _cast(key, value, known[key]) for key, value in data.items()}
+    # Settings get the same check as `orchestrate-kit config` (one message for a typo or a bad number).
+    rules = settings.known(template_root, known)
+    return {key: settings.check_value(rules[key], value) if key in rules and isinstance(value, str)
+            else _cast(key, value, known[key]) for key, value in data.items()}
 
 
 def _cast(key: str, value: Any, question: Mapping[str, Any]) -> Any:
@@ -184,10 +187,13 @@ def read_answers(project: Path, answers_file: str, template_root: Path) -> dict[
                 f"{answers_file} has no {key}, so the installed version is unknown.", hint=how_to_fix
             )
     known = questions(template_root)
+    rules = settings.known(template_root, known)
     for key, value in data.items():
         if key in known:
             try:
                 _cast(key, value, known[key])
+                if key in rules and value is not None:
+                    settings.check_value(rules[key], str(value))
             except UserError as error:
                 raise UserError(f"{answers_file}: {error.message}", hint=how_to_fix) from None
     return data

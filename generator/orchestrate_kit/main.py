@@ -10,7 +10,9 @@ Exit codes:
 130   interrupted with Ctrl-C
 ====  =====================================================================
 
-An unexpected error (a bug) prints one line and the file its traceback was written to.
+A reader that goes away (``orchestrate-kit install | head -1``) silences the rest of the output; the
+command finishes and its own exit code stands. An unexpected error (a bug) prints one line and the
+file its traceback was written to.
 Adding a command is one entry in ``COMMANDS``: a function that adds its arguments and one that
 runs it from the parsed namespace.
 """
@@ -23,6 +25,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import __version__, output
 from .errors import UserError
@@ -39,42 +42,76 @@ class Command:
     run: Callable[[argparse.Namespace], int]
 
 
-def _project_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("project", nargs="?", default=".", metavar="PROJECT",
-                        help="the project folder (default: the current folder)")
+def _quiet_argument(parser: argparse.ArgumentParser, default: Any) -> None:
+    # On every subcommand too, so `orchestrate-kit doctor -q` works; SUPPRESS keeps the top one's value.
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="print only warnings and errors")
+
+
+def _project_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("project", nargs="?", default=None, metavar="PROJECT", help=help)
+
+
+FOUND_PROJECT = "the project (default: the one holding the current folder, found from any subfolder)"
+
+
+def _data_pair(text: str) -> tuple[str, str]:
+    """argparse type of --data: a malformed pair is a usage error (exit 2)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"takes KEY=VALUE, not {text!r} (e.g. --data max_parallel=4)")
+    return key.strip(), value
 
 
 def _data_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", "-d", action="append", default=[], metavar="KEY=VALUE",
-                        help="answer one install question (repeatable): worker_command, max_parallel, "
-                        "max_restarts, poll_interval, refresh_interval")
+    parser.add_argument("--data", "-d", action="append", default=[], type=_data_pair, metavar="KEY=VALUE",
+                        help="answer one install question (repeatable), e.g. max_parallel=4; "
+                        "`orchestrate-kit config` lists them")
 
 
 def _install_arguments(parser: argparse.ArgumentParser) -> None:
-    _project_argument(parser)
+    _project_argument(parser, "the folder to install into (default: the top of the git repository "
+                      "holding the current folder, else the current folder)")
     parser.add_argument("--defaults", action="store_true", help="take the default answers without asking")
+    parser.add_argument("--force", action="store_true",
+                        help="install even inside a project that already has the orchestrator (a nested copy)")
     _data_argument(parser)
 
 
 def _upgrade_arguments(parser: argparse.ArgumentParser) -> None:
-    _project_argument(parser)
+    _project_argument(parser, FOUND_PROJECT)
     parser.add_argument("--to", metavar="VERSION", help="the version to move to (default: this installer's)")
     _data_argument(parser)
 
 
 def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
-    _project_argument(parser)
+    _project_argument(parser, FOUND_PROJECT)
     parser.add_argument("--fix", action="store_true", help="repair what is safe to repair (symlink, run bits)")
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("key", nargs="?", metavar="KEY", help="the setting to show or change (default: list them all)")
+    parser.add_argument("value", nargs="?", metavar="VALUE", help="its new value, written to orchestrator.local.conf")
+    parser.add_argument("--unset", action="store_true", help="remove KEY from orchestrator.local.conf")
+    parser.add_argument("--project", metavar="PATH", help=FOUND_PROJECT)
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, metavar="PATH",
                         help="make the demo in this new or empty folder (default: a temporary one)")
-    parser.add_argument("--keep", action="store_true", help="keep the demo folder to explore afterwards")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the demo folder (its project and Task Copilot database) to explore afterwards")
     parser.add_argument("--pause", type=float, default=0.6, metavar="S",
                         help="seconds the simulated agent spends on each task (default %(default)s)")
     parser.add_argument("--refresh", type=float, default=1.0, metavar="S",
                         help="seconds between dashboard frames (default %(default)s)")
+
+
+def _sample_db_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=Path, metavar="PATH",
+                        help="where to write it (default: where the project's orchestrator looks, "
+                        "$TASK_DB_PATH or ~/.claude/tasks, then $WORKSPACE_ID or the folder's name)")
+    parser.add_argument("--project", metavar="PATH", help=FOUND_PROJECT)
 
 
 def _install_command_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,35 +120,43 @@ def _install_command_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace a command file of your own")
 
 
-def _parse_data(pairs: Sequence[str]) -> dict[str, str]:
-    data = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--data takes KEY=VALUE, not {pair!r}.", hint="e.g. --data max_parallel=4")
-        data[key.strip()] = value
-    return data
+def _found_project(argument: str | None) -> Path:
+    """The project a command about an installed orchestrator means, from any subfolder."""
+    from .project import ANSWERS_FILE, find_root, resolve_project
+
+    return find_root(resolve_project(argument), ANSWERS_FILE)
 
 
 def _run_install(args: argparse.Namespace) -> int:
     from .commands.install import install
     from .project import resolve_project
 
-    return install(project=resolve_project(args.project), data=_parse_data(args.data), defaults=args.defaults)
+    project = resolve_project(args.project) if args.project is not None else _found_project(None)
+    return install(project=project, data=dict(args.data), defaults=args.defaults, force=args.force)
 
 
 def _run_upgrade(args: argparse.Namespace) -> int:
     from .commands.upgrade import upgrade
-    from .project import resolve_project
 
-    return upgrade(project=resolve_project(args.project), data=_parse_data(args.data), to=args.to)
+    return upgrade(project=_found_project(args.project), data=dict(args.data), to=args.to)
 
 
 def _run_doctor(args: argparse.Namespace) -> int:
     from .commands.doctor import doctor
-    from .project import resolve_project
 
-    return doctor(project=resolve_project(args.project), fix=args.fix)
+    return doctor(project=_found_project(args.project), fix=args.fix)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    from .commands.config import config
+
+    return config(project=_found_project(args.project), key=args.key, value=args.value, unset=args.unset)
+
+
+def _run_sample_db(args: argparse.Namespace) -> int:
+    from .commands.sample_db import sample_db
+
+    return sample_db(project=_found_project(args.project), db=args.db)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -131,10 +176,14 @@ COMMANDS: dict[str, Command] = {
     "install": Command("install the orchestrator into a project", _install_arguments, _run_install),
     "upgrade": Command("upgrade it, keeping your edits (three-way merge)", _upgrade_arguments, _run_upgrade),
     "doctor": Command("check that it can run, and --fix what is safe", _doctor_arguments, _run_doctor),
+    "config": Command("show or change its settings (kept in orchestrator.local.conf)", _config_arguments,
+                      _run_config),
     "install-command": Command(
         "put the /orchestrate slash command into ~/.claude/commands/",
         _install_command_arguments, _run_install_command,
     ),
+    "sample-db": Command("write a small Task Copilot plan (the diamond, harmless tasks) to try it on",
+                         _sample_db_arguments, _run_sample_db),
     "demo": Command("run the orchestrator on a built-in example project, end to end",
                     _demo_arguments, _run_demo),
 }
@@ -147,11 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Install, upgrade and check the Task Copilot stream orchestrator in a project.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
+    _quiet_argument(parser, False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
         sub = subparsers.add_parser(name, help=command.help, description=command.help)
         command.add_arguments(sub)
+        _quiet_argument(sub, argparse.SUPPRESS)
     return parser
 
 
@@ -171,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         output.error("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`| head`) before anything we print was lost
+        output.silence_stdout()
+        return EXIT_OK
     except Exception as error:  # a bug: one line here, the traceback in a file
         where = _write_traceback()
         output.error(f"unexpected error (a bug): {type(error).__name__}: {error}; traceback in {where}")

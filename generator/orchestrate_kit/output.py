@@ -36,9 +36,33 @@ def _paint(text: str, colour: str, stream: TextIO) -> str:
     return f"{_COLOURS[colour]}{text}{_RESET}" if _use_colour(stream) else text
 
 
+_silenced: set[int] = set()  # ids of streams whose reader went away
+
+
 def _write(stream: TextIO, line: str) -> None:
-    stream.write(line + "\n")
-    stream.flush()
+    if id(stream) in _silenced:
+        return
+    try:
+        stream.write(line + "\n")
+        stream.flush()
+    except BrokenPipeError:  # `orchestrate-kit install | head -1`: the command goes on, unheard
+        _silence(stream)
+
+
+def _silence(stream: TextIO) -> None:
+    """Drop what is still to be written to ``stream``, including Python's flush at exit."""
+    _silenced.add(id(stream))
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's StringIO)
+        pass
+
+
+def silence_stdout() -> None:
+    """The reader of stdout went away: print nothing more there (see ``_write``)."""
+    _silence(sys.stdout)
 
 
 def info(message: str) -> None:

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .git import toplevel
 
 ORCHESTRATOR_DIR = ".claude/orchestrator"
+# copier.yml's _answers_file (a test holds them equal): what marks an installed project.
+ANSWERS_FILE = f"{ORCHESTRATOR_DIR}/.copier-answers.yml"
 # The slash command: a user's own file there is kept, never overwritten.
 COMMAND_FILE = ".claude/commands/orchestrate.md"
 # Runtime state: ignored by git, never written or removed by install or upgrade.
@@ -34,6 +37,23 @@ def resolve_project(argument: str | None) -> Path:
     if not path.is_dir():
         raise UserError(f"{argument} is a file, not a project folder.", hint="give the folder of your project")
     return path.resolve()
+
+
+def installed_above(start: Path, answers_file: str) -> Path | None:
+    """The nearest folder at or above ``start`` with the orchestrator installed (its answers file)."""
+    for folder in (start, *start.parents):
+        if (folder / answers_file).is_file():
+            return folder
+    return None
+
+
+def find_root(start: Path, answers_file: str) -> Path:
+    """The project that ``start`` belongs to: the nearest folder with the orchestrator installed,
+    else the top of the git work tree, else ``start`` itself. Works from any subfolder."""
+    installed = installed_above(start, answers_file)
+    if installed is not None:
+        return installed
+    return toplevel(start) or start
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,13 @@ template, but a pip-installed orchestrate-kit holds only a plain copy of its own
 
 - the package ships ``template-history.bundle`` (every released version, one tag each, built
   by ``tools/template_bundle.py``), fetched into the store on every run;
-- when the store has no tag for the packaged tree (a build from an untagged commit, or a
-  checkout whose template was edited since its tag), the packaged tree is committed and tagged
-  there: ``vX.Y.Z`` if that name is free, else ``vX.Y.Z+dev.N.g<tree>`` so a tag never changes
-  what it names.
+- when the store has no tag for the packaged tree, the packaged tree is committed and tagged
+  there. A tag never changes what it names: release names (``vX.Y.Z``) come only from bundles,
+  and a bundle never moves a tag the store already has. A dev build's own version
+  (``vX.Y.Z.devN+g<commit>``, which sorts before the release) is used when free; a release
+  version without its bundle, or a name already taken by another tree (a checkout edited
+  since), gets ``+local.N.g<tree>`` (``.local.N.g<tree>`` after a local part), numbered so later
+  builds sort after earlier ones.
 
 The store lives in ``$XDG_DATA_HOME/orchestrate-kit/template`` (default
 ``~/.local/share/orchestrate-kit/template``) and copier is pointed at it as ``~/...`` when it is
@@ -46,6 +49,8 @@ _IDENTITY = {
 _SKIP_DIRS = {"__pycache__", ".git"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 _BUNDLE_MARK = "orchestrate-kit-bundle.sha256"
+# Where a bundle's tags land before they are checked against the store's own.
+_INCOMING = "refs/orchestrate-kit/incoming"
 
 
 @dataclass(frozen=True)
@@ -148,15 +153,40 @@ def tags(path: Path | None = None) -> list[str]:
 
 
 def _fetch_bundle(path: Path, bundle: Path) -> None:
-    """Fetch every tag of the bundle, unless this very bundle was fetched before."""
+    """Add the bundle's tags the store lacks, unless this very bundle was fetched before.
+
+    A tag the store already has is never moved: projects name the version they were installed
+    with by its tag. A clash (a store tag that names another commit) stops everything.
+    """
     digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
     mark = path / ".git" / _BUNDLE_MARK
     if mark.is_file() and digest in mark.read_text().split():
         return
-    # --force: a tag built here from an untagged build gives way to the released one.
-    git("fetch", "--quiet", "--force", "--no-tags", str(bundle), "+refs/tags/*:refs/tags/*", cwd=path)
+    git("fetch", "--quiet", "--force", "--no-tags", str(bundle), f"+refs/tags/*:{_INCOMING}/*", cwd=path)
+    incoming = git("for-each-ref", "--format=%(objectname) %(refname)", _INCOMING, cwd=path).split("\n")
+    offered = {ref[len(_INCOMING) + 1:]: commit for commit, ref in (line.split(" ", 1) for line in incoming if line)}
+    deletes = git("for-each-ref", "--format=delete %(refname)", _INCOMING, cwd=path)
+    git("update-ref", "--stdin", cwd=path, stdin=deletes)
+    mine = {name: _commit_of(path, name) for name in offered}
+    clashes = sorted(name for name, commit in offered.items() if mine[name] not in (None, commit))
+    if clashes:
+        raise UserError(
+            f"The template store {path} has its own {', '.join(clashes)}, made by an earlier development "
+            "build, and it differs from the released one; nothing was changed.",
+            hint=f"move the store aside (mv {path} {path}.old) and run the command again",
+        )
+    for name, commit in offered.items():
+        if mine[name] is None:
+            git("tag", name, commit, cwd=path)
     with open(mark, "a") as handle:
         handle.write(digest + "\n")
+
+
+def _commit_of(store: Path, tag: str) -> str | None:
+    try:
+        return git("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}", cwd=store).strip()
+    except sh.ErrorReturnCode:
+        return None
 
 
 def _template_files(template: PackagedTemplate) -> list[str]:
@@ -219,17 +249,21 @@ def _tree_of(store: Path, tag: str) -> str | None:
 
 def _tag_for_tree(store: Path, version: str, tree: str) -> str:
     """The tag naming this version with exactly this tree, made if there is none yet."""
-    release = tag_for(version)
-    release_tree = _tree_of(store, release)
-    if release_tree == tree:
-        return release
-    dev_tags = [t for t in tags(store) if t.startswith(release + "+dev.")]
-    for dev in dev_tags:
-        if _tree_of(store, dev) == tree:
-            return dev
-    # A free release name is taken by the packaged tree; a taken one gets a numbered dev tag
-    # (numbered so later builds sort after earlier ones and updates never look like downgrades).
-    name = release if release_tree is None else f"{release}+dev.{len(dev_tags) + 1}.g{tree[:10]}"
+    name = tag_for(version)
+    named_tree = _tree_of(store, name)
+    if named_tree == tree:
+        return name
+    parsed = version_of(name)
+    local_prefix = name + ("." if parsed is not None and parsed.local else "+") + "local."
+    local_tags = [t for t in tags(store) if t.startswith(local_prefix)]
+    for local in local_tags:
+        if _tree_of(store, local) == tree:
+            return local
+    # A dev version names one commit and no release will ever take it; a release name is left
+    # to the bundles, and a taken name to the tree it has.
+    dev_build = parsed is not None and (parsed.is_devrelease or parsed.local is not None)
+    if not (dev_build and named_tree is None):
+        name = f"{local_prefix}{len(local_tags) + 1}.g{tree[:10]}"
     commit = git(
         "commit-tree", tree, "-m", f"orchestrate-kit template {name}", cwd=store, env=_IDENTITY
     ).strip()

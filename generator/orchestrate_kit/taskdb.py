@@ -1,8 +1,8 @@
 """Write Task Copilot databases with the real schema: for the demo, the tests and the benchmarks.
 
-The schema in data/task-copilot-schema.sql is a verbatim copy of the one the
-Task Copilot server creates (a test keeps it in step with ../shared/). Only the
-demo and the tests write databases; the runtime only ever reads them.
+The schema in data/task-copilot-schema.sql is a verbatim copy of the one the Task Copilot
+server creates (tests/test_schema_copy.py compares them when the server's schema is at hand).
+Only sample-db, the demo and the tests write databases; the runtime only ever reads them.
 """
 
 from __future__ import annotations

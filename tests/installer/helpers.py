@@ -82,13 +82,32 @@ def v2_edit(template_dir: Path) -> None:
 
 
 def make_version(
-    dest: Path, version: str, edit: Callable[[Path], None] | None = None, bundle: Path | None = None
+    dest: Path, version: str, edit: Callable[[Path], None] | None = None, bundle: Path | None = None,
+    released: bool = True,
 ) -> PackagedTemplate:
-    """A packaged template folder at ``version``; ``edit`` changes its template/ folder."""
+    """A packaged template folder at ``version``; ``edit`` changes its template/ folder.
+
+    Like a real release, it carries a history bundle holding its own tag (the only source of
+    release names in the store), unless ``bundle`` is given or ``released`` is False.
+    """
     copy_template(dest)
     if edit is not None:
         edit(dest / "template")
+    if bundle is None and released:
+        bundle = own_bundle(dest, version)
     return PackagedTemplate(dest, version, bundle)
+
+
+def own_bundle(packaged: Path, version: str) -> Path:
+    """A history bundle with one tag, ``vVERSION``, holding the packaged folder's tree."""
+    history = packaged.with_name(packaged.name + ".history")
+    shutil.copytree(packaged, history, symlinks=True)
+    init_repo(history)
+    commit_all(history, f"release {version}")
+    git(history, "tag", f"v{version}")
+    bundle = packaged.with_name(packaged.name + ".bundle")
+    build_bundle(history, bundle)
+    return bundle
 
 
 def use(monkeypatch: pytest.MonkeyPatch, template: PackagedTemplate) -> None:

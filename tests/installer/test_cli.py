@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 
@@ -97,3 +98,41 @@ def test_quiet_keeps_warnings_and_errors(capsys):
 def test_each_command_has_help(capsys, argv):
     result = run(capsys, *argv)
     assert result.code == 0 and "PROJECT" in result.out
+
+
+def test_quiet_works_before_and_after_the_command(tmp_path, capsys, monkeypatch):
+    from . import helpers
+
+    helpers.use(monkeypatch, helpers.make_version(tmp_path / "pkg", "1.0.0"))
+    project = tmp_path / "project"
+    project.mkdir()
+    after = run(capsys, "install", "--defaults", str(project), "--quiet")
+    assert after.code == 0 and after.out == ""
+    before = run(capsys, "-q", "doctor", str(project))
+    also = run(capsys, "doctor", "-q", str(project))
+    loud = run(capsys, "doctor", str(project))
+    assert before.out == also.out and "ok  " not in also.out
+    assert "ok  " in loud.out
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path, fake_home):
+    """`orchestrate-kit install --defaults | head -1`: the install completes and exits 0."""
+    project = tmp_path / "project"
+    project.mkdir()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrate_kit", "install", "--defaults", str(project)],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert "BrokenPipe" not in done.stderr and "unexpected error" not in done.stderr
+    assert (project / ".claude/orchestrator/.copier-answers.yml").is_file()
+
+
+def test_a_malformed_data_pair_is_a_usage_error(capsys):
+    result = run(capsys, "upgrade", "--data", "max_parallel")
+    assert result.code == 2 and "usage:" in result.err and "KEY=VALUE" in result.err

@@ -68,7 +68,8 @@ def test_a_healthy_install(project, capsys):
     assert lines(result, "FAIL") == []
     out = result.out
     for label in ("python3", "bash", "git", "version", "files", "run bits", "symlink ./watch-status",
-                  ".gitignore", "worker command", "database"):
+                  ".gitignore", "worker command", "settings and database", "conflict markers",
+                  "template source", "your settings"):
         assert f"ok    {label}" in out, label
     assert "/data/tasks.db, 3 streams, graph valid" in out
     assert "installed v1.0.0" in out
@@ -114,7 +115,7 @@ def test_missing_database_is_reported_with_the_runtimes_message(project, capsys)
     result = run(capsys, "doctor", str(project))
 
     assert result.code == 1
-    assert any("database" in line and "No Task Copilot database at /x/tasks.db" in line for line in lines(result, "FAIL"))
+    assert any("settings and database" in line and "No Task Copilot database at /x/tasks.db" in line for line in lines(result, "FAIL"))
 
 
 def test_invalid_graph_is_reported(project, capsys):
@@ -212,3 +213,68 @@ def test_database_check_says_which_rule_found_the_database():
     text = _describe_plan('{"database": "/p/.copilot/tasks.db", "tracker": "tc", "database_found_by": '
                           '"found by walking up", "levels": [["A"], ["B"]]}')
     assert text == "/p/.copilot/tasks.db (tc: found by walking up), 2 streams, graph valid"
+
+
+def test_conflict_markers_are_found_in_every_installed_file_with_file_and_line(project, capsys):
+    sample = project / helpers.SAMPLE
+    text = sample.read_text().replace("TIMEOUT = 30", "<<<<<<< before updating\nTIMEOUT = 45\n=======\n"
+                                      "TIMEOUT = 60\n>>>>>>> after updating")
+    sample.write_text(text)
+    line = text.splitlines().index("<<<<<<< before updating") + 1
+    conf = project / ".claude/orchestrator/orchestrator.conf"
+    conf.write_text(conf.read_text() + "<<<<<<< before updating\nmax_parallel = 2\n=======\n"
+                    "max_parallel = 5\n>>>>>>> after updating\n")
+    conf_line = conf.read_text().splitlines().index("<<<<<<< before updating") + 1
+
+    result = run(capsys, "doctor", str(project))
+
+    assert result.code == 1
+    (markers,) = [entry for entry in lines(result, "FAIL") if entry.startswith("FAIL  conflict markers")]
+    assert f"{helpers.SAMPLE}:{line}" in markers and f".claude/orchestrator/orchestrator.conf:{conf_line}" in markers
+    # The runtime is not blamed for something else: it is not run while markers are there.
+    assert any("settings and database" in entry and "conflict markers" in entry for entry in lines(result, "FAIL"))
+    assert "Everything looks right" not in result.out
+
+
+def test_the_runtimes_settings_error_names_the_file_and_line(project, capsys):
+    where = project / ".claude/orchestrator/orchestrator.local.conf"
+    plan_stub(project, exit_code=2, stderr=f"orchestrate: {where}:4: max_parallel must be a number, got 'x'\n")
+
+    result = run(capsys, "doctor", str(project))
+
+    assert result.code == 1
+    assert any(f"{where}:4: max_parallel must be a number" in entry for entry in lines(result, "FAIL"))
+
+
+def test_a_crash_of_the_runtime_shows_its_last_line_and_where(project, capsys):
+    runtime = project / RUNTIME
+    runtime.write_text("import sys\nx = (\n")  # a SyntaxError, as a bad merge by hand leaves
+
+    result = run(capsys, "doctor", str(project))
+
+    (failed,) = [entry for entry in lines(result, "FAIL") if "settings and database" in entry]
+    assert "SyntaxError" in failed and ".claude/orchestrator/orchestrate.py:" in failed
+    assert "Traceback" not in failed
+
+
+def test_a_missing_template_store_is_explained(project, capsys, fake_home):
+    import shutil
+
+    shutil.rmtree(helpers.store_dir(fake_home))
+
+    result = run(capsys, "doctor", str(project))
+
+    (warned,) = [entry for entry in lines(result, "warn") if "template source" in entry]
+    assert "was missing on this machine" in warned and "Local template must be a directory" in warned
+    assert (helpers.store_dir(fake_home) / ".git").is_dir()  # and it is there now
+
+
+def test_a_typo_in_your_settings_is_a_warning(project, capsys):
+    local = project / ".claude/orchestrator/orchestrator.local.conf"
+    local.write_text(local.read_text() + "max_paralel = 3\n")
+
+    result = run(capsys, "doctor", str(project))
+
+    assert result.code == 0
+    (warned,) = [entry for entry in lines(result, "warn") if "your settings" in entry]
+    assert "max_paralel (line 4)" in warned

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import yaml
 
 from orchestrate_kit import store
+from orchestrate_kit.settings import LOCAL_CONF, LOCAL_HEADER
 
 from . import helpers
 from .helpers import ANSWERS, SAMPLE, commit_all, init_repo, run, snapshot, use
@@ -41,13 +43,14 @@ def test_install_into_empty_git_project(tmp_path, capsys, monkeypatch, repo_temp
     answers = yaml.safe_load((project / ANSWERS).read_text())
     assert answers["_commit"] == "v1.0.0"
     assert answers["_src_path"] == "~/.local/share/orchestrate-kit/template"
-    assert answers["max_restarts"] == 10 and answers["max_parallel"] == 0
+    assert answers["max_restarts"] == "10" and answers["max_parallel"] == "0"  # kept as typed
     # Nothing else touched: the user's files are as they were, and git sees only our new paths.
     assert (project / "README.md").read_text() == "mine\n"
     assert (project / ".claude" / "settings.json").read_text() == "{}\n"
     new = helpers.git(project, "status", "--porcelain", "--untracked-files=all").splitlines()
     assert all(line.startswith("?? ") for line in new)
-    assert {line[3:] for line in new} == {*layout.modes, ANSWERS}
+    assert {line[3:] for line in new} == {*layout.modes, ANSWERS, LOCAL_CONF}
+    assert (project / LOCAL_CONF).read_text() == LOCAL_HEADER
     assert not list(project.rglob("__pycache__"))
     assert "git add" in result.out
 
@@ -153,7 +156,7 @@ def test_data_answers_reach_the_config(tmp_path, capsys, monkeypatch, repo_templ
     assert "worker_command = mycli --headless -p" in conf
     assert "poll_interval = 0.5" in conf
     answers = yaml.safe_load((project / ANSWERS).read_text())
-    assert answers["max_parallel"] == 4 and answers["poll_interval"] == 0.5
+    assert answers["max_parallel"] == "4" and answers["poll_interval"] == "0.5"
 
 
 def test_files_in_the_way_are_refused_with_nothing_changed(tmp_path, capsys, monkeypatch, repo_template):
@@ -211,10 +214,11 @@ def test_bad_data_values_are_refused(tmp_path, capsys, monkeypatch, repo_templat
     zero_interval = run(capsys, "install", "--defaults", str(project), "--data", "refresh_interval=0")
     no_equals = run(capsys, "install", "--defaults", str(project), "--data", "max_parallel")
 
-    assert not_a_number.code == 1 and "max_parallel must be a whole number, not 'lots'" in not_a_number.err
-    assert negative.code == 1 and "Bad answer for 'max_restarts'" in negative.err
-    assert zero_interval.code == 1 and "refresh_interval" in zero_interval.err
-    assert no_equals.code == 1 and "KEY=VALUE" in no_equals.err
+    assert not_a_number.code == 1
+    assert "max_parallel must be 0 or a positive whole number, not 'lots'" in not_a_number.err
+    assert negative.code == 1 and "max_restarts must be 0 or a positive whole number, not '-1'" in negative.err
+    assert zero_interval.code == 1 and "refresh_interval must be a number of seconds above 0" in zero_interval.err
+    assert no_equals.code == 2 and "KEY=VALUE" in no_equals.err and "usage:" in no_equals.err
     assert snapshot(project) == {}
 
 
@@ -287,3 +291,85 @@ def test_bash_in_a_jinja_template_renders(tmp_path, capsys, monkeypatch):
     rendered = project / ".claude/orchestrator/count.sh"
     assert rendered.read_text() == '#!/usr/bin/env bash\nitems=(a b)\necho "${#items[@]} of 3"\n'
     assert os.access(rendered, os.X_OK)
+
+
+def test_install_without_a_terminal_on_an_installed_project_points_to_upgrade(
+        tmp_path, capsys, monkeypatch, repo_template):
+    use(monkeypatch, repo_template)
+    project = init_repo(tmp_path / "project")
+    assert run(capsys, "install", "--defaults", str(project)).code == 0
+
+    result = run(capsys, "install", str(project))  # no --defaults, and stdin is not a terminal
+
+    assert result.code == 1 and "already installed" in result.err and "orchestrate-kit upgrade" in result.err
+    assert "terminal" not in result.err
+
+
+def test_from_a_subfolder_the_project_root_is_found_and_a_nested_copy_refused(
+        tmp_path, capsys, monkeypatch, repo_template):
+    use(monkeypatch, repo_template)
+    project = init_repo(tmp_path / "project")
+    sub = project / "src" / "deep"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+
+    installed = run(capsys, "install", "--defaults")  # no PROJECT: the top of the git repository
+    assert installed.code == 0, installed.err
+    assert (project / ANSWERS).is_file() and not (sub / ".claude").exists()
+    doctor = run(capsys, "doctor")
+    assert f"no {ANSWERS}" not in doctor.out and "not installed" not in doctor.err
+    assert "orchestrator installed" not in doctor.out
+
+    before = snapshot(project)
+    nested = run(capsys, "install", "--defaults", str(sub))
+    assert nested.code == 1 and f"inside {project}" in nested.err and "--force" in nested.err
+    assert snapshot(project) == before
+    forced = run(capsys, "install", "--defaults", "--force", str(sub))
+    assert forced.code == 0 and (sub / ANSWERS).is_file()
+
+
+def test_kept_watch_status_is_not_advertised_and_the_permissions_warning_is_said_once(
+        tmp_path, capsys, monkeypatch, repo_template):
+    use(monkeypatch, repo_template)
+    project = init_repo(tmp_path / "project")
+    (project / "watch-status").write_text("#!/bin/sh\necho my own\n")
+
+    result = run(capsys, "install", "--defaults", str(project))
+
+    assert result.code == 0, result.err
+    assert "./watch-status" not in result.out
+    assert ".claude/orchestrator/watch-status    # watch them run" in result.out
+    assert "git add .claude && git commit" in result.out  # not their own ./watch-status
+    assert result.err.count("--dangerously-skip-permissions") == 1
+    assert "--permission-mode acceptEdits" in result.err and "--allowedTools" in result.err
+
+
+@pytest.mark.parametrize("choice, flags", [
+    ("accept-edits", "claude --print --permission-mode acceptEdits -p"),
+    ("allowed-tools", 'claude --print --allowedTools "Read Edit Write Glob Grep Bash(git:*)" -p'),
+])
+def test_safer_permission_answers_shape_the_worker_command(tmp_path, capsys, monkeypatch, repo_template,
+                                                           choice, flags):
+    use(monkeypatch, repo_template)
+    project = init_repo(tmp_path / "project")
+
+    result = run(capsys, "install", "--defaults", str(project), "--data", f"worker_permissions={choice}")
+
+    assert result.code == 0, result.err
+    assert f"worker_command = {flags}\n" in (project / ".claude/orchestrator/orchestrator.conf").read_text()
+    assert "--dangerously-skip-permissions" not in result.err
+
+
+def test_an_install_for_a_project_of_its_own_making_gives_no_next_steps(tmp_path, capsys, monkeypatch,
+                                                                        repo_template):
+    """The demo installs into its temporary project: advice about committing it would mislead."""
+    from orchestrate_kit.commands.install import install
+
+    use(monkeypatch, repo_template)
+    project = init_repo(tmp_path / "project")
+    capsys.readouterr()
+
+    assert install(project=project, data={}, defaults=True, next_steps=False) == 0
+
+    out = capsys.readouterr().out
+    assert "Installed the orchestrator" in out and "Next steps" not in out and "git add" not in out

@@ -54,7 +54,7 @@ def test_store_commits_are_the_same_on_every_machine(tmp_path, monkeypatch):
     assert git(a, "rev-parse", "v1.0.0") == git(b, "rev-parse", "v1.0.0")
 
 
-def test_an_edited_tree_of_the_same_version_gets_its_own_dev_tag(tmp_path, fake_home):
+def test_an_edited_tree_of_the_same_version_gets_its_own_local_tag(tmp_path, fake_home):
     version = helpers.make_version(tmp_path / "pkg", "1.0.0")
     assert store.sync(version) == "v1.0.0"
     sample = version.root / "template" / helpers.SAMPLE
@@ -66,7 +66,7 @@ def test_an_edited_tree_of_the_same_version_gets_its_own_dev_tag(tmp_path, fake_
     sample.write_text(helpers.SAMPLE_V1)
     back = store.sync(version)
 
-    assert first_dev.startswith("v1.0.0+dev.1.g") and second_dev.startswith("v1.0.0+dev.2.g")
+    assert first_dev.startswith("v1.0.0+local.1.g") and second_dev.startswith("v1.0.0+local.2.g")
     assert back == "v1.0.0"
     # Later dev builds sort later, so an update between them never looks like a downgrade.
     assert store.version_of(first_dev) < store.version_of(second_dev)
@@ -82,31 +82,67 @@ def test_wheel_style_template_symlinks_from_the_list_and_no_bytecode(tmp_path, f
     cache.mkdir()
     (cache / "x.cpython-311.pyc").write_bytes(b"\0")
     wheel_like = PackagedTemplate(
-        version.root, "1.0.0", None, symlinks=(("template/watch-status", ".claude/orchestrator/watch-status"),)
+        version.root, "1.0.0", version.bundle,
+        symlinks=(("template/watch-status", ".claude/orchestrator/watch-status"),),
     )
 
-    store.sync(wheel_like)
+    assert store.sync(wheel_like) == "v1.0.0"  # the same tree as the release's
 
     tree = ls_tree(helpers.store_dir(fake_home), "v1.0.0")
     assert tree["template/watch-status"] == "120000"
     assert not any("__pycache__" in name or name.endswith(".pyc") for name in tree)
 
 
-def test_bundle_tags_are_fetched_and_win_over_local_ones(tmp_path, fake_home):
+def test_a_release_name_comes_only_from_a_bundle(tmp_path, fake_home):
+    """A release version without its bundle (an editable install at a tag) gets a local name,
+    so the real release's bundle later adds vX.Y.Z beside it and no tag changes meaning."""
+    unbundled = helpers.make_version(tmp_path / "unbundled", "2.0.0", edit=helpers.v2_edit, released=False)
+    local = store.sync(unbundled)
+    path = helpers.store_dir(fake_home)
+    local_commit = git(path, "rev-parse", local)
     repo = helpers.tagged_template_repo(tmp_path / "history", [("v1.0.0", None), ("v2.0.0", helpers.v2_edit)])
     bundle = tmp_path / "history.bundle"
     helpers.build_bundle(repo, bundle)
-    # This machine first built its own v2.0.0 from a different tree.
+    released = helpers.make_version(tmp_path / "pkg-2", "2.0.0", edit=helpers.v2_edit, bundle=bundle)
+
+    assert local.startswith("v2.0.0+local.1.g")
+    assert store.sync(released) == "v2.0.0"
+    assert store.tags(path) == ["v1.0.0", "v2.0.0", local]
+    assert git(path, "rev-parse", local) == local_commit
+    assert store.layout("v1.0.0").links == {"watch-status": ".claude/orchestrator/watch-status"}
+
+
+def test_a_dev_build_keeps_its_own_name_which_sorts_before_the_release(tmp_path, fake_home):
+    dev = helpers.make_version(tmp_path / "dev", "2.0.0.dev3+gabc1234", edit=helpers.v2_edit, released=False)
+    assert store.sync(dev) == "v2.0.0.dev3+gabc1234"
+    sample = dev.root / "template" / helpers.SAMPLE
+    sample.write_text(sample.read_text() + "# uncommitted edit\n")
+    edited = store.sync(dev)
+
+    assert edited.startswith("v2.0.0.dev3+gabc1234.local.1.g")
+    assert store.version_of("v1.0.0") < store.version_of("v2.0.0.dev3+gabc1234") < store.version_of(edited)
+    assert store.version_of(edited) < store.version_of("v2.0.0")
+
+
+def test_a_bundle_never_moves_a_tag_the_store_has(tmp_path, fake_home):
+    """A store made by an old development build holds its own v2.0.0: stop, change nothing."""
+    path = helpers.store_dir(fake_home)
     odd = helpers.make_version(tmp_path / "odd", "2.0.0", edit=lambda t: (t / "odd.txt").write_text("odd\n"))
     store.sync(odd)
+    before = git(path, "show-ref", "--tags")
+    repo = helpers.tagged_template_repo(tmp_path / "history", [("v1.0.0", None), ("v2.0.0", helpers.v2_edit)])
+    bundle = tmp_path / "history.bundle"
+    helpers.build_bundle(repo, bundle)
     v2 = helpers.make_version(tmp_path / "pkg-2", "2.0.0", edit=helpers.v2_edit, bundle=bundle)
 
-    assert store.sync(v2) == "v2.0.0"
+    from orchestrate_kit.errors import UserError
 
-    path = helpers.store_dir(fake_home)
-    assert store.tags(path) == ["v1.0.0", "v2.0.0"]
-    assert "template/odd.txt" not in ls_tree(path, "v2.0.0")
-    assert store.layout("v1.0.0").links == {"watch-status": ".claude/orchestrator/watch-status"}
+    with pytest.raises(UserError, match="has its own v2.0.0") as raised:
+        store.sync(v2)
+
+    assert "mv " in (raised.value.hint or "")
+    assert git(path, "show-ref", "--tags") == before
+    assert "incoming" not in git(path, "for-each-ref")
 
 
 def test_layout_lists_project_paths(tmp_path):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
+import copier
+import pytest
 import yaml
 
-from orchestrate_kit import copier_runner
+from orchestrate_kit import copier_runner, settings
 from orchestrate_kit.project import COMMAND_FILE, ORCHESTRATOR_DIR
 
+from . import helpers
 from .helpers import ANSWERS, REPO
 
 CONFIG = yaml.safe_load((REPO / "copier.yml").read_text())
@@ -31,23 +35,31 @@ def test_copier_settings():
 
 def test_questions_defaults_and_validators():
     questions = copier_runner.questions(REPO)
-    assert set(questions) == {"worker_command", "max_parallel", "max_restarts", "poll_interval", "refresh_interval",
-                              "tracker"}
+    assert {"worker_permissions", "allowed_tools", "worker_command", "max_parallel", "max_restarts",
+            "poll_interval", "refresh_interval", "tracker"} <= set(questions)
+    assert questions["worker_permissions"]["default"] == "skip"
+    assert set(questions["worker_permissions"]["choices"].values()) == {"skip", "accept-edits", "allowed-tools"}
+    assert "--dangerously-skip-permissions" in questions["worker_command"]["default"]
+    # Numbers are text checked by validators: copier's own cast would say only "Invalid input".
+    assert questions["max_parallel"]["default"] == "0" and questions["max_parallel"]["type"] == "str"
+    assert questions["max_restarts"]["default"] == "10"
+    assert questions["poll_interval"]["default"] == "1"
+    assert questions["refresh_interval"]["default"] == "15"
     assert questions["tracker"]["default"] == "auto"
-    assert questions["worker_command"]["default"] == "claude --print --dangerously-skip-permissions -p"
-    assert questions["max_parallel"]["default"] == 0
-    assert questions["max_restarts"]["default"] == 10
-    assert questions["poll_interval"]["default"] == 1 and questions["poll_interval"]["type"] == "float"
-    assert questions["refresh_interval"]["default"] == 15
     for name, question in questions.items():
         assert question.get("help"), name
-        assert question.get("validator"), name
+        assert question.get("validator") or question.get("choices"), name
 
 
-def test_config_template_uses_exactly_the_questions():
+def test_config_template_holds_the_settings_questions():
     text = (REPO / "template" / ORCHESTRATOR_DIR / "orchestrator.conf.jinja").read_text()
-    for name in copier_runner.questions(REPO):
-        assert "{{ " + name + " }}" in text, name
+    questions = copier_runner.questions(REPO)
+    known = settings.known(REPO, questions)
+    for name in questions:
+        if name not in {"worker_permissions", "allowed_tools"}:  # they only shape worker_command's default
+            assert "{{ " + name + " }}" in text, name
+            assert name in known, name
+    assert "worker_permissions" not in known and "restart_delay" in known
 
 
 def test_template_tree_in_git():
@@ -63,3 +75,25 @@ def test_template_tree_in_git():
     ignored = (REPO / "template" / ORCHESTRATOR_DIR / ".gitignore").read_text().split()
     assert {"logs/", "pids/", "state/"} <= set(ignored)
     assert (REPO / "template" / "{{_copier_conf.answers_file}}.jinja").is_file()
+
+
+@pytest.mark.parametrize("key, typed, message", [
+    ("max_parallel", "lots", "Use 0 (unlimited) or a positive whole number"),
+    ("max_parallel", "-1", "Use 0 (unlimited) or a positive whole number"),
+    ("poll_interval", "soon", "Use a number of seconds above 0"),
+    ("refresh_interval", "0", "Use a number of seconds above 0"),
+])
+def test_plain_copier_explains_a_non_number_like_a_negative_one(tmp_path, key, typed, message):
+    """copier's own cast of an int question says only "Invalid input"; our validators say what fits."""
+    repo = helpers.tagged_template_repo(tmp_path / "template", [("v1.0.0", None)])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        copier.run_copy(str(repo), tmp_path / "project", data={key: typed}, defaults=True, quiet=True,
+                        vcs_ref="v1.0.0")
+
+
+def test_plain_copier_keeps_numbers_as_typed(tmp_path):
+    repo = helpers.tagged_template_repo(tmp_path / "template", [("v1.0.0", None)])
+    copier.run_copy(str(repo), tmp_path / "project", data={"poll_interval": "1", "max_parallel": "3"},
+                    defaults=True, quiet=True, vcs_ref="v1.0.0")
+    conf = (tmp_path / "project" / ORCHESTRATOR_DIR / "orchestrator.conf").read_text()
+    assert "poll_interval = 1\n" in conf and "max_parallel = 3\n" in conf

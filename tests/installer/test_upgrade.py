@@ -88,6 +88,7 @@ def test_overlapping_edit_is_a_conflict_and_exit_1(project, capsys):
     assert "TIMEOUT = 45  # the user's choice" in text and "TIMEOUT = 60" in text
     assert "conflicts" in result.err and SAMPLE in result.err
     assert "git reset --hard" in result.err  # how to abort
+    assert "Upgraded" not in result.out and "not finished" in result.err
     assert git(project, "diff", "--name-only", "--diff-filter=U").split() == [SAMPLE]
     assert installed_version(project) == "v2.0.0"
 
@@ -130,7 +131,7 @@ def test_data_changes_an_answer_on_upgrade(project, capsys):
 
     assert result.code == 0, result.err
     assert "max_parallel = 2" in (project / ".claude/orchestrator/orchestrator.conf").read_text()
-    assert yaml.safe_load((project / ANSWERS).read_text())["max_parallel"] == 2
+    assert yaml.safe_load((project / ANSWERS).read_text())["max_parallel"] == "2"
 
 
 def test_already_current_is_a_no_op(project, capsys):
@@ -166,6 +167,20 @@ def test_downgrade_is_refused(project, capsys, monkeypatch, versions):
 
     assert result.code == 1
     assert "downgrades are not supported" in result.err
+    assert "hint: upgrade orchestrate-kit itself first" in result.err
+    assert snapshot(project) == before
+
+
+def test_to_an_older_version_gets_a_hint_about_to(project, capsys, monkeypatch):
+    assert run(capsys, "upgrade", str(project)).code == 0
+    commit_all(project, "at v2")
+    before = snapshot(project)
+
+    result = run(capsys, "upgrade", str(project), "--to", "1.0.0")
+
+    assert result.code == 1 and "downgrades are not supported" in result.err
+    assert "hint: pass --to 2.0.0 or newer (2.0.0), or leave --to out" in result.err
+    assert "git revert" in result.err
     assert snapshot(project) == before
 
 
@@ -203,11 +218,11 @@ def test_not_a_git_repository(tmp_path, capsys, monkeypatch, versions):
         ("_src_path: ~/.local/share/orchestrate-kit/template\nmax_parallel: 0\n", "has no _commit"),
         (
             "_commit: v1.0.0\n_src_path: ~/.local/share/orchestrate-kit/template\nmax_parallel: lots\n",
-            "max_parallel must be a whole number",
+            "max_parallel must be 0 or a positive whole number",
         ),
         (
             "_commit: v1.0.0\n_src_path: ~/.local/share/orchestrate-kit/template\nmax_parallel: -3\n",
-            "Bad answer for 'max_parallel'",
+            "max_parallel must be 0 or a positive whole number, not '-3'",
         ),
     ],
 )
@@ -302,3 +317,40 @@ def test_a_file_the_new_version_drops_goes(tmp_path, capsys, monkeypatch):
     assert result.code == 0, result.err
     assert not (project / old_file).exists()
     assert old_file in result.out
+
+
+def test_upgrade_from_a_dev_build_to_its_release_is_a_real_merge(tmp_path, capsys, monkeypatch):
+    """The dev build's template is the merge base: its lines are replaced, never taken for edits."""
+    def dev_edit(template: Path) -> None:
+        edit(template / SAMPLE, "TIMEOUT = 30", "TIMEOUT = 45  # dev build")
+
+    dev = helpers.make_version(tmp_path / "pkg-dev", "2.0.0.dev1+gabc1234", edit=dev_edit, released=False)
+    release = helpers.make_version(tmp_path / "pkg-2", "2.0.0", edit=helpers.v2_edit)
+    use(monkeypatch, dev)
+    project = init_repo(tmp_path / "project")
+    assert run(capsys, "install", "--defaults", str(project)).code == 0
+    assert installed_version(project) == "v2.0.0.dev1+gabc1234"
+    commit_all(project, "install a dev build")
+    edit(project / SAMPLE, 'return "a"', 'return "a-user-edit"')
+    commit_all(project, "user edit")
+    use(monkeypatch, release)
+
+    result = run(capsys, "upgrade", str(project))
+
+    assert result.code == 0, result.err
+    assert "from v2.0.0.dev1+gabc1234 to v2.0.0" in result.out
+    text = (project / SAMPLE).read_text()
+    assert "TIMEOUT = 60" in text and "dev build" not in text and "<<<<<<<" not in text
+    assert 'return "a-user-edit"' in text
+    assert installed_version(project) == "v2.0.0"
+
+
+def test_upgrade_from_a_subfolder_finds_the_project(project, capsys, monkeypatch):
+    sub = project / ".claude" / "orchestrator"
+    monkeypatch.chdir(sub)
+
+    result = run(capsys, "upgrade")
+
+    assert result.code == 0, result.err
+    assert f"Upgraded {project} from v1.0.0 to v2.0.0" in result.out
+    assert not (sub / ".claude").exists()

@@ -9,7 +9,6 @@ teammate's machine that never saw version 1: the wheel's own history bundle must
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -49,11 +48,13 @@ def source_copy(dest: Path) -> Path:
 
 
 def release(src: Path, version: str, dist: Path) -> Path:
-    """Set the version, commit, tag vVERSION and build the wheel."""
-    pyproject = src / "pyproject.toml"
-    pyproject.write_text(re.sub(r'(?m)^version = ".*"$', f'version = "{version}"', pyproject.read_text()))
+    """Commit, tag vVERSION and build the wheel: the version comes from the tag."""
     commit_all(src, f"release {version}")
     git(src, "tag", f"v{version}")
+    return build_wheel(src, dist, version)
+
+
+def build_wheel(src: Path, dist: Path, version: str) -> Path:
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(src)],
         check=True, capture_output=True, text=True,
@@ -135,3 +136,45 @@ def test_two_wheels_install_then_upgrade(tmp_path, fake_home):
                            capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
     assert plain.returncode == 0, plain.stderr
     assert git(project, "status", "--porcelain") == ""
+
+
+def test_a_dev_wheel_then_the_release_is_a_real_merge(tmp_path, fake_home):
+    """An untagged build is NEXT.devN+g<commit>, sorts before the release, and its template is the
+    merge base of the upgrade to the release: its lines are replaced, not taken for the user's."""
+    src = source_copy(tmp_path / "src")
+    dist = tmp_path / "dist"
+    wheel1 = release(src, "1.0.0", dist)
+    sample_src = src / "template" / SAMPLE
+    sample_src.write_text(sample_src.read_text().replace("TIMEOUT = 30", "TIMEOUT = 45  # dev build"))
+    commit_all(src, "work in progress")
+    dev_version = f"1.0.1.dev1+g{git(src, 'rev-parse', '--short=7', 'HEAD').strip()}"
+    dev_wheel = build_wheel(src, dist, dev_version)
+    sample_src.write_text(sample_src.read_text().replace("TIMEOUT = 45  # dev build", "TIMEOUT = 60"))
+    wheel2 = release(src, "2.0.0", dist)
+
+    bin_dir = make_venv(tmp_path / "venv")
+    project = init_repo(tmp_path / "project")
+    pip_install(bin_dir, wheel1)
+    assert cli(bin_dir, "install", "--defaults", str(project), cwd=tmp_path).returncode == 0
+    commit_all(project, "install 1.0.0")
+    sample = project / SAMPLE
+    sample.write_text(sample.read_text().replace('return "a"', 'return "a-user-edit"'))
+    commit_all(project, "user edit")
+
+    pip_install(bin_dir, dev_wheel)
+    assert cli(bin_dir, "--version", cwd=tmp_path).stdout.strip() == f"orchestrate-kit {dev_version}"
+    to_dev = cli(bin_dir, "upgrade", str(project), cwd=tmp_path)
+    assert to_dev.returncode == 0, to_dev.stderr
+    assert yaml.safe_load((project / ANSWERS).read_text())["_commit"] == f"v{dev_version}"
+    commit_all(project, "on the dev build")
+
+    pip_install(bin_dir, wheel2)
+    to_release = cli(bin_dir, "upgrade", str(project), cwd=tmp_path)
+
+    assert to_release.returncode == 0, to_release.stderr
+    assert f"from v{dev_version} to v2.0.0" in to_release.stdout
+    text = sample.read_text()
+    assert "TIMEOUT = 60" in text and "dev build" not in text and "<<<<<<<" not in text
+    assert 'return "a-user-edit"' in text
+    tags = git(helpers.store_dir(fake_home), "tag", "--list").split()
+    assert sorted(tags) == sorted(["v1.0.0", f"v{dev_version}", "v2.0.0"])  # nothing renamed or moved

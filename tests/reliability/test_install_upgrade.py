@@ -66,15 +66,17 @@ import sys
 from pathlib import Path
 from orchestrate_kit import store
 from orchestrate_kit.main import main
-template = store.PackagedTemplate(Path(sys.argv[1]), sys.argv[2], None)
+template = store.PackagedTemplate(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]) if sys.argv[3] else None)
 store.packaged_template = lambda: template
-sys.exit(main(["upgrade", sys.argv[3]]))
+sys.exit(main(["upgrade", sys.argv[4]]))
 """
 
 
 def upgrade_process(project: Path, template) -> subprocess.Popen:
     """`orchestrate-kit upgrade` as its own process (carrying version 2), so it can be killed."""
-    return subprocess.Popen([sys.executable, "-c", UPGRADE_SCRIPT, str(template.root), template.version, str(project)],
+    bundle = str(template.bundle or "")  # a release carries its history bundle (tests/installer/helpers.py)
+    return subprocess.Popen([sys.executable, "-c", UPGRADE_SCRIPT, str(template.root), template.version, bundle,
+                             str(project)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -186,8 +188,8 @@ def test_the_users_own_watch_status_and_command_survive_install_and_upgrade(tmp_
 def read_only(project: Path, argv: list) -> subprocess.CompletedProcess:
     """Run the CLI on `project` made unwritable: a read-only bind mount for root, else chmod."""
     template = store.packaged_template()
-    script = UPGRADE_SCRIPT.replace('["upgrade", sys.argv[3]]', "sys.argv[3:]")
-    command = [sys.executable, "-c", script, str(template.root), template.version, *argv]
+    script = UPGRADE_SCRIPT.replace('["upgrade", sys.argv[4]]', "sys.argv[4:]")
+    command = [sys.executable, "-c", script, str(template.root), template.version, str(template.bundle or ""), *argv]
     if os.geteuid() != 0:
         modes = {p: p.stat().st_mode for p in [project, *project.rglob("*")] if not p.is_symlink()}
         try:

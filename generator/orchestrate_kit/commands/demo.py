@@ -84,7 +84,7 @@ def _set_up(root: Path, pause: float) -> tuple[Path, dict[str, str]]:
 
     agent = f"{shlex.quote(sys.executable)} -m orchestrate_kit.simulated_agent --pause {pause:g}"
     install(project=project, data={"worker_command": agent, "poll_interval": "0.5", "refresh_interval": "1"},
-            defaults=True)
+            defaults=True, next_steps=False)
     env = {**os.environ, "TASK_DB_PATH": str(base), "WORKSPACE_ID": WORKSPACE}
     env.pop("CLAUDECODE", None)
     return project, env

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import copier_runner, git, output, store
+from .. import copier_runner, git, output, settings, store
 from ..project import (
     ORCHESTRATOR_DIR, STATE_DIRS, Layout, add_run_bit, fix_link, link_problems, scripts_without_run_bit,
 )
@@ -45,9 +45,12 @@ def doctor(*, project: Path, fix: bool) -> int:
     installed = (project / answers_file).is_file()
     layout = None
     answers: dict[str, Any] = {}
+    source = Check(OK, "template source")
     if installed:
         answers = copier_runner.read_answers(project, answers_file, template.root)
+        store_was_there = (store.store_path() / ".git").is_dir()
         layout = _layout(template, str(answers["_commit"]))
+        source = _source(answers, store_was_there)
         if fix:
             for line in _fix(project, layout):
                 output.info(line)
@@ -56,14 +59,18 @@ def doctor(*, project: Path, fix: bool) -> int:
         checks.append(Check(FAIL, "orchestrator installed", f"no {answers_file} in {project}"))
     else:
         assert layout is not None
+        markers = _conflict_markers(project, [*layout.files, answers_file, settings.LOCAL_CONF])
         checks += [
             _version(str(answers["_commit"]), template.version),
+            source,
+            _markers_check(markers),
             _files(project, layout),
             _run_bits(project, layout),
             *_links(project, layout),
             _gitignore(project),
-            _worker(str(answers.get("worker_command", ""))),
-            _database(project),
+            _worker(_effective_worker_command(project, answers)),
+            _local_settings(project, template.root),
+            _runtime(project, markers),
         ]
     for check in checks:
         _print(check)
@@ -202,10 +209,14 @@ def _worker(command: str) -> Check:
     return Check(OK, "worker command", f"{words[0]} at {found}")
 
 
-def _database(project: Path) -> Check:
+def _runtime(project: Path, markers: list[str]) -> Check:
+    """The runtime's own check of its settings, database and graph: ``orchestrate.py plan --json``."""
+    label = "settings and database"
     runtime = project / ORCHESTRATOR_DIR / "orchestrate.py"
     if not runtime.is_file():
-        return Check(FAIL, "database", f"cannot check: {runtime.relative_to(project)} is missing")
+        return Check(FAIL, label, f"cannot check: {runtime.relative_to(project)} is missing")
+    if markers:
+        return Check(FAIL, label, "not checked: the orchestrator cannot run until the conflict markers are resolved")
     python = shutil.which("python3") or "python3"
     try:
         result = subprocess.run(
@@ -213,11 +224,97 @@ def _database(project: Path) -> Check:
             timeout=PLAN_TIMEOUT, stdin=subprocess.DEVNULL, check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as error:
-        return Check(FAIL, "database", f"orchestrate.py plan did not finish: {error}")
+        return Check(FAIL, label, f"orchestrate.py plan did not finish: {error}")
     if result.returncode != 0:
-        reason = next((line for line in result.stderr.splitlines() if line.strip()), "no message")
-        return Check(FAIL, "database", f"orchestrate.py plan exited {result.returncode}: {reason.strip()}")
-    return Check(OK, "database", _describe_plan(result.stdout))
+        return Check(FAIL, label, f"orchestrate.py plan exited {result.returncode}: {_reason(result.stderr, project)}")
+    return Check(OK, label, _describe_plan(result.stdout))
+
+
+def _reason(stderr: str, project: Path) -> str:
+    """The runtime's one-line error; for a crash (a traceback), its last line and where it happened."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if not lines:
+        return "no message"
+    places = re.findall(r'File "([^"]+)", line (\d+)', stderr)
+    if not places:  # the runtime's own one-line error, which names a file and line itself
+        return lines[0]
+    path, number = places[-1]
+    try:
+        path = str(Path(path).resolve().relative_to(project.resolve()))
+    except ValueError:
+        pass
+    return f"{lines[-1]} at {path}:{number}"
+
+
+_MARKERS = ("<<<<<<< ", "=======", ">>>>>>> ")
+
+
+def _conflict_markers(project: Path, rels: list[str]) -> list[str]:
+    """``path:line`` of the first merge-conflict marker in each of these files that has one."""
+    found = []
+    for rel in rels:
+        path = project / rel
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.startswith(_MARKERS) and (line != "=======" or "<<<<<<< " in text):
+                found.append(f"{rel}:{number}")
+                break
+    return found
+
+
+def _markers_check(markers: list[str]) -> Check:
+    if markers:
+        return Check(FAIL, "conflict markers", ", ".join(markers)
+                     + " (left by an upgrade: resolve them, then git add and commit)")
+    return Check(OK, "conflict markers", "none")
+
+
+def _effective_worker_command(project: Path, answers: dict[str, Any]) -> str:
+    """worker_command as the runtime will read it: orchestrator.local.conf wins over the answers."""
+    command = str(answers.get("worker_command", ""))
+    for _, key, value in settings.read_conf(project / settings.LOCAL_CONF):
+        if key == "worker_command":
+            command = value
+    return command
+
+
+def _local_settings(project: Path, template_root: Path) -> Check:
+    """orchestrator.local.conf: keys the runtime knows (it ignores others, so a typo goes unseen)."""
+    path = project / settings.LOCAL_CONF
+    if not path.is_file():
+        return Check(WARN, "your settings", f"no {settings.LOCAL_CONF}; `orchestrate-kit config KEY VALUE` makes it")
+    known = settings.known(template_root, copier_runner.questions(template_root))
+    unknown = [f"{key} (line {number})" for number, key, _ in settings.read_conf(path) if key not in known]
+    if unknown:
+        return Check(WARN, "your settings", f"{settings.LOCAL_CONF} has keys no setting has: {', '.join(unknown)}")
+    count = len(settings.read_conf(path))
+    return Check(OK, "your settings", f"{count} in {settings.LOCAL_CONF}")
+
+
+def _source(answers: dict[str, Any], store_was_there: bool) -> Check:
+    """Whether plain `copier update` can find the template this project names (and could before this run)."""
+    label = "template source"
+    recorded = str(answers["_src_path"])
+    source = Path(recorded).expanduser()
+    ours = source.resolve() == store.store_path().resolve()
+    if not ours:
+        if source.exists() or "://" in recorded or recorded.startswith("gh:"):
+            return Check(OK, label, f"{recorded} (installed with plain copier; update it with copier)")
+        return Check(FAIL, label, f"{recorded}, which this project was installed from with plain copier, is "
+                     "not on this machine: `copier update` needs it there")
+    if not store_was_there:
+        return Check(WARN, label, f"{recorded} was missing on this machine, so plain `copier update` would have "
+                     "failed (\"Local template must be a directory\"); orchestrate-kit has made it now")
+    if not store.has_ref(str(answers["_commit"])):
+        version = str(answers["_commit"]).lstrip("v")
+        return Check(WARN, label, f"{recorded} has no {answers['_commit']}, the installed version, so upgrades "
+                     f"cannot merge; run one command with that version: uvx orchestrate-kit=={version} doctor")
+    return Check(OK, label, f"{recorded} has {answers['_commit']}")
 
 
 def _describe_plan(text: str) -> str:

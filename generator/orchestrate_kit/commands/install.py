@@ -12,27 +12,47 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from .. import copier_runner, git, output, store
+import yaml
+
+from .. import copier_runner, git, output, settings, store
 from ..errors import UserError
 from ..project import (
-    Layout, add_run_bit, fix_link, link_problems, refuse_unwritable, scripts_without_run_bit, users_own,
+    Layout, add_run_bit, fix_link, installed_above, link_problems, refuse_unwritable, scripts_without_run_bit,
+    users_own,
 )
 
+SKIP_PERMISSIONS = "--dangerously-skip-permissions"
 
-def install(*, project: Path, data: Mapping[str, str], defaults: bool) -> int:
-    """Install the orchestrator into ``project``; return the exit code."""
+
+def install(
+    *, project: Path, data: Mapping[str, str], defaults: bool, force: bool = False, next_steps: bool = True
+) -> int:
+    """Install the orchestrator into ``project``; return the exit code.
+
+    ``force`` allows a nested copy inside a project that has one; ``next_steps`` False leaves out
+    the advice (the demo installs into a project of its own making).
+    """
     template = store.packaged_template()
     answers_file = copier_runner.answers_file_name(template.root)
     answers = copier_runner.check_data(data, template.root)
+    if (project / answers_file).exists():
+        raise UserError(
+            f"The orchestrator is already installed in {project} ({answers_file} exists); nothing changed.",
+            hint="to move it to this version run `orchestrate-kit upgrade`; "
+            "to change a setting, `orchestrate-kit config KEY VALUE`",
+        )
+    outer = installed_above(project.parent, answers_file)
+    if outer is not None and not force:
+        raise UserError(
+            f"{project} is inside {outer}, which already has the orchestrator; a second copy here would "
+            "be a separate, nested install. Nothing changed.",
+            hint=f"use the one in {outer} (orchestrate-kit doctor works from any subfolder), "
+            "or pass --force to install a separate copy here",
+        )
     if not defaults and not sys.stdin.isatty():
         raise UserError(
             "The install questions need a terminal, and this is not one; nothing changed.",
             hint="pass --defaults, plus --data KEY=VALUE for any answer you want to change",
-        )
-    if (project / answers_file).exists():
-        raise UserError(
-            f"The orchestrator is already installed in {project} ({answers_file} exists); nothing changed.",
-            hint=f"to move it to this version or change answers, run: orchestrate-kit upgrade {project}",
         )
     ref = store.sync(template)
     layout = store.layout(ref)
@@ -68,8 +88,23 @@ def install(*, project: Path, data: Mapping[str, str], defaults: bool) -> int:
         _remove(project, created)
         raise
     _repair(project, layout, skip=own)
-    _print_next_steps(project, ref, layout)
+    settings.ensure_local(project)
+    output.success(f"Installed the orchestrator {ref} into {project}")
+    _warn_about_permissions(project, answers_file)
+    if next_steps:
+        _print_next_steps(project, layout, own)
     return 0
+
+
+def _warn_about_permissions(project: Path, answers_file: str) -> None:
+    """Say once, at install, what the default worker command lets agents do, and what is safer."""
+    command = str(yaml.safe_load((project / answers_file).read_text()).get("worker_command", ""))
+    if SKIP_PERMISSIONS in command:
+        output.warn(
+            f"worker_command runs agents with {SKIP_PERMISSIONS}: they run any command without asking. "
+            "Safer: `orchestrate-kit config worker_command \"claude --print --permission-mode acceptEdits -p\"` "
+            "(file edits only), or add `--allowedTools \"Edit Write Bash(git:*)\"` with your list in place of it"
+        )
 
 
 def _not_yet_there(project: Path, paths: list[str]) -> list[Path]:
@@ -101,8 +136,7 @@ def _repair(project: Path, layout: Layout, skip: list[str]) -> None:
         add_run_bit(project, rel)
 
 
-def _print_next_steps(project: Path, ref: str, layout: Layout) -> None:
-    output.success(f"Installed the orchestrator {ref} into {project}")
+def _print_next_steps(project: Path, layout: Layout, own: list[str]) -> None:
     top = git.toplevel(project)
     if top is None:
         output.warn(
@@ -111,8 +145,9 @@ def _print_next_steps(project: Path, ref: str, layout: Layout) -> None:
         )
     output.info("Next steps:")
     if top is not None:
-        paths = " ".join(sorted({rel.split("/")[0] for rel in layout.modes}))
+        paths = " ".join(sorted({rel.split("/")[0] for rel in layout.modes if rel not in own}))
         output.item(f"git add {paths} && git commit -m 'Add orchestrate-kit'   # upgrades start from a commit")
     output.item("python3 .claude/orchestrator/orchestrate.py plan    # check your Task Copilot streams")
     output.item("python3 .claude/orchestrator/orchestrate.py start --detach   # or /orchestrate start in Claude Code")
-    output.item("./watch-status    # watch them run")
+    dashboard = "./watch-status" if "watch-status" not in own else ".claude/orchestrator/watch-status"
+    output.item(f"{dashboard}    # watch them run")

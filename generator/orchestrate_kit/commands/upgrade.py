@@ -23,7 +23,7 @@ from typing import Any
 
 import sh
 
-from .. import copier_runner, git, output, store
+from .. import copier_runner, git, output, settings, store
 from ..errors import UserError
 from ..project import COMMAND_FILE, Layout, refuse_unwritable, users_own
 from .install_command import MARK
@@ -55,7 +55,7 @@ def upgrade(*, project: Path, data: Mapping[str, str], to: str | None) -> int:
             hint=f"run the upgrade once with orchestrate-kit {installed.lstrip('v')}, which carries it "
             "(e.g. `uvx orchestrate-kit==" + installed.lstrip("v") + " upgrade`)",
         )
-    _check_direction(installed, target)
+    _check_direction(installed, target, to)
     if installed == target and not new_answers:
         output.info(f"Already at {target}; nothing to do.")
         return 0
@@ -88,6 +88,7 @@ def upgrade(*, project: Path, data: Mapping[str, str], to: str | None) -> int:
                             hint="make it writable (chmod -R u+w), or upgrade as its owner") from None
         raise
     mark.unlink(missing_ok=True)
+    settings.ensure_local(project)  # a project installed before orchestrator.local.conf existed gets one
     return _report(project, installed, target)
 
 
@@ -182,13 +183,18 @@ def _check_source(answers: Mapping[str, Any]) -> None:
         )
 
 
-def _check_direction(installed: str, target: str) -> None:
+def _check_direction(installed: str, target: str, to: str | None) -> None:
+    """Refuse a downgrade. Builds of one release (dev, local) may move either way: a real merge."""
     old, new = store.version_of(installed), store.version_of(target)
-    if old is not None and new is not None and old > new:
-        raise UserError(
-            f"The project has {installed}, newer than {target}; downgrades are not supported.",
-            hint="upgrade orchestrate-kit itself (pip install -U orchestrate-kit), or pass --to a newer version",
-        )
+    if old is None or new is None or old.public <= new.public or old.release == new.release:
+        return
+    if to is not None:
+        newer = [t.lstrip("v") for t in store.tags() if (v := store.version_of(t)) and v >= old]
+        hint = (f"pass --to {installed.lstrip('v')} or newer ({', '.join(newer)}), or leave --to out; "
+                "to undo an upgrade you committed, git revert its commit")
+    else:
+        hint = "upgrade orchestrate-kit itself first (pipx upgrade orchestrate-kit), then run this again"
+    raise UserError(f"The project has {installed}, newer than {target}; downgrades are not supported.", hint=hint)
 
 
 def _roll_back(project: Path) -> bool:
@@ -208,22 +214,23 @@ def _report(project: Path, installed: str, target: str) -> int:
     conflicts = git.conflicted_files(project)
     # copier can leave .rej files even in inline mode (copier issue #2386): count them too.
     rejects = sorted(line[3:] for line in git.dirty_files(project) if line.endswith(".rej"))
-    changed = git.changed_paths(project)
-    if installed == target:
-        output.success(f"Updated the answers of {project} (still {target})")
-    else:
-        output.success(f"Upgraded {project} from {installed} to {target}")
-    if changed:
-        output.info("Files changed:")
-        for rel in changed:
-            output.item(rel)
     if conflicts or rejects:
         output.error(
-            f"{len(conflicts) + len(rejects)} file(s) have conflicts between your edits and the new version:",
+            f"The upgrade from {installed} to {target} is not finished: {len(conflicts) + len(rejects)} "
+            "file(s) have conflicts between your edits and the new version:",
             details=conflicts + rejects,
             hint="edit out the <<<<<<< before updating / >>>>>>> after updating markers (and any .rej), "
             "then git add and commit; to abort instead: git reset --hard && git clean -fd",
         )
         return 1
+    if installed == target:
+        output.success(f"Updated the answers of {project} (still {target})")
+    else:
+        output.success(f"Upgraded {project} from {installed} to {target}")
+    changed = git.changed_paths(project)
+    if changed:
+        output.info("Files changed:")
+        for rel in changed:
+            output.item(rel)
     output.info("Review with `git diff`, then commit.")
     return 0

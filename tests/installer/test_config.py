@@ -1,0 +1,100 @@
+"""``orchestrate-kit config`` and orchestrator.local.conf: the user's settings never conflict with an upgrade."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from orchestrate_kit.settings import CONF, LOCAL_CONF
+
+from . import helpers
+from .helpers import ANSWERS, commit_all, git, init_repo, run, snapshot, use
+
+
+@pytest.fixture
+def installed(tmp_path, capsys, monkeypatch):
+    v1 = helpers.make_version(tmp_path / "pkg-1", "1.0.0")
+    use(monkeypatch, v1)
+    project = init_repo(tmp_path / "project")
+    assert run(capsys, "install", "--defaults", str(project)).code == 0
+    commit_all(project, "install")
+    return project
+
+
+def test_config_lists_sets_shows_and_unsets(installed, capsys, monkeypatch):
+    monkeypatch.chdir(installed / ".claude")  # from a subfolder: the project is found
+    listed = run(capsys, "config")
+    assert listed.code == 0
+    assert "max_parallel     = 0   (orchestrator.conf)" in listed.out
+    assert "restart_delay    = 5   (default)" in listed.out
+
+    changed = run(capsys, "config", "max_parallel", "4")
+    shown = run(capsys, "config", "max_parallel")
+    assert changed.code == 0 and f"Set max_parallel = 4 in {LOCAL_CONF}" in changed.out
+    assert shown.out == "4\n"
+    assert "max_parallel = 4\n" in (installed / LOCAL_CONF).read_text()
+    assert "max_parallel = 0" in (installed / CONF).read_text()  # the template's file is left alone
+    assert "max_parallel     = 4   (orchestrator.local.conf)" in run(capsys, "config").out
+
+    assert run(capsys, "config", "max_parallel", "6").code == 0
+    assert (installed / LOCAL_CONF).read_text().count("max_parallel") == 1  # replaced, not added twice
+    unset = run(capsys, "config", "--unset", "max_parallel")
+    assert unset.code == 0 and "it is now 0 (from orchestrator.conf)" in unset.out
+    assert "max_parallel" not in (installed / LOCAL_CONF).read_text()
+
+
+def test_bad_keys_and_values_change_nothing(installed, capsys):
+    before = snapshot(installed)
+    typo = run(capsys, "config", "--project", str(installed), "max_paralel", "3")
+    word = run(capsys, "config", "--project", str(installed), "poll_interval", "soon")
+    zero = run(capsys, "config", "--project", str(installed), "refresh_interval", "0")
+    quotes = run(capsys, "config", "--project", str(installed), "worker_command", 'claude "-p')
+    assert typo.code == 1 and "no setting max_paralel" in typo.err and "max_parallel" in typo.err
+    assert word.code == 1 and "poll_interval must be a number of seconds above 0" in word.err
+    assert zero.code == 1 and "refresh_interval must be" in zero.err
+    assert quotes.code == 1 and "not a command line" in quotes.err
+    assert snapshot(installed) == before
+
+
+def test_not_installed(tmp_path, capsys, monkeypatch):
+    use(monkeypatch, helpers.make_version(tmp_path / "pkg", "1.0.0"))
+    result = run(capsys, "config", "--project", str(init_repo(tmp_path / "bare")), "max_parallel", "2")
+    assert result.code == 1 and "not installed" in result.err
+
+
+def test_a_setting_changed_with_config_never_conflicts_with_an_upgrade(installed, tmp_path, capsys, monkeypatch):
+    """The issue's case: a changed setting, then an upgrade that changes the same setting's lines."""
+    def v2_changes_settings(template):
+        conf = template / ".claude/orchestrator/orchestrator.conf.jinja"
+        conf.write_text(conf.read_text().replace("# Most workers running at once (0 = unlimited).",
+                                                 "# Most workers running at once; 0 means no limit."))
+        helpers.v2_edit(template)
+
+    assert run(capsys, "config", "--project", str(installed), "max_parallel", "3").code == 0
+    assert run(capsys, "config", "--project", str(installed), "worker_command", "mycli -p").code == 0
+    commit_all(installed, "my settings")
+    use(monkeypatch, helpers.make_version(tmp_path / "pkg-2", "2.0.0", edit=v2_changes_settings))
+
+    upgraded = run(capsys, "upgrade", str(installed), "--data", "max_parallel=5")
+
+    assert upgraded.code == 0, upgraded.err
+    assert git(installed, "diff", "--name-only", "--diff-filter=U") == ""
+    assert "<<<<<<<" not in (installed / CONF).read_text()
+    assert "max_parallel = 5" in (installed / CONF).read_text()
+    local = (installed / LOCAL_CONF).read_text()
+    assert "max_parallel = 3\n" in local and "worker_command = mycli -p\n" in local
+    assert LOCAL_CONF not in upgraded.out  # the upgrade did not touch it
+    assert yaml.safe_load((installed / ANSWERS).read_text())["_commit"] == "v2.0.0"
+    assert "max_parallel     = 3   (orchestrator.local.conf)" in run(capsys, "config", "--project",
+                                                                          str(installed)).out
+
+
+def test_an_upgrade_gives_an_older_install_its_settings_file(installed, tmp_path, capsys, monkeypatch):
+    (installed / LOCAL_CONF).unlink()  # installed before orchestrator.local.conf existed
+    commit_all(installed, "an older install")
+    use(monkeypatch, helpers.make_version(tmp_path / "pkg-2", "2.0.0", edit=helpers.v2_edit))
+
+    upgraded = run(capsys, "upgrade", str(installed))
+
+    assert upgraded.code == 0, upgraded.err
+    assert (installed / LOCAL_CONF).is_file() and LOCAL_CONF in upgraded.out
