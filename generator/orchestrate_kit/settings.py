@@ -43,12 +43,16 @@ RULES = {
     "restart_delay": "seconds",
     "stop_grace": "seconds",
     "finish_grace": "seconds",
+    "log_max_bytes": "count",
+    "log_keep": "count",
 }
 # Settings the runtime reads that are not install questions (their defaults are the runtime's).
 RUNTIME_ONLY = {
     "restart_delay": ("5", "seconds before the first restart of a failed worker; doubles each time"),
     "stop_grace": ("10", "seconds between TERM and KILL when stopping a worker"),
     "finish_grace": ("30", "seconds a worker may run on after its stream is complete"),
+    "log_max_bytes": ("10485760", "a stream's log is rotated before an attempt once it is this many bytes"),
+    "log_keep": ("3", "rotated logs kept per stream (<stream>.log.1 ...)"),
 }
 _RULE_WORDS = {
     "count": "0 or a positive whole number",

@@ -98,3 +98,14 @@ def test_an_upgrade_gives_an_older_install_its_settings_file(installed, tmp_path
 
     assert upgraded.code == 0, upgraded.err
     assert (installed / LOCAL_CONF).is_file() and LOCAL_CONF in upgraded.out
+
+
+def test_every_runtime_setting_is_known_to_the_config_command():
+    """The runtime's Settings and the installer's list of settings must not drift apart."""
+    import dataclasses
+
+    from orchestrate_kit import settings as installer_settings
+    from tests.runtime.runtime_import import settings as runtime_settings
+
+    runtime_keys = {f.name for f in dataclasses.fields(runtime_settings.Settings)}
+    assert runtime_keys <= set(installer_settings.RULES) | {"tracker"}
