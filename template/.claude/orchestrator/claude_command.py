@@ -115,14 +115,21 @@ def _whole_turns(key: str, value: object) -> int:
 def _plain_text(key: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _bad(key, value, "must be non-empty text")
-    text = value.strip()
+    why = _unsafe(value.strip())
+    if why:
+        raise _bad(key, value, why)
+    return value.strip()
+
+
+def _unsafe(text: str) -> str:
+    """Why a value cannot be an argument (empty if it can)."""
     if text.startswith("-"):
-        raise _bad(key, value, "must not start with '-' (it would read as a flag)")
+        return "must not start with '-' (it would read as a flag)"
     if any(c in text for c in "\0\r\n"):
-        raise _bad(key, value, "must be one line without NUL characters")
+        return "must be one line without NUL characters"
     if len(text) > 200:
-        raise _bad(key, value, "is too long (200 characters at most)")
-    return text
+        return "is too long (200 characters at most)"
+    return ""
 
 
 def _permission_mode(key: str, value: object) -> str:
@@ -139,9 +146,13 @@ def _tool_list(key: str, value: object) -> Tuple[str, ...]:
         items = [part for item in value for part in _split_commas(item)]
     else:
         raise _bad(key, value, "must be a list of tool names or a comma-separated string")
-    tools = tuple(_plain_text(key, item) for item in items if item.strip())
+    tools = tuple(item.strip() for item in items if item.strip())
     if not tools:
         raise _bad(key, value, "names no tool")
+    for tool in tools:
+        why = _unsafe(tool)
+        if why:
+            raise _bad(key, value, f"has the tool {tool!r}, which {why}")
     return tools
 
 
