@@ -106,6 +106,8 @@ FATAL_LINES = [
      ev.FatalKind.NOT_RUNNABLE, "PATH"),
     ("orchestrate: cannot run worker command './agent.sh': [Errno 13] Permission denied: './agent.sh'",
      ev.FatalKind.NOT_RUNNABLE, "executable"),
+    ("You've hit your monthly spend limit · raise it at claude.ai/settings/usage", ev.FatalKind.SPEND_LIMIT,
+     "spend limit"),
 ]
 
 
@@ -129,6 +131,16 @@ def test_other_argument_errors_are_fatal_when_the_cli_exits_with_them(line):
     outcome = stream.outcome(1)
     assert outcome.kind is ev.EndKind.FATAL and outcome.fatal.kind is ev.FatalKind.BAD_ARGUMENT
     assert line[:40] in outcome.reason
+
+
+@pytest.mark.parametrize("line,kind", [
+    ("Error: Exceeded USD budget (1)", ev.EndKind.BUDGET_EXHAUSTED),
+    ("Error: Reached max turns (3)", ev.EndKind.MAX_TURNS),
+])
+def test_text_mode_ends_that_look_like_errors_are_not_argument_errors(line, kind):
+    stream = ev.AgentStream()
+    stream.feed(line, 0.0)
+    assert stream.outcome(1).kind is kind
 
 
 def test_an_error_line_after_events_is_a_crash_not_a_parse_error():

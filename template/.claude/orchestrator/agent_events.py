@@ -67,6 +67,7 @@ class FatalKind(str, Enum):
     BAD_ARGUMENT = "bad_argument"
     NO_PROMPT = "no_prompt"
     NOT_RUNNABLE = "not_runnable"
+    SPEND_LIMIT = "spend_limit"  # a spend cap the user must raise: no reset time to wait for
 
 
 FIXES = {
@@ -83,6 +84,7 @@ FIXES = {
                           "in worker_command) swallowed it; write it as --allowedTools=A,B"),
     FatalKind.NOT_RUNNABLE: ("worker_command in orchestrator.conf names a program that cannot run: install it, "
                              "put it on PATH or make it executable"),
+    FatalKind.SPEND_LIMIT: "raise the account's spend limit (claude.ai/settings/usage), then start again",
 }
 
 
@@ -147,6 +149,10 @@ _NO_PROMPT = re.compile(r"^Error: Input must be provided")
 _NOT_RUNNABLE = re.compile(r"^orchestrate: cannot run worker command")
 _PARSE_ERROR = re.compile(r"^(?:error|Error): ")
 _NO_SESSION = re.compile(r"^No conversation found with session ID")
+_SPEND_LIMIT = re.compile(r"hit your (?:[\w-]+ )?spend limit")
+# Text-mode ends the CLI prints as `Error: ...`: not argument errors.
+_BUDGET_TEXT = re.compile(r"^Error: Exceeded USD budget")
+_MAX_TURNS_TEXT = re.compile(r"^Error: Reached max turns")
 _MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_abbr) if name}
 
 
@@ -257,6 +263,8 @@ def fatal_in_text(line: str) -> Optional[Fatal]:
         kind = FatalKind.NO_PROMPT
     elif _NOT_RUNNABLE.search(text):
         kind = FatalKind.NOT_RUNNABLE
+    elif _SPEND_LIMIT.search(text):
+        kind = FatalKind.SPEND_LIMIT
     return None if kind is None else Fatal(kind, _one_line(text), FIXES[kind])
 
 
@@ -439,6 +447,10 @@ class AgentStream:
                 return Outcome(EndKind.BUDGET_EXHAUSTED, "budget: --max-budget-usd reached")
             if result.terminal_reason == "max_turns" or result.subtype == "error_max_turns":
                 return Outcome(EndKind.MAX_TURNS, "max turns: --max-turns reached")
+        if self.events == 0 and _BUDGET_TEXT.match(self.last_text):
+            return Outcome(EndKind.BUDGET_EXHAUSTED, "budget: " + self.last_text)
+        if self.events == 0 and _MAX_TURNS_TEXT.match(self.last_text):
+            return Outcome(EndKind.MAX_TURNS, "max turns: " + self.last_text)
         if exit_code == 0 and (result is None or not result.is_error):
             return Outcome(EndKind.OK, "exited 0")
         said = result.first_error if result is not None and result.first_error else self.first_text
