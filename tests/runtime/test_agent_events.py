@@ -43,6 +43,8 @@ RESETS = [
      "2026-12-11T00:00", "2026-12-11T06:00"),
     ("Claude AI usage limit reached|1760000400", "2025-10-09T00:00", "2025-10-09T09:00"),
     ("Claude AI usage limit reached|1760000400000", "2025-10-09T00:00", "2025-10-09T09:00"),  # milliseconds
+    ("Claude AI usage limit reached|1760000400", "2025-10-09T09:05", "2025-10-09T09:06"),  # just passed
+    ("Claude AI usage limit reached|1760000400", "2025-10-10T09:00", None),  # a stale message
     ("You've hit your limit · resets 1pm (Mars/Olympus_Mons)", "2026-07-10T10:00", None),
     ("You've hit your limit · resets 1pm (../../etc/passwd)", "2026-07-10T10:00", None),
     ("You've hit your limit · resets 13pm (UTC)", "2026-07-10T10:00", None),
@@ -224,6 +226,12 @@ def test_a_usage_limit_in_events_pauses_until_the_stated_reset():
     assert stream.outcome(1) == ev.Outcome(ev.EndKind.USAGE_LIMIT, text, resume_at=utc("2026-08-26T20:00"))
 
 
+def test_no_credit_is_fatal_as_soon_as_the_cli_says_so():
+    stream = ev.AgentStream()
+    signal = stream.feed(assistant("Credit balance is too low", model="<synthetic>", error="billing_error"), 0.0)
+    assert signal.kind is ev.FatalKind.SPEND_LIMIT and "credit" in signal.fix
+
+
 def test_a_rejected_rate_limit_event_gives_the_reset_when_the_text_does_not():
     stream = ev.AgentStream()
     stream.feed(event(type="rate_limit_event", rate_limit_info={"status": "rejected", "resetsAt": 1771390800}), 0.0)
@@ -246,6 +254,7 @@ def test_a_retried_429_is_not_a_limit():
     ({"is_error": True, "api_error_status": 401, "result": "Failed to authenticate. API Error: 401"},
      ev.EndKind.FATAL),
     ({"is_error": True, "result": "OAuth token has expired. Please run /login"}, ev.EndKind.FATAL),
+    ({"is_error": True, "result": "Credit balance is too low"}, ev.EndKind.FATAL),
 ])
 def test_result_events_classify_the_end(fields, kind):
     stream = ev.AgentStream()

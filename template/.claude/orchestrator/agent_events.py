@@ -67,7 +67,7 @@ class FatalKind(str, Enum):
     BAD_ARGUMENT = "bad_argument"
     NO_PROMPT = "no_prompt"
     NOT_RUNNABLE = "not_runnable"
-    SPEND_LIMIT = "spend_limit"  # a spend cap the user must raise: no reset time to wait for
+    SPEND_LIMIT = "spend_limit"  # a spend cap or no credit: the user must act, no reset time to wait for
 
 
 FIXES = {
@@ -84,7 +84,8 @@ FIXES = {
                           "in worker_command) swallowed it; write it as --allowedTools=A,B"),
     FatalKind.NOT_RUNNABLE: ("worker_command in orchestrator.conf names a program that cannot run: install it, "
                              "put it on PATH or make it executable"),
-    FatalKind.SPEND_LIMIT: "raise the account's spend limit (claude.ai/settings/usage), then start again",
+    FatalKind.SPEND_LIMIT: ("add credit or raise the account's spend limit (claude.ai/settings/usage, or the "
+                            "Anthropic Console for an API key), then start again"),
 }
 
 
@@ -149,7 +150,7 @@ _NO_PROMPT = re.compile(r"^Error: Input must be provided")
 _NOT_RUNNABLE = re.compile(r"^orchestrate: cannot run worker command")
 _PARSE_ERROR = re.compile(r"^(?:error|Error): ")
 _NO_SESSION = re.compile(r"^No conversation found with session ID")
-_SPEND_LIMIT = re.compile(r"hit your (?:[\w-]+ )?spend limit")
+_SPEND_LIMIT = re.compile(r"hit your (?:[\w-]+ )?spend limit|^Credit balance is too low")
 # Text-mode ends the CLI prints as `Error: ...`: not argument errors.
 _BUDGET_TEXT = re.compile(r"^Error: Exceeded USD budget")
 _MAX_TURNS_TEXT = re.compile(r"^Error: Reached max turns")
@@ -168,7 +169,7 @@ def parse_limit_reset(text: str, now: float) -> Optional[float]:
     found = _UNIX_LIMIT.search(text)
     if found:
         stamp = float(found.group(1))
-        return stamp / 1000.0 if stamp > 1e11 else stamp
+        return _settle(stamp / 1000.0 if stamp > 1e11 else stamp, now)
     found = _WALL_LIMIT.search(text)
     if not found:
         return None
@@ -367,6 +368,9 @@ class AgentStream:
             self.fatal = Fatal(FatalKind.NOT_LOGGED_IN, _one_line(text or "authentication_failed"),
                                FIXES[FatalKind.NOT_LOGGED_IN])
             return self.fatal
+        if error == "billing_error" and self.fatal is None:
+            self.fatal = Fatal(FatalKind.SPEND_LIMIT, _one_line(text or "billing_error"), FIXES[FatalKind.SPEND_LIMIT])
+            return self.fatal
         if error == "rate_limit" and self.limit is None:
             reset = parse_limit_reset(text, now)
             self.limit = UsageLimit(_one_line(text or "rate_limit"), reset if reset is not None else self._limit_hint)
@@ -416,6 +420,9 @@ class AgentStream:
         if self.fatal is None and (info.api_error_status == 401 or _AUTH_FAILED_RESULT.search(info.text)):
             self.fatal = Fatal(FatalKind.NOT_LOGGED_IN, info.text or "authentication failed",
                                FIXES[FatalKind.NOT_LOGGED_IN])
+            return self.fatal
+        if self.fatal is None and _SPEND_LIMIT.search(info.text):
+            self.fatal = Fatal(FatalKind.SPEND_LIMIT, info.text, FIXES[FatalKind.SPEND_LIMIT])
             return self.fatal
         if self.limit is None:
             limit = limit_in_text(info.text, now, self._limit_hint)
