@@ -143,7 +143,8 @@ _HTTP_429 = re.compile(r"\b429\b.*rate_limit_error")
 # The CLI's own words, anchored: a worker's text may mention logins, never start like this.
 _NOT_LOGGED_IN = re.compile(r"^(?:Not logged in|Invalid API key) · ")
 # A result event that is an error speaks for the CLI, so its text may say more.
-_AUTH_FAILED_RESULT = re.compile(r"^(?:Not logged in|Invalid API key|Failed to authenticate|OAuth token has expired)")
+_AUTH_FAILED_RESULT = re.compile(
+    r"^(?:Not logged in|Invalid API key|Failed to authenticate|OAuth token has expired)")
 _ROOT_REFUSED = re.compile(r"cannot be used with root/sudo privileges")
 _UNKNOWN_OPTION = re.compile(r"^error: unknown option '([^']*)'")
 _NO_PROMPT = re.compile(r"^Error: Input must be provided")

@@ -348,7 +348,8 @@ def preflight(base: Sequence[str], runner: Runner = run_command, euid: Optional[
     return Preflight(version, logged_in, tuple(problems))
 
 
-def check_runs(program: str, runner: Runner, timeout: float = 30.0) -> Tuple[Optional[str], Optional[PreflightProblem]]:
+def check_runs(program: str, runner: Runner,
+               timeout: float = 30.0) -> Tuple[Optional[str], Optional[PreflightProblem]]:
     """`program --version`: its version line, or why it does not run."""
     fix = ("install it or correct worker_command in orchestrator.conf (the program must be on PATH and "
            "executable); --no-preflight skips this check for other agent CLIs")
@@ -364,7 +365,8 @@ def check_runs(program: str, runner: Runner, timeout: float = 30.0) -> Tuple[Opt
     return (lines[0].strip() if lines else None), None
 
 
-def check_login(program: str, runner: Runner, timeout: float = 30.0) -> Tuple[Optional[bool], Optional[PreflightProblem]]:
+def check_login(program: str, runner: Runner,
+                timeout: float = 30.0) -> Tuple[Optional[bool], Optional[PreflightProblem]]:
     """`claude auth status` prints JSON with `loggedIn` (and exits 1 when it is false); None when it cannot tell."""
     try:
         done = runner([program, "auth", "status"], timeout)
