@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test pytest bats bench bundle demo soak clean dist publish
+.PHONY: help setup test pytest bats bench bundle demo soak clean dist publish claude-cli
 
 help:
 	@echo "make demo   run the orchestrator on the built-in example project"
@@ -21,12 +21,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
-test: typecheck pytest bats
+test: claude-cli typecheck pytest bats
+
+# The real Claude Code CLI, pinned, for the contract test (tests/contract/): installed from the npm
+# registry into the project's cache once per version and reused. Without npm the test skips and says so.
+CLAUDE_CLI_VERSION := 2.1.197
+CLAUDE_CLI_DIR     := .cache/claude-cli
+CLAUDE_CLI_STAMP   := $(CLAUDE_CLI_DIR)/.installed-$(CLAUDE_CLI_VERSION)
+
+claude-cli:
+	@if [ -f $(CLAUDE_CLI_STAMP) ]; then :; \
+	elif ! command -v npm >/dev/null 2>&1; then \
+		echo "claude-cli: npm not found: the contract test with the real Claude Code CLI will be skipped"; \
+	else \
+		rm -rf $(CLAUDE_CLI_DIR) && mkdir -p $(CLAUDE_CLI_DIR) && \
+		npm install --prefix $(CLAUDE_CLI_DIR) --no-save --no-audit --no-fund --loglevel=error \
+			@anthropic-ai/claude-code@$(CLAUDE_CLI_VERSION) && touch $(CLAUDE_CLI_STAMP); \
+	fi
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) claude-cli
 	$(BIN)/pytest
 
 bats: $(STAMP)
