@@ -11,3 +11,4 @@ import orchestrate  # noqa: E402,F401
 import processes  # noqa: E402,F401
 import stream_graph  # noqa: E402,F401
 import task_copilot_client  # noqa: E402,F401
+import workspaces  # noqa: E402,F401
