@@ -76,6 +76,15 @@ def worktree_list(root):
     return [line.split()[0] for line in git(root, "worktree", "list").splitlines()]
 
 
+def working_trees(root):
+    """Worktrees other than parked spares."""
+    return [p for p in worktree_list(root) if not Path(p).name.startswith(ws.SPARE_PREFIX)]
+
+
+def spares(root):
+    return sorted(Path(p).name for p in worktree_list(root) if Path(p).name.startswith(ws.SPARE_PREFIX))
+
+
 def finish(root, run, sid, writes=None):
     """A stream's worker writes files in its workspace; then the stream is merged."""
     space = ws.prepare_workspace(root, run, sid)
@@ -184,7 +193,8 @@ def test_diamond_dependents_see_their_dependencies_work_and_nothing_is_lost(repo
     files = git(repo, "ls-tree", "--name-only", run.integration_branch).split()
     assert {"a.txt", "b.txt", "c.txt", "z.txt"} <= set(files)
     assert user_view(repo) == before
-    assert worktree_list(repo) == [str(repo), str(ws.integration_path(repo))]
+    assert working_trees(repo) == [str(repo), str(ws.integration_path(repo))]
+    assert spares(repo) == ["_spare-1", "_spare-2"]  # finished worktrees parked for the next streams
 
     landed = ws.land(repo, run, ["Stream-A", "Stream-B", "Stream-C", "Stream-Z"])
     assert landed.fast_forward and landed.branch == "main" and landed.kept == ()
@@ -222,6 +232,7 @@ def test_leftovers_self_commits_and_empty_streams_all_merge(repo):
     assert result.outcome is ws.MergeOutcome.MERGED and result.tip == result.before == tip
     for sid in ("messy", "tidy", "idle"):
         ws.remove_workspace(repo, sid)
+    assert ws.remove_spares(repo) == []
     assert worktree_list(repo) == [str(repo), str(ws.integration_path(repo))]
 
 
@@ -423,6 +434,65 @@ def test_a_foreign_folder_in_the_way_is_refused_not_removed(repo):
     with pytest.raises(ws.WorkspaceError, match="exists but is not a worktree"):
         ws.prepare_workspace(repo, run, "S")
     assert (stranger / "mine.txt").exists()
+
+
+# ---------------------------------------------------------------- spare worktrees
+
+
+def test_a_parked_worktree_becomes_the_next_streams_on_the_integration_tip(repo):
+    run = ws.start_run(repo)
+    first = ws.prepare_workspace(repo, run, "first")
+    (first.cwd / "first.txt").write_text("1\n", encoding="utf-8")
+    (first.cwd / "build.log").write_text("ignored output\n", encoding="utf-8")
+    (repo / ".git" / "info" / "exclude").write_text("build.log\n", encoding="utf-8")
+    ws.merge_stream(repo, run, "first")
+    ws.remove_workspace(repo, "first")
+    assert spares(repo) == ["_spare-1"] and not first.path.exists()
+    assert git(repo, "branch", "--list", "stream/first", "--format=%(worktreepath)") == ""  # branch is free
+    second = ws.prepare_workspace(repo, run, "second")
+    assert spares(repo) == []
+    assert git(second.path, "symbolic-ref", "--short", "HEAD") == "stream/second"
+    assert git(second.path, "rev-parse", "HEAD") == git(repo, "rev-parse", run.integration_branch)
+    assert git(second.path, "status", "--porcelain") == "" and (second.cwd / "first.txt").exists()
+    assert (second.cwd / "build.log").exists()  # ignored files come along (warm build caches)
+    (second.cwd / "second.txt").write_text("2\n", encoding="utf-8")
+    assert ws.merge_stream(repo, run, "second").outcome is ws.MergeOutcome.MERGED
+    assert git(repo, "show", f"{run.integration_branch}:second.txt") == "2"
+
+
+def test_spares_are_capped_and_a_touched_spare_is_never_reused_or_removed(repo):
+    run = ws.start_run(repo)
+    for sid in ("s1", "s2", "s3"):
+        ws.prepare_workspace(repo, run, sid)
+    for sid in ("s1", "s2", "s3"):
+        ws.merge_stream(repo, run, sid)
+        ws.remove_workspace(repo, sid)
+    assert spares(repo) == ["_spare-1", "_spare-2"]  # the third was removed
+    touched = repo / ".claude" / "worktrees" / "_spare-1"
+    (touched / "someone.txt").write_text("wrote here\n", encoding="utf-8")
+    ws.prepare_workspace(repo, run, "next")
+    assert spares(repo) == ["_spare-1"] and (touched / "someone.txt").exists()
+    kept = ws.remove_spares(repo)
+    assert len(kept) == 1 and "_spare-1" in kept[0] and (touched / "someone.txt").exists()
+
+
+def test_recovery_after_a_kill_while_parking_or_taking_a_spare(repo):
+    run = ws.start_run(repo)
+    for sid in ("p", "q"):
+        ws.prepare_workspace(repo, run, sid)
+        ws.merge_stream(repo, run, sid)
+    # Killed while parking p: moved, not yet detached from stream/p.
+    git(repo, "worktree", "move", str(ws.worktree_path(repo, "p")), str(repo / ".claude/worktrees/_spare-1"))
+    # Killed while q's spare was being taken by r: moved to r's folder, marker still there.
+    ws.remove_workspace(repo, "q")
+    spare = repo / ".claude" / "worktrees" / "_spare-2"
+    ws._marker(ws.worktree_path(repo, "r")).write_text("1\n", encoding="utf-8")
+    git(repo, "worktree", "move", str(spare), str(ws.worktree_path(repo, "r")))
+    notes = ws.recover(repo, run)
+    assert "detached spare worktree .claude/worktrees/_spare-1 from its branch" in notes
+    assert "removed half-created worktree .claude/worktrees/r" in notes
+    for sid in ("p", "r"):
+        assert git(ws.prepare_workspace(repo, run, sid).path, "symbolic-ref", "--short", "HEAD") == f"stream/{sid}"
 
 
 # ---------------------------------------------------------------- removal and land

@@ -39,6 +39,8 @@ from processes import file_stem, printable
 
 WORKTREES = Path(".claude") / "worktrees"
 INTEGRATION_FOLDER = "_integration"  # no safe name starts with "_", so no stream gets this folder
+SPARE_PREFIX = "_spare-"  # finished worktrees parked for reuse (see remove_workspace)
+MAX_SPARES = 2
 STREAM_PREFIX = "stream/"
 INTEGRATION_PREFIX = "orchestrate/integration-"
 FALLBACK_NAME, FALLBACK_EMAIL = "orchestrate-kit", "orchestrate-kit@localhost"
@@ -398,30 +400,93 @@ def workspace_of(project: Path, stream_id: str) -> Workspace:
 
 
 def prepare_workspace(project: Path, run: RunInfo, stream_id: str) -> Workspace:
-    """Create the stream's worktree from the integration branch's tip, or reuse the one it has."""
+    """Give the stream its worktree on its branch: the one it has, a parked one switched to the
+    integration branch's tip, or a new one created from that tip."""
+    project = Path(project).resolve()
     ws = workspace_of(project, stream_id)
-    _ensure_worktree(Path(project).resolve(), ws.path, ws.branch, "refs/heads/" + _integration(run))
+    start = "refs/heads/" + _integration(run)
+    registered = _registered(project)
+    if os.path.realpath(ws.path) not in registered and not ws.path.exists():
+        if _take_spare(project, registered, ws.path, ws.branch, start):
+            return ws
+    _ensure_worktree(project, ws.path, ws.branch, start)
     return ws
 
 
 def remove_workspace(project: Path, stream_id: str) -> None:
-    """Remove a stream's worktree (its branch stays); refuses one with uncommitted changes."""
+    """Take a merged stream's worktree away (its branch stays); refuses one with uncommitted changes.
+
+    A clean worktree is parked as a spare (a rename, detached from the branch) for the next
+    stream to start, which then checks out only the files that differ instead of the whole
+    tree; ignored files (build output, caches) come along. Beyond MAX_SPARES it is removed.
+    """
     project = Path(project).resolve()
     path = worktree_path(project, stream_id)
     if not path.is_dir():
         if os.path.realpath(path) in _registered(project):
             _forget(project, path)
         return
-    _remove_clean_worktree(project, path)
+    _require_clean(project, path)
+    spare = _free_spare_path(project)
+    if spare is not None and _git(project, "worktree", "move", str(path), str(spare), check=False).returncode == 0:
+        _git(spare, "checkout", "-q", "--detach")  # frees the branch for land and for a later restart
+        return
+    _git(project, "worktree", "remove", str(path))
 
 
-def _remove_clean_worktree(project: Path, path: Path) -> None:
+def remove_spares(project: Path) -> List[str]:
+    """Remove the parked worktrees (at the end of a run); returns why any was kept."""
+    project = Path(project).resolve()
+    kept = []
+    for spare in _spares(project):
+        try:
+            _require_clean(project, spare)
+            _git(project, "worktree", "remove", str(spare))
+        except WorkspaceError as error:
+            kept.append(str(error))
+    return kept
+
+
+def _require_clean(project: Path, path: Path) -> None:
     state = _tree_state(path)
     if state.dirty or _merging(path):
         sample = ", ".join((state.tracked + state.untracked)[:3]) or "a merge in progress"
         raise WorkspaceError(f"not removing {_short(project, path)}: it has uncommitted changes "
                              f"({sample}); commit them there or move them away first")
-    _git(project, "worktree", "remove", str(path))
+
+
+def _spares(project: Path, registered: Optional[Mapping[str, _Registered]] = None) -> List[Path]:
+    folder = (project / WORKTREES).resolve()
+    return sorted(Path(p) for p in (registered if registered is not None else _registered(project))
+                  if Path(p).parent == folder and Path(p).name.startswith(SPARE_PREFIX) and os.path.isdir(p))
+
+
+def _free_spare_path(project: Path) -> Optional[Path]:
+    taken = {p.name for p in _spares(project)}
+    if len(taken) >= MAX_SPARES:
+        return None
+    free = (f"{SPARE_PREFIX}{n}" for n in range(1, MAX_SPARES + len(taken) + 2))
+    name = next(n for n in free if n not in taken and not (project / WORKTREES / n).exists())
+    return project / WORKTREES / name
+
+
+def _take_spare(project: Path, registered: Mapping[str, _Registered], path: Path, branch: str,
+                start: str) -> bool:
+    """Move a clean, detached spare to `path` and check out the stream's branch there."""
+    spare = next((s for s in _spares(project, registered)
+                  if registered[str(s)].branch is None and not _tree_state(s).dirty), None)
+    if spare is None:
+        return False
+    _marker(path).write_text(f"{os.getpid()}\n", encoding="utf-8")
+    if _git(project, "worktree", "move", str(spare), str(path), check=False).returncode != 0:
+        _marker(path).unlink()
+        return False
+    target = [branch] if _exists(project, "refs/heads/" + branch) else ["--no-track", "-b", branch, start]
+    if _git(path, "checkout", "-q", *target, "--", check=False).returncode != 0:
+        _undo_half_created(project, path)  # a clean spare: nothing of anyone's is lost
+        return False
+    _marker(path).unlink()
+    return True
 
 
 def _integration(run: RunInfo) -> str:
@@ -645,6 +710,10 @@ def recover(project: Path, previous: Optional[RunInfo] = None) -> List[str]:
     integ = integration_path(project)
     if previous is not None and previous.integration_branch and integ.is_dir():
         notes += _clean_integration(project, integ)
+    for spare in _spares(project):
+        if _tree_state(spare).branch is not None:  # killed while parking it
+            _git(spare, "checkout", "-q", "--detach")
+            notes.append(f"detached spare worktree {_short(project, spare)} from its branch")
     for path in _registered(project):
         if Path(path).parent == (project / WORKTREES).resolve() and not os.path.isdir(path):
             _forget(project, Path(path))
@@ -705,6 +774,7 @@ def land(project: Path, run: RunInfo, stream_ids: Iterable[str]) -> LandResult:
     else:
         _merge_into_user_branch(project, run, state.branch)
     deleted, kept = _delete_run_branches(project, run, stream_ids)
+    kept += tuple(("(spare worktree)", why) for why in remove_spares(project))
     return LandResult(state.branch, fast_forward, _rev(project, "HEAD"), deleted, kept)
 
 
@@ -737,7 +807,8 @@ def _delete_run_branches(project: Path, run: RunInfo,
             continue
         try:
             if path.is_dir():
-                _remove_clean_worktree(project, path)
+                _require_clean(project, path)
+                _git(project, "worktree", "remove", str(path))
             _git(project, "branch", "-q", "-d", branch)
             deleted.append(branch)
         except WorkspaceError as error:
