@@ -283,7 +283,7 @@ def _undo_half_created(project: Path, path: Path) -> None:
         shutil.rmtree(path)
     if entry is not None:
         _forget(project, path)
-    _marker(path).unlink()
+    _marker(path).unlink(missing_ok=True)
 
 
 def _forget(project: Path, path: Path) -> None:
@@ -352,6 +352,12 @@ def start_run(project: Path, previous: Optional[RunInfo] = None) -> RunInfo:
                                  "merged into it cannot be found; start a new run")
         _ensure_worktree(project, integration_path(project), branch, None)
         return previous
+    integ = integration_path(project)
+    earlier = _registered(project).get(os.path.realpath(integ))
+    if earlier is not None and integ.is_dir():
+        old = (earlier.branch or "a detached HEAD").replace("refs/heads/", "")
+        raise WorkspaceError(f"an earlier run's integration worktree is still there (on {old}); land or "
+                             f"continue that run, or discard it with: git worktree remove {integ}")
     base = _rev(project, "HEAD")
     branch = _new_integration_branch(project)
     _ensure_worktree(project, integration_path(project), branch, base)
@@ -462,12 +468,12 @@ def _spares(project: Path, registered: Optional[Mapping[str, _Registered]] = Non
 
 
 def _free_spare_path(project: Path) -> Optional[Path]:
-    taken = {p.name for p in _spares(project)}
-    if len(taken) >= MAX_SPARES:
+    """Where to park one more spare, or None when MAX_SPARES are parked already."""
+    if len(_spares(project)) >= MAX_SPARES:
         return None
-    free = (f"{SPARE_PREFIX}{n}" for n in range(1, MAX_SPARES + len(taken) + 2))
-    name = next(n for n in free if n not in taken and not (project / WORKTREES / n).exists())
-    return project / WORKTREES / name
+    names = (f"{SPARE_PREFIX}{n}" for n in range(1, MAX_SPARES + 1))
+    free = next((n for n in names if not (project / WORKTREES / n).exists()), None)
+    return None if free is None else project / WORKTREES / free
 
 
 def _take_spare(project: Path, registered: Mapping[str, _Registered], path: Path, branch: str,
@@ -527,9 +533,9 @@ def commit_leftovers(project: Path, stream_id: str) -> bool:
     if state.branch != ws.branch:
         raise WorkspaceError(f"{_short(project, ws.path)} is on {state.branch or 'a detached HEAD'}, not "
                              f"{ws.branch}; switch it back with: git -C {ws.path} switch {ws.branch}")
-    merging = _merging(ws.path)
     if state.unmerged:
         raise WorkspaceError(f"{_short(project, ws.path)} has unresolved conflicts in: {', '.join(state.unmerged)}")
+    merging = _merging(ws.path)
     if not state.dirty and not merging:
         return False
     if merging:
@@ -561,6 +567,8 @@ def merge_stream(project: Path, run: RunInfo, stream_id: str) -> MergeResult:
     _require_clean_integration(project)
     before = _rev(integ, "HEAD")
     branch = "refs/heads/" + stream_branch(stream_id)
+    if not _exists(project, branch):  # it never had a workspace (complete before the run began)
+        return MergeResult(MergeOutcome.MERGED, before, before)
     stream_tip = _rev(project, branch)
     if _is_ancestor(integ, stream_tip, before):  # nothing new, or merged before a restart
         parents = _parents(integ, before)
@@ -641,45 +649,68 @@ class CheckResult:
     timed_out: bool = False
 
 
-def run_merge_check(project: Path, command: str, timeout: float) -> CheckResult:
-    """Run the user's merge check with their shell in the integration worktree.
+@dataclass(frozen=True)
+class RunningCheck:
+    """A merge check in progress: the supervisor waits for `process` like for a worker."""
 
-    Tracked files the check changed are restored afterwards (the integration worktree
-    must stay clean for the next merge); ignored build output stays.
-    """
+    process: subprocess.Popen
+    log: Path
+    offset: int  # where the check's output starts in the log
+
+
+def start_merge_check(project: Path, command: str, log: Path) -> RunningCheck:
+    """Start the user's merge check with their shell in the integration worktree, in its own
+    session, its output appended to `log` (the stream's log)."""
     project = Path(project).resolve()
     cwd = integration_path(project) / _prefix(project)
     shell = os.environ.get("SHELL") or "/bin/sh"
     env = {k: v for k, v in os.environ.items() if k not in _GIT_CONTEXT}
-    proc = subprocess.Popen([shell, "-c", command], cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    timed_out = False
+    with open(log, "ab") as handle:
+        offset = handle.tell()
+        try:
+            process = subprocess.Popen([shell, "-c", command], cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,
+                                       stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as error:
+            raise WorkspaceError(f"cannot run the merge check with {shell}: {error.strerror}") from None
+    return RunningCheck(process, Path(log), offset)
+
+
+def stop_merge_check(check: RunningCheck) -> None:
+    """Kill the check's whole process group (a check has nothing to save) and reap it."""
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        os.killpg(check.process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    check.process.wait()
+
+
+def merge_check_result(project: Path, check: RunningCheck, timed_out: bool = False) -> CheckResult:
+    """The result of a check that has exited (or was stopped).
+
+    Tracked files the check changed are restored (the integration worktree must stay
+    clean for the next merge); ignored build output stays.
+    """
+    integ = integration_path(Path(project).resolve())
+    with open(check.log, "rb") as handle:
+        handle.seek(check.offset)
+        output = handle.read().decode("utf-8", "replace")[-CHECK_OUTPUT_LIMIT:]
+    if _tree_state(integ).tracked:
+        _git(integ, "reset", "--hard", "-q", "HEAD")  # our own worktree
+    code = None if timed_out else check.process.returncode
+    return CheckResult(code == 0, code, output, timed_out)
+
+
+def run_merge_check(project: Path, command: str, timeout: float, log: Path) -> CheckResult:
+    """Start the check, wait for it up to `timeout` seconds, and return its result."""
+    check = start_merge_check(project, command, log)
+    try:
+        check.process.wait(timeout=timeout)
+        return merge_check_result(project, check)
     except subprocess.TimeoutExpired:
-        timed_out = True
-        out = _end_check(proc)
-    text = out.decode("utf-8", "replace")[-CHECK_OUTPUT_LIMIT:]
-    if timed_out:
-        text += f"\n[merge check stopped after {timeout:g} s]\n"
-    if _tree_state(integration_path(project)).tracked:
-        _git(integration_path(project), "reset", "--hard", "-q", "HEAD")  # our worktree, see docstring
-    code = None if timed_out else proc.returncode
-    return CheckResult(code == 0, code, text, timed_out)
-
-
-def _end_check(proc: subprocess.Popen) -> bytes:
-    """TERM the check's process group, KILL it if it lingers; whatever it printed."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            return proc.communicate(timeout=wait)[0]
-        except subprocess.TimeoutExpired:
-            continue
-    return b""
+        stop_merge_check(check)
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"\n[merge check stopped after {timeout:g} s]\n")
+        return merge_check_result(project, check, timed_out=True)
 
 
 def undo_merge(project: Path, run: RunInfo, before: str) -> None:
