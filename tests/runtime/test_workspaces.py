@@ -120,6 +120,12 @@ def test_safe_names_are_valid_refs_distinct_and_readable(tmp_path):
     assert ws.safe_name("a.lock") != ws.safe_name("a_lock")
 
 
+def test_ids_that_differ_only_in_case_are_reported():
+    assert ws.name_clashes(["Stream-A", "stream-a", "STREAM-A", "Stream-B", "b"]) == [
+        ("STREAM-A", "Stream-A", "stream-a")]
+    assert ws.name_clashes(HOSTILE) == []
+
+
 def test_hostile_ids_get_worktrees_inside_the_worktrees_folder(repo):
     run = ws.start_run(repo)
     for sid in ["../x", "$(touch pwned)", "a\nb", "a.lock", "@{", "x" * 300]:
@@ -172,6 +178,21 @@ def test_a_lost_integration_branch_is_a_clear_error(repo):
     git(repo, "branch", "-q", "-D", run.integration_branch)
     with pytest.raises(ws.WorkspaceError, match="no longer exists"):
         ws.start_run(repo, run)
+
+
+def test_a_new_run_over_an_unlanded_one_is_refused_clearly(repo):
+    run = ws.start_run(repo)
+    with pytest.raises(ws.WorkspaceError) as caught:
+        ws.start_run(repo)
+    message = str(caught.value)
+    assert f"an earlier run's integration worktree is still there (on {run.integration_branch})" in message
+    assert "\n" not in message
+
+
+def test_a_stream_that_never_had_a_workspace_merges_as_nothing(repo):
+    run = ws.start_run(repo)
+    result = ws.merge_stream(repo, run, "done-before-the-run")
+    assert result.outcome is ws.MergeOutcome.MERGED and result.before == result.tip == run.base
 
 
 # ---------------------------------------------------------------- the diamond

@@ -77,6 +77,15 @@ def safe_name(stream_id: str) -> str:
     return f"{prefix}+{digest}"
 
 
+def name_clashes(stream_ids: Iterable[str]) -> List[Tuple[str, ...]]:
+    """Groups of stream ids whose names differ only in case: on a case-insensitive file system
+    (macOS, Windows) they would share one folder and one branch file, so plan/start refuse them."""
+    groups: Dict[str, List[str]] = {}
+    for sid in sorted(set(stream_ids)):
+        groups.setdefault(safe_name(sid).casefold(), []).append(sid)
+    return [tuple(ids) for ids in groups.values() if len(ids) > 1]
+
+
 def stream_branch(stream_id: str) -> str:
     return STREAM_PREFIX + safe_name(stream_id)
 
