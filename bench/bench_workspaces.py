@@ -62,6 +62,7 @@ def _project(root: Path, files: int) -> Path:
 
 def _plain_add(project: Path, run: ws.RunInfo, n: int) -> float:
     plain = project / ".claude" / "worktrees" / f"plain-{n}"
+    os.sync()
     started = time.perf_counter()
     subprocess.run(["git", "worktree", "add", "-q", "-b", f"plain-{n}", str(plain), str(run.integration_branch)],
                    cwd=project, check=True)
@@ -74,7 +75,8 @@ def _round(project: Path, run: ws.RunInfo, n: int, spares: bool) -> Dict[str, fl
     """One dependency completes and its dependent gets a worktree; a plain add next to it.
 
     The plain add runs before ours in even rounds and after it in odd ones, so a machine
-    whose load drifts (it is shared) does not favour either; ratios are taken per round.
+    whose load drifts (it is shared) does not favour either; ratios are taken per round,
+    and writes still queued from setting up a round are flushed before each timing.
     """
     plain_first = _plain_add(project, run, n) if n % 2 == 0 else None
     done = ws.prepare_workspace(project, run, f"dep-{n}")
@@ -82,6 +84,7 @@ def _round(project: Path, run: ws.RunInfo, n: int, spares: bool) -> Dict[str, fl
         ws.remove_spares(project)  # the dependent gets a new worktree
     (done.cwd / f"work-{n}.txt").write_text("left uncommitted by the worker\n", encoding="utf-8")
     (done.cwd / "src" / "d00" / "f00000.txt").write_text(f"edited in round {n}\n", encoding="utf-8")
+    os.sync()  # neither side pays for the other's queued writes and deletions
     started = time.perf_counter()
     ws.merge_stream(project, run, f"dep-{n}")
     merged = time.perf_counter()

@@ -417,10 +417,11 @@ def test_recovery_after_a_kill_between_merge_and_check_undoes_the_right_merge(re
     (space.cwd / "2.txt").write_text("2\n", encoding="utf-8")
     merged = ws.merge_stream(repo, run, "second")
     (ws.integration_path(repo) / "README.md").write_text("check was rewriting this\n", encoding="utf-8")
-    lock = Path(git(ws.integration_path(repo), "rev-parse", "--git-path", "index.lock"))
-    lock.write_text("", encoding="utf-8")
+    for name in ("index.lock", f"refs/heads/{run.integration_branch}.lock"):
+        Path(git(ws.integration_path(repo), "rev-parse", "--git-path", name)).write_text("", encoding="utf-8")
     notes = ws.recover(repo, run)
-    assert "removed a stale index.lock in the integration worktree" in notes
+    assert "removed a stale index.lock of the integration worktree" in notes
+    assert f"removed a stale {run.integration_branch.split('/')[-1]}.lock of the integration worktree" in notes
     assert "restored the integration worktree to its last commit" in notes
     again = ws.merge_stream(repo, run, "second")  # the supervisor redoes the merge and the check
     assert (again.before, again.tip) == (merged.before, merged.tip)

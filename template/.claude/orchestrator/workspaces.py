@@ -749,7 +749,7 @@ def recover(project: Path, previous: Optional[RunInfo] = None) -> List[str]:
     notes = _remove_half_created(project)
     integ = integration_path(project)
     if previous is not None and previous.integration_branch and integ.is_dir():
-        notes += _clean_integration(project, integ)
+        notes += _clean_integration(project, integ, previous.integration_branch)
     for spare in _spares(project):
         if _tree_state(spare).branch is not None:  # killed while parking it
             _git(spare, "checkout", "-q", "--detach")
@@ -771,12 +771,13 @@ def _remove_half_created(project: Path) -> List[str]:
     return notes
 
 
-def _clean_integration(project: Path, integ: Path) -> List[str]:
+def _clean_integration(project: Path, integ: Path, branch: str) -> List[str]:
     notes = []
-    lock = integ / _git(integ, "rev-parse", "--git-path", "index.lock").stdout.strip()
-    if lock.exists():
-        lock.unlink()  # left by a killed git; nothing else runs git in our worktree
-        notes.append("removed a stale index.lock in the integration worktree")
+    for name in ("index.lock", "HEAD.lock", f"refs/heads/{branch}.lock"):
+        lock = integ / _git(integ, "rev-parse", "--git-path", name).stdout.strip()
+        if lock.exists():
+            lock.unlink()  # left by a killed git: only we run git in our worktree and on our branch
+            notes.append(f"removed a stale {Path(name).name} of the integration worktree")
     if _merging(integ):
         _git(integ, "merge", "--abort")
         notes.append("aborted a half-done merge in the integration worktree")
