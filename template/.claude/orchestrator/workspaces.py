@@ -45,6 +45,7 @@ STREAM_PREFIX = "stream/"
 INTEGRATION_PREFIX = "orchestrate/integration-"
 FALLBACK_NAME, FALLBACK_EMAIL = "orchestrate-kit", "orchestrate-kit@localhost"
 NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
+MIN_GIT = (2, 17)  # git worktree move/remove
 CHECK_OUTPUT_LIMIT = 64_000
 UNMERGED = {"DD", "AU", "UD", "UA", "DU", "AA", "UU"}
 _GIT_CONTEXT = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
@@ -117,13 +118,16 @@ def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 
 def _subcommand(args: Sequence[str]) -> str:
-    skip = False
-    for arg in args:
-        if skip or arg == "-c":
-            skip = not skip
-            continue
-        return arg
-    return ""
+    """The git command's name, past any `-c name=value` options."""
+    i = 0
+    while i < len(args) and args[i] == "-c":
+        i += 2
+    return args[i] if i < len(args) else ""
+
+
+def _git_version(project: Path) -> Tuple[int, int]:
+    found = re.search(r"(\d+)\.(\d+)", _git(project, "--version").stdout)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
 
 def _reason(done: subprocess.CompletedProcess) -> str:
@@ -325,12 +329,13 @@ def _ensure_worktree(project: Path, path: Path, branch: str, start: Optional[str
 
 
 def default_isolation(project: Path) -> str:
-    """'worktree' in a git repository with at least one commit, else 'none'."""
+    """'worktree' in a git repository with at least one commit (and git 2.17+), else 'none'."""
     try:
         done = _git(project, "rev-parse", "--is-inside-work-tree", "--verify", "-q", "HEAD^{commit}", check=False)
+        recent = _git_version(project) >= MIN_GIT
     except WorkspaceError:
         return "none"
-    return "worktree" if done.returncode == 0 and done.stdout.startswith("true") else "none"
+    return "worktree" if recent and done.returncode == 0 and done.stdout.startswith("true") else "none"
 
 
 @dataclass(frozen=True)
@@ -352,6 +357,9 @@ class RunInfo:
 def start_run(project: Path, previous: Optional[RunInfo] = None) -> RunInfo:
     """Begin a run from the user's HEAD, or continue `previous` on its integration branch."""
     project = Path(project).resolve()
+    if _git_version(project) < MIN_GIT:
+        raise WorkspaceError("worktree isolation needs git {}.{} or later; upgrade git or use isolation "
+                             "'none'".format(*MIN_GIT))
     ensure_ignored(project)
     _remove_half_created(project)  # recover() does this too; a creation cut short must not block us
     if previous is not None and previous.integration_branch:
