@@ -5,8 +5,10 @@ its own worktree (`.claude/worktrees/_integration`). Each stream works in
 `.claude/worktrees/<name>` on `stream/<name>`, branched from the integration
 branch once every dependency has been merged into it. A completed stream's
 leftovers are committed, its branch is merged with `--no-ff` in the integration
-worktree, and an optional check runs on the merged tree. `land` brings the
-result into the user's branch at the end.
+worktree, and an optional check runs on the merged tree. A finished clean
+worktree is parked as a spare and reused by the next stream (a rename and a
+checkout of the files that differ). `recover` repairs what a killed orchestrator
+left half-done. `land` brings the result into the user's branch at the end.
 
 Rules this module keeps: the user's checkout, branch, HEAD and index are touched
 only by `land`, which refuses a dirty tree or a detached HEAD; git runs from
