@@ -269,6 +269,9 @@ def test_install_from_this_checkout(tmp_path, capsys):
     assert (project / "watch-status").is_symlink()
     assert (project / ".claude/commands/orchestrate.md").is_file()
     assert (project / ".claude/orchestrator/orchestrator.conf").is_file()
+    # Stream worktrees never show in git status: the install ships the ignore file for them.
+    assert (project / ".claude/worktrees/.gitignore").is_file()
+    assert helpers.git(project, "check-ignore", ".claude/worktrees/Stream-A").strip() == ".claude/worktrees/Stream-A"
     answers = yaml.safe_load((project / ANSWERS).read_text())
     assert answers["_commit"].startswith(f"v{template.version}")
 

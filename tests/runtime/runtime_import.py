@@ -18,3 +18,4 @@ import settings  # noqa: E402,F401
 import status_report  # noqa: E402,F401
 import supervisor  # noqa: E402,F401
 import executor  # noqa: E402,F401
+import workspaces  # noqa: E402,F401
