@@ -36,7 +36,9 @@ def test_worker_contract_environment_prompt_and_stdin(project):
     start = next(e for e in project.events("start") if e["stream"] == "Stream-B")
     assert start["claudecode"] is False  # CLAUDECODE removed for nested claude
     assert start["stdin_devnull"] is True
-    assert start["argv"] == ["--print", "--dangerously-skip-permissions", "-p"]
+    # Claude Code workers print stream-json; the prompt follows `--`, so no option can swallow it.
+    assert start["argv"] == ["--print", "--dangerously-skip-permissions", "-p", "--output-format=stream-json",
+                             "--verbose", "--"]
     assert start["stream_name"] == "API Implementation"
     assert start["cwd"] == str(project.root)
     assert "Stream-B" in start["prompt"] and "Stream-B task 1" in start["prompt"]
@@ -185,7 +187,7 @@ def test_logs_command_shows_a_stream_log(project):
     assert project.orchestrate("start").returncode == 0
     result = project.orchestrate("logs", "Stream-A", "-n", "5")
     assert result.returncode == 0
-    assert "fake claude: stream 'Stream-A'" in result.stdout
+    assert '"type":"result"' in result.stdout and "Working on stream Stream-A" in result.stdout
     missing = project.orchestrate("logs", "Nope")
     assert missing.returncode == 1 and "no log for stream Nope" in missing.stderr
 

@@ -30,6 +30,7 @@ FAST_SETTINGS = {
     "restart_delay": 0.2,
     "stop_grace": 2,
     "finish_grace": 1,
+    "spawn_gap": 0,
 }
 
 
@@ -80,6 +81,9 @@ class Project:
             "FAKE_CLAUDE_DELAY": "0.05",
             "HOME": str(tmp / "home"),
             "CLAUDECODE": "1",  # as inside a Claude Code session: workers must not inherit it
+            # CI runs as root: as inside a sandbox, where Claude Code accepts its permission-skipping flag
+            # as root. The preflight's root check honours it; tests of that check remove it.
+            "IS_SANDBOX": "1",
         }
         project.env.pop("NO_COLOR", None)
         return project

@@ -63,6 +63,7 @@ class _Worker:
     record: PidRecord
     pid_path: Path
     popen: Optional[subprocess.Popen] = None
+    log_offset: int = 0  # where its own output starts in its log, after our banner
 
 
 @dataclass
@@ -93,6 +94,7 @@ class LocalExecutor:
             with open(spec.log_path, "ab") as log:
                 log.write(spec.banner.encode("utf-8", "replace"))
                 log.flush()
+                offset = log.tell()
                 popen = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(go_read)] + spec.argv,
                     cwd=str(spec.cwd), env=spec.env, stdin=subprocess.DEVNULL, stdout=log,
@@ -114,7 +116,7 @@ class LocalExecutor:
             popen.wait()
             remove_file(pid_path)
             raise
-        self.workers[spec.stream_id] = _Worker(record, pid_path, popen)
+        self.workers[spec.stream_id] = _Worker(record, pid_path, popen, offset)
         try:
             os.write(go_write, b"go")
         finally:
@@ -139,6 +141,10 @@ class LocalExecutor:
         if worker is not None:
             worker.pid_path.parent.mkdir(parents=True, exist_ok=True)
             write_pid_file(worker.pid_path, record)
+
+    def log_offset(self, stream_id: str) -> int:
+        worker = self.workers.get(stream_id)
+        return worker.log_offset if worker else 0
 
     def live(self) -> Dict[str, PidRecord]:
         return {sid: worker.record for sid, worker in self.workers.items()}

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+import time
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
@@ -60,6 +61,9 @@ class Life:
     last_exit: str = ""  # how its last worker ended ("code 1", "signal 9", ...)
     complete_since: Optional[float] = None  # running: when the tracker first showed it complete
     ran: bool = False  # a worker of ours ran it: a reopened stream counts as a new attempt
+    spent_usd: float = 0.0  # what its ended attempts cost (agent workers that report it)
+    session_id: str = ""  # the agent session of its last attempt
+    resume: bool = False  # the next attempt continues that session (after a usage limit)
 
 
 # ---------------------------------------------------------------- events
@@ -100,11 +104,20 @@ class SpawnFailed:
 
 @dataclass(frozen=True)
 class Exited:
-    """The worker ended with `status`; `complete` is whether the tracker shows the stream complete."""
+    """The worker ended with `status`; `complete` is whether the tracker shows the stream complete.
+
+    `ending` is what its output said of the end: `exit` (judge by the tracker), `usage_limit` (pause
+    until `resume_at`; no attempt spent), `budget` (its --max-budget-usd ran out: failed, not
+    retried), `fatal` (a configuration failure: the run stops; no attempt spent) or `fresh` (its
+    session to resume is gone: start over; no attempt spent)."""
 
     status: str
     complete: bool
     detail: str = ""  # the rest of the failure reason: "with 0/2 tasks done; last log line: ..."
+    ending: str = "exit"
+    resume_at: Optional[float] = None
+    cost_usd: float = 0.0  # what this attempt cost
+    session_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,11 +137,18 @@ class Hold:
 
 
 @dataclass(frozen=True)
+class GiveUp:
+    """The stream cannot be run again as it is (its budget is spent): failed, with the reason."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Release:
     """The user asked for the stream again (`start STREAM`, `--retry-failed`): a fresh budget."""
 
 
-Event = Union[Observed, Spawning, Adopted, Spawned, SpawnFailed, Exited, StopRequested, Hold, Release]
+Event = Union[Observed, Spawning, Adopted, Spawned, SpawnFailed, Exited, StopRequested, Hold, GiveUp, Release]
 
 
 @dataclass(frozen=True)
@@ -156,7 +176,8 @@ def transition(life: Life, event: Event, now: float, policy: Policy) -> Life:
     if isinstance(event, Observed):
         return _observe(life, event.state, now, policy)
     if isinstance(event, Spawning):
-        _expect(life, event, PASSIVE - {StreamState.COMPLETE, StreamState.INVALID} | {StreamState.BACKOFF})
+        _expect(life, event, PASSIVE - {StreamState.COMPLETE, StreamState.INVALID}
+                | {StreamState.BACKOFF, StreamState.RATE_LIMITED})
         return replace(life, state=StreamState.STARTING, attempts=event.attempt, retry_at=None, reason="",
                        complete_since=None, ran=True)
     if isinstance(event, Adopted):
@@ -182,6 +203,10 @@ def transition(life: Life, event: Event, now: float, policy: Policy) -> Life:
         if state in LIVE:
             raise TransitionError(f"hold while a worker runs: use StopRequested (state {state.value})")
         return life if state is StreamState.COMPLETE else _settle(life, StreamState.HELD, event.reason)
+    if isinstance(event, GiveUp):
+        if state in LIVE:
+            raise TransitionError(f"give up while a worker runs: use StopRequested (state {state.value})")
+        return _settle(life, StreamState.FAILED, event.reason)
     if isinstance(event, Release):
         fresh = replace(life, attempts=0, failures=0, retry_at=None, reason="")
         if state in (StreamState.HELD, StreamState.FAILED, StreamState.BACKOFF):
@@ -215,7 +240,9 @@ def _observe(life: Life, seen: StreamState, now: float, policy: Policy) -> Life:
 
 
 def _exited(life: Life, event: Exited, now: float, policy: Policy) -> Life:
-    life = replace(life, last_exit=event.status, deadline=None, complete_since=None)
+    life = replace(life, last_exit=event.status, deadline=None, complete_since=None,
+                   spent_usd=life.spent_usd + max(event.cost_usd, 0.0), session_id=event.session_id or life.session_id,
+                   resume=False)
     if life.state is StreamState.STOPPING:
         after, reason = life.after_stop, life.reason
         life = replace(life, after_stop=None)
@@ -229,6 +256,15 @@ def _exited(life: Life, event: Exited, now: float, policy: Policy) -> Life:
     _expect(life, event, LIVE)
     if event.complete:
         return _settle(life, StreamState.COMPLETE, "")
+    not_counted = replace(life, attempts=max(life.attempts - 1, 0))
+    if event.ending == "usage_limit":
+        return replace(_settle(not_counted, StreamState.RATE_LIMITED, event.detail), retry_at=event.resume_at or now,
+                       resume=bool(not_counted.session_id))
+    if event.ending == "budget":
+        return _settle(life, StreamState.FAILED, f"budget: {event.detail}" if event.detail else "budget")
+    if event.ending in ("fatal", "fresh"):
+        fresh = replace(not_counted, session_id="") if event.ending == "fresh" else not_counted
+        return _settle(fresh, StreamState.WAITING, "")  # the next Observed says waiting or ready
     return _failed_attempt(life, f"worker exited with {event.status} {event.detail}".rstrip(), now, policy)
 
 
@@ -343,12 +379,14 @@ def _life_from(row: object) -> Optional[Life]:
         return None
     times = {k: _number(row[k]) if row.get(k) is not None else None
              for k in ("retry_at", "deadline", "complete_since")}
-    texts = {k: row.get(k, "") for k in ("reason", "last_exit")}
+    texts = {k: row.get(k, "") for k in ("reason", "last_exit", "session_id")}
     if not all(isinstance(v, str) for v in texts.values()):
         return None
-    known = {f.name for f in fields(Life)}
-    assert known >= set(counts) | set(times) | set(texts)
-    return Life(state=state, after_stop=after, ran=bool(row.get("ran")), **counts, **times, **texts)  # type: ignore[arg-type]
+    spent = _number(row.get("spent_usd", 0.0))
+    if spent is None:
+        return None
+    return Life(state=state, after_stop=after, ran=bool(row.get("ran")), resume=bool(row.get("resume")),
+                spent_usd=float(spent), **counts, **times, **texts)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- what users read
@@ -362,6 +400,9 @@ def describe(life: Life, now: float, max_restarts: int, waiting_on: Tuple[str, .
     if state is StreamState.BACKOFF:
         left = max(int(math.ceil((life.retry_at or now) - now)), 0)
         return f"restarting in {left} s (attempt {life.attempts + 1} of {max_restarts + 1})"
+    if state is StreamState.RATE_LIMITED:
+        when = time.strftime("%H:%M", time.localtime(life.retry_at or now))
+        return f"usage limit, resumes {when}" + (" (its session continues)" if life.resume else "")
     if state is StreamState.HELD:
         return life.reason or USER_STOP
     if state is StreamState.FAILED:

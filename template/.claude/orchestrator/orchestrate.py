@@ -36,6 +36,7 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import locks  # noqa: E402  (the runtime folder is put on sys.path first)
+from claude_command import preflight  # noqa: E402
 from logfiles import tail_lines  # noqa: E402
 from lifecycle import LIVE, USER_STOP, Hold, Release, StreamState, load_table, save_table, transition  # noqa: E402
 from processes import PidRecord, printable, read_pid_dir, read_pid_file, terminate_groups  # noqa: E402
@@ -84,6 +85,7 @@ def settings_from(args: argparse.Namespace, layout: Layout) -> Settings:
         "max_parallel": getattr(args, "max_parallel", None),
         "max_restarts": getattr(args, "max_restarts", None),
         "poll_interval": getattr(args, "poll_interval", None),
+        "max_cost_usd": getattr(args, "max_cost_usd", None),
     }
     return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -142,7 +144,18 @@ def check_before_start(layout: Layout, settings: Settings, args: argparse.Namesp
     if shutil.which(command) is None:
         raise UserError(f"worker command {command!r} was not found on PATH. Install it, or set "
                         f"worker_command in {layout.config}")
+    if not args.dry_run and not args.no_preflight:
+        check_worker_command(settings)
     return location, selection, board
+
+
+def check_worker_command(settings: Settings) -> None:
+    """The worker command runs, is logged in and may run as this user: else refuse, with the fix."""
+    result = preflight(settings.worker_argv())
+    if result.problems:
+        raise UserError("the worker command is not ready, so nothing was started:\n  "
+                        + "\n  ".join(f"{p.message}\n    fix: {p.fix}" for p in result.problems)
+                        + "\n  (--no-preflight skips these checks)")
 
 
 def cmd_start(args: argparse.Namespace, layout: Layout) -> int:
@@ -493,6 +506,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text!r}")
+    return value
+
+
 def project_settings(layout: Layout) -> Settings:
     """The project's own settings for --help's defaults; built-in ones if they cannot be read."""
     try:
@@ -522,6 +545,11 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     start.add_argument("--tracker", choices=TRACKER_CHOICES,
                        help="which Task Copilot: mcp (the MCP server) or tc (the tc CLI); default: the tracker setting, auto")
     start.add_argument("--dry-run", action="store_true", help="print what would start; start nothing")
+    start.add_argument("--max-cost-usd", type=non_negative_float, metavar="USD",
+                       help=f"stop starting workers once the run has cost this much (0 = no limit; default "
+                            f"{defaults.max_cost_usd:g})")
+    start.add_argument("--no-preflight", action="store_true",
+                       help="skip checking that the worker command runs and is logged in (other agent CLIs)")
     start.add_argument("--retry-failed", action="store_true",
                        help="give every failed stream a fresh restart budget and carry the run on")
     start.set_defaults(handler=cmd_start)

@@ -11,7 +11,7 @@ Standard library only, Python 3.9+.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import AbstractSet, List, Optional
+from typing import AbstractSet, List, Mapping, Optional
 
 from lifecycle import LIVE, StreamState
 from settings import EXIT_OK, EXIT_STUCK, Settings
@@ -32,6 +32,18 @@ class Spawn:
 class Stop:
     stream_id: str
     reason: str
+    after: StreamState = StreamState.WAITING  # FAILED for a stall: a failed attempt
+
+
+@dataclass(frozen=True)
+class Pace:
+    """What limits spawning beyond the graph: the account's usage limit, the gap between spawns,
+    the run's budget, and when each running worker last said anything (for the stall watchdog)."""
+
+    paused_until: Optional[float] = None  # a usage limit seen in a running worker's output
+    last_spawn_at: Optional[float] = None
+    budget_left: Optional[float] = None  # USD the run may still spend; None: no run budget
+    last_output: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -43,6 +55,7 @@ class Decision:
     kill: List[str] = field(default_factory=list)  # stopping workers whose deadline passed
     wake_at: Optional[float] = None
     outcome: Optional[int] = None  # the run's exit code once nothing can progress
+    held_back: str = ""  # why nothing starts although streams are ready: "usage limit", "run budget"
 
 
 def startable(board: Board, now: float, targets: Optional[AbstractSet[str]] = None) -> List[str]:
@@ -53,14 +66,17 @@ def startable(board: Board, now: float, targets: Optional[AbstractSet[str]] = No
             continue
         life = board.rows.get(sid)
         state = life.state if life else StreamState.READY
-        if state is StreamState.READY or (state is StreamState.BACKOFF and (life.retry_at or 0) <= now):
+        waits = state in (StreamState.BACKOFF, StreamState.RATE_LIMITED)
+        if state is StreamState.READY or (waits and life is not None and (life.retry_at or 0) <= now):
             ids.append(sid)
     return start_order(board, ids)
 
 
-def decide(board: Board, settings: Settings, now: float, targets: Optional[AbstractSet[str]] = None) -> Decision:
+def decide(board: Board, settings: Settings, now: float, targets: Optional[AbstractSet[str]] = None,
+           pace: Pace = Pace()) -> Decision:
     decision = Decision()
     busy = 0
+    stall = settings.stall_timeout * 60
     for sid, life in board.rows.items():
         if life.state not in LIVE:
             continue
@@ -80,19 +96,48 @@ def decide(board: Board, settings: Settings, now: float, targets: Optional[Abstr
                 decision.wake_at = _earliest(decision.wake_at, due)
         else:
             busy += 1
-    room = settings.max_parallel - busy if settings.max_parallel else None
-    for sid in startable(board, now, targets):
-        if room is not None and room <= 0:
-            break
-        decision.spawn.append(Spawn(sid, board.rows[sid].attempts + 1 if sid in board.rows else 1))
-        if room is not None:
-            room -= 1
+            _watch_for_stall(decision, sid, pace.last_output.get(sid), stall, now)
+    _choose_spawns(decision, board, settings, now, targets, pace, busy)
     for sid, life in board.rows.items():
-        if life.state is StreamState.BACKOFF and (targets is None or sid in targets) and life.retry_at:
-            if life.retry_at > now:
-                decision.wake_at = _earliest(decision.wake_at, life.retry_at)
+        waits = life.state in (StreamState.BACKOFF, StreamState.RATE_LIMITED)
+        if waits and (targets is None or sid in targets) and life.retry_at and life.retry_at > now:
+            decision.wake_at = _earliest(decision.wake_at, life.retry_at)
     decision.outcome = _outcome(board, decision, targets)
     return decision
+
+
+def _watch_for_stall(decision: Decision, sid: str, last_output: Optional[float], stall: float, now: float) -> None:
+    """A running worker silent for `stall` seconds is stopped, as a failed attempt."""
+    if not stall or last_output is None:
+        return
+    if last_output + stall <= now:
+        decision.stop.append(Stop(sid, f"stalled: no output for {stall / 60:g} min; stopping it", StreamState.FAILED))
+    else:
+        decision.wake_at = _earliest(decision.wake_at, last_output + stall)
+
+
+def _choose_spawns(decision: Decision, board: Board, settings: Settings, now: float,
+                   targets: Optional[AbstractSet[str]], pace: Pace, busy: int) -> None:
+    """Ready streams, best first, as max-parallel, the usage limit, the run budget and the gap allow."""
+    ready = startable(board, now, targets)
+    if not ready:
+        return
+    limit = max([pace.paused_until or 0.0] + [life.retry_at or 0.0 for life in board.rows.values()
+                                                if life.state is StreamState.RATE_LIMITED])
+    if limit > now:  # the limit is the account's: no worker starts anywhere until it resets
+        decision.held_back, decision.wake_at = "usage limit", _earliest(decision.wake_at, limit)
+        return
+    if pace.budget_left is not None and pace.budget_left <= 0:
+        decision.held_back = "run budget"
+        return
+    room = settings.max_parallel - busy if settings.max_parallel else len(ready)
+    if settings.spawn_gap > 0:
+        if pace.last_spawn_at is not None and now < pace.last_spawn_at + settings.spawn_gap:
+            decision.wake_at = _earliest(decision.wake_at, pace.last_spawn_at + settings.spawn_gap)
+            return
+        room = min(room, 1)  # one now, the next after the gap: a wave of ready streams is staggered
+    for sid in ready[:max(room, 0)]:
+        decision.spawn.append(Spawn(sid, board.rows[sid].attempts + 1 if sid in board.rows else 1))
 
 
 def _outcome(board: Board, decision: Decision, targets: Optional[AbstractSet[str]]) -> Optional[int]:
@@ -102,8 +147,11 @@ def _outcome(board: Board, decision: Decision, targets: Optional[AbstractSet[str
     wanted = [v for sid, v in board.views.items() if targets is None or sid in targets]
     if wanted and all(v.state is StreamState.COMPLETE for v in wanted):
         return EXIT_OK
-    if any(v.state is StreamState.BACKOFF and v.graph_state is StreamState.READY for v in wanted):
-        return None
+    if any(v.state in (StreamState.BACKOFF, StreamState.RATE_LIMITED) and v.graph_state is StreamState.READY
+           for v in wanted):
+        return None if decision.held_back != "run budget" else EXIT_STUCK
+    if decision.wake_at is not None and decision.held_back != "run budget" and startable(board, decision.wake_at, targets):
+        return None  # ready streams wait for the spawn gap or the usage limit
     return EXIT_STUCK
 
 

@@ -47,6 +47,11 @@ class Settings:
     log_max_bytes: int = DEFAULT_MAX_BYTES  # a stream's log is rotated before an attempt beyond this
     log_keep: int = DEFAULT_KEEP  # rotated logs kept per stream
     tracker: str = "auto"  # which Task Copilot: auto, mcp (the MCP server) or tc (the tc CLI)
+    agent_events: bool = True  # Claude Code workers print stream-json: progress, cost, usage limits
+    stall_timeout: float = 20.0  # minutes without output before a worker is stopped (0 = never)
+    spawn_gap: float = 2.0  # seconds between two spawns, so a wave of ready streams is staggered
+    max_cost_usd: float = 0.0  # the run's budget in USD (0 = none)
+    on_event: str = ""  # a command run (no shell) when the run finishes, a stream fails, a limit is hit ...
 
     def worker_argv(self) -> List[str]:
         try:
@@ -82,10 +87,18 @@ def load_settings(paths: Sequence[Path]) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
 def setting_value(key: str, value: str, kind: str, where: str) -> object:
     """One setting parsed and checked; `where` names its file and line (or the flag)."""
     if kind == "str":
         return value
+    if kind == "bool":
+        answer = BOOLEANS.get(value.lower())
+        if answer is None:
+            raise UserError(f"{where}: {key} must be true or false, got {value!r}")
+        return answer
     try:
         number = int(value) if kind == "int" else float(value)
     except ValueError:
@@ -140,6 +153,7 @@ class Layout:
     lock = property(lambda self: self.state / "orchestrator.lock")
     orchestrator_pid = property(lambda self: self.state / "orchestrator.pid")
     run_file = property(lambda self: self.state / "run.json")
+    activity_file = property(lambda self: self.state / "activity.json")
     orchestrator_log = property(lambda self: self.logs / "orchestrator.log")
 
     def log_for(self, stream_id: str) -> Path:

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from lifecycle import Policy, Table, load_table
+from claude_command import WorkerOptionError, is_claude, parse_worker_options
+from lifecycle import Policy, StreamState, Table, load_table
 from processes import (
     PidRecord,
     printable,
@@ -25,6 +26,7 @@ from processes import (
 )
 from settings import EXIT_STUCK, Layout, Settings, UserError, load_settings
 from stream_graph import Board, StreamView, WorkerFacts, build_board
+from worker_output import load_activity
 from task_copilot_client import (
     DatabaseBusy,
     DatabaseError,
@@ -88,10 +90,27 @@ def policy_of(settings: Settings) -> Policy:
     return Policy(max_restarts=settings.max_restarts, restart_delay=settings.restart_delay)
 
 
+def option_problems(snapshot: Snapshot, settings: Settings) -> Dict[str, str]:
+    """Streams whose task metadata sets worker limits that are not valid: they are invalid, with why."""
+    try:
+        claude = is_claude(settings.worker_argv())
+    except UserError:
+        return {}
+    problems = {}
+    for sid, record in snapshot.streams.items():
+        if claude and record.worker_options:
+            try:
+                parse_worker_options(record.worker_options)
+            except WorkerOptionError as exc:
+                problems[sid] = str(exc)
+    return problems
+
+
 def board_for(snapshot: Snapshot, table: Table, workers: Dict[str, PidRecord], settings: Settings,
               now: float) -> Board:
     facts = {sid: WorkerFacts(rec.pid, rec.started_at, rec.attempt) for sid, rec in workers.items()}
-    return build_board(snapshot.streams, table.rows, facts, now, policy_of(settings))
+    return build_board(snapshot.streams, table.rows, facts, now, policy_of(settings),
+                       option_problems(snapshot, settings))
 
 
 @dataclass
@@ -105,6 +124,15 @@ class StatusReport:
     table: Table
     layout: Layout
     notes: List[str] = field(default_factory=list)  # e.g. a damaged saved state that was ignored
+    activity: Dict[str, dict] = field(default_factory=dict)  # running workers' agent activity
+
+    def cost_of(self, stream_id: str) -> Optional[float]:
+        """What a stream's attempts cost so far (USD), when its workers report it."""
+        live = self.activity.get(stream_id, {}).get("cost_usd")
+        spent = self.table.get(stream_id).spent_usd
+        if isinstance(live, (int, float)):
+            return float(live)
+        return spent or None
 
     def to_json(self) -> dict:
         summary = progress_summary_of(self.snapshot)
@@ -116,15 +144,18 @@ class StatusReport:
             "database_notes": list(self.location.notes),
             "orchestrator": {"running": self.orchestrator is not None,
                              "pid": self.orchestrator.pid if self.orchestrator else None},
-            "run": asdict(self.table.run),
+            "run": {**asdict(self.table.run), "cost_usd": round(sum(self.cost_of(s) or 0.0 for s in self.board.views), 6),
+                    "turns": sum(int(a.get("turns") or 0) for a in self.activity.values())},
             "summary": asdict(summary),
-            "streams": [view_json(v) for v in self.board.views.values()],
+            "streams": [view_json(v, self) for v in self.board.views.values()],
             "problems": self.board.problems.messages(),
             "warnings": self.snapshot.warnings() + self.notes,
         }
 
 
-def view_json(view: StreamView) -> dict:
+def view_json(view: StreamView, report: "StatusReport") -> dict:
+    activity = report.activity.get(view.stream_id, {})
+    life = report.table.get(view.stream_id)
     return {
         "stream_id": view.stream_id,
         "stream_name": view.stream_name,
@@ -140,6 +171,12 @@ def view_json(view: StreamView) -> dict:
         "attempts": view.attempts,
         "started_at": view.started_at,
         "retry_at": view.retry_at,
+        "resume_at": view.retry_at if view.state is StreamState.RATE_LIMITED else None,
+        "cost_usd": report.cost_of(view.stream_id),
+        "turns": activity.get("turns"),
+        "last_activity": activity.get("last_activity"),
+        "last_message": activity.get("last_message") or None,
+        "session_id": activity.get("session_id") or life.session_id or None,
     }
 
 
@@ -150,7 +187,8 @@ def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: O
     settings = load_settings(layout.config_files())
     table, notes = load_table(layout.run_file)
     board = board_for(snapshot, table, live_workers(layout), settings, time.time())
-    return StatusReport(location, snapshot, board, live_orchestrator(layout), table, layout, notes)
+    activity = load_activity(layout.activity_file) if live_orchestrator(layout) else {}
+    return StatusReport(location, snapshot, board, live_orchestrator(layout), table, layout, notes, activity)
 
 
 def last_log_line(path: Path) -> str:

@@ -263,10 +263,14 @@ def build_board(
     workers: Mapping[str, WorkerFacts] = {},  # noqa: B006 (never mutated)
     now: float = 0.0,
     policy: Policy = Policy(),
+    unrunnable: Mapping[str, str] = {},  # noqa: B006 (never mutated); stream -> why no worker can run it
 ) -> Board:
     """Each stream's graph state, observed into its lifecycle row, as one view per stream."""
     problems = check_graph(streams)
-    invalid = {s: r for s, r in problems.reasons().items() if not streams[s].is_complete}
+    reasons = problems.reasons()
+    for sid, why in unrunnable.items():
+        reasons[sid] = f"{reasons[sid]}; {why}" if sid in reasons else why
+    invalid = {s: r for s, r in reasons.items() if s in streams and not streams[s].is_complete}
     order = topological_order(streams, invalid)
     levels = dependency_levels(streams, order)
     paths = remaining_paths(streams, order)

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Set, TextIO
 
+from agent_events import DEFAULT_LIMIT_WAIT, EndKind, Fatal
+from claude_command import MIN_BUDGET_USD, StreamLimits, budget_left, is_claude, parse_worker_options
 from executor import LocalExecutor
 from lifecycle import (
     LIVE,
@@ -29,6 +31,7 @@ from lifecycle import (
     Adopted,
     Event,
     Exited,
+    GiveUp,
     Hold,
     Life,
     Release,
@@ -44,14 +47,27 @@ from lifecycle import (
 )
 from locks import Lock
 from processes import printable, read_pid_dir, remove_file
-from scheduler import Decision, Spawn, decide
-from settings import EXIT_OK, EXIT_STUCK, Layout, Settings, UserError
+from notify import Notifier
+from scheduler import Decision, Pace, Spawn, decide
+from settings import EXIT_OK, EXIT_STUCK, EXIT_USAGE, Layout, Settings, UserError
 from status_report import board_for, format_duration, last_log_line, policy_of, write_orchestrator_record
 from stream_graph import Board
 from task_copilot_client import Database, DatabaseBusy, DatabaseError, DatabaseLocation, Snapshot, StreamRecord
+from worker_output import WorkerOutputs
 from worker_spec import build_spec
 
 EXIT_INTERRUPTED = 130
+# What an agent's own account of its end means for the stream (lifecycle.Exited.ending).
+ENDINGS = {EndKind.USAGE_LIMIT: "usage_limit", EndKind.BUDGET_EXHAUSTED: "budget", EndKind.FATAL: "fatal",
+           EndKind.SESSION_NOT_FOUND: "fresh"}
+
+
+def exit_code_of(status: str) -> Optional[int]:
+    """The exit code in the executor's "code 1" / "signal 9" wording; None when it is not known."""
+    kind, _, number = status.partition(" ")
+    if not number.isdigit():
+        return None
+    return int(number) if kind == "code" else -int(number) if kind == "signal" else None
 SAFETY_REFRESH_SECONDS = 30.0  # look at the database and our files even when nothing signalled
 RUN_STOPPING = "the run is stopping"
 
@@ -117,6 +133,12 @@ class Supervisor:
         self.stop_grace = settings.stop_grace
         self.shutting_down = False
         self.next_sweep: Optional[float] = None
+        self.outputs = WorkerOutputs()
+        self.paused_until: Optional[float] = None  # a usage limit: no spawn anywhere before this
+        self.last_spawn_at: Optional[float] = None
+        self.fatal: Optional[Fatal] = None  # a configuration failure: the run stops with exit 2
+        self.notifier = Notifier(settings.on_event, layout.orchestrator_log,
+                                 lambda message: self.say(f"warning: {message}"))
         self.wake_r, self.wake_w = os.pipe()
 
     # ---------------------------------------------------------------- the loop
@@ -138,6 +160,7 @@ class Supervisor:
         if self.requests_waiting:
             self._handle_requests(now)
         self._collect_exits()
+        self._read_outputs(now)
         self._refresh(now)
         if self.pending_exits and (self.fresh or self.shutting_down) and self.snapshot is not None:
             self._settle_exits(now)
@@ -149,7 +172,9 @@ class Supervisor:
         self._act(now)
         self.next_sweep, swept = self.executor.sweep()
         self.dirty |= swept
+        self.notifier.sweep()
         self._save()
+        self.outputs.save_activity(self.layout.activity_file, self._spent(), now)
         return self._outcome()
 
     def _install_signal_handlers(self) -> None:
@@ -218,6 +243,8 @@ class Supervisor:
             self._apply(record.stream_id, Adopted(record.attempt), now)
             if self.executor.adopt(record, path):
                 self.say(f"adopted running worker of {printable(record.stream_id)} (pid {record.pid})")
+                log = self.layout.log_for(record.stream_id)
+                self.outputs.watch(record.stream_id, log, log.stat().st_size if log.exists() else 0, now)
             else:
                 self.executor.forget_ended(record, path)
                 self.pending_exits[record.stream_id] = "unknown code (ended while no orchestrator ran)"
@@ -238,17 +265,72 @@ class Supervisor:
         for sid, status in self.pending_exits.items():
             stream = self.snapshot.streams.get(sid)
             complete = stream is not None and stream.is_complete
-            detail = ""
-            if stream is not None and not complete:
-                tail = printable(last_log_line(self.layout.log_for(sid)), 200)
-                detail = f"with {stream.finished}/{stream.total} tasks done" + (f"; last log line: {tail}" if tail else "")
             before = self.table.get(sid)
             if before.state not in LIVE:
                 self._apply(sid, Adopted(before.attempts), now)
-            after = self._apply(sid, Exited(status, complete, detail), now)
+            after = self._apply(sid, self._ending(sid, status, stream, complete, now), now)
             self._report_exit(sid, status, stream, after)
+            if after.state is StreamState.FAILED:
+                self.notifier.fire("stream_failed", stream_id=sid, stream_name=stream.stream_name if stream else sid,
+                                   reason=after.reason, cost_usd=after.spent_usd)
         self.pending_exits.clear()
         self.dirty = True
+
+    def _ending(self, sid: str, status: str, stream: Optional[StreamRecord], complete: bool, now: float) -> Exited:
+        """How a worker ended: its exit, and what its output said (usage limit, budget, fatal, ...)."""
+        progress = f"with {stream.finished}/{stream.total} tasks done" if stream is not None else ""
+        ended = self.outputs.finish(sid, exit_code_of(status), now)
+        if ended is None or (ended[1].events == 0 and ended[0].kind is EndKind.CRASH):
+            tail = printable(last_log_line(self.layout.log_for(sid)), 200)
+            detail = progress + (f"; last log line: {tail}" if tail else "")
+            return Exited(status, complete, detail if not complete else "")
+        outcome, agent = ended
+        detail = "" if complete else f"{progress}; {printable(outcome.reason, 200)}"
+        ending, resume_at = ENDINGS.get(outcome.kind, "exit"), None
+        if outcome.kind is EndKind.USAGE_LIMIT:
+            resume_at = self._on_limit(sid, outcome.reason, outcome.resume_at, now)
+            detail = printable(outcome.reason, 200)
+        elif outcome.kind is EndKind.FATAL and outcome.fatal is not None:
+            self._on_fatal(sid, outcome.fatal)
+        return Exited(status, complete, detail, ending, resume_at, agent.cost_usd or 0.0, agent.session_id or "")
+
+    def _read_outputs(self, now: float) -> None:
+        """What running workers said since the last turn: a usage limit or a fatal failure acts at once."""
+        for sid, signal_seen in self.outputs.read(now):
+            if isinstance(signal_seen, Fatal):
+                self._on_fatal(sid, signal_seen)
+            else:
+                self._on_limit(sid, signal_seen.message, signal_seen.resume_at, now)
+
+    def _on_limit(self, sid: str, message: str, resume_at: Optional[float], now: float) -> float:
+        """The account hit its usage limit: no worker starts anywhere until it resets."""
+        until = resume_at if resume_at is not None else now + DEFAULT_LIMIT_WAIT
+        if self.paused_until is None or self.paused_until < now:
+            when = time.strftime("%H:%M:%S", time.localtime(until))
+            self.say(f"usage limit hit by {printable(sid)}'s worker ({printable(message, 160)}); no worker starts "
+                     f"until {when}" + ("" if resume_at else " (reset time unknown: a documented default wait)"))
+            self.notifier.fire("usage_limit", stream_id=sid, reason=message, resume_at=until)
+        self.paused_until = max(self.paused_until or 0.0, until)
+        self.dirty = True
+        return until
+
+    def _on_fatal(self, sid: str, fatal: Fatal) -> None:
+        """A configuration failure is the same for every worker: stop the run, say what to fix."""
+        if self.fatal is not None:
+            return
+        self.fatal = fatal
+        self.say(f"configuration error, seen in {printable(sid)}'s worker: {printable(fatal.message, 300)}")
+        self.say(f"fix: {fatal.fix}")
+        self.notifier.fire("configuration_error", stream_id=sid, reason=fatal.message, fix=fatal.fix)
+        self.signals = max(self.signals, 1)
+
+    def _spent(self) -> Dict[str, float]:
+        return {sid: life.spent_usd for sid, life in self.table.rows.items() if life.spent_usd}
+
+    def _run_budget_left(self) -> Optional[float]:
+        if not self.settings.max_cost_usd:
+            return None
+        return self.settings.max_cost_usd - sum(self._spent().values()) - self.outputs.live_cost()
 
     def _report_exit(self, sid: str, status: str, stream: Optional[StreamRecord], life: Life) -> None:
         name = printable(sid)
@@ -333,7 +415,8 @@ class Supervisor:
         self._announce(previous, board)
         self.table.rows = dict(board.rows)
         self.board, self.dirty = board, False
-        self.decision = None if self.shutting_down else decide(board, self.settings, now, self.targets)
+        pace = Pace(self.paused_until, self.last_spawn_at, self._run_budget_left(), self.outputs.last_output())
+        self.decision = None if self.shutting_down else decide(board, self.settings, now, self.targets, pace)
 
     def _announce(self, before: Optional[Board], after: Board) -> None:
         """Say what changed in the tracker: completions, reopened streams, new graph problems."""
@@ -371,7 +454,7 @@ class Supervisor:
             self.executor.kill(sid)
             self.say(f"{printable(sid)} ignored TERM for {self.stop_grace:g}s; killed it")
         for stop in decision.stop:
-            self._stop(stop.stream_id, StreamState.WAITING, stop.reason, now, self.settings.stop_grace)
+            self._stop(stop.stream_id, stop.after, stop.reason, now, self.settings.stop_grace)
             self.say(f"{printable(stop.stream_id)} {stop.reason}")
         for spawn in decision.spawn:
             if self.executor.has_leftovers(spawn.stream_id):
@@ -393,11 +476,22 @@ class Supervisor:
             tasks = self.db.stream_tasks(sid)
         except DatabaseError:
             tasks = []
+        life = self.table.get(sid)
+        record_in_db = self.snapshot.streams.get(sid) if self.snapshot else None
+        limits = parse_worker_options(record_in_db.worker_options) if record_in_db and record_in_db.worker_options \
+            and is_claude(self.settings.worker_argv()) else StreamLimits()
+        budget = budget_left(limits, life.spent_usd, self._run_budget_left())
+        if budget is not None and budget < MIN_BUDGET_USD:
+            self._apply(sid, GiveUp(f"budget: {life.spent_usd:.2f} USD spent, nothing left"), now)
+            self.say(f"{printable(sid)} failed: its budget is spent")
+            return
+        resume = life.session_id if life.resume else None
+        was_limited = life.state is StreamState.RATE_LIMITED
         self._apply(sid, Spawning(spawn.attempt), now)
         try:
             self.layout.logs.mkdir(parents=True, exist_ok=True)
-            spec = build_spec(view, spawn.attempt, tasks, self.layout, self.settings, self.location,
-                              warn=lambda problem: self.say(f"warning: {problem}"))
+            spec = build_spec(view, spawn.attempt, tasks, self.layout, self.settings, self.location, limits,
+                              resume, budget, warn=lambda problem: self.say(f"warning: {problem}"))
             record = self.executor.spawn(spec, before_go=lambda _record: self._save())
         except (OSError, UserError) as exc:
             life = self._apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)
@@ -405,8 +499,13 @@ class Supervisor:
                      + ("giving up" if life.state is StreamState.FAILED else "will retry"))
             return
         self._apply(sid, Spawned(), now)
+        self.last_spawn_at = now
+        self.outputs.watch(sid, spec.log_path, self.executor.log_offset(sid), now)
         rel_log = os.path.relpath(spec.log_path, self.layout.root)
-        self.say(f"started {printable(sid)} (attempt {spawn.attempt}, pid {record.pid}); log: {rel_log}")
+        self.say(f"started {printable(sid)} (attempt {spawn.attempt}, pid {record.pid}"
+                 + (f", continuing session {resume}" if resume else "") + f"); log: {rel_log}")
+        if was_limited:
+            self.notifier.fire("usage_limit_resumed", stream_id=sid, stream_name=view.stream_name)
 
     def _save(self) -> None:
         data = self.table
@@ -498,6 +597,8 @@ class Supervisor:
                 return None
             board = self.board
             done = board is not None and board.all_complete()
+            if self.fatal is not None:
+                return self._finish(EXIT_USAGE, f"stopped: configuration error: {self.fatal.message}")
             self.say("stopped by request")
             code = EXIT_INTERRUPTED if self.interrupted else EXIT_OK if done else EXIT_STUCK
             return self._finish(code, "stopped by request")
@@ -506,6 +607,9 @@ class Supervisor:
         code = self.decision.outcome
         if code is None:
             return None
+        if self.decision.held_back == "run budget" and code != EXIT_OK:
+            spent = sum(self._spent().values())
+            return self._finish(code, f"failed: run budget reached ({spent:.2f} of {self.settings.max_cost_usd:.2f} USD)")
         return self._finish(code, "all complete" if code == EXIT_OK else "nothing more can progress")
 
     def _kill_overdue(self) -> None:
@@ -518,9 +622,13 @@ class Supervisor:
         run = self.table.run
         run.ended_at, run.exit_code, run.outcome = self.clock(), code, outcome
         self._save()
+        self.outputs.save_activity(self.layout.activity_file, self._spent(), run.ended_at, force=True)
         self.db.close()
+        self.notifier.fire("run_finished", reason=outcome, exit_code=code, cost_usd=sum(self._spent().values()))
         board = self.board
-        if board is None or outcome == "stopped by request":
+        if outcome.startswith("failed: run budget"):
+            self.say(outcome)
+        if board is None or outcome == "stopped by request" or outcome.startswith("stopped: configuration"):
             return code
         targets = [v for v in board.views.values() if self.targets is None or v.stream_id in self.targets]
         if code == EXIT_OK:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from claude_command import Launch, StreamLimits, build_argv
 
 from executor import WorkerSpec
 from settings import Layout, Settings
@@ -68,11 +70,15 @@ def worker_environment(view: StreamView, location: DatabaseLocation, attempt: in
 
 
 def build_spec(view: StreamView, attempt: int, tasks: Sequence[Tuple[str, str, str]], layout: Layout,
-               settings: Settings, location: DatabaseLocation,
+               settings: Settings, location: DatabaseLocation, limits: StreamLimits = StreamLimits(),
+               resume_session: Optional[str] = None, budget_usd: Optional[float] = None,
                warn: Callable[[str], None] = lambda _message: None) -> WorkerSpec:
+    """One attempt's WorkerSpec. For Claude Code the stream's limits, stream-json, a resumed session
+    and the budget left become separate arguments (claude_command.build_argv); others get the prompt."""
     token = secrets.token_hex(8)
     prompt = worker_prompt(view, tasks, location.workspace_id, attempt, location.update_instructions())
-    argv: List[str] = [_clean(a) for a in settings.worker_argv()] + [prompt]
+    launch = Launch(prompt, stream_json=settings.agent_events, resume_session=resume_session, budget_usd=budget_usd)
+    argv: List[str] = [_clean(a) for a in build_argv(settings.worker_argv(), limits, launch)]
     banner = (f"\n=== orchestrate-kit: {view.stream_id!r} attempt {attempt} at "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
     return WorkerSpec(view.stream_id, attempt, argv, worker_environment(view, location, attempt, token),
