@@ -250,3 +250,42 @@ def test_samples_carry_no_machine_paths_or_secrets():
         text = path.read_text(encoding="utf-8")
         assert "/root" not in text and "tmp" not in text and str(REPO) not in text, path.name
         assert not re.search(r"sk-ant-|oauth_token\"\s*:\s*\"\w", text), path.name
+
+
+# ---------------------------------------------------------------- the orchestrator with the real CLI
+
+
+def real_cli_project(tmp_path, cli):
+    """The documented diamond, run by the real orchestrator with the real CLI as its worker command,
+    no credentials and an empty HOME."""
+    from tests.support import taskdb
+    from tests.support.project import Project
+
+    project = Project.create(tmp_path)
+    taskdb.diamond(project.db)
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    project.env.update(HOME=str(home), PATH=f"{cli.parent}{os.pathsep}{os.defpath}", DISABLE_TELEMETRY="1",
+                       CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
+    if not IS_ROOT:
+        project.env.pop("IS_SANDBOX", None)
+    return project
+
+
+def test_the_run_stops_at_once_when_the_real_cli_is_not_logged_in(tmp_path, cli):
+    project = real_cli_project(tmp_path, cli)
+    result = project.orchestrate("start", "--no-preflight", "--max-restarts", "5", timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Not logged in" in result.stdout and "claude /login" in result.stdout
+    assert result.stdout.count("started Stream-A") == 1  # no second attempt, nothing else started
+    assert "started Stream-B" not in result.stdout
+    view = {s["stream_id"]: s for s in project.status()["streams"]}["Stream-A"]
+    assert view["attempts"] == 0 and view["state"] == "ready"  # no restart budget spent
+
+
+def test_preflight_with_the_real_cli_refuses_before_anything_starts(tmp_path, cli):
+    project = real_cli_project(tmp_path, cli)
+    result = project.orchestrate("start", timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "not ready" in result.stderr and "claude /login" in result.stderr
+    assert not (project.home / "logs" / "Stream-A.log").exists()

@@ -8,7 +8,7 @@ scheduler and the dashboard. The states themselves live in lifecycle.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from lifecycle import LIVE, PASSIVE, Life, Observed, Policy, StreamState, describe, transition
@@ -22,7 +22,7 @@ class GraphProblems:
     cycles: Tuple[Tuple[str, ...], ...] = ()
     unknown: Tuple[Tuple[str, str], ...] = ()  # (stream, missing dependency)
     malformed: Tuple[Tuple[str, int], ...] = ()  # (stream, tasks whose metadata is unusable)
-    conflicts: Tuple[Tuple[str, str], ...] = ()  # (stream, why its tasks' worker options disagree)
+    conflicts: Tuple[Tuple[str, str], ...] = ()  # (stream, why no worker can run it: its worker options)
 
     def reasons(self) -> Dict[str, str]:
         """stream id -> why it is invalid."""
@@ -267,10 +267,9 @@ def build_board(
 ) -> Board:
     """Each stream's graph state, observed into its lifecycle row, as one view per stream."""
     problems = check_graph(streams)
-    reasons = problems.reasons()
-    for sid, why in unrunnable.items():
-        reasons[sid] = f"{reasons[sid]}; {why}" if sid in reasons else why
-    invalid = {s: r for s, r in reasons.items() if s in streams and not streams[s].is_complete}
+    if unrunnable:
+        problems = replace(problems, conflicts=problems.conflicts + tuple(sorted(unrunnable.items())))
+    invalid = {s: r for s, r in problems.reasons().items() if not streams[s].is_complete}
     order = topological_order(streams, invalid)
     levels = dependency_levels(streams, order)
     paths = remaining_paths(streams, order)

@@ -155,8 +155,6 @@ class Supervisor:
     def _turn(self) -> Optional[int]:
         now = self.clock()
         self.executor.reap()
-        if self.signals and not self.shutting_down:
-            self._begin_shutdown(now)
         if self.requests_waiting:
             self._handle_requests(now)
         self._collect_exits()
@@ -164,6 +162,8 @@ class Supervisor:
         self._refresh(now)
         if self.pending_exits and (self.fresh or self.shutting_down) and self.snapshot is not None:
             self._settle_exits(now)
+        if self.signals and not self.shutting_down:  # Ctrl-C, `stop`, or a fatal failure just seen
+            self._begin_shutdown(now)
         if self.snapshot is None:
             return self._finish(EXIT_STUCK, "stopped by request") if self.shutting_down else None
         wake = self.decision.wake_at if self.decision else None
@@ -172,7 +172,6 @@ class Supervisor:
         self._act(now)
         self.next_sweep, swept = self.executor.sweep()
         self.dirty |= swept
-        self.notifier.sweep()
         self._save()
         self.outputs.save_activity(self.layout.activity_file, self._spent(), now)
         return self._outcome()
