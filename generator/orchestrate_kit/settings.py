@@ -45,6 +45,11 @@ RULES = {
     "finish_grace": "seconds",
     "log_max_bytes": "count",
     "log_keep": "count",
+    "agent_events": "boolean",
+    "stall_timeout": "seconds",
+    "spawn_gap": "seconds",
+    "max_cost_usd": "seconds",
+    "on_event": "text",
 }
 # Settings the runtime reads that are not install questions (their defaults are the runtime's).
 RUNTIME_ONLY = {
@@ -53,8 +58,10 @@ RUNTIME_ONLY = {
     "finish_grace": ("30", "seconds a worker may run on after its stream is complete"),
     "log_max_bytes": ("10485760", "a stream's log is rotated before an attempt once it is this many bytes"),
     "log_keep": ("3", "rotated logs kept per stream (<stream>.log.1 ...)"),
+    "spawn_gap": ("2", "seconds between two worker starts, so a wave of ready streams is staggered"),
 }
 _RULE_WORDS = {
+    "boolean": "true or false",
     "count": "0 or a positive whole number",
     "interval": "a number of seconds above 0, e.g. 1 or 0.5",
     "seconds": "a number of seconds, 0 or more",
@@ -94,6 +101,8 @@ def check_value(setting: Setting, value: str) -> str:
     """The value as it will be written (stripped), or a UserError that says what fits."""
     value = value.strip()
     rule = RULES.get(setting.key, "choice" if setting.choices else "text")
+    if not value and setting.default == "":
+        return value  # a setting that is off when empty (on_event)
     if "\n" in value or not value:
         raise UserError(f"{setting.key} needs a value on one line.", hint=f"e.g. {setting.key} {setting.default}")
     if rule == "command":
@@ -113,6 +122,8 @@ def check_value(setting: Setting, value: str) -> str:
 def _fits(rule: str, value: str) -> bool:
     if rule == "count":
         return value.isascii() and value.isdigit()
+    if rule == "boolean":
+        return value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0")
     try:
         number = float(value)
     except ValueError:

@@ -22,6 +22,7 @@ def test_installed_project_runs_and_stays_clean_for_upgrades(tmp_path):
            if not k.startswith(("GIT_", "XDG_", "COPIER_")) and k not in {"PYTHONDONTWRITEBYTECODE", "CLAUDECODE"}}
     env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", TASK_DB_PATH=str(base), WORKSPACE_ID="app",
                PATH=f"{FAKE_BIN}{os.pathsep}{env['PATH']}", FAKE_CLAUDE_DELAY="0.05",
+               IS_SANDBOX="1",  # CI runs as root: as in a sandbox, where Claude Code accepts skipping permissions
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")
     project.mkdir()

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import output, taskdb
+from .. import output, settings, taskdb
 from ..errors import UserError
 from ..git import git
 from .install import install
@@ -85,6 +85,7 @@ def _set_up(root: Path, pause: float) -> tuple[Path, dict[str, str]]:
     agent = f"{shlex.quote(sys.executable)} -m orchestrate_kit.simulated_agent --pause {pause:g}"
     install(project=project, data={"worker_command": agent, "poll_interval": "0.5", "refresh_interval": "1"},
             defaults=True, next_steps=False)
+    settings.set_value(project, "spawn_gap", "0")  # the simulated agent calls no API: show B and C start together
     env = {**os.environ, "TASK_DB_PATH": str(base), "WORKSPACE_ID": WORKSPACE}
     env.pop("CLAUDECODE", None)
     return project, env
