@@ -45,6 +45,9 @@ RULES = {
     "finish_grace": "seconds",
     "log_max_bytes": "count",
     "log_keep": "count",
+    "isolation": "choice",
+    "merge_check": "optional",  # a command, or empty for none
+    "conflicts": "choice",
 }
 # Settings the runtime reads that are not install questions (their defaults are the runtime's).
 RUNTIME_ONLY = {
@@ -94,7 +97,7 @@ def check_value(setting: Setting, value: str) -> str:
     """The value as it will be written (stripped), or a UserError that says what fits."""
     value = value.strip()
     rule = RULES.get(setting.key, "choice" if setting.choices else "text")
-    if "\n" in value or not value:
+    if "\n" in value or (not value and rule != "optional"):
         raise UserError(f"{setting.key} needs a value on one line.", hint=f"e.g. {setting.key} {setting.default}")
     if rule == "command":
         try:

@@ -22,6 +22,8 @@ from logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES
 from processes import file_stem
 
 EXIT_OK, EXIT_STUCK, EXIT_USAGE = 0, 1, 2
+# Text settings that take one of a few words (tracker is checked where the tracker is found).
+CHOICES = {"isolation": ("auto", "worktree", "none"), "conflicts": ("agent", "manual")}
 
 
 class UserError(Exception):
@@ -47,6 +49,9 @@ class Settings:
     log_max_bytes: int = DEFAULT_MAX_BYTES  # a stream's log is rotated before an attempt beyond this
     log_keep: int = DEFAULT_KEEP  # rotated logs kept per stream
     tracker: str = "auto"  # which Task Copilot: auto, mcp (the MCP server) or tc (the tc CLI)
+    isolation: str = "auto"  # worktree (one git worktree per stream), none (the project root), auto
+    merge_check: str = ""  # a shell command run on the merged tree after each stream's merge
+    conflicts: str = "agent"  # a merge conflict: agent (handed back to the stream's agent once) or manual
 
     def worker_argv(self) -> List[str]:
         try:
@@ -85,6 +90,8 @@ def load_settings(paths: Sequence[Path]) -> Settings:
 def setting_value(key: str, value: str, kind: str, where: str) -> object:
     """One setting parsed and checked; `where` names its file and line (or the flag)."""
     if kind == "str":
+        if key in CHOICES and value not in CHOICES[key]:
+            raise UserError(f"{where}: {key} must be one of {', '.join(CHOICES[key])}, not {value!r}")
         return value
     try:
         number = int(value) if kind == "int" else float(value)

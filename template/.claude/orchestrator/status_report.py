@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from lifecycle import Policy, Table, load_table
+from lifecycle import PARKED, Policy, RunInfo, Table, load_table
 from processes import (
     PidRecord,
     printable,
@@ -37,6 +37,7 @@ from task_copilot_client import (
 )
 from trackers import CHOICES as TRACKER_CHOICES
 
+NO_PLACE = {"branch": None, "worktree": None}
 METADATA_EXAMPLE = '{"streamId": "Stream-A", "streamName": "Foundation", "dependencies": []}'
 ORCHESTRATOR_SCRIPT = "orchestrate.py"
 
@@ -84,14 +85,16 @@ def write_orchestrator_record(layout: Layout) -> None:
     write_pid_file(layout.orchestrator_pid, PidRecord(pid, process_start_time(pid) or "", "", 0, time.time()))
 
 
-def policy_of(settings: Settings) -> Policy:
-    return Policy(max_restarts=settings.max_restarts, restart_delay=settings.restart_delay)
+def policy_of(settings: Settings, run: Optional[RunInfo] = None) -> Policy:
+    """What transitions need; `run` (the table's) says whether this run merges worktrees."""
+    return Policy(max_restarts=settings.max_restarts, restart_delay=settings.restart_delay,
+                  merge=run is not None and run.isolation == "worktree", hand_back=settings.conflicts == "agent")
 
 
 def board_for(snapshot: Snapshot, table: Table, workers: Dict[str, PidRecord], settings: Settings,
               now: float) -> Board:
     facts = {sid: WorkerFacts(rec.pid, rec.started_at, rec.attempt) for sid, rec in workers.items()}
-    return build_board(snapshot.streams, table.rows, facts, now, policy_of(settings))
+    return build_board(snapshot.streams, table.rows, facts, now, policy_of(settings, table.run))
 
 
 @dataclass
@@ -105,6 +108,7 @@ class StatusReport:
     table: Table
     layout: Layout
     notes: List[str] = field(default_factory=list)  # e.g. a damaged saved state that was ignored
+    places: Dict[str, dict] = field(default_factory=dict)  # stream -> its branch and worktree (worktrees)
 
     def to_json(self) -> dict:
         summary = progress_summary_of(self.snapshot)
@@ -118,7 +122,8 @@ class StatusReport:
                              "pid": self.orchestrator.pid if self.orchestrator else None},
             "run": asdict(self.table.run),
             "summary": asdict(summary),
-            "streams": [view_json(v) for v in self.board.views.values()],
+            "streams": [dict(view_json(v), **self.places.get(v.stream_id, NO_PLACE))
+                        for v in self.board.views.values()],
             "problems": self.board.problems.messages(),
             "warnings": self.snapshot.warnings() + self.notes,
         }
@@ -197,6 +202,8 @@ def render_status(report: StatusReport) -> str:
     for row in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     lines.append("")
+    for view in board.in_state(*PARKED):  # the table cuts descriptions short: the next step in full
+        lines.append(f"{printable(view.stream_id)}: {printable(view.describe())}")
     lines.append(overall_line(report))
     lines += [f"warning: {w}" for w in report.snapshot.warnings() + report.notes]
     return "\n".join(lines)
