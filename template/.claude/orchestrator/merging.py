@@ -130,7 +130,7 @@ class Merger:
             if life.conflicts:  # handed back (or parked): resolved and committed since?
                 pending = workspaces.hand_back_pending(self.root, self.run, sid, life.conflicts)
                 if pending:
-                    self._park(sid, life.conflicts, pending, apply, now)
+                    self._park(sid, life.conflicts, f"merge conflict still open ({pending})", apply, now)
                     return
             result = workspaces.merge_stream(self.root, self.run, sid)
             if result.outcome is MergeOutcome.MERGED:
@@ -143,7 +143,7 @@ class Merger:
                     self._merge(sid, life, apply, now, again=False)  # it merged cleanly there: try once more
                     return
         except WorkspaceError as exc:
-            self._park(sid, (), str(exc), apply, now)
+            self._park(sid, (), f"cannot merge: {exc}", apply, now)
             return
         after = apply(sid, MergeConflict(tuple(files), self._conflict_text(sid, files)), now)
         if after.state is StreamState.READY:
