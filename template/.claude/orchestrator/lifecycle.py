@@ -437,6 +437,8 @@ def describe(life: Life, now: float, max_restarts: int, waiting_on: Tuple[str, .
         return f"failed after {life.attempts} attempt{'s' if life.attempts != 1 else ''}"
     if state is StreamState.STOPPING:
         return f"stopping ({life.reason})" if life.reason else "stopping"
-    if state in PARKED or (state is StreamState.READY and life.conflicts):
+    if state in PARKED:
         return f"{state.value}: {life.reason}" if life.reason else state.value
+    if state is StreamState.READY and life.conflicts:
+        return "ready: merge conflict handed back to its agent (" + ", ".join(life.conflicts[:5]) + ")"
     return state.value
