@@ -4,11 +4,10 @@ Each stream works in .claude/worktrees/<name> on stream/<name>; finished streams
 the run's integration branch in dependency order; `land` brings the result into the user's branch.
 """
 
-import json
 import os
 import signal
 import subprocess
-from pathlib import Path
+import sys
 
 import pytest
 
@@ -90,7 +89,8 @@ def test_the_diamond_merges_in_dependency_order_and_lands(repo):
 def test_a_conflict_is_handed_back_once_then_parked_until_resolved_by_hand(repo):
     diamond(repo.db)
     # B and C write the same line; the hand-back attempt ("ok") does not resolve anything.
-    repo.plan({"Stream-A": ["write"], "Stream-B": ["edit-shared", "ok"], "Stream-C": ["edit-shared", "ok"],
+    # A changes nothing at all: an empty merge.
+    repo.plan({"Stream-A": ["ok"], "Stream-B": ["edit-shared", "ok"], "Stream-C": ["edit-shared", "ok"],
                "Stream-Z": ["write"]})
 
     result = repo.orchestrate("start")
@@ -108,6 +108,10 @@ def test_a_conflict_is_handed_back_once_then_parked_until_resolved_by_hand(repo)
     assert "shared.txt" in view["description"] and f"orchestrate.py start {sid}" in view["description"]
     assert view["worktree"] == str(repo.root / ".claude" / "worktrees" / sid)
     text = repo.orchestrate("status").stdout
+    frame = subprocess.run([sys.executable, str(repo.home / "check_streams_data.py")], env=repo.env, cwd=repo.root,
+                           capture_output=True, text=True, timeout=60).stdout
+    assert "D\tmerge_conflict: merge conflict still open (conflicts not resolved in: shared.txt)" in frame
+    assert f"{sid}: merge conflict still open" in result.stdout  # the orchestrator's log says it too
     assert f"{sid}: merge_conflict: merge conflict still open (conflicts not resolved in: shared.txt)" in text
     # Both versions are recoverable from their branches.
     assert sid in repo.git("show", f"stream/{sid}:shared.txt") or "<<<<<<<" in (
