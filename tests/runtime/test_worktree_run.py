@@ -194,6 +194,8 @@ def test_sigkill_during_a_merge_and_a_half_created_worktree_recover_on_start(rep
     repo.git("worktree", "lock", "--reason", "initializing", str(half))
     (half / "README.md").unlink()
     repo.configure(merge_check="true")
+    refused = repo.orchestrate("start", "--isolation", "none")  # A's merge must not be skipped
+    assert refused.returncode == 1 and "Stream-A still wait(s) to be merged" in refused.stderr
 
     result = repo.orchestrate("start")
 

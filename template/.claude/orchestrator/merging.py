@@ -6,8 +6,9 @@ workspaces.py and every state change goes through lifecycle.transition:
     begin(table)         at start: repair what a killed run left, then start or continue the
                          run's integration branch (its RunInfo is saved in the table)
     prepare(stream)      before a spawn: the stream's worktree, checked for the tracker
-    step(rows, apply)    each turn: merge the streams in `merging`, one at a time; the merge
-                         check is a subprocess polled here, never waited on
+    step(rows, apply)    each turn: merge the streams in `merging`, one at a time, once what
+                         their worker left running has ended; the merge check is a
+                         subprocess polled here, never waited on
     stop()               at shutdown: end a running check (that stream is merged again next start)
     landing_hint()       at the end of a complete run: how to land it
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import workspaces
-from lifecycle import CheckFailed, Event, Life, Merged, MergeConflict, StreamState, Table
+from lifecycle import PARKED, CheckFailed, Event, Life, Merged, MergeConflict, StreamState, Table
 from lifecycle import RunInfo as TableRun
 from processes import printable
 from settings import EXIT_STUCK, Settings, UserError
@@ -78,6 +79,11 @@ class Merger:
         """Repair, then start the run's integration branch or continue the saved one."""
         saved = table.run
         if self.settings.isolation != "worktree":
+            unmerged = sorted(sid for sid, life in table.rows.items()
+                              if life.state is StreamState.MERGING or life.state in PARKED)
+            if unmerged:
+                raise UserError(f"{', '.join(printable(s) for s in unmerged)} still wait(s) to be merged into "
+                                f"{saved.integration_branch}; finish that run with --isolation worktree", EXIT_STUCK)
             saved.isolation = "none"  # an earlier run's integration branch stays recorded for `land`
             return
         previous = RunInfo("worktree", saved.integration_branch, saved.base) if saved.integration_branch else None
@@ -113,15 +119,19 @@ class Merger:
 
     # ---------------------------------------------------------------- each turn
 
-    def step(self, rows: Dict[str, Life], apply: Apply, now: float) -> None:
-        """Poll the running check; merge the streams in `merging` while no check runs."""
+    def step(self, rows: Dict[str, Life], apply: Apply, now: float,
+             busy: Callable[[str], bool] = lambda _sid: False) -> None:
+        """Poll the running check; merge the streams in `merging` while no check runs.
+        `busy(stream)`: processes its worker left are still being ended (they could still write)."""
         if self.run is None:
             return
-        if self.check is not None and not self._check_finished(rows, apply, now):
+        if self.check is not None and not self._check_finished(apply, now):
             return
         for sid in sorted(s for s, life in rows.items() if life.state is StreamState.MERGING):
             if self.check is not None:
                 return  # one merge at a time: the next one waits for this check
+            if busy(sid):
+                continue  # the executor's sweep wakes the loop once they are gone
             self._merge(sid, rows[sid], apply, now)
 
     def _merge(self, sid: str, life: Life, apply: Apply, now: float, again: bool = True) -> None:
@@ -170,7 +180,7 @@ class Merger:
             return
         self._accept(sid, apply, now)
 
-    def _check_finished(self, rows: Dict[str, Life], apply: Apply, now: float) -> bool:
+    def _check_finished(self, apply: Apply, now: float) -> bool:
         """True once the running check has ended (and its stream was settled)."""
         check = self.check
         assert check is not None

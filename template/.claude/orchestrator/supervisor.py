@@ -144,7 +144,7 @@ class Supervisor:
         if self.pending_exits and (self.fresh or self.shutting_down) and self.snapshot is not None:
             self._settle_exits(now)
         if not self.shutting_down:
-            self.merger.step(self.table.rows, self._apply, now)  # MERGING streams; never waits on a check
+            self.merger.step(self.table.rows, self._apply, now, busy=self.executor.has_leftovers)  # MERGING streams
         if self.snapshot is None:
             return self._finish(EXIT_STUCK, "stopped by request") if self.shutting_down else None
         wake = self.decision.wake_at if self.decision else None
