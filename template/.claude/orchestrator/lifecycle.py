@@ -416,8 +416,8 @@ def _life_from(row: object) -> Optional[Life]:
         return None
     known = {f.name for f in fields(Life)}
     assert known >= set(counts) | set(times) | set(texts)
-    return Life(state=state, after_stop=after, ran=bool(row.get("ran")), conflicts=tuple(conflicts),  # type: ignore[arg-type]
-                handed_back=bool(row.get("handed_back")), **counts, **times, **texts)
+    return Life(state=state, after_stop=after, ran=bool(row.get("ran")), conflicts=tuple(conflicts),
+                handed_back=bool(row.get("handed_back")), **counts, **times, **texts)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- what users read

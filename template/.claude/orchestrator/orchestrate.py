@@ -515,10 +515,12 @@ def cmd_land(args: argparse.Namespace, layout: Layout) -> int:
     try:
         lock = locks.acquire(layout.lock, str(layout.root))
     except locks.LockHeld:
-        raise UserError("an orchestrator is starting on this project; try again once it has ended", EXIT_STUCK) from None
+        raise UserError("an orchestrator is starting on this project; try again once it has ended",
+                        EXIT_STUCK) from None
     try:
         table, _ = load_table(layout.run_file)
-        unfinished = sorted(sid for sid, life in table.rows.items() if life.state is not StreamState.COMPLETE and life.ran)
+        unfinished = sorted(sid for sid, life in table.rows.items()
+                            if life.state is not StreamState.COMPLETE and life.ran)
         for line in merging.land_run(layout.root, table.run, table.rows):
             print(line)
         if unfinished:

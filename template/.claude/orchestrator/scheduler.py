@@ -50,7 +50,8 @@ def startable(board: Board, now: float, targets: Optional[AbstractSet[str]] = No
     ids = []
     for sid, view in board.views.items():
         life = board.rows.get(sid)
-        handed_back = life is not None and bool(life.conflicts)  # complete in the tracker, yet its agent resolves a conflict
+        # A handed-back merge conflict: complete in the tracker, yet its agent has work to do.
+        handed_back = life is not None and bool(life.conflicts)
         if targets is not None and sid not in targets or view.graph_state is not StreamState.READY and not handed_back:
             continue
         state = life.state if life else StreamState.READY

@@ -405,7 +405,8 @@ class Supervisor:
             workspace = self.merger.prepare(sid)  # its worktree (None: the project root)
             spec = build_spec(view, spawn.attempt, tasks, self.layout, self.settings, self.location,
                               warn=lambda problem: self.say(f"warning: {problem}"), workspace=workspace,
-                              conflicts=self.table.get(sid).conflicts, integration_branch=self.merger.integration_branch)
+                              conflicts=self.table.get(sid).conflicts,
+                              integration_branch=self.merger.integration_branch)
             record = self.executor.spawn(spec, before_go=lambda _record: self._save())
         except (OSError, UserError) as exc:
             life = self._apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)
