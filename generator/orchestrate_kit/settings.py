@@ -49,7 +49,10 @@ RULES = {
     "stall_timeout": "seconds",
     "spawn_gap": "seconds",
     "max_cost_usd": "seconds",
-    "on_event": "text",
+    "on_event": "optional",  # a command, or empty for none
+    "isolation": "choice",
+    "merge_check": "optional",  # a command, or empty for none
+    "conflicts": "choice",
 }
 # Settings the runtime reads that are not install questions (their defaults are the runtime's).
 RUNTIME_ONLY = {
@@ -101,9 +104,7 @@ def check_value(setting: Setting, value: str) -> str:
     """The value as it will be written (stripped), or a UserError that says what fits."""
     value = value.strip()
     rule = RULES.get(setting.key, "choice" if setting.choices else "text")
-    if not value and setting.default == "":
-        return value  # a setting that is off when empty (on_event)
-    if "\n" in value or not value:
+    if "\n" in value or (not value and rule != "optional"):
         raise UserError(f"{setting.key} needs a value on one line.", hint=f"e.g. {setting.key} {setting.default}")
     if rule == "command":
         try:

@@ -88,6 +88,22 @@ class Project:
         project.env.pop("NO_COLOR", None)
         return project
 
+    @classmethod
+    def create_git(cls, tmp: Path, settings: Optional[Dict] = None) -> "Project":
+        """The same project as a git repository with one commit on `main` (worktree isolation's default)."""
+        project = cls.create(tmp, settings)
+        (project.root / "README.md").write_text("a project\n", encoding="utf-8")
+        project.git("init", "-q", "-b", "main")
+        project.git("add", "-A")
+        project.git("commit", "-q", "-m", "initial")
+        return project
+
+    def git(self, *args: str, cwd: Optional[Path] = None) -> str:
+        """Run git in the project (or `cwd`) with a test identity; its output."""
+        identity = ["-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+        return subprocess.run(["git", *identity, *args], cwd=cwd or self.root, check=True, capture_output=True,
+                              text=True, env=self.env).stdout
+
     def configure(self, **settings) -> None:
         install_runtime(self.home, settings)
 

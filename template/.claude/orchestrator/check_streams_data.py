@@ -108,7 +108,8 @@ def stream_label(view: StreamView) -> str:
 
 def detail_of(view: StreamView, report: report_mod.StatusReport) -> Optional[str]:
     """The line under a stream: what it waits on, why it cannot run, or how its worker ended."""
-    if view.state in (StreamState.WAITING, StreamState.INVALID, StreamState.HELD, StreamState.BACKOFF):
+    if view.state in (StreamState.WAITING, StreamState.INVALID, StreamState.HELD, StreamState.BACKOFF,
+                      StreamState.MERGE_CONFLICT, StreamState.CHECK_FAILED):  # the last two: which files, next step
         return view.describe()
     if view.state is StreamState.FAILED:
         last = report_mod.last_log_line(report.layout.log_for(view.stream_id))

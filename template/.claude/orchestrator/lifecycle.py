@@ -5,6 +5,9 @@ tracker and the graph decide them (`waiting`, `ready`, `complete`, `invalid`)
 and `Observed` events keep them current. The others are the supervisor's:
 `starting`, `running`, `backoff` (until `retry_at`), `stopping` (until a
 deadline, never a blocking wait), `held` (stopped by the user) and `failed`.
+With worktree isolation (`Policy.merge`) a stream whose work is done goes to
+`merging` first and is `complete` only once merged; a merge that cannot be made
+parks it in `merge_conflict` or `check_failed` (PARKED) until `start STREAM`.
 `transition` is the only code that changes a row; it is pure (the time comes
 in with the event), so tests replay scripted events with a fake clock. The
 table is saved atomically (`save_table`) so a restarted orchestrator continues
@@ -45,6 +48,7 @@ class StreamState(str, Enum):
 
 PASSIVE = frozenset({StreamState.WAITING, StreamState.READY, StreamState.COMPLETE, StreamState.INVALID})
 LIVE = frozenset({StreamState.STARTING, StreamState.RUNNING, StreamState.STOPPING})  # a worker exists
+PARKED = frozenset({StreamState.MERGE_CONFLICT, StreamState.CHECK_FAILED})  # wait for the user's `start STREAM`
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class Life:
     spent_usd: float = 0.0  # what its ended attempts cost (agent workers that report it)
     session_id: str = ""  # the agent session of its last attempt
     resume: bool = False  # the next attempt continues that session (after a usage limit)
+    conflicts: Tuple[str, ...] = ()  # files of a merge conflict handed back or parked (cleared once merged)
+    handed_back: bool = False  # its agent already had its one chance at a merge conflict
 
 
 # ---------------------------------------------------------------- events
@@ -148,7 +154,28 @@ class Release:
     """The user asked for the stream again (`start STREAM`, `--retry-failed`): a fresh budget."""
 
 
-Event = Union[Observed, Spawning, Adopted, Spawned, SpawnFailed, Exited, StopRequested, Hold, GiveUp, Release]
+@dataclass(frozen=True)
+class Merged:
+    """The stream's branch is in the integration branch (and passed the merge check)."""
+
+
+@dataclass(frozen=True)
+class MergeConflict:
+    """Its branch does not merge: `files` conflict (none: another problem, said in `reason`)."""
+
+    files: Tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class CheckFailed:
+    """The merge check failed on the merged tree; the merge was undone."""
+
+    reason: str
+
+
+Event = Union[Observed, Spawning, Adopted, Spawned, SpawnFailed, Exited, StopRequested, Hold, GiveUp, Release,
+              Merged, MergeConflict, CheckFailed]
 
 
 @dataclass(frozen=True)
@@ -157,6 +184,8 @@ class Policy:
 
     max_restarts: int = 10
     restart_delay: float = 5.0
+    merge: bool = False  # worktree isolation: finished work is merged before the stream is complete
+    hand_back: bool = True  # a merge conflict goes to the stream's own agent once (conflicts = agent)
 
     def backoff(self, failures: int) -> float:
         """Seconds before the next attempt after `failures` failures in a row."""
@@ -202,13 +231,19 @@ def transition(life: Life, event: Event, now: float, policy: Policy) -> Life:
     if isinstance(event, Hold):
         if state in LIVE:
             raise TransitionError(f"hold while a worker runs: use StopRequested (state {state.value})")
-        return life if state is StreamState.COMPLETE else _settle(life, StreamState.HELD, event.reason)
+        if state in (StreamState.COMPLETE, StreamState.MERGING):
+            return life  # a merge is quick git work (or a check) that ends on its own
+        return _settle(life, StreamState.HELD, event.reason)
+    if isinstance(event, (Merged, MergeConflict, CheckFailed)):
+        return _merge_outcome(life, event, policy)
     if isinstance(event, GiveUp):
         if state in LIVE:
             raise TransitionError(f"give up while a worker runs: use StopRequested (state {state.value})")
         return _settle(life, StreamState.FAILED, event.reason)
     if isinstance(event, Release):
         fresh = replace(life, attempts=0, failures=0, retry_at=None, reason="")
+        if state in PARKED or (life.conflicts and state in (StreamState.HELD, StreamState.FAILED, StreamState.BACKOFF)):
+            return replace(fresh, state=StreamState.MERGING)  # try the merge again
         if state in (StreamState.HELD, StreamState.FAILED, StreamState.BACKOFF):
             return replace(fresh, state=StreamState.WAITING)  # the next Observed says waiting or ready
         return fresh
@@ -222,18 +257,22 @@ def _expect(life: Life, event: Event, states) -> None:
 
 def _observe(life: Life, seen: StreamState, now: float, policy: Policy) -> Life:
     state = life.state
+    if state is StreamState.MERGING or state in PARKED or (life.conflicts and state not in LIVE):
+        return life  # its work is done; only the merge (or the user) moves it on
     if state in PASSIVE:
+        if policy.merge and seen is StreamState.COMPLETE and state is not StreamState.COMPLETE and life.ran:
+            return _done(life, policy)  # our worker's work, finished by other hands
         if state is StreamState.COMPLETE and seen is not StreamState.COMPLETE and life.ran:
             # Reopened after our worker completed it: a new attempt, with back-off and budget,
             # or a plan that reopens itself would respawn without end.
             return _failed_attempt(life, "its tasks were reopened after it completed", now, policy)
         return replace(life, state=seen) if seen is not state else life
     if state in LIVE:
-        if seen is StreamState.COMPLETE:
+        if seen is StreamState.COMPLETE and not life.conflicts:  # a hand-back starts complete: no lingering
             return life if life.complete_since is not None else replace(life, complete_since=now)
         return replace(life, complete_since=None) if life.complete_since is not None else life
     if seen is StreamState.COMPLETE:  # held, failed, backoff: finished by other hands
-        return _settle(life, StreamState.COMPLETE, "")
+        return _done(life, policy)
     if seen is StreamState.INVALID and state is StreamState.BACKOFF:
         return _settle(life, StreamState.INVALID, "")
     return life
@@ -247,7 +286,7 @@ def _exited(life: Life, event: Exited, now: float, policy: Policy) -> Life:
         after, reason = life.after_stop, life.reason
         life = replace(life, after_stop=None)
         if event.complete:
-            return _settle(life, StreamState.COMPLETE, "")
+            return _done(life, policy)
         if after is StreamState.FAILED:
             return _failed_attempt(life, reason, now, policy)
         if after is StreamState.HELD:
@@ -255,7 +294,7 @@ def _exited(life: Life, event: Exited, now: float, policy: Policy) -> Life:
         return _settle(life, StreamState.WAITING, "")  # shut down: neither a failure nor a hold
     _expect(life, event, LIVE)
     if event.complete:
-        return _settle(life, StreamState.COMPLETE, "")
+        return _done(life, policy)
     not_counted = replace(life, attempts=max(life.attempts - 1, 0))
     if event.ending == "usage_limit":
         return replace(_settle(not_counted, StreamState.RATE_LIMITED, event.detail), retry_at=event.resume_at or now,
@@ -276,6 +315,26 @@ def _failed_attempt(life: Life, reason: str, now: float, policy: Policy) -> Life
                    reason=reason)
 
 
+def _done(life: Life, policy: Policy) -> Life:
+    """Its tasks are complete: merge first with worktree isolation (when a worker of ours ran it)."""
+    if policy.merge and life.ran:
+        return _settle(life, StreamState.MERGING, "")
+    return _settle(life, StreamState.COMPLETE, "")
+
+
+def _merge_outcome(life: Life, event: Union[Merged, MergeConflict, CheckFailed], policy: Policy) -> Life:
+    _expect(life, event, {StreamState.MERGING})
+    if isinstance(event, Merged):
+        return replace(_settle(life, StreamState.COMPLETE, ""), conflicts=(), handed_back=False)
+    if isinstance(event, CheckFailed):
+        return _settle(life, StreamState.CHECK_FAILED, event.reason)
+    if event.files and policy.hand_back and not life.handed_back:
+        # Its agent resolves it: started again through the normal spawn (an attempt that counts).
+        return replace(_settle(life, StreamState.READY, "merge conflict handed back to its agent"),
+                       conflicts=event.files, handed_back=True)
+    return replace(_settle(life, StreamState.MERGE_CONFLICT, event.reason), conflicts=event.files)
+
+
 def _settle(life: Life, state: StreamState, reason: str) -> Life:
     return replace(life, state=state, reason=reason, retry_at=None, deadline=None, after_stop=None)
 
@@ -291,6 +350,9 @@ class RunInfo:
     ended_at: Optional[float] = None
     exit_code: Optional[int] = None
     outcome: str = ""  # one line: "all complete", "stopped by request", ...
+    isolation: str = ""  # worktree or none ("" before the first start)
+    integration_branch: Optional[str] = None  # worktree: the branch every stream is merged into
+    base: Optional[str] = None  # worktree: the user's HEAD when the run began
 
 
 @dataclass
@@ -362,8 +424,11 @@ def _run_from(data: object) -> RunInfo:
     if not isinstance(data, dict):
         return RunInfo()
     code = _number(data.get("exit_code"), whole=True)
+    texts = {k: data.get(k) if isinstance(data.get(k), str) and data.get(k) else None
+             for k in ("integration_branch", "base")}
     return RunInfo(started_at=_number(data.get("started_at")) or 0.0, ended_at=_number(data.get("ended_at")),
-                   exit_code=None if code is None else int(code), outcome=str(data.get("outcome") or ""))
+                   exit_code=None if code is None else int(code), outcome=str(data.get("outcome") or ""),
+                   isolation=str(data.get("isolation") or ""), **texts)
 
 
 def _life_from(row: object) -> Optional[Life]:
@@ -382,11 +447,15 @@ def _life_from(row: object) -> Optional[Life]:
     texts = {k: row.get(k, "") for k in ("reason", "last_exit", "session_id")}
     if not all(isinstance(v, str) for v in texts.values()):
         return None
+    conflicts = row.get("conflicts") or []
+    if not isinstance(conflicts, list) or not all(isinstance(f, str) for f in conflicts):
+        return None
     spent = _number(row.get("spent_usd", 0.0))
     if spent is None:
         return None
-    return Life(state=state, after_stop=after, ran=bool(row.get("ran")), resume=bool(row.get("resume")),
-                spent_usd=float(spent), **counts, **times, **texts)  # type: ignore[arg-type]
+    return Life(state=state, after_stop=after, ran=bool(row.get("ran")), conflicts=tuple(conflicts),
+                handed_back=bool(row.get("handed_back")), resume=bool(row.get("resume")), spent_usd=float(spent),
+                **counts, **times, **texts)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- what users read
@@ -409,4 +478,8 @@ def describe(life: Life, now: float, max_restarts: int, waiting_on: Tuple[str, .
         return f"failed after {life.attempts} attempt{'s' if life.attempts != 1 else ''}"
     if state is StreamState.STOPPING:
         return f"stopping ({life.reason})" if life.reason else "stopping"
+    if state in PARKED:
+        return f"{state.value}: {life.reason}" if life.reason else state.value
+    if state is StreamState.READY and life.conflicts:
+        return "ready: merge conflict handed back to its agent (" + ", ".join(life.conflicts[:5]) + ")"
     return state.value

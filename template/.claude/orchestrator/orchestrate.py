@@ -6,12 +6,14 @@
     python3 .claude/orchestrator/orchestrate.py stop [STREAM] [--grace S]
     python3 .claude/orchestrator/orchestrate.py logs STREAM|orchestrator [-f] [-n N]
     python3 .claude/orchestrator/orchestrate.py plan [--json]
+    python3 .claude/orchestrator/orchestrate.py land
 
 The command line only: parse, check, dispatch, print. The parts live beside it:
 settings.py (settings, layout), lifecycle.py (states and transitions),
 scheduler.py (what to start), executor.py (worker processes), supervisor.py
-(the loop), status_report.py (what status and the dashboard show). Standard
-library only, Python 3.9+.
+(the loop), status_report.py (what status and the dashboard show),
+merging.py and workspaces.py (stream worktrees and merges). Standard library
+only, Python 3.9+.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import locks  # noqa: E402  (the runtime folder is put on sys.path first)
 from claude_command import preflight  # noqa: E402
+import merging  # noqa: E402
+import workspaces  # noqa: E402
 from logfiles import tail_lines  # noqa: E402
 from lifecycle import LIVE, USER_STOP, Hold, Release, StreamState, load_table, save_table, transition  # noqa: E402
 from processes import PidRecord, printable, read_pid_dir, read_pid_file, terminate_groups  # noqa: E402
@@ -86,6 +90,7 @@ def settings_from(args: argparse.Namespace, layout: Layout) -> Settings:
         "max_restarts": getattr(args, "max_restarts", None),
         "poll_interval": getattr(args, "poll_interval", None),
         "max_cost_usd": getattr(args, "max_cost_usd", None),
+        "isolation": getattr(args, "isolation", None),
     }
     return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -133,6 +138,11 @@ def check_before_start(layout: Layout, settings: Settings, args: argparse.Namesp
     unknown = sorted((selection or set()) - set(snapshot.streams))
     if unknown:
         raise UserError(unknown_stream_message(unknown, snapshot.streams))
+    clashes = workspaces.name_clashes(snapshot.streams) if settings.isolation == "worktree" else []
+    if clashes:
+        raise UserError(clash_message(clashes))
+    for line in claim_warnings(snapshot.streams):
+        print(f"{PROG}: warning: {line}", file=sys.stderr)
     table, _ = load_table(layout.run_file)
     board = board_for(snapshot, table, live_workers(layout), settings, time.time())
     scope = with_dependencies(snapshot.streams, selection) if selection else set(snapshot.streams)
@@ -158,8 +168,27 @@ def check_worker_command(settings: Settings) -> None:
                         + "\n  (--no-preflight skips these checks)")
 
 
+def clash_message(clashes: List[Tuple[str, ...]]) -> str:
+    groups = "; ".join(" and ".join(printable(s) for s in group) for group in clashes)
+    return (f"stream ids that differ only in case would share one worktree and branch ({groups}); rename "
+            "one of each in Task Copilot, or use --isolation none")
+
+
+def claim_warnings(streams: Dict) -> List[str]:
+    """Streams that may run at the same time and claim the same files in their tasks' metadata."""
+    claims = {sid: rec.files for sid, rec in streams.items() if rec.files}
+    if len(claims) < 2:
+        return []
+    pairs = workspaces.concurrent_pairs({sid: [d for d in rec.dependencies if d in streams]
+                                         for sid, rec in streams.items()})
+    return [f"{printable(a)} and {printable(b)} may run at the same time and both claim "
+            + ", ".join(printable(f) for f in files) + " (expect a merge conflict)"
+            for a, b, files in workspaces.overlapping_claims(claims, pairs)]
+
+
 def cmd_start(args: argparse.Namespace, layout: Layout) -> int:
     settings = settings_from(args, layout)
+    settings = replace(settings, isolation=merging.resolve_isolation(settings, layout.root))
     location, selection, board = check_before_start(layout, settings, args)
     if args.dry_run:
         return dry_run(board, settings, selection, args.retry_failed)
@@ -326,6 +355,7 @@ def send_request(layout: Layout, orchestrator: PidRecord, payload: dict) -> str:
 def cmd_status(args: argparse.Namespace, layout: Layout) -> int:
     report = collect_status(layout, args.db, args.tracker)
     if args.json:
+        report.places = merging.stream_places(layout.root, report.table.run, report.board.views)
         print(json.dumps(report.to_json(), indent=2))
         return EXIT_OK
     print(render_status(report))
@@ -458,12 +488,16 @@ def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
     path = critical_path(snapshot.streams, board.order)
     ready = [s.stream_id for s in decide(board, replace(settings, max_parallel=0), now).spawn]
     problems = board.problems.messages()
+    if settings.isolation != "none" and workspaces.default_isolation(layout.root) == "worktree":
+        clashes = workspaces.name_clashes(snapshot.streams)
+        problems += [clash_message(clashes)] if clashes else []
+    claims = claim_warnings(snapshot.streams)
     if args.json:
         print(json.dumps({
             "database": str(location.path), "tracker": location.generation, "database_found_by": location.how,
             "database_notes": list(location.notes), "task_waits": task_waits, "streams": len(board.views),
             "levels": [levels[k] for k in sorted(levels)], "critical_path": path,
-            "ready": ready, "problems": problems, "warnings": snapshot.warnings(),
+            "ready": ready, "problems": problems, "warnings": snapshot.warnings() + claims,
         }, indent=2))
     else:
         print(f"Database: {location.path} (tracker {location.generation}, {printable(location.how)})")
@@ -478,9 +512,38 @@ def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
         if path:
             print(f"Critical path ({len(path)} stream(s) to go): " + " -> ".join(printable(s) for s in path))
         print("Would start now: " + (", ".join(printable(s) for s in ready) or "nothing"))
+        for line in claims:
+            print(f"warning: {line}", file=sys.stderr)
         for line in problems:
             print(f"error: {printable(line)}", file=sys.stderr)
     return EXIT_USAGE if problems or not board.views else EXIT_OK
+
+
+def cmd_land(args: argparse.Namespace, layout: Layout) -> int:
+    """Bring the run's integration branch into the user's current branch, then tidy the run's branches."""
+    if live_orchestrator(layout):
+        raise UserError("the orchestrator is still running; wait for the run to end (or `orchestrate.py stop` it), "
+                        "then land", EXIT_STUCK)
+    layout.make_dirs()
+    try:
+        lock = locks.acquire(layout.lock, str(layout.root))
+    except locks.LockHeld:
+        raise UserError("an orchestrator is starting on this project; try again once it has ended",
+                        EXIT_STUCK) from None
+    try:
+        table, _ = load_table(layout.run_file)
+        unfinished = sorted(sid for sid, life in table.rows.items()
+                            if life.state is not StreamState.COMPLETE and life.ran)
+        for line in merging.land_run(layout.root, table.run, table.rows):
+            print(line)
+        if unfinished:
+            print("Not landed (not complete): " + ", ".join(printable(s) for s in unfinished)
+                  + "; their work stays on their stream branches")
+        table.run.integration_branch = table.run.base = None  # the next start begins a new run
+        save_table(layout.run_file, table)
+    finally:
+        lock.release()
+    return EXIT_OK
 
 
 # ================================================================ main
@@ -544,6 +607,9 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     start.add_argument("--db", metavar="PATH", help="the tasks.db to use (default: from TASK_DB_PATH and WORKSPACE_ID)")
     start.add_argument("--tracker", choices=TRACKER_CHOICES,
                        help="which Task Copilot: mcp (the MCP server) or tc (the tc CLI); default: the tracker setting, auto")
+    start.add_argument("--isolation", choices=("worktree", "none"),
+                       help="worktree: each stream in its own git worktree, merged in dependency order; none: all "
+                            f"in the project root (default: the isolation setting, {defaults.isolation})")
     start.add_argument("--dry-run", action="store_true", help="print what would start; start nothing")
     start.add_argument("--max-cost-usd", type=non_negative_float, metavar="USD",
                        help=f"stop starting workers once the run has cost this much (0 = no limit; default "
@@ -577,6 +643,9 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     plan.add_argument("--db", metavar="PATH", help="the tasks.db to use")
     plan.add_argument("--tracker", choices=TRACKER_CHOICES, help="which Task Copilot: mcp or tc (default: auto)")
     plan.set_defaults(handler=cmd_plan)
+
+    land = sub.add_parser("land", help="bring the finished run's integration branch into your current branch")
+    land.set_defaults(handler=cmd_land)
     return parser
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import AbstractSet, List, Mapping, Optional
 
-from lifecycle import LIVE, StreamState
+from lifecycle import LIVE, Life, StreamState
 from settings import EXIT_OK, EXIT_STUCK, Settings
 from stream_graph import Board, start_order
 
@@ -62,9 +62,11 @@ def startable(board: Board, now: float, targets: Optional[AbstractSet[str]] = No
     """Streams that may start now, best first (longest remaining path, then most tasks)."""
     ids = []
     for sid, view in board.views.items():
-        if targets is not None and sid not in targets or view.graph_state is not StreamState.READY:
-            continue
         life = board.rows.get(sid)
+        # A handed-back merge conflict: complete in the tracker, yet its agent has work to do.
+        handed_back = life is not None and bool(life.conflicts)
+        if targets is not None and sid not in targets or view.graph_state is not StreamState.READY and not handed_back:
+            continue
         state = life.state if life else StreamState.READY
         waits = state in (StreamState.BACKOFF, StreamState.RATE_LIMITED)
         if state is StreamState.READY or (waits and life is not None and (life.retry_at or 0) <= now):
@@ -142,7 +144,7 @@ def _choose_spawns(decision: Decision, board: Board, settings: Settings, now: fl
 
 def _outcome(board: Board, decision: Decision, targets: Optional[AbstractSet[str]]) -> Optional[int]:
     """None while something can still progress; else the exit code."""
-    if decision.spawn or any(life.state in LIVE for life in board.rows.values()):
+    if decision.spawn or any(life.state in LIVE or _merge_pending(life) for life in board.rows.values()):
         return None
     wanted = [v for sid, v in board.views.items() if targets is None or sid in targets]
     if wanted and all(v.state is StreamState.COMPLETE for v in wanted):
@@ -153,6 +155,11 @@ def _outcome(board: Board, decision: Decision, targets: Optional[AbstractSet[str
     if decision.wake_at is not None and decision.held_back != "run budget" and startable(board, decision.wake_at, targets):
         return None  # ready streams wait for the spawn gap or the usage limit
     return EXIT_STUCK
+
+
+def _merge_pending(life: Life) -> bool:
+    """A merge runs, or a handed-back conflict waits for its agent's next attempt."""
+    return life.state is StreamState.MERGING or (life.state is StreamState.BACKOFF and bool(life.conflicts))
 
 
 def _earliest(current: Optional[float], candidate: Optional[float]) -> Optional[float]:

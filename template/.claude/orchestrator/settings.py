@@ -22,6 +22,8 @@ from logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES
 from processes import file_stem
 
 EXIT_OK, EXIT_STUCK, EXIT_USAGE = 0, 1, 2
+# Text settings that take one of a few words (tracker is checked where the tracker is found).
+CHOICES = {"isolation": ("auto", "worktree", "none"), "conflicts": ("agent", "manual")}
 
 
 class UserError(Exception):
@@ -52,6 +54,9 @@ class Settings:
     spawn_gap: float = 2.0  # seconds between two spawns, so a wave of ready streams is staggered
     max_cost_usd: float = 0.0  # the run's budget in USD (0 = none)
     on_event: str = ""  # a command run (no shell) when the run finishes, a stream fails, a limit is hit ...
+    isolation: str = "auto"  # worktree (one git worktree per stream), none (the project root), auto
+    merge_check: str = ""  # a shell command run on the merged tree after each stream's merge
+    conflicts: str = "agent"  # a merge conflict: agent (handed back to the stream's agent once) or manual
 
     def worker_argv(self) -> List[str]:
         try:
@@ -93,6 +98,8 @@ BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "n
 def setting_value(key: str, value: str, kind: str, where: str) -> object:
     """One setting parsed and checked; `where` names its file and line (or the flag)."""
     if kind == "str":
+        if key in CHOICES and value not in CHOICES[key]:
+            raise UserError(f"{where}: {key} must be one of {', '.join(CHOICES[key])}, not {value!r}")
         return value
     if kind == "bool":
         answer = BOOLEANS.get(value.lower())

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from claude_command import WorkerOptionError, is_claude, parse_worker_options
-from lifecycle import Policy, StreamState, Table, load_table
+from lifecycle import PARKED, Policy, RunInfo, StreamState, Table, load_table
 from processes import (
     PidRecord,
     printable,
@@ -39,6 +39,7 @@ from task_copilot_client import (
 )
 from trackers import CHOICES as TRACKER_CHOICES
 
+NO_PLACE = {"branch": None, "worktree": None}
 METADATA_EXAMPLE = '{"streamId": "Stream-A", "streamName": "Foundation", "dependencies": []}'
 ORCHESTRATOR_SCRIPT = "orchestrate.py"
 
@@ -86,8 +87,10 @@ def write_orchestrator_record(layout: Layout) -> None:
     write_pid_file(layout.orchestrator_pid, PidRecord(pid, process_start_time(pid) or "", "", 0, time.time()))
 
 
-def policy_of(settings: Settings) -> Policy:
-    return Policy(max_restarts=settings.max_restarts, restart_delay=settings.restart_delay)
+def policy_of(settings: Settings, run: Optional[RunInfo] = None) -> Policy:
+    """What transitions need; `run` (the table's) says whether this run merges worktrees."""
+    return Policy(max_restarts=settings.max_restarts, restart_delay=settings.restart_delay,
+                  merge=run is not None and run.isolation == "worktree", hand_back=settings.conflicts == "agent")
 
 
 def option_problems(snapshot: Snapshot, settings: Settings) -> Dict[str, str]:
@@ -109,7 +112,7 @@ def option_problems(snapshot: Snapshot, settings: Settings) -> Dict[str, str]:
 def board_for(snapshot: Snapshot, table: Table, workers: Dict[str, PidRecord], settings: Settings,
               now: float) -> Board:
     facts = {sid: WorkerFacts(rec.pid, rec.started_at, rec.attempt) for sid, rec in workers.items()}
-    return build_board(snapshot.streams, table.rows, facts, now, policy_of(settings),
+    return build_board(snapshot.streams, table.rows, facts, now, policy_of(settings, table.run),
                        option_problems(snapshot, settings))
 
 
@@ -133,6 +136,7 @@ class StatusReport:
         if isinstance(live, (int, float)):
             return float(live)
         return spent or None
+    places: Dict[str, dict] = field(default_factory=dict)  # stream -> its branch and worktree (worktrees)
 
     def to_json(self) -> dict:
         summary = progress_summary_of(self.snapshot)
@@ -147,7 +151,8 @@ class StatusReport:
             "run": {**asdict(self.table.run), "cost_usd": round(sum(self.cost_of(s) or 0.0 for s in self.board.views), 6),
                     "turns": sum(int(a.get("turns") or 0) for a in self.activity.values())},
             "summary": asdict(summary),
-            "streams": [view_json(v, self) for v in self.board.views.values()],
+            "streams": [dict(view_json(v, self), **self.places.get(v.stream_id, NO_PLACE))
+                        for v in self.board.views.values()],
             "problems": self.board.problems.messages(),
             "warnings": self.snapshot.warnings() + self.notes,
         }
@@ -235,6 +240,8 @@ def render_status(report: StatusReport) -> str:
     for row in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     lines.append("")
+    for view in board.in_state(*PARKED):  # the table cuts descriptions short: the next step in full
+        lines.append(f"{printable(view.stream_id)}: {printable(view.describe())}")
     lines.append(overall_line(report))
     lines += [f"warning: {w}" for w in report.snapshot.warnings() + report.notes]
     return "\n".join(lines)

@@ -9,9 +9,9 @@ scheduler and the dashboard. The states themselves live in lifecycle.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from lifecycle import LIVE, PASSIVE, Life, Observed, Policy, StreamState, describe, transition
+from lifecycle import LIVE, PARKED, PASSIVE, Life, Observed, Policy, StreamState, describe, transition
 from task_copilot_client import StreamRecord, percentage
 
 
@@ -274,8 +274,9 @@ def build_board(
     levels = dependency_levels(streams, order)
     paths = remaining_paths(streams, order)
     views, observed = {}, {}
+    unmerged = _unmerged(streams, rows, now, policy)
     for sid, rec in streams.items():
-        seen, waiting_on, reason = _graph_state_of(rec, streams, invalid.get(sid))
+        seen, waiting_on, reason = _graph_state_of(rec, streams, invalid.get(sid), unmerged)
         life = observed[sid] = transition(rows.get(sid, Life()), Observed(seen), now, policy)
         worker = workers.get(sid)
         shown = _shown_state(life, seen, worker)
@@ -305,9 +306,22 @@ def build_board(
     return Board(views, problems, order, observed)
 
 
+def _unmerged(streams: Mapping[str, StreamRecord], rows: Mapping[str, Life], now: float,
+              policy: Policy) -> frozenset:
+    """Streams complete in the tracker whose work is not merged yet (worktree isolation only)."""
+    if not policy.merge:
+        return frozenset()
+    return frozenset(sid for sid, rec in streams.items() if rec.is_complete and transition(
+        rows.get(sid, Life()), Observed(StreamState.COMPLETE), now, policy).state is not StreamState.COMPLETE)
+
+
 def _shown_state(life: Life, seen: StreamState, worker: Optional[WorkerFacts]) -> StreamState:
     """What users see: the row's state, except that a stream the tracker shows complete is
-    complete, and a row that claims a worker nobody can find shows what the graph says."""
+    complete (once merged, with worktrees), and a row that claims a worker nobody can find
+    shows what the graph says."""
+    if life.state is StreamState.MERGING or life.state in PARKED or (
+            life.conflicts and (life.state not in LIVE or worker is not None)):
+        return life.state  # done in the tracker, not merged yet
     if seen is StreamState.COMPLETE or (seen is StreamState.INVALID and life.state not in LIVE):
         return seen
     if life.state in LIVE and worker is None:
@@ -324,15 +338,17 @@ def _graph_state_of(
     rec: StreamRecord,
     streams: Mapping[str, StreamRecord],
     invalid_reason: Optional[str],
+    unmerged: AbstractSet[str] = frozenset(),
 ) -> Tuple[StreamState, Tuple[str, ...], str]:
-    """What the tracker and the graph alone say of a stream: complete, invalid, waiting or ready."""
+    """What the tracker and the graph alone say of a stream: complete, invalid, waiting or ready.
+    A dependency complete in the tracker but still `unmerged` (worktrees) is waited on too."""
     if rec.is_complete:
         return StreamState.COMPLETE, (), ""
     if invalid_reason:
         return StreamState.INVALID, (), invalid_reason
     if rec.paused:
         return StreamState.WAITING, (), PAUSED_TEXT
-    waiting_on = tuple(d for d in rec.dependencies if not streams[d].is_complete)
+    waiting_on = tuple(d for d in rec.dependencies if not streams[d].is_complete or d in unmerged)
     waiting_on += tuple(f"task {t}" for t in rec.task_waits)
     if waiting_on:
         return StreamState.WAITING, waiting_on, ""

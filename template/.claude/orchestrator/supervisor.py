@@ -46,6 +46,7 @@ from lifecycle import (
     transition,
 )
 from locks import Lock
+from merging import Merger
 from processes import printable, read_pid_dir, remove_file
 from notify import Notifier
 from scheduler import Decision, Pace, Spawn, decide
@@ -140,6 +141,7 @@ class Supervisor:
         self.notifier = Notifier(settings.on_event, layout.orchestrator_log,
                                  lambda message: self.say(f"warning: {message}"))
         self.wake_r, self.wake_w = os.pipe()
+        self.merger = Merger(layout.root, settings, location, self.say, layout.log_for)  # worktree isolation
 
     # ---------------------------------------------------------------- the loop
 
@@ -164,6 +166,8 @@ class Supervisor:
             self._settle_exits(now)
         if self.signals and not self.shutting_down:  # Ctrl-C, `stop`, or a fatal failure just seen
             self._begin_shutdown(now)
+        if not self.shutting_down:
+            self.merger.step(self.table.rows, self._apply, now, busy=self.executor.has_leftovers)  # MERGING streams
         if self.snapshot is None:
             return self._finish(EXIT_STUCK, "stopped by request") if self.shutting_down else None
         wake = self.decision.wake_at if self.decision else None
@@ -226,6 +230,8 @@ class Supervisor:
         self.table, warnings = load_table(self.layout.run_file)
         for line in warnings:
             self.say(f"warning: {line}")
+        self.merger.begin(self.table)  # worktrees: recover, then start or continue the integration branch
+        self.policy = policy_of(self.settings, self.table.run)
         if self.table.run.ended_at is not None or not self.table.run.started_at:
             self.table.run.started_at = now
         self.table.run.ended_at, self.table.run.exit_code, self.table.run.outcome = None, None, ""
@@ -489,8 +495,11 @@ class Supervisor:
         self._apply(sid, Spawning(spawn.attempt), now)
         try:
             self.layout.logs.mkdir(parents=True, exist_ok=True)
+            workspace = self.merger.prepare(sid)  # its worktree (None: the project root)
             spec = build_spec(view, spawn.attempt, tasks, self.layout, self.settings, self.location, limits,
-                              resume, budget, warn=lambda problem: self.say(f"warning: {problem}"))
+                              resume, budget, warn=lambda problem: self.say(f"warning: {problem}"),
+                              workspace=workspace, conflicts=self.table.get(sid).conflicts,
+                              integration_branch=self.merger.integration_branch)
             record = self.executor.spawn(spec, before_go=lambda _record: self._save())
         except (OSError, UserError) as exc:
             life = self._apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)
@@ -580,6 +589,7 @@ class Supervisor:
     def _begin_shutdown(self, now: float) -> None:
         self.shutting_down = True
         self.decision = None
+        self.merger.stop()  # a running merge check ends; its stream is merged again next start
         live = [sid for sid, life in self.table.rows.items() if life.state in LIVE]
         self.say(f"stopping {len(live)} worker(s)")
         for sid in live:
@@ -632,6 +642,9 @@ class Supervisor:
         targets = [v for v in board.views.values() if self.targets is None or v.stream_id in self.targets]
         if code == EXIT_OK:
             self.say(f"all {len(targets)} stream(s) complete in {format_duration(run.ended_at - run.started_at)}")
+            hint = self.merger.landing_hint()
+            if hint:
+                self.say(hint)
             return code
         self.say("nothing more can progress:")
         for line in self._summary(board):

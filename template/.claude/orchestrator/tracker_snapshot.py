@@ -55,6 +55,7 @@ class StreamRecord:
     paused: bool = False  # generation 2: its `streams` row is paused (shown, not started)
     worker_options: Dict[str, object] = field(default_factory=dict)  # raw metadata values, see WORKER_OPTION_KEYS
     conflicts: Tuple[str, ...] = ()  # why its tasks' worker options cannot be reconciled
+    files: Tuple[str, ...] = ()  # paths its tasks claim in their `files` metadata (Task Copilot's planner)
 
     @property
     def total(self) -> int:
@@ -115,6 +116,7 @@ class Meta(NamedTuple):
     options: Tuple[Tuple[str, str, object], ...]  # (key, canonical JSON, raw value)
     problem: bool  # unusable (bad JSON, bad streamId, dependencies not a list, ...)
     claims_stream: bool  # not a plain task: it has a streamId key, or is not a JSON object at all
+    files: Tuple[str, ...] = ()  # its `files` metadata (text entries only; anything else is ignored)
 
 
 _PLAIN = Meta(None, None, (), (), False, False)
@@ -172,7 +174,10 @@ def classify(text: Optional[str]) -> Meta:
                     for key in WORKER_OPTION_KEYS if key in meta)
     if deps is None or more is None or not (name is None or isinstance(name, str)):
         return Meta(sid, None, (), options, True, claims)
-    return Meta(sid, name if name and _is_text(name) else None, tuple(deps) + tuple(more), options, False, claims)
+    files = meta.get("files")
+    claimed = tuple(f for f in files if isinstance(f, str) and f and _is_text(f)) if isinstance(files, list) else ()
+    return Meta(sid, name if name and _is_text(name) else None, tuple(deps) + tuple(more), options, False, claims,
+                claimed)
 
 
 class TaskRef(NamedTuple):
@@ -205,6 +210,7 @@ class _Fold:
         self.dependencies: Dict[str, Set[str]] = {}
         self.options: Dict[str, Dict[str, Tuple[str, object]]] = {}
         self.conflicts: Dict[str, List[str]] = {}
+        self.files: Dict[str, Set[str]] = {}
         self.parsed: Dict[Optional[str], Meta] = {}
         self.malformed = 0
 
@@ -239,6 +245,8 @@ class _Fold:
             self.malformed += n
             return
         self.dependencies[sid].update(meta.dependencies)
+        if meta.files:
+            self.files.setdefault(sid, set()).update(meta.files)
 
     def _add_options(self, sid: str, options: Iterable[Tuple[str, str, object]]) -> None:
         seen = self.options[sid]
@@ -292,6 +300,7 @@ def build_snapshot(
         record.task_waits = tuple(sorted(waits[sid], key=_id_order))
         record.worker_options = {key: raw for key, (_canonical, raw) in fold.options[sid].items()}
         record.conflicts = tuple(fold.conflicts.get(sid, ()))
+        record.files = tuple(sorted(fold.files.get(sid, ())))
     return Snapshot({sid: streams[sid] for sid in sorted(streams)}, fold.malformed)
 
 

@@ -19,6 +19,7 @@ from executor import WorkerSpec
 from settings import Layout, Settings
 from stream_graph import StreamView
 from task_copilot_client import DatabaseLocation
+from workspaces import Workspace
 
 # Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN), and the prompt is one
 # argument: bound what it lists so that any database yields a prompt that can be passed.
@@ -56,6 +57,21 @@ def worker_prompt(view: StreamView, tasks: Sequence[Tuple[str, str, str]], works
     )
 
 
+def workspace_instructions(workspace: Workspace, integration_branch: str, conflicts: Sequence[str]) -> str:
+    """The prompt's part about the worker's own git worktree (worktree isolation), and a handed-back conflict."""
+    text = (f"You work in your own git worktree, {workspace.path}, on branch {workspace.branch}; other streams "
+            "work in other worktrees at the same time. Commit your work on this branch as you go (git add, "
+            "git commit). Never switch branches, rebase, push, or touch other worktrees or the project's "
+            "main checkout: the orchestrator merges your branch once the stream is complete.\n")
+    if conflicts:
+        listed = "\n".join(f"- {_cut(f, 300)}" for f in conflicts[:PROMPT_TASKS])
+        text += (f"Your stream's tasks are done, but merging {workspace.branch} into {integration_branch} "
+                 f"conflicted. The orchestrator has merged {integration_branch} into your worktree, which left "
+                 f"conflicts in these files:\n{listed}\nResolve every conflict, keeping the intent of both sides "
+                 "(leave no conflict markers), git add the files and git commit to conclude the merge; then exit.\n")
+    return _clean(text)
+
+
 def worker_environment(view: StreamView, location: DatabaseLocation, attempt: int, token: str) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}  # a nested claude refuses to start
     env.update(
@@ -72,15 +88,19 @@ def worker_environment(view: StreamView, location: DatabaseLocation, attempt: in
 def build_spec(view: StreamView, attempt: int, tasks: Sequence[Tuple[str, str, str]], layout: Layout,
                settings: Settings, location: DatabaseLocation, limits: StreamLimits = StreamLimits(),
                resume_session: Optional[str] = None, budget_usd: Optional[float] = None,
-               warn: Callable[[str], None] = lambda _message: None) -> WorkerSpec:
+               warn: Callable[[str], None] = lambda _message: None, workspace: Optional[Workspace] = None,
+               conflicts: Sequence[str] = (), integration_branch: str = "") -> WorkerSpec:
     """One attempt's WorkerSpec. For Claude Code the stream's limits, stream-json, a resumed session
-    and the budget left become separate arguments (claude_command.build_argv); others get the prompt."""
+    and the budget left become separate arguments (claude_command.build_argv); others get the prompt.
+    With a workspace the worker runs in its worktree and the prompt says how to work there."""
     token = secrets.token_hex(8)
     prompt = worker_prompt(view, tasks, location.workspace_id, attempt, location.update_instructions())
+    if workspace is not None:
+        prompt += workspace_instructions(workspace, integration_branch, conflicts)
     launch = Launch(prompt, stream_json=settings.agent_events, resume_session=resume_session, budget_usd=budget_usd)
     argv: List[str] = [_clean(a) for a in build_argv(settings.worker_argv(), limits, launch)]
     banner = (f"\n=== orchestrate-kit: {view.stream_id!r} attempt {attempt} at "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
     return WorkerSpec(view.stream_id, attempt, argv, worker_environment(view, location, attempt, token),
-                      layout.root, layout.log_for(view.stream_id), token, banner,
+                      workspace.cwd if workspace else layout.root, layout.log_for(view.stream_id), token, banner,
                       settings.log_max_bytes, settings.log_keep, warn)

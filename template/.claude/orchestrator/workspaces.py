@@ -472,6 +472,12 @@ def remove_spares(project: Path) -> List[str]:
     return kept
 
 
+def stream_branches(project: Path) -> List[str]:
+    """The `stream/...` branches that exist now (one git call, for `status --json`)."""
+    done = _git(project, "for-each-ref", "--format=%(refname)", "refs/heads/" + STREAM_PREFIX, check=False)
+    return [ref[len("refs/heads/"):] for ref in done.stdout.split()] if done.returncode == 0 else []
+
+
 def _require_clean(project: Path, path: Path) -> None:
     state = _tree_state(path)
     if state.dirty or _merging(path):
