@@ -341,11 +341,13 @@ def send_shutdown(layout: Layout, orchestrator: PidRecord, grace: float) -> None
     request = layout.requests / f"{time.time():.6f}-stop.json"
     try:
         request.write_text(json.dumps({"action": "shutdown", "grace": grace}), encoding="utf-8")
+        ask = signal.SIGUSR1
     except OSError:
-        pass  # it still stops on TERM, with its configured grace
+        ask = signal.SIGTERM  # it still stops on TERM, with its configured grace
     os.kill(orchestrator.pid, signal.SIGCONT)
-    os.kill(orchestrator.pid, signal.SIGUSR1)
-    os.kill(orchestrator.pid, signal.SIGTERM)  # it stops its own workers, then exits
+    # One signal, not both: the request and a TERM would count as two stops, and a second stop
+    # means "no more grace" (KILL at once).
+    os.kill(orchestrator.pid, ask)
     print(f"Asked the orchestrator (pid {orchestrator.pid}) to stop its workers and exit.")
     deadline = time.monotonic() + grace + 10
     while orchestrator.is_alive() and time.monotonic() < deadline:

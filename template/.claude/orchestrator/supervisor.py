@@ -133,10 +133,10 @@ class Supervisor:
     def _turn(self) -> Optional[int]:
         now = self.clock()
         self.executor.reap()
+        if self.requests_waiting:  # first: a `stop --grace S` request sets the grace the shutdown uses
+            self._handle_requests(now)
         if self.signals and not self.shutting_down:
             self._begin_shutdown(now)
-        if self.requests_waiting:
-            self._handle_requests(now)
         self._collect_exits()
         self._refresh(now)
         if self.pending_exits and (self.fresh or self.shutting_down) and self.snapshot is not None:
@@ -487,6 +487,7 @@ class Supervisor:
         for sid in live:
             if self.table.rows[sid].state is not StreamState.STOPPING:
                 self._stop(sid, StreamState.WAITING, RUN_STOPPING, now, self.stop_grace)
+        self.executor.hurry_leftovers(self.clock() + self.stop_grace)  # the run's grace, not each worker's
 
     def _outcome(self) -> Optional[int]:
         if self.shutting_down:
