@@ -255,6 +255,7 @@ class RunInfo:
     ended_at: Optional[float] = None
     exit_code: Optional[int] = None
     outcome: str = ""  # one line: "all complete", "stopped by request", ...
+    max_restarts: Optional[int] = None  # the run's budget (config or --max-restarts): status counts with it
 
 
 @dataclass
@@ -326,8 +327,10 @@ def _run_from(data: object) -> RunInfo:
     if not isinstance(data, dict):
         return RunInfo()
     code = _number(data.get("exit_code"), whole=True)
+    budget = _number(data.get("max_restarts"), whole=True)
     return RunInfo(started_at=_number(data.get("started_at")) or 0.0, ended_at=_number(data.get("ended_at")),
-                   exit_code=None if code is None else int(code), outcome=str(data.get("outcome") or ""))
+                   exit_code=None if code is None else int(code), outcome=str(data.get("outcome") or ""),
+                   max_restarts=None if budget is None else int(budget))
 
 
 def _life_from(row: object) -> Optional[Life]:

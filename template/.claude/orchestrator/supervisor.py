@@ -205,6 +205,7 @@ class Supervisor:
         if self.table.run.ended_at is not None or not self.table.run.started_at:
             self.table.run.started_at = now
         self.table.run.ended_at, self.table.run.exit_code, self.table.run.outcome = None, None, ""
+        self.table.run.max_restarts = self.settings.max_restarts  # status shows "attempt a of b" with it
         for sid, life in list(self.table.rows.items()):
             if sid in self.release or (self.retry_failed and life.state is StreamState.FAILED):
                 self._apply(sid, Release(), now)
