@@ -270,13 +270,22 @@ class Supervisor:
     # ---------------------------------------------------------------- the database
 
     def _signature(self) -> tuple:
-        parts = []
+        """What changes with every commit, read cheaply: each file's inode, time and size, and the
+        WAL's header. A commit right after a checkpoint rewrites the WAL from its start and can leave
+        its size and (coarse) time unchanged, but never its header's salt. Only the WAL is opened:
+        SQLite keeps no locks on it that closing our descriptor could drop."""
+        parts: list = []
         for suffix in ("", "-wal"):
             try:
                 st = os.stat(f"{self.location.path}{suffix}")
                 parts.append((st.st_ino, st.st_mtime_ns, st.st_size))
             except OSError:
                 parts.append(None)
+        try:
+            with open(f"{self.location.path}-wal", "rb") as wal:
+                parts.append(wal.read(32))
+        except OSError:
+            parts.append(None)
         return tuple(parts)
 
     def _refresh(self, now: float) -> None:

@@ -1,0 +1,69 @@
+"""The supervisor driven in-process on a real database with a fake clock: what it notices, turn by turn."""
+
+import os
+import sqlite3
+
+from tests.runtime.runtime_import import lifecycle as lc
+from tests.runtime.runtime_import import settings as st
+from tests.runtime.runtime_import import supervisor as sv
+from tests.runtime.runtime_import import task_copilot_client as tcc
+from tests.support import taskdb
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_supervisor(tmp_path, db):
+    layout = st.Layout(tmp_path / "project" / ".claude" / "orchestrator", tmp_path / "state-root")
+    layout.make_dirs()
+    location = tcc.DatabaseLocation(db, "ws", db.parent.parent, "test")
+    return sv.Supervisor(layout, st.Settings(), location, None, sv.Reporter(None, layout.orchestrator_log),
+                         clock=FakeClock())
+
+
+def set_status(conn, status):
+    """One commit by a worker that keeps its connection open, so the WAL stays in place."""
+    with conn:
+        conn.execute("UPDATE tasks SET status = ?", (status,))
+    conn.execute("PRAGMA wal_checkpoint(RESTART)")  # the next commit rewrites the WAL from its start
+
+
+def test_a_commit_in_the_same_clock_tick_with_an_unchanged_wal_size_is_still_seen(tmp_path):
+    """Two commits within one tick of the file clock can leave the database and its WAL with the
+    same size and time; the supervisor must not go blind for its 30 s safety refresh."""
+    db = taskdb.make_db(tmp_path / "tasks" / "ws" / "tasks.db")
+    taskdb.add_stream(db, "A", [], 1)
+    worker = sqlite3.connect(db)
+    set_status(worker, "completed")
+    supervisor = make_supervisor(tmp_path, db)
+    supervisor._refresh(supervisor.clock())
+    assert supervisor.snapshot.streams["A"].is_complete
+    before = [os.stat(f"{db}{suffix}") for suffix in ("", "-wal")]
+    set_status(worker, "pending")
+    for suffix, old in zip(("", "-wal"), before):
+        assert os.stat(f"{db}{suffix}").st_size == old.st_size
+        os.utime(f"{db}{suffix}", ns=(old.st_atime_ns, old.st_mtime_ns))  # as if in the same clock tick
+    supervisor.clock.now += 1
+    supervisor._refresh(supervisor.clock())
+    assert not supervisor.snapshot.streams["A"].is_complete
+    supervisor.db.close()
+    worker.close()
+
+
+def test_requests_are_read_before_a_shutdown_begins(tmp_path):
+    """`stop --grace 1`: the grace of the request, not the configured one, sets the stopping deadlines."""
+    db = taskdb.make_db(tmp_path / "tasks" / "ws" / "tasks.db")
+    taskdb.add_stream(db, "A", [], 1)
+    supervisor = make_supervisor(tmp_path, db)
+    supervisor.table.rows["A"] = lc.Life(state=lc.StreamState.RUNNING, attempts=1, ran=True)
+    (supervisor.layout.requests / "1-stop.json").write_text('{"action": "shutdown", "grace": 1}')
+    supervisor.signals = 1  # a TERM arrived in the same turn
+    supervisor._turn()
+    row = supervisor.table.rows["A"]
+    assert (row.state, row.deadline) == (lc.StreamState.STOPPING, supervisor.clock() + 1)
+    supervisor.db.close()
