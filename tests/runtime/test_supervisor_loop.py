@@ -67,3 +67,42 @@ def test_requests_are_read_before_a_shutdown_begins(tmp_path):
     row = supervisor.table.rows["A"]
     assert (row.state, row.deadline) == (lc.StreamState.STOPPING, supervisor.clock() + 1)
     supervisor.db.close()
+
+
+class LaggingReader:
+    """A database reader whose first look after a commit misses it, as when the commit was in flight
+    (its WAL frames written, not yet marked committed) at the moment of the read."""
+
+    def __init__(self, db):
+        self.real = tcc.Database(db)
+        self.stale = None
+        self.reads = 0
+
+    def snapshot(self):
+        self.reads += 1
+        fresh = self.real.snapshot()
+        if self.stale is not None:
+            fresh, self.stale = self.stale, None
+        return fresh
+
+    def close(self):
+        self.real.close()
+
+
+def test_after_a_change_the_database_is_read_once_more_so_a_commit_in_flight_is_not_missed(tmp_path):
+    db = taskdb.make_db(tmp_path / "tasks" / "ws" / "tasks.db")
+    taskdb.add_stream(db, "A", [], 1)
+    supervisor = make_supervisor(tmp_path, db)
+    supervisor.db = reader = LaggingReader(db)
+    for _ in range(3):  # settle: nothing changes, so the reads stop
+        supervisor._refresh(supervisor.clock())
+    settled = reader.reads
+    supervisor._refresh(supervisor.clock())
+    assert reader.reads == settled  # idle: no read without a change
+    reader.stale = reader.real.snapshot()  # what the files said before the commit
+    taskdb.set_stream_status(db, "A", "completed")
+    supervisor._refresh(supervisor.clock())
+    assert not supervisor.snapshot.streams["A"].is_complete  # the commit was in flight
+    supervisor._refresh(supervisor.clock())  # no further change in the files
+    assert supervisor.snapshot.streams["A"].is_complete
+    reader.close()

@@ -293,7 +293,8 @@ class Supervisor:
         safety = now - self.last_look > SAFETY_REFRESH_SECONDS
         if safety:
             self._check_our_files()
-        if not (self.force_refresh or safety or not self.fresh or signature != self.db_signature):
+        changed = signature != self.db_signature
+        if not (self.force_refresh or safety or not self.fresh or changed):
             return
         self.last_look = now
         try:
@@ -302,7 +303,9 @@ class Supervisor:
             self.fresh = False
             self._warn(str(exc) if isinstance(exc, DatabaseBusy) else f"{exc}; waiting for it to come back")
             return
-        self.db_signature, self.fresh, self.force_refresh = signature, True, False
+        # A commit in flight as we looked (its WAL frames written, not yet marked committed) leaves
+        # no later trace in the files: after a change, read once more at the next turn.
+        self.db_signature, self.fresh, self.force_refresh = signature, True, changed
         if self.snapshot is None or snapshot.warnings() != self.snapshot.warnings():
             for line in snapshot.warnings():
                 self.say(f"warning: {line}")
