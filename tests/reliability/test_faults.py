@@ -222,7 +222,8 @@ def test_6_a_crash_keeps_the_budget_and_only_start_stream_resets_it(project):
 
 
 def test_7_stop_grace_reaches_the_running_orchestrator(project):
-    """Old: the running orchestrator used its configured grace (here 60 s), not `stop --grace 1`."""
+    """Old: the running orchestrator used its configured grace (here 60 s), not `stop --grace 1`: it still
+    waited for its deaf worker when `stop` gave up on it and ended the worker group itself."""
     project.configure(stop_grace=60)
     one_stream_each(project, "A")
     project.plan({"A": ["spawn-child-deaf"]})
@@ -230,6 +231,7 @@ def test_7_stop_grace_reaches_the_running_orchestrator(project):
     worker = project.wait_for(lambda: project.events("grandchild"), what="A to be deaf to TERM")[0]
     stop = project.orchestrate("stop", "--grace", "1")
     assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert "worker group" not in stop.stdout  # the orchestrator had ended it: nothing left for `stop`
     assert orchestrator.wait(timeout=30) == 1
     assert not pid_alive(worker["pid"]) and not pid_alive(worker["child_pid"])
 
@@ -284,13 +286,15 @@ def test_11_a_stream_reopened_after_each_completion_respawns_within_its_budget(p
     done = threading.Event()
 
     def reopen_a():
+        """Each time A's worker has completed A and exited (its pid gone from status), reopen A."""
+        reopened = 0
         while not done.is_set():
-            conn = sqlite3.connect(project.db, timeout=10)
-            rows = conn.execute("SELECT status FROM tasks WHERE json_extract(metadata, '$.streamId') = 'A'").fetchall()
-            conn.close()
-            if rows and all(r[0] == "completed" for r in rows):
+            ended = [e for e in project.events("end") if e["stream"] == "A"]
+            a = view(project, "A")
+            if len(ended) > reopened and a["state"] == "complete" and a["pid"] is None:
                 taskdb.set_stream_status(project.db, "A", "pending")
-            done.wait(0.02)
+                reopened += 1
+            done.wait(0.05)
 
     reopener = threading.Thread(target=reopen_a)
     reopener.start()
