@@ -309,6 +309,19 @@ def test_11_a_stream_reopened_after_each_completion_respawns_within_its_budget(p
     orchestrator.wait(timeout=30)
 
 
+def test_11_a_dependency_reopened_after_its_dependents_started_is_reported(project):
+    """Old: a dependency going back to incomplete under a running dependent was not mentioned."""
+    one_stream_each(project, "A", "B", deps={"B": ["A"]})
+    project.plan({"B": ["hang"]})
+    orchestrator = start_logged(project)
+    project.wait_for(lambda: starts(project, "B"), what="B to start")
+    taskdb.set_stream_status(project.db, "A", "pending")
+    project.wait_for(lambda: "warning: A was reopened after it completed; its dependents already started on it: B"
+                     in output_of(orchestrator), what="the reopening to be reported")
+    assert project.orchestrate("stop").returncode == 0
+    orchestrator.wait(timeout=30)
+
+
 # ---------------------------------------------------------------- 12. values and files of the wrong shape
 
 
