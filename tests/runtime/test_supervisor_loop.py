@@ -1,9 +1,11 @@
 """The supervisor driven in-process on a real database with a fake clock: what it notices, turn by turn."""
 
+import json
 import os
 import sqlite3
 
 from tests.runtime.runtime_import import lifecycle as lc
+from tests.runtime.runtime_import import processes as pr
 from tests.runtime.runtime_import import settings as st
 from tests.runtime.runtime_import import supervisor as sv
 from tests.runtime.runtime_import import task_copilot_client as tcc
@@ -106,3 +108,91 @@ def test_after_a_change_the_database_is_read_once_more_so_a_commit_in_flight_is_
     supervisor._refresh(supervisor.clock())  # no further change in the files
     assert supervisor.snapshot.streams["A"].is_complete
     reader.close()
+
+
+class FakeExecutor:
+    """Workers as entries in a dict: the test says when each one exits; every call is logged."""
+
+    def __init__(self):
+        self.workers = {}
+        self.exits = {}  # stream -> how its worker ended, once the test says so
+        self.leftovers = {}
+        self.calls = []
+
+    def spawn(self, spec, before_go):
+        record = pr.PidRecord(4000 + len(self.calls), "1", spec.stream_id, spec.attempt, 0.0, spec.token)
+        before_go(record)
+        self.workers[spec.stream_id] = record
+        self.calls.append(("spawn", spec.stream_id, spec.attempt))
+        return record
+
+    def live(self):
+        return dict(self.workers)
+
+    def poll(self, stream_id):
+        status = self.exits.pop(stream_id, None)
+        if status is not None:
+            del self.workers[stream_id]
+        return status
+
+    def terminate(self, stream_id):
+        self.calls.append(("terminate", stream_id))
+
+    def kill(self, stream_id):
+        self.calls.append(("kill", stream_id))
+
+    def kill_all(self):
+        self.calls.append(("kill_all",))
+
+    def reap(self):
+        pass
+
+    def has_leftovers(self, stream_id):
+        return False
+
+    def hurry_leftovers(self, kill_at):
+        pass
+
+    def sweep(self):
+        return None, False
+
+
+def request(supervisor, name, payload):
+    (supervisor.layout.requests / f"{name}.json").write_text(json.dumps(payload))
+    supervisor.requests_waiting = True
+
+
+def test_a_worker_deaf_to_term_delays_nothing_and_a_user_stop_holds_without_a_failure(tmp_path):
+    db = taskdb.make_db(tmp_path / "tasks" / "ws" / "tasks.db")
+    for sid, deps in (("A", []), ("B", []), ("C", ["B"])):
+        taskdb.add_stream(db, sid, deps, 1)
+    supervisor = make_supervisor(tmp_path, db)
+    supervisor.executor = executor = FakeExecutor()
+    clock = supervisor.clock
+    assert supervisor._turn() is None
+    assert executor.calls == [("spawn", "B", 1), ("spawn", "A", 1)]  # B heads the longer path
+
+    request(supervisor, "1", {"action": "stop", "streams": ["A"], "grace": 10})
+    assert supervisor._turn() is None
+    assert executor.calls[-1] == ("terminate", "A")
+    assert supervisor.table.rows["A"].state is lc.StreamState.STOPPING
+    assert json.loads((supervisor.layout.requests / "1.reply").read_text())["message"].startswith("stopping A")
+
+    # A ignores TERM; B completes meanwhile: C starts in the same turn, nobody waits for A.
+    taskdb.set_stream_status(db, "B", "completed")
+    executor.exits["B"] = "code 0"
+    clock.now += 1
+    assert supervisor._turn() is None
+    assert executor.calls[-1] == ("spawn", "C", 1)
+    assert supervisor.table.rows["B"].state is lc.StreamState.COMPLETE
+
+    clock.now += 9  # A's deadline: KILL
+    assert supervisor._turn() is None
+    assert ("kill", "A") in executor.calls
+    executor.exits["A"] = "signal 9"
+    clock.now += 0.1
+    supervisor._turn()
+    a = supervisor.table.rows["A"]
+    assert (a.state, a.failures, a.attempts, a.reason) == (lc.StreamState.HELD, 0, 1, lc.USER_STOP)
+    assert [c for c in executor.calls if c[0] == "spawn" and c[1] == "A"] == [("spawn", "A", 1)]
+    supervisor.db.close()
