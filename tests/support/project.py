@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME = REPO / "template" / ".claude" / "orchestrator"
+# ORCHESTRATE_TEST_RUNTIME runs the real-process tests against another runtime folder, e.g. an old
+# version from `git archive`, to show that a test catches what that version got wrong.
+RUNTIME = Path(os.environ.get("ORCHESTRATE_TEST_RUNTIME") or REPO / "template" / ".claude" / "orchestrator")
 FAKE_BIN = Path(__file__).resolve().parent / "bin"
 WORKSPACE = "demo-ws"
 

@@ -194,6 +194,11 @@ class LocalExecutor:
             if worker.popen is not None:
                 worker.popen.poll()
 
+    def hurry_leftovers(self, kill_at: float) -> None:
+        """KILL what ended workers left by `kill_at` at the latest (the run is stopping)."""
+        for leftover in self.leftovers.values():
+            leftover.kill_at = min(leftover.kill_at, kill_at)
+
     def has_leftovers(self, stream_id: str) -> bool:
         return any(left.record.stream_id == stream_id for left in self.leftovers.values())
 

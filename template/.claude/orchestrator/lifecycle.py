@@ -353,6 +353,7 @@ class RunInfo:
     isolation: str = ""  # worktree or none ("" before the first start)
     integration_branch: Optional[str] = None  # worktree: the branch every stream is merged into
     base: Optional[str] = None  # worktree: the user's HEAD when the run began
+    max_restarts: Optional[int] = None  # the run's budget (config or --max-restarts): status counts with it
 
 
 @dataclass
@@ -426,9 +427,11 @@ def _run_from(data: object) -> RunInfo:
     code = _number(data.get("exit_code"), whole=True)
     texts = {k: data.get(k) if isinstance(data.get(k), str) and data.get(k) else None
              for k in ("integration_branch", "base")}
+    budget = _number(data.get("max_restarts"), whole=True)
     return RunInfo(started_at=_number(data.get("started_at")) or 0.0, ended_at=_number(data.get("ended_at")),
                    exit_code=None if code is None else int(code), outcome=str(data.get("outcome") or ""),
-                   isolation=str(data.get("isolation") or ""), **texts)
+                   isolation=str(data.get("isolation") or ""), max_restarts=None if budget is None else int(budget),
+                   **texts)
 
 
 def _life_from(row: object) -> Optional[Life]:

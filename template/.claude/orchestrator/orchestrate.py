@@ -207,7 +207,7 @@ def cmd_start(args: argparse.Namespace, layout: Layout) -> int:
     held = inherited_locks(layout, location) or take_locks(layout, location)
     try:
         write_orchestrator_record(layout)
-        reporter = Reporter(sys.stdout, layout.orchestrator_log)
+        reporter = Reporter(None if getattr(args, "stdout_closed", False) else sys.stdout, layout.orchestrator_log)
         total = len(selection) if selection else len(board.views)
         reporter.say(f"orchestrating {total} stream(s) from {location.path} "
                      f"(workspace {printable(location.workspace_id)}); stop with Ctrl-C or `orchestrate.py stop`")
@@ -390,11 +390,13 @@ def send_shutdown(layout: Layout, orchestrator: PidRecord, grace: float) -> None
     request = layout.requests / f"{time.time():.6f}-stop.json"
     try:
         request.write_text(json.dumps({"action": "shutdown", "grace": grace}), encoding="utf-8")
+        ask = signal.SIGUSR1
     except OSError:
-        pass  # it still stops on TERM, with its configured grace
+        ask = signal.SIGTERM  # it still stops on TERM, with its configured grace
     os.kill(orchestrator.pid, signal.SIGCONT)
-    os.kill(orchestrator.pid, signal.SIGUSR1)
-    os.kill(orchestrator.pid, signal.SIGTERM)  # it stops its own workers, then exits
+    # One signal, not both: the request and a TERM would count as two stops, and a second stop
+    # means "no more grace" (KILL at once).
+    os.kill(orchestrator.pid, ask)
     print(f"Asked the orchestrator (pid {orchestrator.pid}) to stop its workers and exit.")
     deadline = time.monotonic() + grace + 10
     while orchestrator.is_alive() and time.monotonic() < deadline:
@@ -649,13 +651,16 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     return parser
 
 
-def ensure_standard_streams() -> None:
+def ensure_standard_streams() -> Set[int]:
     """Open /dev/null on a closed stdin, stdout or stderr (`>&-`, some cron setups): otherwise the
-    next file we open takes its number and worker output or a lock lands in the wrong place."""
+    next file we open takes its number and worker output or a lock lands in the wrong place.
+    Returns the numbers that were closed."""
+    closed = set()
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
         except OSError:
+            closed.add(fd)
             null = os.open(os.devnull, os.O_RDWR)
             if null != fd:
                 os.dup2(null, fd)
@@ -664,14 +669,16 @@ def ensure_standard_streams() -> None:
         sys.stdout = open(os.devnull, "w")
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w")
+    return closed
 
 
 def main(argv: Optional[List[str]] = None, layout: Optional[Layout] = None) -> int:
-    ensure_standard_streams()
+    closed = ensure_standard_streams()
     argv = sys.argv[1:] if argv is None else list(argv)
     layout = layout or default_layout()
     args = build_parser(project_settings(layout)).parse_args(argv)
     args.raw_argv = argv
+    args.stdout_closed = 1 in closed  # `start >&-`: its lines go to the orchestrator log, not /dev/null
     try:
         return args.handler(args, layout)
     except UserError as exc:

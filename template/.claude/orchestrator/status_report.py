@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -191,6 +191,8 @@ def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: O
     snapshot = take_snapshot(location)
     settings = load_settings(layout.config_files())
     table, notes = load_table(layout.run_file)
+    if table.run.max_restarts is not None:  # the budget the run counts with (--max-restarts)
+        settings = replace(settings, max_restarts=table.run.max_restarts)
     board = board_for(snapshot, table, live_workers(layout), settings, time.time())
     activity = load_activity(layout.activity_file) if live_orchestrator(layout) else {}
     return StatusReport(location, snapshot, board, live_orchestrator(layout), table, layout, notes, activity)

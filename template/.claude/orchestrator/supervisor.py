@@ -157,8 +157,10 @@ class Supervisor:
     def _turn(self) -> Optional[int]:
         now = self.clock()
         self.executor.reap()
-        if self.requests_waiting:
+        if self.requests_waiting:  # first: a `stop --grace S` request sets the grace the shutdown uses
             self._handle_requests(now)
+        if self.signals and not self.shutting_down:
+            self._begin_shutdown(now)
         self._collect_exits()
         self._read_outputs(now)
         self._refresh(now)
@@ -235,6 +237,7 @@ class Supervisor:
         if self.table.run.ended_at is not None or not self.table.run.started_at:
             self.table.run.started_at = now
         self.table.run.ended_at, self.table.run.exit_code, self.table.run.outcome = None, None, ""
+        self.table.run.max_restarts = self.settings.max_restarts  # status shows "attempt a of b" with it
         for sid, life in list(self.table.rows.items()):
             if sid in self.release or (self.retry_failed and life.state is StreamState.FAILED):
                 self._apply(sid, Release(), now)
@@ -356,13 +359,22 @@ class Supervisor:
     # ---------------------------------------------------------------- the database
 
     def _signature(self) -> tuple:
-        parts = []
+        """What changes with every commit, read cheaply: each file's inode, time and size, and the
+        WAL's header. A commit right after a checkpoint rewrites the WAL from its start and can leave
+        its size and (coarse) time unchanged, but never its header's salt. Only the WAL is opened:
+        SQLite keeps no locks on it that closing our descriptor could drop."""
+        parts: list = []
         for suffix in ("", "-wal"):
             try:
                 st = os.stat(f"{self.location.path}{suffix}")
                 parts.append((st.st_ino, st.st_mtime_ns, st.st_size))
             except OSError:
                 parts.append(None)
+        try:
+            with open(f"{self.location.path}-wal", "rb") as wal:
+                parts.append(wal.read(32))
+        except OSError:
+            parts.append(None)
         return tuple(parts)
 
     def _refresh(self, now: float) -> None:
@@ -370,7 +382,8 @@ class Supervisor:
         safety = now - self.last_look > SAFETY_REFRESH_SECONDS
         if safety:
             self._check_our_files()
-        if not (self.force_refresh or safety or not self.fresh or signature != self.db_signature):
+        changed = signature != self.db_signature
+        if not (self.force_refresh or safety or not self.fresh or changed):
             return
         self.last_look = now
         try:
@@ -379,7 +392,9 @@ class Supervisor:
             self.fresh = False
             self._warn(str(exc) if isinstance(exc, DatabaseBusy) else f"{exc}; waiting for it to come back")
             return
-        self.db_signature, self.fresh, self.force_refresh = signature, True, False
+        # A commit in flight as we looked (its WAL frames written, not yet marked committed) leaves
+        # no later trace in the files: after a change, read once more at the next turn.
+        self.db_signature, self.fresh, self.force_refresh = signature, True, changed
         if self.snapshot is None or snapshot.warnings() != self.snapshot.warnings():
             for line in snapshot.warnings():
                 self.say(f"warning: {line}")
@@ -595,6 +610,7 @@ class Supervisor:
         for sid in live:
             if self.table.rows[sid].state is not StreamState.STOPPING:
                 self._stop(sid, StreamState.WAITING, RUN_STOPPING, now, self.stop_grace)
+        self.executor.hurry_leftovers(self.clock() + self.stop_grace)  # the run's grace, not each worker's
 
     def _outcome(self) -> Optional[int]:
         if self.shutting_down:

@@ -1,0 +1,256 @@
+"""lifecycle: every transition, back-off and budgets, holds, adoption, and the saved table. Pure, fake clock."""
+
+import json
+
+import pytest
+
+from tests.runtime.runtime_import import lifecycle as lc
+
+S = lc.StreamState
+POLICY = lc.Policy(max_restarts=2, restart_delay=5.0)
+
+
+def step(life, event, now=100.0, policy=POLICY):
+    return lc.transition(life, event, now, policy)
+
+
+def running(attempt=1, **extra):
+    return lc.Life(state=S.RUNNING, attempts=attempt, ran=True, **extra)
+
+
+def test_passive_states_follow_what_is_observed():
+    life = lc.Life()
+    assert life.state is S.WAITING
+    for seen in (S.READY, S.WAITING, S.INVALID, S.READY, S.COMPLETE):
+        life = step(life, lc.Observed(seen))
+        assert life.state is seen
+    assert life == lc.Life(state=S.COMPLETE)  # nothing else changed
+
+
+def test_spawn_runs_and_completes():
+    life = step(lc.Life(state=S.READY), lc.Spawning(1), now=10)
+    assert life == lc.Life(state=S.STARTING, attempts=1, ran=True)
+    life = step(life, lc.Spawned())
+    assert life.state is S.RUNNING
+    life = step(life, lc.Exited("code 0", complete=True), now=20)
+    assert life == lc.Life(state=S.COMPLETE, attempts=1, ran=True, last_exit="code 0")
+
+
+@pytest.mark.parametrize("state", [S.COMPLETE, S.INVALID, S.RUNNING, S.HELD, S.FAILED, S.STOPPING])
+def test_spawning_is_refused_where_no_worker_may_start(state):
+    with pytest.raises(lc.TransitionError):
+        step(lc.Life(state=state), lc.Spawning(1))
+
+
+def test_spawned_and_spawn_failed_need_a_starting_stream():
+    with pytest.raises(lc.TransitionError):
+        step(lc.Life(state=S.READY), lc.Spawned())
+    with pytest.raises(lc.TransitionError):
+        step(running(), lc.SpawnFailed("x"))
+
+
+def test_a_worker_that_could_not_start_is_a_failed_attempt_with_its_reason():
+    life = step(step(lc.Life(state=S.READY), lc.Spawning(1)), lc.SpawnFailed("log unusable"), now=50)
+    assert (life.state, life.failures, life.retry_at, life.reason) == (S.BACKOFF, 1, 55.0, "log unusable")
+
+
+def test_back_off_grows_5_10_20_and_is_capped():
+    policy = lc.Policy(max_restarts=100, restart_delay=5.0)
+    assert [policy.backoff(n) for n in range(1, 9)] == [5, 10, 20, 40, 80, 120, 120, 120]
+    life, delays = lc.Life(state=S.READY), []
+    for attempt in range(1, 9):
+        life = step(step(step(life, lc.Spawning(attempt), policy=policy), lc.Spawned(), policy=policy),
+                    lc.Exited("code 1", complete=False, detail="with 0/1 tasks done"), now=1000, policy=policy)
+        delays.append(life.retry_at - 1000)
+        assert life.state is S.BACKOFF and life.failures == attempt
+    assert delays == [5, 10, 20, 40, 80, 120, 120, 120]
+    assert life.reason == "worker exited with code 1 with 0/1 tasks done"
+    assert life.last_exit == "code 1"
+
+
+def test_the_budget_runs_out_into_failed():
+    life = lc.Life(state=S.READY)
+    states = []
+    for attempt in (1, 2, 3):
+        life = step(step(step(life, lc.Spawning(attempt)), lc.Spawned()), lc.Exited("signal 9", False))
+        states.append(life.state)
+    assert states == [S.BACKOFF, S.BACKOFF, S.FAILED]  # max_restarts 2: three attempts in all
+    assert life.retry_at is None and life.attempts == 3 and life.failures == 3
+    assert lc.describe(life, 0, 2) == "failed after 3 attempts"
+
+
+def test_back_off_ends_when_the_stream_is_completed_or_becomes_invalid_by_other_hands():
+    backoff = lc.Life(state=S.BACKOFF, attempts=1, failures=1, retry_at=105, ran=True, reason="x")
+    done = step(backoff, lc.Observed(S.COMPLETE))
+    assert (done.state, done.retry_at, done.reason) == (S.COMPLETE, None, "")
+    assert step(backoff, lc.Observed(S.INVALID)).state is S.INVALID
+    assert step(backoff, lc.Observed(S.READY)) == backoff  # still waits for its deadline
+
+
+def test_held_and_failed_stay_put_unless_completed():
+    for state in (S.HELD, S.FAILED):
+        life = lc.Life(state=state, reason="why")
+        assert step(life, lc.Observed(S.READY)) == life
+        assert step(life, lc.Observed(S.INVALID)) == life
+        assert step(life, lc.Observed(S.COMPLETE)).state is S.COMPLETE
+
+
+def test_a_user_stop_holds_the_stream_and_is_not_a_failure():
+    life = running(attempt=2, failures=1)
+    life = step(life, lc.StopRequested(S.HELD, lc.USER_STOP, deadline=110), now=100)
+    assert (life.state, life.deadline, life.after_stop) == (S.STOPPING, 110, S.HELD)
+    life = step(life, lc.Exited("signal 15", complete=False), now=101)
+    assert (life.state, life.failures, life.attempts, life.reason) == (S.HELD, 1, 2, lc.USER_STOP)
+    assert life.deadline is None and life.after_stop is None
+    assert lc.describe(life, 0, 10) == "stopped by you; `start STREAM` resumes it"
+
+
+def test_a_user_stop_of_an_idle_stream_holds_it_at_once():
+    for event in (lc.StopRequested(S.HELD, lc.USER_STOP, 1), lc.Hold(lc.USER_STOP)):
+        life = step(lc.Life(state=S.BACKOFF, retry_at=200, failures=1), event)
+        assert (life.state, life.retry_at, life.failures) == (S.HELD, None, 1)
+    assert step(lc.Life(state=S.COMPLETE), lc.Hold(lc.USER_STOP)).state is S.COMPLETE
+    with pytest.raises(lc.TransitionError):
+        step(running(), lc.Hold(lc.USER_STOP))
+
+
+def test_a_shutdown_stop_leaves_the_stream_passive():
+    life = step(running(), lc.StopRequested(S.WAITING, "the run is stopping", deadline=110))
+    life = step(life, lc.Exited("signal 15", complete=False))
+    assert (life.state, life.failures, life.reason) == (S.WAITING, 0, "")
+    assert step(life, lc.Observed(S.READY)).state is S.READY
+
+
+def test_a_stop_that_fails_the_stream_is_a_failed_attempt():
+    life = step(running(), lc.StopRequested(S.FAILED, "stalled", deadline=110))
+    life = step(life, lc.Exited("signal 9", complete=False), now=120)
+    assert (life.state, life.failures, life.retry_at, life.reason) == (S.BACKOFF, 1, 125, "stalled")
+
+
+def test_a_worker_stopped_after_completing_its_stream_is_complete():
+    life = step(running(complete_since=90.0), lc.StopRequested(S.WAITING, "lingering", deadline=110))
+    assert step(life, lc.Exited("signal 15", complete=True)).state is S.COMPLETE
+
+
+def test_a_second_stop_keeps_the_earlier_deadline_and_a_shorter_one_wins():
+    life = step(running(), lc.StopRequested(S.HELD, "a", deadline=110))
+    assert step(life, lc.StopRequested(S.HELD, "b", deadline=130)).deadline == 110
+    assert step(life, lc.StopRequested(S.HELD, "b", deadline=105)).deadline == 105
+
+
+def test_release_gives_a_fresh_budget():
+    for state in (S.HELD, S.FAILED, S.BACKOFF):
+        life = step(lc.Life(state=state, attempts=3, failures=3, retry_at=500, reason="x"), lc.Release())
+        assert (life.state, life.attempts, life.failures, life.retry_at, life.reason) == (S.WAITING, 0, 0, None, "")
+    live = step(running(attempt=3, failures=2), lc.Release())
+    assert (live.state, live.attempts, live.failures) == (S.RUNNING, 0, 0)
+
+
+def test_completion_seen_while_the_worker_runs_is_remembered_once():
+    life = step(running(), lc.Observed(S.COMPLETE), now=100)
+    assert (life.state, life.complete_since) == (S.RUNNING, 100)
+    assert step(life, lc.Observed(S.COMPLETE), now=150).complete_since == 100
+    assert step(life, lc.Observed(S.READY), now=150).complete_since is None  # reopened meanwhile
+
+
+def test_a_reopened_stream_counts_as_an_attempt_with_back_off_and_fails_after_the_budget():
+    life, now, states = lc.Life(state=S.READY), 0.0, []
+    for attempt in (1, 2, 3):
+        life = step(step(step(life, lc.Spawning(attempt), now), lc.Spawned(), now), lc.Exited("code 0", True), now)
+        assert life.state is S.COMPLETE
+        life = step(life, lc.Observed(S.READY), now=now)  # its tasks were reopened
+        states.append((life.state, life.retry_at and life.retry_at - now))
+        now = life.retry_at or now
+    assert states == [(S.BACKOFF, 5.0), (S.BACKOFF, 10.0), (S.FAILED, None)]
+    assert life.reason == "its tasks were reopened after it completed"
+
+
+def test_a_stream_completed_by_other_hands_may_be_reopened_freely():
+    life = step(lc.Life(state=S.COMPLETE), lc.Observed(S.READY))
+    assert life == lc.Life(state=S.READY)
+
+
+def test_adoption_makes_a_passive_stream_running_and_keeps_the_larger_attempt():
+    life = step(lc.Life(state=S.READY, attempts=1), lc.Adopted(3))
+    assert (life.state, life.attempts, life.ran) == (S.RUNNING, 3, True)
+    assert step(lc.Life(state=S.BACKOFF, attempts=4, retry_at=3), lc.Adopted(2)).attempts == 4
+    stopping = step(running(attempt=2), lc.StopRequested(S.HELD, "x", 9))
+    assert step(stopping, lc.Adopted(1)) == stopping  # already live: only the count may grow
+
+
+def test_an_exit_in_a_passive_state_is_a_bug_of_the_caller():
+    with pytest.raises(lc.TransitionError):
+        step(lc.Life(state=S.READY), lc.Exited("code 0", True))
+
+
+def test_describe_backoff_and_waiting():
+    life = lc.Life(state=S.BACKOFF, attempts=2, retry_at=112.2)
+    assert lc.describe(life, 100, 10) == "restarting in 13 s (attempt 3 of 11)"
+    assert lc.describe(lc.Life(), 0, 10, ("A", "B")) == "waiting on A, B"
+
+
+# ---------------------------------------------------------------- the saved table
+
+
+def test_the_saved_table_round_trips(tmp_path):
+    table = lc.Table(run=lc.RunInfo(started_at=1.5, ended_at=9.0, exit_code=1, outcome="nothing more can progress"))
+    table.rows = {
+        "A": lc.Life(state=S.BACKOFF, attempts=2, failures=2, retry_at=12.5, reason="worker exited", last_exit="code 1",
+                     ran=True),
+        "B": lc.Life(state=S.STOPPING, attempts=1, deadline=20.0, after_stop=S.HELD, reason=lc.USER_STOP, ran=True,
+                     complete_since=3.0),
+        "sp ace/\u00e9": lc.Life(state=S.HELD, reason=lc.USER_STOP),
+        "F": lc.Life(state=S.FAILED, attempts=3, failures=3, reason="why"),
+    }
+    path = tmp_path / "run.json"
+    lc.save_table(path, table)
+    loaded, warnings = lc.load_table(path)
+    assert warnings == []
+    assert loaded == table
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left
+
+
+def test_a_missing_table_is_empty_without_a_warning(tmp_path):
+    assert lc.load_table(tmp_path / "run.json") == (lc.Table(), [])
+
+
+@pytest.mark.parametrize("content", ["null", "[]", "\"x\"", '{"streams": null}', '{"streams": []}',
+                                     "{not json", "\xff\xfe", ""])
+def test_a_damaged_table_is_reported_and_replaced_by_a_fresh_one(tmp_path, content):
+    path = tmp_path / "run.json"
+    path.write_bytes(content.encode("latin-1"))
+    table, warnings = lc.load_table(path)
+    assert table.rows == {}
+    assert len(warnings) == 1 and "starting afresh" in warnings[0]
+
+
+@pytest.mark.parametrize("row", [
+    {"state": "running", "attempts": "3"},
+    {"state": "running", "attempts": None},
+    {"state": "running", "attempts": 1.5},
+    {"state": "running", "attempts": -1},
+    {"state": "running", "attempts": True},
+    {"state": "running", "failures": float("nan")},
+    {"state": "exploded"},
+    {"state": None},
+    {"state": "held", "after_stop": "sideways"},
+    {"state": "held", "reason": 5},
+    "running",
+    None,
+])
+def test_a_damaged_row_is_dropped_with_a_warning_and_the_others_kept(tmp_path, row):
+    path = tmp_path / "run.json"
+    good = {"state": "failed", "attempts": 3, "failures": 3, "reason": "x"}
+    path.write_text(json.dumps({"version": 2, "streams": {"bad": row, "good": good}}))
+    table, warnings = lc.load_table(path)
+    assert list(table.rows) == ["good"]
+    assert table.rows["good"] == lc.Life(state=S.FAILED, attempts=3, failures=3, reason="x")
+    assert warnings == ["ignored the saved state of stream 'bad' (damaged)"]
+
+
+def test_damaged_run_info_is_replaced_field_by_field(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"run": {"started_at": "soon", "ended_at": [1], "exit_code": 1.5, "outcome": None},
+                                "streams": {}}))
+    table, warnings = lc.load_table(path)
+    assert table.run == lc.RunInfo() and warnings == []
