@@ -90,7 +90,8 @@ def test_every_long_flag_in_the_docs_exists_somewhere():
     helps = all_help()
     allowed = {"--print", "--dangerously-skip-permissions", "--permission-mode", "--allowedTools", "--trust",
                "--UNSAFE", "--hard", "--defaults", "--diff-filter", "--name-only", "--no-index", "--strict",
-               "--status"}  # --status: `tc task update`
+               "--status",  # --status: `tc task update`
+               "--output-format", "--verbose", "--max-budget-usd", "--max-turns", "--model", "--resume"}  # Claude Code's
     for doc in DOCS:
         for flag in set(re.findall(r"(?<![\w-])--[a-zA-Z][a-zA-Z-]*", doc_text(doc))):
             if flag in allowed and flag not in helps:

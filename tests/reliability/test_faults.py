@@ -369,12 +369,11 @@ def test_13_detach_from_a_subfolder_with_a_relative_database_path(project, how):
     sub = project.root / "src"
     sub.mkdir()
     env = dict(project.env)
-    relative_base = os.path.relpath(project.base, sub)
-    if how == "--db":
-        args = ["--db", os.path.join(relative_base, "demo-ws", "tasks.db")]
+    if how == "--db":  # a path typed on the command line is relative to where it was typed
+        args = ["--db", os.path.join(os.path.relpath(project.base, sub), "demo-ws", "tasks.db")]
         env["TASK_DB_PATH"] = "/nonexistent"
-    else:
-        args, env["TASK_DB_PATH"] = [], relative_base
+    else:  # TASK_DB_PATH is relative to the project, as the Task Copilot server (started there) reads it
+        args, env["TASK_DB_PATH"] = [], os.path.relpath(project.base, project.root)
     result = subprocess.run(project.command("start", "--detach", *args), cwd=sub, env=env, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -9,7 +9,8 @@ from tests.runtime.runtime_import import stream_graph as sg
 from tests.runtime.runtime_import import task_copilot_client as tcc
 
 S = lc.StreamState
-SETTINGS = st.Settings(max_parallel=0, max_restarts=2, restart_delay=5.0, finish_grace=30.0, stop_grace=10.0)
+SETTINGS = st.Settings(max_parallel=0, max_restarts=2, restart_delay=5.0, finish_grace=30.0, stop_grace=10.0,
+                       spawn_gap=0)  # the gap has its own tests
 
 
 def records(spec, complete=(), tasks=None):

@@ -23,8 +23,9 @@ class FakeClock:
 def make_supervisor(tmp_path, db):
     layout = st.Layout(tmp_path / "project" / ".claude" / "orchestrator", tmp_path / "state-root")
     layout.make_dirs()
-    location = tcc.DatabaseLocation(db, "ws", db.parent.parent, "test")
-    return sv.Supervisor(layout, st.Settings(), location, None, sv.Reporter(None, layout.orchestrator_log),
+    location = tcc.locate_database(tmp_path / "project", db, {})
+    settings = st.Settings(spawn_gap=0, agent_events=False)
+    return sv.Supervisor(layout, settings, location, None, sv.Reporter(None, layout.orchestrator_log),
                          clock=FakeClock())
 
 
@@ -149,6 +150,9 @@ class FakeExecutor:
 
     def has_leftovers(self, stream_id):
         return False
+
+    def log_offset(self, stream_id):
+        return 0
 
     def hurry_leftovers(self, kill_at):
         pass

@@ -1,0 +1,64 @@
+"""The supervisor's CPU while it reads and parses the stream-json output of 20 chatty workers.
+
+20 fake Claude workers each print 10 events a second (assistant messages and tool calls with
+their results, as the real CLI prints them) for CHATTER_SECONDS: 200 events/s in total. The
+orchestrator follows every log as it grows and parses every line. Its own CPU time (children
+excluded) over the run, as a share of one core, is the figure; the goal is under 2 %.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_orchestrator import _self_usage  # noqa: E402
+from tests.support import taskdb  # noqa: E402
+from tests.support.project import Project  # noqa: E402
+
+WORKERS = 20
+RATE = 10.0  # events a second per worker
+CHATTER_SECONDS = float(os.environ.get("BENCH_CHATTER_SECONDS", "20"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+
+
+def _one_run() -> Tuple[float, float, int]:
+    """(orchestrator CPU seconds, wall seconds, lines in the workers' logs)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Project.create(Path(tmp))
+        project.env["FAKE_CLAUDE_CHATTER"] = f"{RATE},{CHATTER_SECONDS}"
+        project.configure(poll_interval=1)
+        taskdb.make_db(project.db)
+        for i in range(WORKERS):
+            taskdb.add_stream(project.db, f"S{i:02d}", [], 1)
+        started = time.monotonic()
+        proc = project.start_background()
+        cpu = 0.0
+        while proc.poll() is None:
+            try:
+                cpu, _ = _self_usage(proc.pid)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        wall = time.monotonic() - started
+        lines = sum(len(p.read_bytes().splitlines()) for p in (project.home / "logs").glob("S*.log"))
+        return cpu, wall, lines
+
+
+def run() -> List[Tuple[str, str]]:
+    samples = [_one_run() for _ in range(ROUNDS)]
+    share = statistics.median(cpu / wall * 100 for cpu, wall, _ in samples)
+    rate = statistics.median(lines / wall for _, wall, lines in samples)
+    return [(f"{WORKERS} chatty workers, stream-json parsed: CPU, % of a core",
+             f"{share:.2f} % at {rate:.0f} lines/s (median of {ROUNDS})")]
+
+
+if __name__ == "__main__":
+    for label, figure in run():
+        print(f"{label:58} {figure}")
