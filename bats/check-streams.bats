@@ -79,7 +79,9 @@ every_state_db() {  # every_state_db [MORE_STREAMS [MORE_KEYS]]: one stream in e
   # A real orchestrator and the fake claude: A completes, B's worker hangs, C's fails for good.
   printf '{"Stream-A": ["ok"], "Stream-B": ["hang"], "Stream-C": ["fail"]}' >"$BATS_TEST_TMPDIR/plan.json"
   printf 'max_restarts = 0\npoll_interval = 0.2\nrestart_delay = 0.2\n' >>"$RUNTIME/orchestrator.conf"
-  export PATH="$REPO/tests/support/bin:$PATH" FAKE_CLAUDE_PLAN="$BATS_TEST_TMPDIR/plan.json" FAKE_CLAUDE_DELAY=0.05
+  # IS_SANDBOX: CI runs as root, where Claude Code (and so the preflight) accepts skipping permissions only in a sandbox
+  export PATH="$REPO/tests/support/bin:$PATH" FAKE_CLAUDE_PLAN="$BATS_TEST_TMPDIR/plan.json" FAKE_CLAUDE_DELAY=0.05 \
+    IS_SANDBOX=1
   run -0 "$PYTHON" "$RUNTIME/orchestrate.py" start --detach
   for _ in $(seq 150); do
     [ "$(status_states | tr '\n\t' ' :')" = "Stream-A:complete Stream-B:running Stream-C:failed Stream-Z:waiting " ] && break
@@ -90,7 +92,7 @@ every_state_db() {  # every_state_db [MORE_STREAMS [MORE_KEYS]]: one stream in e
   shows_state Stream-B ▶ RUN
   case $row in *"0/2    1     "[0-9]"s  Stream-B  API Implementation") ;; *) fail "B: $row" ;; esac
   shows_state Stream-C ✖ FAIL
-  [ "$detail" = "↳ last log: fake claude: failing on purpose" ]
+  case $detail in "↳ worker exited with code 1"*"fake claude: failing on purpose") ;; *) fail "C: $detail" ;; esac
   shows_state Stream-Z … WAIT
   [ "$detail" = "↳ waiting on Stream-B, Stream-C" ]
   contains "1 worker running, orchestrator pid"

@@ -278,3 +278,23 @@ def test_a_typo_in_your_settings_is_a_warning(project, capsys):
     assert result.code == 0
     (warned,) = [entry for entry in lines(result, "warn") if "your settings" in entry]
     assert "max_paralel (line 4)" in warned
+
+
+def test_doctor_runs_the_runtimes_preflight_of_a_claude_worker(tmp_path, capsys, monkeypatch, repo_template):
+    """The same check `start` makes: the worker command runs, is logged in, may run as this user."""
+    fake_bin = Path(__file__).resolve().parents[1] / "support" / "bin"
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("IS_SANDBOX", "1")  # CI runs as root: as in a sandbox
+    use(monkeypatch, repo_template)
+    path = init_repo(tmp_path / "project")
+    assert run(capsys, "install", "--defaults", str(path)).code == 0
+
+    monkeypatch.setenv("FAKE_CLAUDE_LOGGED_OUT", "1")
+    result = run(capsys, "doctor", str(path))
+    (failed,) = [line for line in lines(result, "FAIL") if "worker command" in line]
+    assert "not logged in" in failed and "claude /login" in failed
+
+    monkeypatch.delenv("FAKE_CLAUDE_LOGGED_OUT")
+    result = run(capsys, "doctor", str(path))
+    (passed,) = [line for line in result.out.splitlines() if "worker command" in line]
+    assert "2.1.197 (Claude Code)" in passed and "logged in" in passed

@@ -1,6 +1,8 @@
 """End-to-end runs: real orchestrator processes, real database, the fake claude as the worker."""
 
 import json
+import signal
+import subprocess
 import sqlite3
 import threading
 import time
@@ -189,7 +191,29 @@ def test_logs_command_shows_a_stream_log(project):
     assert result.returncode == 0
     assert '"type":"result"' in result.stdout and "Working on stream Stream-A" in result.stdout
     missing = project.orchestrate("logs", "Nope")
-    assert missing.returncode == 1 and "no log for stream Nope" in missing.stderr
+    assert missing.returncode == 1 and "unknown stream(s): Nope" in missing.stderr
+    close = project.orchestrate("logs", "Stream-AA")
+    assert close.returncode == 1 and "did you mean Stream-A" in close.stderr
+    unknown_stop = project.orchestrate("stop", "Stream-AA")
+    assert unknown_stop.returncode == 1 and "did you mean" in unknown_stop.stderr
+
+
+def test_logs_follow_waits_for_a_stream_that_has_not_started(project):
+    taskdb.make_db(project.db)
+    taskdb.add_stream(project.db, "A", [], 1)
+    follower = subprocess.Popen(project.command("logs", "A", "-f"), env=project.env, cwd=project.root,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "has not started yet" in follower.stderr.readline()
+        assert project.orchestrate("start").returncode == 0
+        line = follower.stdout.readline()
+        while line == "\n":
+            line = follower.stdout.readline()
+        assert "=== orchestrate-kit: 'A' attempt 1" in line  # the first thing the worker's log gets
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.communicate(timeout=30)
+    assert follower.returncode == 0
 
 
 def test_prompt_stays_passable_with_huge_task_titles(project):

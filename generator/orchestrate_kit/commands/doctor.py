@@ -68,7 +68,7 @@ def doctor(*, project: Path, fix: bool) -> int:
             _run_bits(project, layout),
             *_links(project, layout),
             _gitignore(project),
-            _worker(_effective_worker_command(project, answers)),
+            _worker(project, _effective_worker_command(project, answers)),
             _local_settings(project, template.root),
             _runtime(project, markers),
         ]
@@ -196,7 +196,7 @@ def _gitignore(project: Path) -> Check:
     return Check(OK, ".gitignore", "ignores " + ", ".join(d + "/" for d in STATE_DIRS))
 
 
-def _worker(command: str) -> Check:
+def _worker(project: Path, command: str) -> Check:
     try:
         words = shlex.split(command)
     except ValueError:
@@ -206,7 +206,31 @@ def _worker(command: str) -> Check:
     found = shutil.which(words[0])
     if not found:
         return Check(FAIL, "worker command", f"{words[0]} is not on PATH (worker_command = {command})")
-    return Check(OK, "worker command", f"{words[0]} at {found}")
+    return _preflight(project, words[0], found)
+
+
+def _preflight(project: Path, program: str, found: str) -> Check:
+    """The runtime's own check of the worker command (``orchestrate.py preflight --json``): it runs,
+    it is logged in, it may run as this user. The same check `start` makes before it spawns."""
+    label = "worker command"
+    runtime = project / ORCHESTRATOR_DIR / "orchestrate.py"
+    if not runtime.is_file():
+        return Check(OK, label, f"{program} at {found}")
+    try:
+        result = subprocess.run(
+            [shutil.which("python3") or "python3", str(runtime), "preflight", "--json"], cwd=project,
+            capture_output=True, text=True, timeout=PLAN_TIMEOUT, stdin=subprocess.DEVNULL, check=False,
+        )
+        report = json.loads(result.stdout)
+        problems = report["problems"]
+    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
+        return Check(OK, label, f"{program} at {found} (not checked further: this runtime has no preflight)")
+    if problems:
+        first = problems[0]
+        return Check(FAIL, label, f"{first['message']}; fix: {first['fix']}")
+    version = f" {report['version']}" if report.get("version") else ""
+    login = {True: ", logged in", False: ", not logged in"}.get(report.get("logged_in"), "")
+    return Check(OK, label, f"{program}{version} at {found}{login}")
 
 
 def _runtime(project: Path, markers: list[str]) -> Check:

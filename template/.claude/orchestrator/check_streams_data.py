@@ -106,15 +106,37 @@ def stream_label(view: StreamView) -> str:
     return view.stream_id
 
 
-def detail_of(view: StreamView, report: report_mod.StatusReport) -> Optional[str]:
-    """The line under a stream: what it waits on, why it cannot run, or how its worker ended."""
+def detail_of(view: StreamView, report: report_mod.StatusReport, now: float) -> Optional[str]:
+    """The line under a stream: what it waits on, why it cannot run, how its worker ended, or what
+    its agent is doing (last message, cost, turns, how long ago it last said anything)."""
     if view.state in (StreamState.WAITING, StreamState.INVALID, StreamState.HELD, StreamState.BACKOFF,
-                      StreamState.MERGE_CONFLICT, StreamState.CHECK_FAILED):  # the last two: which files, next step
-        return view.describe()
+                      StreamState.RATE_LIMITED, StreamState.MERGE_CONFLICT, StreamState.CHECK_FAILED):
+        return view.describe()  # merge_conflict and check_failed: which files, and the next step
     if view.state is StreamState.FAILED:
         last = report_mod.last_log_line(report.layout.log_for(view.stream_id))
-        return f"last log: {last}" if last else (view.reason or None)
+        if last and not last.startswith("{"):  # a text log's last line; an agent's JSON says less than the reason
+            return f"last log: {last}"
+        return view.reason or None
+    if view.state is StreamState.RUNNING:
+        return activity_line(report.activity.get(view.stream_id, {}), report.cost_of(view.stream_id), now)
     return None
+
+
+def activity_line(activity: dict, cost: Optional[float], now: float) -> Optional[str]:
+    """'$0.42 · 12 turns · 8s ago · Writing the tests' for a running agent; None when nothing is known."""
+    parts = []
+    if cost:
+        parts.append(f"${cost:.2f}")
+    turns = activity.get("turns")
+    if isinstance(turns, int) and turns:
+        parts.append(f"{turns} turn{'s' if turns != 1 else ''}")
+    last = activity.get("last_activity")
+    if isinstance(last, (int, float)):
+        parts.append(f"{report_mod.format_duration(now - last)} ago")
+    message = activity.get("last_message")
+    if isinstance(message, str) and message:
+        parts.append(message)
+    return " · ".join(parts) or None
 
 
 def running_time(view: StreamView, now: float) -> str:
@@ -144,7 +166,7 @@ def add_report(frame: Frame, report: report_mod.StatusReport, now: float) -> Non
     for view in views:
         frame.add_text("S", "-" if view.level is None else view.level, view.state.value, view.finished,
                        view.total, view.attempts or "-", running_time(view, now), text=stream_label(view))
-        detail = detail_of(view, report)
+        detail = detail_of(view, report, now)
         if detail:
             frame.add_text("D", text=detail)
     add_notes(frame, report, views)

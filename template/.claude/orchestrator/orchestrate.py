@@ -416,13 +416,9 @@ def stop_stream(layout: Layout, stream_id: str, grace: float) -> int:
     record = read_pid_file(layout.pid_for(stream_id))
     members = record.own_group_members() if record and record.stream_id == stream_id else []
     if not members:
-        known = set(load_table(layout.run_file)[0].rows)
-        try:
-            known |= set(take_snapshot(open_database(layout, None)).streams)
-        except UserError:
-            pass
+        known = known_streams(layout)
         if stream_id not in known:
-            raise UserError(unknown_stream_message([stream_id], sorted(known)), EXIT_STUCK)
+            raise UserError(unknown_stream_message([stream_id], known), EXIT_STUCK)
         raise UserError(f"stream {printable(stream_id)} has no running worker", EXIT_STUCK)
     layout.make_dirs()
     try:
@@ -450,10 +446,31 @@ def hold_in_table(layout: Layout, stream_id: str) -> None:
     save_table(layout.run_file, table)
 
 
+def known_streams(layout: Layout) -> List[str]:
+    """Every stream id the tracker or the saved run knows (for 'did you mean')."""
+    known = set(load_table(layout.run_file)[0].rows)
+    try:
+        known |= set(take_snapshot(open_database(layout, None)).streams)
+    except UserError:
+        pass
+    return sorted(known)
+
+
 def cmd_logs(args: argparse.Namespace, layout: Layout) -> int:
     path = layout.orchestrator_log if args.stream == "orchestrator" else layout.log_for(args.stream)
     if not path.is_file():
-        raise UserError(f"no log for stream {printable(args.stream)} yet (looked for {path})", EXIT_STUCK)
+        known = known_streams(layout) if args.stream != "orchestrator" else [args.stream]
+        if args.stream not in known:
+            raise UserError(unknown_stream_message([args.stream], known), EXIT_STUCK)
+        if not args.follow:
+            raise UserError(f"no log for stream {printable(args.stream)} yet (looked for {path})", EXIT_STUCK)
+        print(f"{PROG}: {printable(args.stream)} has not started yet; waiting for its log (Ctrl-C ends)",
+              file=sys.stderr, flush=True)
+        try:
+            while not path.is_file():
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            return EXIT_OK
     for line in tail_lines(path, args.lines):
         print(printable(line))
     if not args.follow:
@@ -473,6 +490,22 @@ def cmd_logs(args: argparse.Namespace, layout: Layout) -> int:
                     print(printable(line), flush=True)
         except KeyboardInterrupt:
             return EXIT_OK
+
+
+def cmd_preflight(args: argparse.Namespace, layout: Layout) -> int:
+    """Check the worker command as `start` does before it spawns anything (`doctor` asks too)."""
+    argv = load_settings(layout.config_files()).worker_argv()
+    result = preflight(argv)
+    if args.json:
+        print(json.dumps({"command": argv[0], "version": result.version, "logged_in": result.logged_in,
+                          "problems": [{"check": p.check, "message": p.message, "fix": p.fix}
+                                       for p in result.problems]}, indent=2))
+    else:
+        login = {True: "logged in", False: "not logged in", None: "login state unknown"}[result.logged_in]
+        print(f"worker command: {argv[0]} {result.version or '(version unknown)'}; {login}")
+        for problem in result.problems:
+            print(f"problem: {problem.message}\n  fix: {problem.fix}")
+    return EXIT_OK if not result.problems else EXIT_STUCK
 
 
 def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
@@ -639,6 +672,10 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C ends)")
     logs.add_argument("-n", "--lines", type=non_negative_int, default=40, metavar="N", help="lines to show (default %(default)s)")
     logs.set_defaults(handler=cmd_logs)
+
+    check = sub.add_parser("preflight", help="check that the worker command runs, is logged in and may run as you")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(handler=cmd_preflight)
 
     plan = sub.add_parser("plan", help="dependency levels, the critical path, and what would start now")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
