@@ -40,6 +40,18 @@ def _self_usage(pid: int) -> Tuple[float, int]:
     return cpu, peak
 
 
+def watch_usage(proc, interval: float = 0.05) -> Tuple[float, float]:
+    """Sample a running process's own CPU and peak memory until it exits; the last sample."""
+    cpu = peak = 0.0
+    while proc.poll() is None:
+        try:
+            cpu, peak = _self_usage(proc.pid)
+        except (OSError, ValueError):
+            pass
+        time.sleep(interval)
+    return cpu, peak
+
+
 def _run(levels: List[List[str]], deps: Dict[str, List[str]]) -> Dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         project = Project.create(Path(tmp))
@@ -51,13 +63,7 @@ def _run(levels: List[List[str]], deps: Dict[str, List[str]]) -> Dict[str, float
                 taskdb.add_stream(project.db, sid, deps.get(sid, []), 1)
         started = time.monotonic()
         proc = project.start_background()
-        cpu = peak = 0.0
-        while proc.poll() is None:
-            try:
-                cpu, peak = _self_usage(proc.pid)
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
+        cpu, peak = watch_usage(proc)
         makespan = time.monotonic() - started
         if proc.returncode != 0:
             raise RuntimeError(proc.stdout.read() + proc.stderr.read())

@@ -18,7 +18,7 @@ from typing import List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_orchestrator import _self_usage  # noqa: E402
+from bench_orchestrator import watch_usage  # noqa: E402
 from tests.support import taskdb  # noqa: E402
 from tests.support.project import Project  # noqa: E402
 
@@ -39,13 +39,7 @@ def _one_run() -> Tuple[float, float, int]:
             taskdb.add_stream(project.db, f"S{i:02d}", [], 1)
         started = time.monotonic()
         proc = project.start_background()
-        cpu = 0.0
-        while proc.poll() is None:
-            try:
-                cpu, _ = _self_usage(proc.pid)
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.2)
+        cpu, _ = watch_usage(proc, 0.2)
         wall = time.monotonic() - started
         lines = sum(len(p.read_bytes().splitlines()) for p in (project.home / "logs").glob("S*.log"))
         return cpu, wall, lines

@@ -254,3 +254,39 @@ def test_damaged_run_info_is_replaced_field_by_field(tmp_path):
                                 "streams": {}}))
     table, warnings = lc.load_table(path)
     assert table.run == lc.RunInfo() and warnings == []
+
+
+# ---------------------------------------------------------------- how an agent's output says it ended
+
+
+def test_a_usage_limit_parks_the_stream_without_spending_an_attempt_and_resumes_its_session():
+    life = step(running(attempt=2, spent_usd=0.5), lc.Exited("code 1", False, "You've hit your limit", "usage_limit",
+                                                            resume_at=400.0, cost_usd=0.25, session_id="s-1"))
+    assert life.state is S.RATE_LIMITED and life.retry_at == 400.0
+    assert life.attempts == 1 and life.failures == 0  # the next attempt is attempt 2 again
+    assert life.resume and life.session_id == "s-1" and life.spent_usd == 0.75
+    again = step(life, lc.Spawning(2), now=400.0)
+    assert again.state is S.STARTING and again.attempts == 2
+    assert step(life, lc.Observed(S.COMPLETE)).state is S.COMPLETE  # finished by other hands meanwhile
+
+
+def test_a_spent_budget_fails_the_stream_without_a_retry():
+    life = step(running(attempt=1), lc.Exited("code 1", False, "--max-budget-usd reached", "budget", cost_usd=1.0))
+    assert life.state is S.FAILED and life.reason.startswith("budget") and life.spent_usd == 1.0
+    assert step(lc.Life(state=S.READY), lc.GiveUp("budget: 1.00 USD spent")).state is S.FAILED
+
+
+def test_a_fatal_configuration_error_spends_no_attempt_and_a_lost_session_starts_over():
+    fatal = step(running(attempt=3, failures=2), lc.Exited("code 1", False, "Not logged in", "fatal"))
+    assert fatal.state is S.WAITING and fatal.attempts == 2 and fatal.failures == 2
+    fresh = step(running(attempt=1, session_id="gone", resume=True), lc.Exited("code 1", False, "", "fresh"))
+    assert fresh.state is S.WAITING and fresh.session_id == "" and not fresh.resume and fresh.attempts == 0
+
+
+def test_the_agent_fields_survive_the_saved_table(tmp_path):
+    table = lc.Table(rows={"A": lc.Life(state=S.RATE_LIMITED, retry_at=400.0, spent_usd=1.25, session_id="s-1",
+                                        resume=True)})
+    path = tmp_path / "run.json"
+    lc.save_table(path, table)
+    loaded, warnings = lc.load_table(path)
+    assert warnings == [] and loaded.rows == table.rows

@@ -23,10 +23,10 @@ def records(spec, complete=(), tasks=None):
     return out
 
 
-def decide(streams, rows=None, now=0.0, settings=SETTINGS, targets=None, workers=None):
+def decide(streams, rows=None, now=0.0, settings=SETTINGS, targets=None, workers=None, pace=sch.Pace()):
     policy = lc.Policy(settings.max_restarts, settings.restart_delay)
     board = sg.build_board(streams, rows or {}, workers or {}, now, policy)
-    return board, sch.decide(board, settings, now, targets)
+    return board, sch.decide(board, settings, now, targets, pace)
 
 
 def spawned(decision):
@@ -166,3 +166,53 @@ def test_a_running_stream_that_becomes_invalid_keeps_its_worker_and_is_not_resta
     exited = lc.transition(board.rows["A"], lc.Exited("code 1", False), 10, lc.Policy(2, 5.0))
     board, decision = decide(streams, {"A": exited}, now=1000)
     assert board.views["A"].state is S.INVALID and decision.spawn == [] and decision.outcome == st.EXIT_STUCK
+
+
+def test_a_usage_limit_holds_every_spawn_until_its_reset():
+    streams = records({"A": [], "B": [], "C": []})
+    limited = {"A": lc.Life(state=S.RATE_LIMITED, retry_at=50.0, resume=True, session_id="s-a")}
+    _, decision = decide(streams, limited, now=10.0)
+    assert decision.spawn == [] and decision.held_back == "usage limit" and decision.wake_at == 50.0
+    assert decision.outcome is None
+    _, decision = decide(streams, limited, now=50.0)
+    assert spawned(decision) == [("A", 1), ("B", 1), ("C", 1)]
+    _, decision = decide(streams, {}, now=10.0, pace=sch.Pace(paused_until=30.0))  # seen in a running worker
+    assert decision.spawn == [] and decision.wake_at == 30.0
+
+
+def test_after_a_limit_with_an_unknown_reset_one_worker_probes_first():
+    streams = records({"A": [], "B": [], "C": []})
+    _, decision = decide(streams, {}, now=10.0, pace=sch.Pace(probing=True))
+    assert spawned(decision) == [("A", 1)]
+    running = {"A": lc.Life(state=S.RUNNING, attempts=1, ran=True)}
+    _, decision = decide(streams, running, now=11.0, workers={"A": sg.WorkerFacts(pid=42)},
+                         pace=sch.Pace(probing=True))
+    assert decision.spawn == [] and decision.held_back == "usage limit probe"
+
+
+def test_the_spawn_gap_staggers_a_wave_of_ready_streams():
+    streams = records({"A": [], "B": [], "C": []})
+    gap = replace(SETTINGS, spawn_gap=2.0)
+    _, decision = decide(streams, {}, now=10.0, settings=gap)
+    assert spawned(decision) == [("A", 1)]
+    _, decision = decide(streams, {}, now=11.0, settings=gap, pace=sch.Pace(last_spawn_at=10.0))
+    assert decision.spawn == [] and decision.wake_at == 12.0 and decision.outcome is None
+
+
+def test_the_run_budget_stops_spawns_and_ends_the_run():
+    streams = records({"A": [], "B": []})
+    _, decision = decide(streams, {}, now=10.0, pace=sch.Pace(budget_left=0.0))
+    assert decision.spawn == [] and decision.held_back == "run budget" and decision.outcome == 1
+
+
+def test_a_silent_worker_is_stopped_as_a_failed_attempt_after_the_stall_timeout():
+    streams = records({"A": []})
+    settings = replace(SETTINGS, stall_timeout=1.0)  # minutes
+    running = {"A": lc.Life(state=S.RUNNING, attempts=1, ran=True)}
+    workers = {"A": sg.WorkerFacts(pid=42)}
+    _, decision = decide(streams, running, now=59.0, settings=settings, workers=workers,
+                         pace=sch.Pace(last_output={"A": 0.0}))
+    assert decision.stop == [] and decision.wake_at == 60.0
+    _, decision = decide(streams, running, now=60.0, settings=settings, workers=workers,
+                         pace=sch.Pace(last_output={"A": 0.0}))
+    assert decision.stop == [sch.Stop("A", "stalled: no output for 1 min; stopping it", S.FAILED)]

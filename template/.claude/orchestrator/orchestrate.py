@@ -289,6 +289,8 @@ def detach(args: argparse.Namespace, layout: Layout, held: List[locks.Lock]) -> 
     reason. The child runs in the caller's folder, so relative paths mean the same to it.
     """
     argv = [sys.executable, str(Path(__file__).resolve())] + [a for a in args.raw_argv if a != "--detach"]
+    if not args.no_preflight:
+        argv.append("--no-preflight")  # checked here already: the child need not ask the worker command again
     fds = [lock.fd for lock in held]
     env = dict(os.environ, **{LOCK_FD_ENV: ",".join(str(fd) for fd in fds)})
     with open(layout.orchestrator_log, "ab") as log:

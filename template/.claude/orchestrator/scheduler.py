@@ -44,6 +44,7 @@ class Pace:
     last_spawn_at: Optional[float] = None
     budget_left: Optional[float] = None  # USD the run may still spend; None: no run budget
     last_output: Mapping[str, float] = field(default_factory=dict)
+    probing: bool = False  # after a limit whose reset was unknown: one worker first, to see it has lifted
 
 
 @dataclass
@@ -133,6 +134,11 @@ def _choose_spawns(decision: Decision, board: Board, settings: Settings, now: fl
         decision.held_back = "run budget"
         return
     room = settings.max_parallel - busy if settings.max_parallel else len(ready)
+    if pace.probing:  # one worker tries whether the limit has lifted; the rest follow once it works
+        if busy:
+            decision.held_back = "usage limit probe"
+            return
+        room = min(room, 1)
     if settings.spawn_gap > 0:
         if pace.last_spawn_at is not None and now < pace.last_spawn_at + settings.spawn_gap:
             decision.wake_at = _earliest(decision.wake_at, pace.last_spawn_at + settings.spawn_gap)

@@ -136,6 +136,7 @@ class Supervisor:
         self.next_sweep: Optional[float] = None
         self.outputs = WorkerOutputs()
         self.paused_until: Optional[float] = None  # a usage limit: no spawn anywhere before this
+        self.probing = False  # the last limit's reset was unknown: one worker probes before the others
         self.last_spawn_at: Optional[float] = None
         self.fatal: Optional[Fatal] = None  # a configuration failure: the run stops with exit 2
         self.notifier = Notifier(settings.on_event, layout.orchestrator_log,
@@ -309,6 +310,8 @@ class Supervisor:
                 self._on_fatal(sid, signal_seen)
             else:
                 self._on_limit(sid, signal_seen.message, signal_seen.resume_at, now)
+        if self.probing and self.outputs.any_turn_since(self.paused_until or 0.0):
+            self.probing, self.dirty = False, True  # the probe got an answer: the limit has lifted
 
     def _on_limit(self, sid: str, message: str, resume_at: Optional[float], now: float) -> float:
         """The account hit its usage limit: no worker starts anywhere until it resets."""
@@ -319,6 +322,7 @@ class Supervisor:
                      f"until {when}" + ("" if resume_at else " (reset time unknown: a documented default wait)"))
             self.notifier.fire("usage_limit", stream_id=sid, reason=message, resume_at=until)
         self.paused_until = max(self.paused_until or 0.0, until)
+        self.probing = self.probing or resume_at is None
         self.dirty = True
         return until
 
@@ -435,7 +439,8 @@ class Supervisor:
         self._announce(previous, board)
         self.table.rows = dict(board.rows)
         self.board, self.dirty = board, False
-        pace = Pace(self.paused_until, self.last_spawn_at, self._run_budget_left(), self.outputs.last_output())
+        pace = Pace(self.paused_until, self.last_spawn_at, self._run_budget_left(), self.outputs.last_output(),
+                    self.probing)
         self.decision = None if self.shutting_down else decide(board, self.settings, now, self.targets, pace)
 
     def _announce(self, before: Optional[Board], after: Board) -> None:

@@ -90,6 +90,10 @@ class WorkerOutputs:
         """When each watched worker last wrote anything (its start if it has not yet)."""
         return {sid: tail.grew_at or tail.started for sid, tail in self.tails.items()}
 
+    def any_turn_since(self, moment: float) -> bool:
+        """Whether a worker started after `moment` has had an answer from the model (a turn)."""
+        return any(tail.agent.turns > 0 for tail in self.tails.values() if tail.started >= moment)
+
     def live_cost(self) -> float:
         return sum(tail.agent.cost_usd or 0.0 for tail in self.tails.values())
 
