@@ -18,7 +18,7 @@ from typing import List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_orchestrator import watch_usage  # noqa: E402
+from bench_orchestrator import _self_usage  # noqa: E402
 from tests.support import taskdb  # noqa: E402
 from tests.support.project import Project  # noqa: E402
 
@@ -29,7 +29,9 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def _one_run() -> Tuple[float, float, int]:
-    """(orchestrator CPU seconds, wall seconds, lines in the workers' logs)."""
+    """(orchestrator CPU seconds, wall seconds, lines written meanwhile) over the steady part of the
+    chatter: from 4 s after the start (every worker running) to 2 s before it ends, so the start-up
+    (imports, spawning 20 workers) and the end are not counted."""
     with tempfile.TemporaryDirectory() as tmp:
         project = Project.create(Path(tmp))
         project.env["FAKE_CLAUDE_CHATTER"] = f"{RATE},{CHATTER_SECONDS}"
@@ -37,12 +39,20 @@ def _one_run() -> Tuple[float, float, int]:
         taskdb.make_db(project.db)
         for i in range(WORKERS):
             taskdb.add_stream(project.db, f"S{i:02d}", [], 1)
-        started = time.monotonic()
         proc = project.start_background()
-        cpu, _ = watch_usage(proc, 0.2)
-        wall = time.monotonic() - started
-        lines = sum(len(p.read_bytes().splitlines()) for p in (project.home / "logs").glob("S*.log"))
-        return cpu, wall, lines
+        started = time.monotonic()
+        samples = []
+        while proc.poll() is None:
+            try:
+                cpu, _ = _self_usage(proc.pid)
+                lines = sum(p.read_bytes().count(b"\n") for p in (project.home / "logs").glob("S*.log"))
+                samples.append((time.monotonic() - started, cpu, lines))
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        steady = [s for s in samples if 4.0 <= s[0] <= CHATTER_SECONDS - 2.0]
+        (t0, cpu0, lines0), (t1, cpu1, lines1) = steady[0], steady[-1]
+        return cpu1 - cpu0, t1 - t0, lines1 - lines0
 
 
 def run() -> List[Tuple[str, str]]:
