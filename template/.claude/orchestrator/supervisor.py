@@ -160,14 +160,12 @@ class Supervisor:
         self.executor.reap()
         if self.requests_waiting:  # first: a `stop --grace S` request sets the grace the shutdown uses
             self._handle_requests(now)
-        if self.signals and not self.shutting_down:
-            self._begin_shutdown(now)
         self._collect_exits()
         self._read_outputs(now)
         self._refresh(now)
         if self.pending_exits and (self.fresh or self.shutting_down) and self.snapshot is not None:
             self._settle_exits(now)
-        if self.signals and not self.shutting_down:  # Ctrl-C, `stop`, or a fatal failure just seen
+        if self.signals and not self.shutting_down:  # Ctrl-C, `stop`, or a fatal failure: exits judged first
             self._begin_shutdown(now)
         if not self.shutting_down:
             self.merger.step(self.table.rows, self._apply, now, busy=self.executor.has_leftovers)  # MERGING streams
