@@ -290,3 +290,11 @@ def test_the_agent_fields_survive_the_saved_table(tmp_path):
     lc.save_table(path, table)
     loaded, warnings = lc.load_table(path)
     assert warnings == [] and loaded.rows == table.rows
+
+
+def test_the_session_chosen_at_spawn_is_resumed_even_if_the_worker_never_announced_it():
+    life = step(lc.Life(state=S.READY), lc.Spawning(1, "chosen-id"))
+    life = step(step(life, lc.Spawned()), lc.Exited("code 1", False, "usage limit", "usage_limit", resume_at=500.0))
+    assert life.state is S.RATE_LIMITED and life.resume and life.session_id == "chosen-id"
+    resumed = step(life, lc.Spawning(1, "chosen-id"), now=500.0)
+    assert resumed.session_id == "chosen-id" and resumed.attempts == 1

@@ -87,6 +87,7 @@ class Spawning:
     """A worker is being started (its identity record written, its command not yet run)."""
 
     attempt: int
+    session_id: str = ""  # the agent session it starts or continues, when the orchestrator chose it
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ def transition(life: Life, event: Event, now: float, policy: Policy) -> Life:
         _expect(life, event, PASSIVE - {StreamState.COMPLETE, StreamState.INVALID}
                 | {StreamState.BACKOFF, StreamState.RATE_LIMITED})
         return replace(life, state=StreamState.STARTING, attempts=event.attempt, retry_at=None, reason="",
-                       complete_since=None, ran=True)
+                       complete_since=None, ran=True, session_id=event.session_id or life.session_id)
     if isinstance(event, Adopted):
         if state in LIVE:
             return replace(life, attempts=max(life.attempts, event.attempt))

@@ -19,6 +19,7 @@ import select
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Set, TextIO
 
@@ -501,21 +502,25 @@ class Supervisor:
             tasks = []
         life = self.table.get(sid)
         record_in_db = self.snapshot.streams.get(sid) if self.snapshot else None
-        limits = parse_worker_options(record_in_db.worker_options) if record_in_db and record_in_db.worker_options \
-            and is_claude(self.settings.worker_argv()) else StreamLimits()
+        claude = is_claude(self.settings.worker_argv())
+        limits = parse_worker_options(record_in_db.worker_options) if claude and record_in_db \
+            and record_in_db.worker_options else StreamLimits()
         budget = budget_left(limits, life.spent_usd, self._run_budget_left())
         if budget is not None and budget < MIN_BUDGET_USD:
             self._apply(sid, GiveUp(f"budget: {life.spent_usd:.2f} USD spent, nothing left"), now)
             self.say(f"{printable(sid)} failed: its budget is spent")
             return
         resume = life.session_id if life.resume else None
+        # A new session gets an id we choose, so a resume after a usage limit knows it even when the
+        # worker dies before printing its first event.
+        session = None if resume or not claude else str(uuid.uuid4())
         was_limited = life.state is StreamState.RATE_LIMITED
-        self._apply(sid, Spawning(spawn.attempt), now)
+        self._apply(sid, Spawning(spawn.attempt, resume or session or ""), now)
         try:
             self.layout.logs.mkdir(parents=True, exist_ok=True)
             workspace = self.merger.prepare(sid)  # its worktree (None: the project root)
             spec = build_spec(view, spawn.attempt, tasks, self.layout, self.settings, self.location, limits,
-                              resume, budget, warn=lambda problem: self.say(f"warning: {problem}"),
+                              resume, budget, session, warn=lambda problem: self.say(f"warning: {problem}"),
                               workspace=workspace, conflicts=self.table.get(sid).conflicts,
                               integration_branch=self.merger.integration_branch)
             record = self.executor.spawn(spec, before_go=lambda _record: self._save())

@@ -88,6 +88,7 @@ def worker_environment(view: StreamView, location: DatabaseLocation, attempt: in
 def build_spec(view: StreamView, attempt: int, tasks: Sequence[Tuple[str, str, str]], layout: Layout,
                settings: Settings, location: DatabaseLocation, limits: StreamLimits = StreamLimits(),
                resume_session: Optional[str] = None, budget_usd: Optional[float] = None,
+               session_id: Optional[str] = None,
                warn: Callable[[str], None] = lambda _message: None, workspace: Optional[Workspace] = None,
                conflicts: Sequence[str] = (), integration_branch: str = "") -> WorkerSpec:
     """One attempt's WorkerSpec. For Claude Code the stream's limits, stream-json, a resumed session
@@ -97,7 +98,8 @@ def build_spec(view: StreamView, attempt: int, tasks: Sequence[Tuple[str, str, s
     prompt = worker_prompt(view, tasks, location.workspace_id, attempt, location.update_instructions())
     if workspace is not None:
         prompt += workspace_instructions(workspace, integration_branch, conflicts)
-    launch = Launch(prompt, stream_json=settings.agent_events, resume_session=resume_session, budget_usd=budget_usd)
+    launch = Launch(prompt, stream_json=settings.agent_events, session_id=session_id, resume_session=resume_session,
+                    budget_usd=budget_usd)
     argv: List[str] = [_clean(a) for a in build_argv(settings.worker_argv(), limits, launch)]
     banner = (f"\n=== orchestrate-kit: {view.stream_id!r} attempt {attempt} at "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
