@@ -353,9 +353,8 @@ class Supervisor:
         elif life.state is StreamState.HELD:
             self.say(f"{name} stopped by request; it will not be restarted")
         elif life.state is StreamState.BACKOFF:
-            delay = (life.retry_at or 0) - self.clock()
             self.say(f"{name} worker exited with {status} with {stream.finished}/{stream.total} tasks done; "
-                     f"restart {life.attempts} of {self.settings.max_restarts} in {max(delay, 0):.3g}s")
+                     f"restart {life.attempts} of {self.settings.max_restarts} in {self.policy.backoff(life.failures):g}s")
         elif life.state is StreamState.FAILED:
             self.say(f"{name} failed after {life.attempts} attempt(s): {life.reason}")
 
