@@ -155,6 +155,14 @@ _SPEND_LIMIT = re.compile(r"hit your (?:[\w-]+ )?spend limit|^Credit balance is 
 # Text-mode ends the CLI prints as `Error: ...`: not argument errors.
 _BUDGET_TEXT = re.compile(r"^Error: Exceeded USD budget")
 _MAX_TURNS_TEXT = re.compile(r"^Error: Reached max turns")
+_FATAL_TEXTS = (  # checked in this order: the first that matches names the failure
+    (_NOT_LOGGED_IN, FatalKind.NOT_LOGGED_IN),
+    (_ROOT_REFUSED, FatalKind.ROOT_REFUSED),
+    (_UNKNOWN_OPTION, FatalKind.UNKNOWN_OPTION),
+    (_NO_PROMPT, FatalKind.NO_PROMPT),
+    (_NOT_RUNNABLE, FatalKind.NOT_RUNNABLE),
+    (_SPEND_LIMIT, FatalKind.SPEND_LIMIT),
+)
 _MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_abbr) if name}
 
 
@@ -254,20 +262,10 @@ def limit_in_text(line: str, now: float, hint: Optional[float] = None) -> Option
 def fatal_in_text(line: str) -> Optional[Fatal]:
     """A configuration failure in one line the CLI (or our launcher) prints, or None."""
     text = line.strip()
-    kind = None
-    if _NOT_LOGGED_IN.search(text):
-        kind = FatalKind.NOT_LOGGED_IN
-    elif _ROOT_REFUSED.search(text):
-        kind = FatalKind.ROOT_REFUSED
-    elif _UNKNOWN_OPTION.search(text):
-        kind = FatalKind.UNKNOWN_OPTION
-    elif _NO_PROMPT.search(text):
-        kind = FatalKind.NO_PROMPT
-    elif _NOT_RUNNABLE.search(text):
-        kind = FatalKind.NOT_RUNNABLE
-    elif _SPEND_LIMIT.search(text):
-        kind = FatalKind.SPEND_LIMIT
-    return None if kind is None else Fatal(kind, _one_line(text), FIXES[kind])
+    for pattern, kind in _FATAL_TEXTS:
+        if pattern.search(text):
+            return Fatal(kind, _one_line(text), FIXES[kind])
+    return None
 
 
 def _one_line(text: str, limit: int = LAST_MESSAGE_LENGTH) -> str:

@@ -42,9 +42,9 @@ from claude_command import preflight  # noqa: E402
 import merging  # noqa: E402
 import workspaces  # noqa: E402
 from logfiles import tail_lines  # noqa: E402
-from lifecycle import LIVE, USER_STOP, Hold, Release, StreamState, load_table, save_table, transition  # noqa: E402
+from lifecycle import LIVE, USER_STOP, Hold, StreamState, load_table, save_table, transition  # noqa: E402
 from processes import PidRecord, printable, read_pid_dir, read_pid_file, terminate_groups  # noqa: E402
-from scheduler import decide, startable  # noqa: E402
+from scheduler import decide  # noqa: E402
 from settings import (  # noqa: E402
     EXIT_OK,
     EXIT_STUCK,
@@ -55,7 +55,6 @@ from settings import (  # noqa: E402
     database_lock_path,
     default_layout,
     load_settings,
-    setting_value,
 )
 from status_report import (  # noqa: E402
     METADATA_EXAMPLE,

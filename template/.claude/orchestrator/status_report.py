@@ -194,8 +194,9 @@ def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: O
     if table.run.max_restarts is not None:  # the budget the run counts with (--max-restarts)
         settings = replace(settings, max_restarts=table.run.max_restarts)
     board = board_for(snapshot, table, live_workers(layout), settings, time.time())
-    activity = load_activity(layout.activity_file) if live_orchestrator(layout) else {}
-    return StatusReport(location, snapshot, board, live_orchestrator(layout), table, layout, notes, activity)
+    orchestrator = live_orchestrator(layout)
+    activity = load_activity(layout.activity_file) if orchestrator else {}
+    return StatusReport(location, snapshot, board, orchestrator, table, layout, notes, activity)
 
 
 def last_log_line(path: Path) -> str:
