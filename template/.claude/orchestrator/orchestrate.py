@@ -318,17 +318,24 @@ def detach(args: argparse.Namespace, layout: Layout, held: List[locks.Lock]) -> 
 # ================================================================ requests to a running orchestrator
 
 
-def send_request(layout: Layout, orchestrator: PidRecord, payload: dict) -> str:
-    """Hand a request to the running orchestrator and return its answer."""
+def post_request(layout: Layout, orchestrator: PidRecord, payload: dict) -> Path:
+    """Write a request where the running orchestrator reads it (atomically: it never sees half a
+    file), continue it if it was stopped, and wake it. Raises OSError when it cannot be written."""
     layout.requests.mkdir(parents=True, exist_ok=True)
     name = f"{time.time():.6f}-{secrets.token_hex(4)}"
     path = layout.requests / f"{name}.json"
     tmp = layout.requests / f".{name}.tmp"
     tmp.write_text(json.dumps(payload), encoding="utf-8")
     os.replace(tmp, path)
-    reply = path.with_suffix(".reply")
     os.kill(orchestrator.pid, signal.SIGCONT)
     os.kill(orchestrator.pid, signal.SIGUSR1)
+    return path
+
+
+def send_request(layout: Layout, orchestrator: PidRecord, payload: dict) -> str:
+    """Hand a request to the running orchestrator and return its answer."""
+    path = post_request(layout, orchestrator, payload)
+    reply = path.with_suffix(".reply")
     deadline = time.monotonic() + REQUEST_TIMEOUT
     while time.monotonic() < deadline:
         if reply.exists():
@@ -387,17 +394,13 @@ def cmd_stop(args: argparse.Namespace, layout: Layout) -> int:
 def send_shutdown(layout: Layout, orchestrator: PidRecord, grace: float) -> None:
     """Ask the orchestrator to stop its workers with this grace, wait until it has exited, and
     fail if it did not (a stopped process is continued first, so it can act on the request)."""
-    layout.requests.mkdir(parents=True, exist_ok=True)
-    request = layout.requests / f"{time.time():.6f}-stop.json"
-    try:
-        request.write_text(json.dumps({"action": "shutdown", "grace": grace}), encoding="utf-8")
-        ask = signal.SIGUSR1
-    except OSError:
-        ask = signal.SIGTERM  # it still stops on TERM, with its configured grace
-    os.kill(orchestrator.pid, signal.SIGCONT)
-    # One signal, not both: the request and a TERM would count as two stops, and a second stop
+    # One way to ask, not both: the request and a TERM would count as two stops, and a second stop
     # means "no more grace" (KILL at once).
-    os.kill(orchestrator.pid, ask)
+    try:
+        post_request(layout, orchestrator, {"action": "shutdown", "grace": grace})
+    except OSError:
+        os.kill(orchestrator.pid, signal.SIGCONT)
+        os.kill(orchestrator.pid, signal.SIGTERM)  # it still stops on TERM, with its configured grace
     print(f"Asked the orchestrator (pid {orchestrator.pid}) to stop its workers and exit.")
     deadline = time.monotonic() + grace + 10
     while orchestrator.is_alive() and time.monotonic() < deadline:
