@@ -298,3 +298,16 @@ def test_the_session_chosen_at_spawn_is_resumed_even_if_the_worker_never_announc
     assert life.state is S.RATE_LIMITED and life.resume and life.session_id == "chosen-id"
     resumed = step(life, lc.Spawning(1, "chosen-id"), now=500.0)
     assert resumed.session_id == "chosen-id" and resumed.attempts == 1
+
+
+def test_a_fatal_error_seen_while_the_run_was_already_stopping_the_worker_spends_no_attempt():
+    """The supervisor sees "Not logged in" in the output and stops the run before the worker exits:
+    the exit then arrives in `stopping`, and must still not count as an attempt."""
+    stopping = step(running(attempt=1), lc.StopRequested(S.WAITING, "the run is stopping", deadline=110.0))
+    life = step(stopping, lc.Exited("code 1", False, "Not logged in", "fatal"))
+    assert life.state is S.WAITING and life.attempts == 0
+    limited = step(stopping, lc.Exited("code 1", False, "limit", "usage_limit", resume_at=500.0))
+    assert limited.state is S.RATE_LIMITED and limited.attempts == 0
+    held = step(step(running(attempt=1), lc.StopRequested(S.HELD, lc.USER_STOP, deadline=110.0)),
+                lc.Exited("code 1", False, "Not logged in", "fatal"))
+    assert held.state is S.HELD  # your stop still holds

@@ -288,24 +288,36 @@ def _exited(life: Life, event: Exited, now: float, policy: Policy) -> Life:
         life = replace(life, after_stop=None)
         if event.complete:
             return _done(life, policy)
-        if after is StreamState.FAILED:
-            return _failed_attempt(life, reason, now, policy)
         if after is StreamState.HELD:
             return _settle(life, StreamState.HELD, reason)
+        if event.ending in AGENT_ENDINGS:  # what the agent said outranks why we were stopping it
+            return _agent_ending(life, event, now)
+        if after is StreamState.FAILED:
+            return _failed_attempt(life, reason, now, policy)
         return _settle(life, StreamState.WAITING, "")  # shut down: neither a failure nor a hold
     _expect(life, event, LIVE)
     if event.complete:
         return _done(life, policy)
+    if event.ending in AGENT_ENDINGS:
+        return _agent_ending(life, event, now)
+    return _failed_attempt(life, f"worker exited with {event.status} {event.detail}".rstrip(), now, policy)
+
+
+# Ends the agent's own output explains: a pause, a spent budget, a configuration error, a lost session.
+AGENT_ENDINGS = ("usage_limit", "budget", "fatal", "fresh")
+
+
+def _agent_ending(life: Life, event: Exited, now: float) -> Life:
+    """A worker ended for a reason its output gave. Only a spent budget fails the stream; the others
+    spend no attempt (the account's limit, a configuration error and a lost session are not its fault)."""
+    if event.ending == "budget":
+        return _settle(life, StreamState.FAILED, f"budget: {event.detail}" if event.detail else "budget")
     not_counted = replace(life, attempts=max(life.attempts - 1, 0))
     if event.ending == "usage_limit":
         return replace(_settle(not_counted, StreamState.RATE_LIMITED, event.detail), retry_at=event.resume_at or now,
                        resume=bool(not_counted.session_id))
-    if event.ending == "budget":
-        return _settle(life, StreamState.FAILED, f"budget: {event.detail}" if event.detail else "budget")
-    if event.ending in ("fatal", "fresh"):
-        fresh = replace(not_counted, session_id="") if event.ending == "fresh" else not_counted
-        return _settle(fresh, StreamState.WAITING, "")  # the next Observed says waiting or ready
-    return _failed_attempt(life, f"worker exited with {event.status} {event.detail}".rstrip(), now, policy)
+    fresh = replace(not_counted, session_id="") if event.ending == "fresh" else not_counted
+    return _settle(fresh, StreamState.WAITING, "")  # the next Observed says waiting or ready
 
 
 def _failed_attempt(life: Life, reason: str, now: float, policy: Policy) -> Life:
