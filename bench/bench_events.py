@@ -19,7 +19,7 @@ from typing import Iterator, List, Tuple
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "template" / ".claude" / "orchestrator"))
 
-import agent_events  # noqa: E402
+from _orchestrate_kit.agent import events as agent_events  # noqa: E402
 
 WORKERS = 20
 EVENTS_PER_SECOND = 200

@@ -97,7 +97,7 @@ def status_ms(project: Path, env: Dict[str, str]) -> float:
 
 def run():
     sys.path.insert(0, str(RUNTIME))
-    import trackers
+    from _orchestrate_kit import trackers
 
     with tempfile.TemporaryDirectory() as tmp:
         gen1_project, gen2_project = Path(tmp) / "gen1", Path(tmp) / "gen2"

@@ -2,7 +2,7 @@
 
 "Ready" = commit the finished stream's leftovers + merge it (--no-ff) into the
 integration branch + `git worktree add` of the dependent from the new tip (what
-workspaces.py does between a stream completing and its dependent's worker
+git/workspaces.py does between a stream completing and its dependent's worker
 starting, with no merge check). Compared with a plain `git worktree add` of the
 same repository. Medians of several rounds, on a small repository and on one
 with 10,000 files.

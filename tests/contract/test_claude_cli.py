@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 import tests.runtime.runtime_import  # noqa: F401  (puts the runtime on sys.path)
-import agent_events as ev  # noqa: E402
-import claude_command as cc  # noqa: E402
+from _orchestrate_kit.agent import events as ev  # noqa: E402
+from _orchestrate_kit.agent import claude as cc  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = REPO / ".cache" / "claude-cli" / "node_modules" / ".bin" / "claude"

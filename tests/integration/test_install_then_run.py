@@ -41,7 +41,7 @@ def test_installed_project_runs_and_stays_clean_for_upgrades(tmp_path):
     run([str(project / "watch-status"), "--once"], project, env)
 
     assert (project / ".claude" / "orchestrator" / "logs" / "Stream-Z.log").is_file()
-    assert list((project / ".claude" / "orchestrator").glob("__pycache__/*.pyc")), "bytecode should be cached"
+    assert list((project / ".claude" / "orchestrator").glob("**/__pycache__/*.pyc")), "bytecode should be cached"
     assert run(["git", "status", "--porcelain", "--untracked-files=all"], project, env) == ""
     doctor = subprocess.run([sys.executable, "-m", "orchestrate_kit", "doctor", "."], cwd=project, env=env,
                             capture_output=True, text=True, timeout=120)

@@ -210,7 +210,7 @@ def test_init_and_our_own_group_are_never_signalled():
     zero = processes.PidRecord(0, "", "A", token="abc")
     assert zero.own_group_members() == []
     # In a session of its own, so that a regression kills only the probe.
-    probe = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); import processes; "
+    probe = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); from _orchestrate_kit.executor import processes; "
              "processes.signal_group(os.getpgrp(), signal.SIGKILL); processes.signal_group(0, signal.SIGKILL); "
              "print('still here')")
     result = subprocess.run([sys.executable, "-c", probe, str(RUNTIME)], capture_output=True, text=True,

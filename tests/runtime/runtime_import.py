@@ -1,4 +1,7 @@
-"""Import the runtime modules straight from template/ (they are plain files, not a package)."""
+"""Import the runtime's private package straight from template/ (the folder users get as .claude/orchestrator/).
+
+The names on the left are what the tests call each module.
+"""
 
 import sys
 
@@ -7,15 +10,12 @@ from tests.support.project import RUNTIME
 if str(RUNTIME) not in sys.path:
     sys.path.insert(0, str(RUNTIME))
 
-import orchestrate  # noqa: E402,F401
-import logfiles  # noqa: E402,F401
-import processes  # noqa: E402,F401
-import stream_graph  # noqa: E402,F401
+from _orchestrate_kit import cli as orchestrate  # noqa: E402,F401
+from _orchestrate_kit import graph as stream_graph  # noqa: E402,F401
+from _orchestrate_kit import lifecycle, logfiles, scheduler, settings, supervisor  # noqa: E402,F401
+from _orchestrate_kit import names  # noqa: E402,F401
+from _orchestrate_kit import status as status_report  # noqa: E402,F401
+from _orchestrate_kit.executor import local as executor  # noqa: E402,F401
+from _orchestrate_kit.executor import processes  # noqa: E402,F401
+from _orchestrate_kit.git import workspaces  # noqa: E402,F401
 import task_copilot_client  # noqa: E402,F401
-import lifecycle  # noqa: E402,F401
-import scheduler  # noqa: E402,F401
-import settings  # noqa: E402,F401
-import status_report  # noqa: E402,F401
-import supervisor  # noqa: E402,F401
-import executor  # noqa: E402,F401
-import workspaces  # noqa: E402,F401

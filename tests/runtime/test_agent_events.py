@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import tests.runtime.runtime_import  # noqa: F401  (puts the runtime on sys.path)
-import agent_events as ev  # noqa: E402
+from _orchestrate_kit.agent import events as ev  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "support" / "claude-samples"
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 import tests.runtime.runtime_import  # noqa: F401  (puts the runtime on sys.path)
-import claude_command as cc  # noqa: E402
+from _orchestrate_kit.agent import claude as cc  # noqa: E402
 
 BASE = ["claude", "--print", "--dangerously-skip-permissions", "-p"]
 SESSION = "5b0d3c5e-8a4f-4a7e-9d61-0c2f3b7e1a90"

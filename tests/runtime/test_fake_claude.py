@@ -13,8 +13,8 @@ from tests.support import taskdb
 from tests.support.project import FAKE_BIN, WORKSPACE
 
 import tests.runtime.runtime_import  # noqa: F401  (puts the runtime on sys.path)
-import agent_events as ev  # noqa: E402
-import claude_command as cc  # noqa: E402
+from _orchestrate_kit.agent import events as ev  # noqa: E402
+from _orchestrate_kit.agent import claude as cc  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "support" / "claude-samples"
 SESSION = "5b0d3c5e-8a4f-4a7e-9d61-0c2f3b7e1a90"

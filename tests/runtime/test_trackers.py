@@ -11,7 +11,7 @@ from tests.runtime.runtime_import import stream_graph as sg
 from tests.runtime.runtime_import import task_copilot_client as tcc
 from tests.support import taskdb
 
-import trackers  # noqa: E402  (on sys.path through runtime_import)
+from _orchestrate_kit import trackers  # noqa: E402  (on sys.path through runtime_import)
 
 
 def md5_of(folder):

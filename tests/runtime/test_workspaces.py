@@ -1,4 +1,4 @@
-"""workspaces.py with real git: repositories, worktrees, merges, merge checks, recovery and land.
+"""git/workspaces.py with real git: repositories, worktrees, merges, merge checks, recovery and land.
 
 Every test gets its own HOME and git configuration with no identity at all
 (`user.useConfigOnly`), so a commit of ours that forgot its fallback identity

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 # version from `git archive`, to show that a test catches what that version got wrong.
 RUNTIME = Path(os.environ.get("ORCHESTRATE_TEST_RUNTIME") or REPO / "template" / ".claude" / "orchestrator")
 FAKE_BIN = Path(__file__).resolve().parent / "bin"
+PACKAGE = "_orchestrate_kit"  # the runtime's private package
 WORKSPACE = "demo-ws"
 
 FAST_SETTINGS = {
@@ -42,6 +43,9 @@ def install_runtime(home: Path, settings: Optional[Dict] = None) -> None:
     for source in RUNTIME.iterdir():
         if source.is_file() and not source.name.endswith(".jinja"):
             shutil.copy2(source, home / source.name)
+        elif source.is_dir() and source.name == PACKAGE:
+            shutil.copytree(source, home / source.name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
     conf = {**FAST_SETTINGS, **(settings or {})}
     (home / "orchestrator.conf").write_text("".join(f"{k} = {v}\n" for k, v in conf.items()), encoding="utf-8")
 

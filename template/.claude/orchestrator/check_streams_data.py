@@ -45,11 +45,12 @@ from typing import Iterable, List, Optional
 
 sys.path.insert(0, str(Path(__file__).absolute().parent))
 
-import status_report as report_mod  # noqa: E402  (the runtime folder is put on sys.path first)
-from processes import printable  # noqa: E402
-from settings import UserError, default_layout  # noqa: E402
-from stream_graph import StreamState, StreamView  # noqa: E402
-from task_copilot_client import progress_summary_of, whole_percent  # noqa: E402
+from _orchestrate_kit import status as report_mod  # noqa: E402  (the runtime folder is put on sys.path first)
+from _orchestrate_kit.graph import StreamState, StreamView  # noqa: E402
+from _orchestrate_kit.names import printable  # noqa: E402
+from _orchestrate_kit.settings import UserError, default_layout  # noqa: E402
+from _orchestrate_kit.trackers import whole_percent  # noqa: E402
+from _orchestrate_kit.trackers.progress import progress_summary_of  # noqa: E402
 
 EXIT_FRAME, EXIT_NO_DATABASE, EXIT_INTERNAL = 0, 1, 70
 MESSAGE_INDENT = 2  # check-streams indents E and M lines by this much

@@ -3,33 +3,47 @@
 Scripts use `TaskCopilotClient(...).stream_list()`, `.stream_get(stream_id)` and
 `.progress_summary()`. The tracker adapters underneath find the database the way
 the user's Task Copilot does (the MCP server, generation 1, or the `tc` CLI,
-generation 2: see trackers.py) and serve everything from one grouped query per
-snapshot, so scripts and the orchestrator never disagree. The names other
-modules import from here (Database, Snapshot, StreamRecord, ...) are re-exported.
+generation 2: see `_orchestrate_kit/trackers/`) and serve everything from one grouped query per
+snapshot, so scripts and the orchestrator never disagree. The code behind it lives in
+the private package `_orchestrate_kit/` beside this file; the names older scripts
+import from here (Database, Snapshot, StreamRecord, ...) still work.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
-from tracker_snapshot import (  # noqa: F401  (re-exported: the runtime's one import point for these)
+sys.path.insert(0, str(Path(__file__).absolute().parent))
+
+# The names scripts and older code import from here are kept (re-exported from the private package).
+from _orchestrate_kit.trackers import (  # noqa: E402,F401
     BUSY_TIMEOUT_SECONDS,
     FINISHED_STATUSES,
     TASK_STATUSES,
     WORKER_OPTION_KEYS,
+    Database,
     DatabaseBusy,
     DatabaseError,
+    DatabaseLocation,
     Snapshot,
     StreamRecord,
+    TrackerLocation,
+    locate_tracker,
     percentage,
+    read_snapshot,
     whole_percent,
 )
-from trackers import Database, TrackerLocation, locate_tracker, read_snapshot  # noqa: F401
-
-DatabaseLocation = TrackerLocation  # the name before both generations were read
+from _orchestrate_kit.trackers.progress import (  # noqa: E402,F401
+    ProgressSummary,
+    StreamInfo,
+    StreamProgress,
+    TaskCounts,
+    progress_summary_of,
+    stream_progress,
+)
 
 
 def locate_database(
@@ -42,75 +56,6 @@ def locate_database(
 
 
 # ---------------------------------------------------------------- documented client API
-
-
-@dataclass(frozen=True)
-class StreamInfo:
-    """A stream's identity and what it depends on."""
-
-    stream_id: str
-    stream_name: str
-    dependencies: List[str]
-
-
-@dataclass(frozen=True)
-class TaskCounts:
-    """Task counts by status, and the share finished (completed or cancelled)."""
-
-    total_tasks: int
-    completed_tasks: int
-    in_progress_tasks: int
-    pending_tasks: int
-    blocked_tasks: int
-    cancelled_tasks: int
-    completion_percentage: float
-
-
-@dataclass(frozen=True)
-class StreamProgress(TaskCounts):
-    """Task counts of one stream."""
-
-    stream_id: str
-    stream_name: str
-    dependencies: List[str]
-    is_complete: bool
-
-
-@dataclass(frozen=True)
-class ProgressSummary(TaskCounts):
-    """Task and stream counts over the whole workspace."""
-
-    total_streams: int
-    completed_streams: int
-
-
-def _task_counts(records: List[StreamRecord]) -> Dict[str, object]:
-    """The TaskCounts fields, summed over records."""
-    total = sum(r.total for r in records)
-    counts: Dict[str, object] = {"total_tasks": total}
-    for status in TASK_STATUSES:
-        counts[f"{status}_tasks"] = sum(r.count(status) for r in records)
-    counts["completion_percentage"] = percentage(sum(r.finished for r in records), total)
-    return counts
-
-
-def stream_progress(record: StreamRecord) -> StreamProgress:
-    return StreamProgress(
-        stream_id=record.stream_id,
-        stream_name=record.stream_name,
-        dependencies=list(record.dependencies),
-        is_complete=record.is_complete,
-        **_task_counts([record]),
-    )
-
-
-def progress_summary_of(snapshot: Snapshot) -> ProgressSummary:
-    records = list(snapshot.streams.values())
-    return ProgressSummary(
-        total_streams=len(records),
-        completed_streams=sum(1 for r in records if r.is_complete),
-        **_task_counts(records),
-    )
 
 
 class TaskCopilotClient:

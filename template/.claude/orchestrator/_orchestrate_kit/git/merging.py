@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
-import workspaces
-from lifecycle import PARKED, CheckFailed, Event, Life, Merged, MergeConflict, StreamState, Table
-from lifecycle import RunInfo as TableRun
-from processes import printable
-from settings import EXIT_STUCK, Settings, UserError
-from task_copilot_client import DatabaseLocation
-from workspaces import MergeOutcome, RunInfo, Workspace, WorkspaceError
+from . import workspaces
+from ..lifecycle import PARKED, CheckFailed, Event, Life, Merged, MergeConflict, StreamState, Table
+from ..lifecycle import RunInfo as TableRun
+from ..names import printable
+from ..settings import EXIT_STUCK, Settings, UserError
+from ..trackers import DatabaseLocation
+from .workspaces import MergeOutcome, RunInfo, Workspace, WorkspaceError
 
 Apply = Callable[[str, Event, float], Life]
 LISTED_FILES = 5  # conflicted files named in a one-line reason

@@ -37,7 +37,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from processes import file_stem, printable
+from ..names import file_stem, printable
 
 WORKTREES = Path(".claude") / "worktrees"
 INTEGRATION_FOLDER = "_integration"  # no safe name starts with "_", so no stream gets this folder

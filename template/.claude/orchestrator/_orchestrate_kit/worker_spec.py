@@ -13,13 +13,13 @@ import secrets
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from claude_command import Launch, StreamLimits, build_argv
+from .agent.claude import Launch, StreamLimits, build_argv
 
-from executor import WorkerSpec
-from settings import Layout, Settings
-from stream_graph import StreamView
-from task_copilot_client import DatabaseLocation
-from workspaces import Workspace
+from .executor.local import WorkerSpec
+from .settings import Layout, Settings
+from .graph import StreamView
+from .trackers import DatabaseLocation
+from .git.workspaces import Workspace
 
 # Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN), and the prompt is one
 # argument: bound what it lists so that any database yields a prompt that can be passed.

@@ -17,15 +17,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
-import tracker_mcp
-import tracker_tc
-from tracker_snapshot import (
+from . import mcp as tracker_mcp
+from . import tc as tracker_tc
+from .snapshot import (  # noqa: F401  (the names the rest of the runtime imports from here)
     BUSY_TIMEOUT_SECONDS,
+    FINISHED_STATUSES,
+    TASK_STATUSES,
+    WORKER_OPTION_KEYS,
+    DatabaseBusy,
     DatabaseError,
     Snapshot,
+    StreamRecord,
     build_snapshot,
     connect_readonly,
+    percentage,
     translate,
+    whole_percent,
 )
 
 GENERATIONS = ("mcp", "tc")
@@ -254,3 +261,6 @@ def read_snapshot(path: Path, busy_timeout: float = BUSY_TIMEOUT_SECONDS, genera
         return db.snapshot()
     finally:
         db.close()
+
+
+DatabaseLocation = TrackerLocation  # the name before both generations were read

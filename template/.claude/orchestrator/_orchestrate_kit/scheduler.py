@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import AbstractSet, List, Mapping, Optional
 
-from lifecycle import LIVE, Life, StreamState
-from settings import EXIT_OK, EXIT_STUCK, Settings
-from stream_graph import Board, start_order
+from .lifecycle import LIVE, Life, StreamState
+from .settings import EXIT_OK, EXIT_STUCK, Settings
+from .graph import Board, start_order
 
 # Why the scheduler stops a worker, as the rest of a sentence that starts with the stream's id.
 LINGERING = "is complete but its worker is still running; stopping it"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from agent_events import AgentStream, Outcome, Signal
+from .events import AgentStream, Outcome, Signal
 
 READ_LIMIT = 1 << 20  # bytes read from one log per turn: a chatty worker cannot starve the loop
 ACTIVITY_SAVE_SECONDS = 2.0

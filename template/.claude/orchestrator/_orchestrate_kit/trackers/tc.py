@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from tracker_snapshot import FINISHED_STATUSES, TaskRef, chunks, connect_readonly
+from .snapshot import FINISHED_STATUSES, TaskRef, chunks, connect_readonly
 
 DB_PARTS = (".copilot", "tasks.db")
 REQUIRED_TABLES = ("tasks", "streams", "task_dependencies")

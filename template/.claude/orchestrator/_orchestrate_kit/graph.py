@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from lifecycle import LIVE, PARKED, PASSIVE, Life, Observed, Policy, StreamState, describe, transition
-from task_copilot_client import StreamRecord, percentage
+from .lifecycle import LIVE, PARKED, PASSIVE, Life, Observed, Policy, StreamState, describe, transition
+from .trackers.snapshot import StreamRecord, percentage
 
 
 @dataclass(frozen=True)

@@ -13,31 +13,31 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from claude_command import WorkerOptionError, is_claude, parse_worker_options
-from lifecycle import PARKED, Policy, RunInfo, StreamState, Table, load_table
-from processes import (
+from .agent.claude import WorkerOptionError, is_claude, parse_worker_options
+from .lifecycle import PARKED, Policy, RunInfo, StreamState, Table, load_table
+from .names import printable
+from .executor.processes import (
     PidRecord,
-    printable,
     process_start_time,
     read_pid_dir,
     read_pid_file,
     runs_script,
     write_pid_file,
 )
-from settings import EXIT_STUCK, Layout, Settings, UserError, load_settings
-from stream_graph import Board, StreamView, WorkerFacts, build_board
-from worker_output import load_activity
-from task_copilot_client import (
+from .settings import EXIT_STUCK, Layout, Settings, UserError, load_settings
+from .graph import Board, StreamView, WorkerFacts, build_board
+from .agent.output import load_activity
+from .trackers import (
+    CHOICES as TRACKER_CHOICES,
     DatabaseBusy,
     DatabaseError,
     DatabaseLocation,
     Snapshot,
     locate_tracker,
-    progress_summary_of,
     read_snapshot,
     whole_percent,
 )
-from trackers import CHOICES as TRACKER_CHOICES
+from .trackers.progress import progress_summary_of
 
 NO_PLACE = {"branch": None, "worktree": None}
 METADATA_EXAMPLE = '{"streamId": "Stream-A", "streamName": "Foundation", "dependencies": []}'

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES, rotate_log
-from processes import PidRecord, members_of, process_start_time, read_pid_file, remove_file, signal_worker, write_pid_file
+from ..logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES, rotate_log
+from .processes import PidRecord, members_of, process_start_time, read_pid_file, remove_file, signal_worker, write_pid_file
 
 KILL_RECHECK_SECONDS = 0.1  # after KILL, how soon to look whether the group is gone
 

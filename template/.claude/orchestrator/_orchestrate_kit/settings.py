@@ -18,8 +18,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES
-from processes import file_stem
+from .logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES
+from .names import file_stem
 
 EXIT_OK, EXIT_STUCK, EXIT_USAGE = 0, 1, 2
 # Text settings that take one of a few words (tracker is checked where the tracker is found).
@@ -189,7 +189,7 @@ def layout_for(home: Path) -> Layout:
 
 
 def default_layout() -> Layout:
-    return layout_for(Path(__file__).resolve().parent)
+    return layout_for(Path(__file__).resolve().parents[1])
 
 
 def database_lock_path(database: Path) -> Path:

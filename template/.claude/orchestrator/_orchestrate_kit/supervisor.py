@@ -23,10 +23,10 @@ import uuid
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Set, TextIO
 
-from agent_events import DEFAULT_LIMIT_WAIT, EndKind, Fatal
-from claude_command import MIN_BUDGET_USD, StreamLimits, budget_left, is_claude, parse_worker_options
-from executor import LocalExecutor
-from lifecycle import (
+from .agent.events import DEFAULT_LIMIT_WAIT, EndKind, Fatal
+from .agent.claude import MIN_BUDGET_USD, StreamLimits, budget_left, is_claude, parse_worker_options
+from .executor.local import LocalExecutor
+from .lifecycle import (
     LIVE,
     USER_STOP,
     Adopted,
@@ -46,17 +46,18 @@ from lifecycle import (
     save_table,
     transition,
 )
-from locks import Lock
-from merging import Merger
-from processes import printable, read_pid_dir, remove_file
-from notify import Notifier
-from scheduler import Decision, Pace, Spawn, decide
-from settings import EXIT_OK, EXIT_STUCK, EXIT_USAGE, Layout, Settings, UserError
-from status_report import board_for, format_duration, last_log_line, policy_of, write_orchestrator_record
-from stream_graph import Board
-from task_copilot_client import Database, DatabaseBusy, DatabaseError, DatabaseLocation, Snapshot, StreamRecord
-from worker_output import WorkerOutputs
-from worker_spec import build_spec
+from .locks import Lock
+from .git.merging import Merger
+from .executor.processes import read_pid_dir, remove_file
+from .names import printable
+from .notify import Notifier
+from .scheduler import Decision, Pace, Spawn, decide
+from .settings import EXIT_OK, EXIT_STUCK, EXIT_USAGE, Layout, Settings, UserError
+from .status import board_for, format_duration, last_log_line, policy_of, write_orchestrator_record
+from .graph import Board
+from .trackers import Database, DatabaseBusy, DatabaseError, DatabaseLocation, Snapshot, StreamRecord
+from .agent.output import WorkerOutputs
+from .worker_spec import build_spec
 
 EXIT_INTERRUPTED = 130
 # What an agent's own account of its end means for the stream (lifecycle.Exited.ending).

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
-from tracker_snapshot import FINISHED_STATUSES, TaskRef, chunks
+from .snapshot import FINISHED_STATUSES, TaskRef, chunks
 
 SERVER_KEY = "task-copilot"
 SETTINGS = ("TASK_DB_PATH", "WORKSPACE_ID")

@@ -1,0 +1,1 @@
+"""Agent workers: Claude Code's output, arguments, preflight."""

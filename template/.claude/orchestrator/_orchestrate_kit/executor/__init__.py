@@ -1,0 +1,1 @@
+"""Executors: what starts, signals and observes a worker."""

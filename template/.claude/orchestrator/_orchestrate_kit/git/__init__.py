@@ -1,0 +1,1 @@
+"""Git: stream worktrees, the integration branch, merges, land."""
