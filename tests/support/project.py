@@ -132,7 +132,10 @@ class Project:
     def events(self, kind: Optional[str] = None) -> List[dict]:
         if not self.events_file.exists():
             return []
-        rows = [json.loads(line) for line in self.events_file.read_text(encoding="utf-8").splitlines() if line]
+        text = self.events_file.read_text(encoding="utf-8")
+        # A line still being appended (no newline yet) is not an event yet: a read can overlap a write.
+        complete = text[:text.rfind("\n") + 1]
+        rows = [json.loads(line) for line in complete.splitlines() if line]
         return [r for r in rows if kind is None or r["event"] == kind]
 
     def status(self) -> dict:

@@ -22,8 +22,9 @@ from .logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES
 from .names import file_stem
 
 EXIT_OK, EXIT_STUCK, EXIT_USAGE = 0, 1, 2
-# Text settings that take one of a few words (tracker is checked where the tracker is found).
-CHOICES = {"isolation": ("auto", "worktree", "none"), "conflicts": ("agent", "manual")}
+# Text settings that take one of a few words.
+CHOICES = {"isolation": ("auto", "worktree", "none"), "conflicts": ("agent", "manual"),
+           "tracker": ("auto", "mcp", "tc")}
 
 
 class UserError(Exception):

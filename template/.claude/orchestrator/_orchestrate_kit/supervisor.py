@@ -13,7 +13,6 @@ Standard library only, Python 3.9+.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -51,6 +50,7 @@ from .git.merging import Merger
 from .executor.processes import read_pid_dir, remove_file
 from .names import printable
 from .notify import Notifier
+from .requests import pending_requests
 from .scheduler import Decision, Pace, Spawn, decide
 from .settings import EXIT_OK, EXIT_STUCK, EXIT_USAGE, Layout, Settings, UserError
 from .status import board_for, format_duration, last_log_line, policy_of, write_orchestrator_record
@@ -558,22 +558,12 @@ class Supervisor:
     def _handle_requests(self, now: float) -> None:
         """Apply what `start STREAM`, `stop STREAM` and `stop` asked of the running orchestrator."""
         self.requests_waiting = False
-        try:
-            names = sorted(p for p in os.listdir(self.layout.requests) if p.endswith(".json"))
-        except OSError:
-            return
-        for name in names:
-            path = self.layout.requests / name
+        for request in pending_requests(self.layout):
             try:
-                request = json.loads(path.read_text(encoding="utf-8"))
-                reply = self._apply_request(request, now)
+                reply = self._apply_request(request.read(), now)
             except (OSError, ValueError, TypeError, KeyError) as exc:
                 reply = f"the request could not be read: {exc}"
-            try:
-                path.with_suffix(".reply").write_text(json.dumps({"message": reply}), encoding="utf-8")
-            except OSError:
-                pass
-            remove_file(path)
+            request.answer(reply)
 
     def _apply_request(self, request: dict, now: float) -> str:
         action = request["action"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
+from ..settings import CHOICES as SETTING_CHOICES
 from . import mcp as tracker_mcp
 from . import tc as tracker_tc
 from .snapshot import (  # noqa: F401  (the names the rest of the runtime imports from here)
@@ -36,7 +37,7 @@ from .snapshot import (  # noqa: F401  (the names the rest of the runtime import
 )
 
 GENERATIONS = ("mcp", "tc")
-CHOICES = ("auto",) + GENERATIONS
+CHOICES = SETTING_CHOICES["tracker"]  # auto, then each generation
 _QUERIES = {"mcp": tracker_mcp.Queries, "tc": tracker_tc.Queries}
 
 

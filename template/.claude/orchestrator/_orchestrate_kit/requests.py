@@ -1,0 +1,99 @@
+"""Requests to a running orchestrator: `start STREAM`, `stop STREAM`, `stop` (shutdown), `--retry-failed`.
+
+A request is a JSON file written atomically into the state folder's `requests/`,
+announced with SIGUSR1 (and SIGCONT, in case the orchestrator was stopped); the
+orchestrator answers in a `.reply` file beside it. Both ends are here.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+from .executor.processes import PidRecord
+from .settings import EXIT_STUCK, Layout, UserError
+
+REQUEST_TIMEOUT = 10.0  # seconds a running orchestrator has to answer a request
+
+
+def post_request(layout: Layout, orchestrator: PidRecord, payload: dict) -> Path:
+    """Write a request where the running orchestrator reads it (atomically: it never sees half a
+    file), continue it if it was stopped, and wake it. Raises OSError when it cannot be written."""
+    layout.requests.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time():.6f}-{secrets.token_hex(4)}"
+    path = layout.requests / f"{name}.json"
+    tmp = layout.requests / f".{name}.tmp"
+    tmp.write_text(json.dumps(payload), encoding="utf-8")
+    os.replace(tmp, path)
+    os.kill(orchestrator.pid, signal.SIGCONT)
+    os.kill(orchestrator.pid, signal.SIGUSR1)
+    return path
+
+
+def send_request(layout: Layout, orchestrator: PidRecord, payload: dict) -> str:
+    """Hand a request to the running orchestrator and return its answer."""
+    path = post_request(layout, orchestrator, payload)
+    reply = path.with_suffix(".reply")
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    while time.monotonic() < deadline:
+        if reply.exists():
+            try:
+                message = json.loads(reply.read_text(encoding="utf-8"))["message"]
+            except (OSError, ValueError, KeyError, TypeError):
+                time.sleep(0.05)  # written but not complete yet
+                continue
+            reply.unlink()
+            return f"Handed to the running orchestrator (pid {orchestrator.pid}): {message}."
+        if not orchestrator.is_alive():
+            break
+        time.sleep(0.05)
+    try:
+        path.unlink()
+    except OSError:
+        pass
+    raise UserError(f"the running orchestrator (pid {orchestrator.pid}) did not answer; "
+                    "see `orchestrate.py logs orchestrator`", EXIT_STUCK)
+
+
+# ---------------------------------------------------------------- the orchestrator's end
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request file waiting for the running orchestrator."""
+
+    path: Path
+
+    def read(self) -> dict:
+        """The request; raises OSError or ValueError when it cannot be read."""
+        data = json.loads(self.path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+
+    def answer(self, message: str) -> None:
+        """Write the reply the requesting command waits for, and remove the request."""
+        try:
+            self.path.with_suffix(".reply").write_text(json.dumps({"message": message}), encoding="utf-8")
+        except OSError:
+            pass
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+
+def pending_requests(layout: Layout) -> List[Request]:
+    """Requests written so far, oldest first (their names start with the time they were made)."""
+    try:
+        names = sorted(p for p in os.listdir(layout.requests) if p.endswith(".json"))
+    except OSError:
+        return []
+    return [Request(layout.requests / name) for name in names]
