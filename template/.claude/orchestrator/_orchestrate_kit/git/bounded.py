@@ -15,11 +15,16 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
 
+from ..executor.processes import group_members
+
 OUTPUT_LIMIT = 1024 * 1024  # bytes of stdout (and of stderr) kept from one command
+END_GROUP_SECONDS = 5.0  # how long end_group waits for a killed group to be gone
+LOCAL_TIMEOUT = 60.0  # seconds a git command that touches no network may take
 # What git must not take from the caller's environment: it would point it at another repository.
 GIT_CONTEXT = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
 NO_PROMPTS = {
@@ -41,6 +46,7 @@ class Ran:
     stdout: str
     stderr: str
     timed_out: bool = False
+    stdout_size: int = 0  # bytes the command wrote to stdout (more than `stdout` holds when it was cut)
 
     @property
     def ok(self) -> bool:
@@ -81,18 +87,36 @@ def run(argv: Sequence[str], cwd: Path, timeout: float, env: Optional[Mapping[st
         except subprocess.TimeoutExpired:
             end_group(process)
             code, timed_out = None, True
+        size = out.seek(0, os.SEEK_END)
         stdout, stderr = read_head(out, limit), read_head(err, limit)
     if timed_out:
         stderr = f"{Path(argv[0]).name} {_subcommand(argv)} did not finish within {timeout:g} s and was ended"
-    return Ran(code, stdout, stderr, timed_out)
+    return Ran(code, stdout, stderr, timed_out, size)
+
+
+def git(cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT, limit: int = OUTPUT_LIMIT) -> Ran:
+    """`git ARGS` in `cwd`, bounded like `run`."""
+    return run(["git", *args], Path(cwd), timeout, limit=limit)
+
+
+def rev(cwd: Path, ref: str) -> str:
+    """The commit `ref` names, or '' when it names none."""
+    done = git(cwd, "rev-parse", "--verify", "-q", ref + "^{commit}")
+    return done.stdout.strip() if done.ok else ""
 
 
 def end_group(process: subprocess.Popen) -> None:
-    """KILL a command's whole process group (it was started in a session of its own) and reap it."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    """KILL a command's whole process group (it was started in a session of its own), reap it, and
+    return once nothing of the group is alive (a KILL is delivered asynchronously)."""
+    give_up = time.monotonic() + END_GROUP_SECONDS
+    while True:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if process.poll() is not None and not group_members(process.pid) or time.monotonic() > give_up:
+            break
+        time.sleep(0.01)
     process.wait()
 
 

@@ -33,7 +33,6 @@ from . import bounded
 DEFAULT_REMOTE = "origin"
 NETWORK_TIMEOUT = 120.0  # seconds a push or fetch may take
 CHECK_TIMEOUT = 20.0  # seconds `start` waits for the remote to answer
-LOCAL_TIMEOUT = 60.0  # seconds a local git command may take
 NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 FETCHED = "refs/orchestrate-kit/fetched/"  # where a fetched branch lands before we fast-forward to it
 _REMOTE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/@-]*")
@@ -81,14 +80,8 @@ class FetchResult:
 # ---------------------------------------------------------------- running git
 
 
-def _git(cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT) -> bounded.Ran:
-    return bounded.run(["git", *args], Path(cwd), timeout)
-
-
-def _rev(cwd: Path, ref: str) -> str:
-    """The commit `ref` names, or '' when it names none."""
-    done = _git(cwd, "rev-parse", "--verify", "-q", ref + "^{commit}")
-    return done.stdout.strip() if done.ok else ""
+_git = bounded.git
+_rev = bounded.rev
 
 
 def _is_ancestor(cwd: Path, older: str, newer: str) -> bool:
