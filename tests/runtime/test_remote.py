@@ -91,7 +91,7 @@ def test_when_someone_else_pushed_first_the_push_is_refused_and_nothing_is_overw
 
     result = remote.push_branch(repo, run.integration_branch)
 
-    assert result.status == "rejected" and not result.ok
+    assert result.status == "behind" and not result.ok
     assert "someone else pushed to it" in result.reason and "nothing was overwritten" in result.reason
     assert "\n" not in result.reason
     assert remote_tip(bare, run.integration_branch) == theirs  # their commit is still there

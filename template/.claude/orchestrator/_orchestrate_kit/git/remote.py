@@ -40,8 +40,10 @@ _REMOTE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/@-]*")
 
 @dataclass(frozen=True)
 class PushResult:
-    """One branch pushed, or why not. `status`: pushed, up_to_date, rejected (the remote said no),
-    failed (it could not be asked: no such remote, unreachable, authentication, timeout)."""
+    """One branch pushed, or why not. `status`: pushed, up_to_date, behind (the remote's branch has
+    commits ours lacks: someone else pushed; nothing was overwritten), rejected (a hook or a rule
+    of the remote said no), failed (it could not be asked: no such remote, unreachable,
+    authentication, timeout)."""
 
     branch: str
     remote: str
@@ -192,15 +194,17 @@ def _push_outcomes(done: bounded.Ran, remote: str, tips: Dict[str, str]) -> Dict
         elif flag == "=":
             outcomes[branch] = PushResult(branch, remote, "up_to_date", tip)
         elif flag == "!":
-            outcomes[branch] = PushResult(branch, remote, "rejected", tip, _refusal(branch, remote, summary, remote_says))
+            behind = any(word in summary for word in ("non-fast-forward", "fetch first", "stale info"))
+            outcomes[branch] = PushResult(branch, remote, "behind" if behind else "rejected", tip,
+                                          _refusal(branch, remote, summary, remote_says, behind))
         else:
             why = done.reason() if not done.ok else f"git push said nothing about {branch}"
             outcomes[branch] = PushResult(branch, remote, "failed", tip, f"could not push {branch} to {remote}: {why}")
     return outcomes
 
 
-def _refusal(branch: str, remote: str, summary: str, remote_says: List[str]) -> str:
-    if "non-fast-forward" in summary or "fetch first" in summary or "stale info" in summary:
+def _refusal(branch: str, remote: str, summary: str, remote_says: List[str], behind: bool) -> str:
+    if behind:
         return (f"{remote} refused {branch}: it has commits there that this run does not have (someone else "
                 f"pushed to it); nothing was overwritten. Look at them with: git fetch {remote} {branch}")
     found = re.search(r"\((.*)\)\s*$", summary)
