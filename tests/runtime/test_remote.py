@@ -34,11 +34,16 @@ def remote_tip(bare_path, branch):
     return git(bare_path, "rev-parse", "--verify", "-q", f"refs/heads/{branch}", check=False)
 
 
-def other_clone(bare_path, tmp_path, name="colleague"):
-    """Someone else's clone of the remote, with an identity."""
-    path = tmp_path / name
-    git(tmp_path, "clone", "-q", str(bare_path), str(path))
-    return path
+def someone_else_pushes(bare_path, tmp_path, branch, name, text, new_branch=False):
+    """A colleague's clone of the remote commits `name` on `branch` and pushes it (a normal push)."""
+    clone = tmp_path / "colleague"
+    if not clone.exists():
+        git(tmp_path, "clone", "-q", str(bare_path), str(clone))
+    git(clone, "switch", "-q", *(("-c",) if new_branch else ()), branch)
+    (clone / name).write_text(text, encoding="utf-8")
+    commit_all(clone, f"their {name}")
+    git(clone, "push", "-q", "origin", branch)
+    return remote_tip(bare_path, branch)
 
 
 def processes_with(marker):
@@ -81,12 +86,7 @@ def test_several_branches_go_in_one_push_each_with_its_own_outcome(repo, bare):
 def test_when_someone_else_pushed_first_the_push_is_refused_and_nothing_is_overwritten(repo, bare, tmp_path):
     run = ws.start_run(repo)
     assert remote.push_branch(repo, run.integration_branch).ok
-    colleague = other_clone(bare, tmp_path)
-    git(colleague, "switch", "-q", run.integration_branch)
-    (colleague / "theirs.txt").write_text("their work\n", encoding="utf-8")
-    commit_all(colleague, "their commit")
-    git(colleague, "push", "-q", "origin", run.integration_branch)
-    theirs = remote_tip(bare, run.integration_branch)
+    theirs = someone_else_pushes(bare, tmp_path, run.integration_branch, "theirs.txt", "their work\n")
     finish_stream(repo, run, "A", {"a.txt": "ours\n"})  # our integration branch moves on too: the two diverged
 
     result = remote.push_branch(repo, run.integration_branch)
@@ -209,11 +209,7 @@ def finish_stream(root, run, sid, writes):
 def test_a_branch_merged_on_the_remote_is_fetched_and_fast_forwarded_in_its_worktree(repo, bare, tmp_path):
     run = ws.start_run(repo)
     assert remote.push_branch(repo, run.integration_branch).ok
-    colleague = other_clone(bare, tmp_path)
-    git(colleague, "switch", "-q", run.integration_branch)
-    (colleague / "merged-on-github.txt").write_text("from the pull request\n", encoding="utf-8")
-    commit_all(colleague, "the pull request's merge")
-    git(colleague, "push", "-q", "origin", run.integration_branch)
+    someone_else_pushes(bare, tmp_path, run.integration_branch, "merged-on-github.txt", "from the pull request\n")
     before = git(repo, "rev-parse", run.integration_branch)
     users_fetch_head = repo / ".git" / "FETCH_HEAD"
 
@@ -235,11 +231,7 @@ def test_a_fetch_never_moves_a_branch_that_diverged_or_is_ahead(repo, bare, tmp_
     finish_stream(repo, run, "A", {"a.txt": "ours\n"})
     ahead = git(repo, "rev-parse", run.integration_branch)
     assert remote.fetch_branch(repo, run.integration_branch).after == ahead  # the remote is behind us: unchanged
-    colleague = other_clone(bare, tmp_path)
-    git(colleague, "switch", "-q", run.integration_branch)
-    (colleague / "theirs.txt").write_text("theirs\n", encoding="utf-8")
-    commit_all(colleague, "theirs")
-    git(colleague, "push", "-q", "origin", run.integration_branch)
+    someone_else_pushes(bare, tmp_path, run.integration_branch, "theirs.txt", "theirs\n")
 
     diverged = remote.fetch_branch(repo, run.integration_branch)
 
@@ -248,11 +240,7 @@ def test_a_fetch_never_moves_a_branch_that_diverged_or_is_ahead(repo, bare, tmp_
 
 
 def test_a_branch_without_a_worktree_is_moved_by_a_compare_and_swap(repo, bare, tmp_path):
-    colleague = other_clone(bare, tmp_path)
-    git(colleague, "switch", "-q", "-c", "shared-topic")
-    (colleague / "topic.txt").write_text("t\n", encoding="utf-8")
-    commit_all(colleague, "topic")
-    git(colleague, "push", "-q", "origin", "shared-topic")
+    someone_else_pushes(bare, tmp_path, "shared-topic", "topic.txt", "t\n", new_branch=True)
     created = remote.fetch_branch(repo, "shared-topic")
     assert created.ok and created.before == "" and created.after == remote_tip(bare, "shared-topic")
     failed = remote.fetch_branch(repo, "no-such-branch")
