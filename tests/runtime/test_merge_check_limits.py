@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 import tracemalloc
 
 import pytest
 
 from tests.runtime.test_workspaces import isolated_git, log, repo  # noqa: F401
-from tests.runtime.runtime_import import workspaces as ws
+from tests.runtime.runtime_import import processes, workspaces as ws
 from tests.support.project import pid_alive
 
 LINUX = os.path.isdir("/proc/self")
@@ -107,3 +108,21 @@ def test_a_short_check_keeps_exactly_its_own_output(repo, log):
     check = ws.start_merge_check(repo, "printf 'ünïcode ok\\n'", log)
     check.process.wait()
     assert ws.merge_check_result(repo, check).output == "ünïcode ok\n"
+
+
+@pytest.mark.skipif(not LINUX or shutil.which("setsid") is None, reason="as above")
+def test_a_check_left_by_a_killed_orchestrator_is_found_and_ended_from_its_record(repo, log, tmp_path):
+    ws.start_run(repo)
+    child_pid = tmp_path / "daemon.pid"
+    check = ws.start_merge_check(repo, f"(setsid sleep 1000 & echo $! > {child_pid}) ; sleep 1000", log)
+    daemon = wait_for_pid(child_pid)
+    record_file = tmp_path / "merge-check.pid"
+    processes.write_pid_file(record_file, ws.merge_check_record(check))
+
+    record = processes.read_pid_file(record_file)  # what the next start reads
+    assert record.is_alive() and {check.process.pid, daemon} <= set(processes.members_of(record))
+    deadline = time.monotonic() + 60
+    while processes.signal_worker(record, signal.SIGKILL) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    check.process.wait()
+    assert not pid_alive(daemon) and processes.members_of(record) == []

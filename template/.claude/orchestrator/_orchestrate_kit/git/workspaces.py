@@ -38,7 +38,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..executor.processes import TOKEN_VARIABLE, group_members, signal_members, token_carriers
+from ..executor.processes import (
+    TOKEN_VARIABLE,
+    PidRecord,
+    group_members,
+    process_start_time,
+    signal_members,
+    token_carriers,
+)
 from ..names import file_stem, printable
 
 WORKTREES = Path(".claude") / "worktrees"
@@ -786,6 +793,14 @@ def end_overdue_check(project: Path, check: RunningCheck, now: float, timeout: f
     except OSError:
         pass  # the result still says it timed out
     return merge_check_result(project, check, timed_out=True)
+
+
+def merge_check_record(check: RunningCheck, label: str = "merge-check") -> PidRecord:
+    """A pid record of the running check (pid, start time, token) to write beside the workers' ones
+    (executor/processes.py: write_pid_file): an orchestrator killed during a check leaves it, and the
+    next start ends what is left of that check with `signal_worker(record, SIGKILL)`."""
+    pid = check.process.pid
+    return PidRecord(pid, process_start_time(pid) or "", label, 0, check.started_at, check.token)
 
 
 def check_timeout_text(timeout: float) -> str:
