@@ -213,10 +213,12 @@ def pull_request_state(project: Path, url: str, timeout: float = GH_TIMEOUT) -> 
     if not isinstance(data, dict):
         return PullRequestState(url, "unknown", reason=f"gh pr view printed no JSON object: {printable(done.stdout[:120])}")
     state = data.get("state")
-    merge_commit = data.get("mergeCommit") if isinstance(data.get("mergeCommit"), dict) else {}
-    merged_at = data.get("mergedAt") if isinstance(data.get("mergedAt"), str) else ""
+    merge_commit = data.get("mergeCommit")
+    oid = merge_commit.get("oid") if isinstance(merge_commit, dict) else None
+    merged_at = data.get("mergedAt")
     if state == "MERGED":
-        return PullRequestState(url, "merged", str(merge_commit.get("oid") or ""), merged_at)
+        return PullRequestState(url, "merged", oid if isinstance(oid, str) else "",
+                                merged_at if isinstance(merged_at, str) else "")
     if state == "CLOSED":
         return PullRequestState(url, "closed")
     if state == "OPEN":
@@ -236,11 +238,11 @@ def recorded(state: Path, stream_id: str) -> Optional[PullRequestRecord]:
     data = records.load_record(pull_requests_folder(state), stream_id)
     if data is None:
         return None
-    texts = [data.get(k) for k in ("branch", "base", "url")]
-    if not all(isinstance(t, str) and t for t in texts):
+    branch, base, url, opened = (data.get(k) for k in ("branch", "base", "url", "opened_at"))
+    if not all(isinstance(t, str) and t for t in (branch, base, url)):
         return None
-    opened = data.get("opened_at")
-    return PullRequestRecord(stream_id, *texts, float(opened) if isinstance(opened, (int, float)) else 0.0)  # type: ignore[arg-type]
+    return PullRequestRecord(stream_id, str(branch), str(base), str(url),
+                             float(opened) if isinstance(opened, (int, float)) else 0.0)
 
 
 def forget(state: Path, stream_id: str) -> None:
