@@ -796,9 +796,10 @@ def end_overdue_check(project: Path, check: RunningCheck, now: float, timeout: f
 
 
 def merge_check_record(check: RunningCheck, label: str = "merge-check") -> PidRecord:
-    """A pid record of the running check (pid, start time, token) to write beside the workers' ones
-    (executor/processes.py: write_pid_file): an orchestrator killed during a check leaves it, and the
-    next start ends what is left of that check with `signal_worker(record, SIGKILL)`."""
+    """A pid record of the running check (pid, start time, token) to write in the state folder with
+    executor/processes.py's write_pid_file (not in pids/, which holds the workers'): an orchestrator
+    killed during a check leaves it behind, and the next start ends what is left of that check with
+    `signal_worker(record, SIGKILL)` before it recovers the integration worktree."""
     pid = check.process.pid
     return PidRecord(pid, process_start_time(pid) or "", label, 0, check.started_at, check.token)
 
