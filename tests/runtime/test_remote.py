@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import secrets
 import threading
 from pathlib import Path
 
@@ -157,7 +158,7 @@ def test_check_remote_passes_for_a_reachable_remote_even_an_empty_one(repo, tmp_
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds leftover processes through /proc")
 def test_a_remote_that_never_answers_is_ended_at_the_deadline_with_its_helpers(repo, bare):
-    marker = "1000.4242"  # a sleep only this test starts
+    marker = f"1000.{os.getpid()}{secrets.randbelow(10 ** 6)}"  # a sleep only this run of this test starts
     git(repo, "config", "remote.origin.uploadpack", f"sh -c 'sleep {marker}' upload-pack")
     git(repo, "config", "remote.origin.receivepack", f"sh -c 'sleep {marker}' receive-pack")
     reason = remote.check_remote(repo, timeout=0.5)
