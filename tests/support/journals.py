@@ -178,3 +178,53 @@ def generated(folder: Path, run_id: str, streams: int, attempts: int, seed: int 
     j.run_finished(exit_code=0, outcome="all complete", cost_usd=0.0, states={"complete": streams})
     j.close()
     return journal_path(folder, run_id)
+
+
+def hostile_texts(port: int) -> Dict[str, str]:
+    """Text an attacker can put in task metadata or make an agent print, aimed at a receiver on `port`."""
+    leak = f"http://127.0.0.1:{port}"
+    return {
+        "script": "<script>window.pwned=1;document.title='PWNED'</script>",
+        "img": f'"><img src="{leak}/img" onerror="window.pwned=1">',
+        "js": "javascript:window.pwned=1//",
+        "svg": "<svg onload=window.pwned=1><a href=javascript:window.pwned=1>x</a>",
+        "result": f"</div></pre><script>fetch('{leak}/fetch')</script><iframe src=\"{leak}/frame\"></iframe>",
+        "style": f"<style>body{{background:url({leak}/css)}}</style><link rel=stylesheet href={leak}/link>",
+        "bidi": "Stream\u202eevil\u2066 \x1b[31m\x00",
+        "meta": f'<meta http-equiv="refresh" content="0;url={leak}/refresh">',
+    }
+
+
+def hostile(folder: Path, port: int, run_id: str = "20260921T140000Z-bad000") -> Path:
+    """A run whose stream ids, names, results, reasons, branches and links are all hostile: one stream
+    completes (with a `javascript:` pull request link), one fails, one is parked by a merge conflict."""
+    texts = hostile_texts(port)
+    clock = FakeClock()
+    j = journal_on(folder, run_id, clock)
+    done, failed, parked = texts["script"], texts["img"], texts["js"]
+    graph = {done: [], failed: [done], parked: [done]}
+    names = {done: texts["svg"], failed: texts["bidi"], parked: texts["meta"]}
+    j.run_started(settings={**SETTINGS, "merge_check": texts["style"]}, targets=[done, failed, parked],
+                  tracker=texts["script"], isolation="worktree", plan=plan(graph, names, [done, failed]),
+                  integration_branch=texts["img"])
+    for sid in graph:
+        j.transition(sid, "ready", "starting")
+        j.attempt_started(sid, 1, session_id=texts["script"], where=texts["img"])
+        j.transition(sid, "starting", "running")
+        clock.advance(20)
+        ok = sid != failed
+        j.attempt_ended(sid, 1, exit_code=0 if ok else 1, signal=None, complete=ok, reason=texts["style"],
+                        cost_usd=0.1, turns=1, result=texts["result"] + texts["svg"], session_id=texts["js"])
+    j.pushed(done, branch=texts["img"], remote=texts["js"], commit=texts["script"])
+    j.pr_opened(done, url="javascript:window.pwned=1", number=1)
+    j.merge_started(done, branch=texts["img"], into=texts["svg"])
+    j.merged(done, commit=texts["script"], branch=texts["img"])
+    j.transition(done, "merging", "complete")
+    j.transition(failed, "running", "failed", texts["result"])
+    j.pr_opened(parked, url=f'https://example.com/x" onmouseover="window.pwned=1', number=2)
+    j.merge_conflict(parked, files=[texts["script"]], reason=texts["style"])
+    j.transition(parked, "merging", "merge_conflict", texts["style"])
+    j.usage_limit(failed, until=clock.wall + 5, message=texts["result"])
+    j.run_finished(exit_code=1, outcome=texts["svg"], cost_usd=0.3, states={"complete": 1, "failed": 1})
+    j.close()
+    return journal_path(folder, run_id)

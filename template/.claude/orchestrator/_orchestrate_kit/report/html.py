@@ -252,8 +252,9 @@ def _axis(duration: float, scale: float, height: int) -> str:
     ticks, t = [], 0.0
     while t <= duration + 1e-9:
         x = LABEL_WIDTH + t * scale
-        ticks.append(f'<line class="axis" x1="{x:.1f}" y1="{AXIS_HEIGHT - 4}" x2="{x:.1f}" y2="{height}"/>'
-                     f'<text x="{x + 2:.1f}" y="{AXIS_HEIGHT - 8}">{e(format_duration(t))}</text>')
+        label = (f'<text x="{x + 2:.1f}" y="{AXIS_HEIGHT - 8}">{e(format_duration(t))}</text>'
+                 if x < LABEL_WIDTH + CHART_WIDTH - 30 else "")  # no label cut off at the right edge
+        ticks.append(f'<line class="axis" x1="{x:.1f}" y1="{AXIS_HEIGHT - 4}" x2="{x:.1f}" y2="{height}"/>{label}')
         t += step
     return "".join(ticks)
 

@@ -169,6 +169,7 @@ class _Builder:
         self.state_since: Dict[str, Tuple[str, float]] = {}
         self.open: Dict[Tuple[str, str], Tuple[float, str]] = {}  # (stream, kind) -> (start, label) of a span
         self.pause: Optional[Tuple[float, float, str]] = None  # (start, planned end, message)
+        self.started = False  # a run_started was seen
         self.now = 0.0
 
     def stream(self, sid: str) -> StreamReport:
@@ -194,9 +195,10 @@ class _Builder:
 
     def _run_started(self, event, at, _stream) -> None:
         report = self.report
-        if report.settings:  # a continuation after the orchestrator died; the plan stays the first one
+        if self.started:  # a continuation after the orchestrator died; the plan stays the first one
             report.resumes += 1
             return
+        self.started = True
         report.settings = dict(_mapping(event.get("settings")))
         targets = event.get("targets")
         report.targets = [str(t) for t in targets] if isinstance(targets, list) else None
