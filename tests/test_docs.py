@@ -38,6 +38,7 @@ def all_help():
     texts = [runtime_help(), installer_help()]
     texts += [runtime_help(c) for c in RUNTIME_COMMANDS] + [installer_help(c) for c in INSTALLER_COMMANDS]
     texts += [run_help([str(RUNTIME / "check-streams")]), run_help([str(RUNTIME / "watch-status")])]
+    texts += [run_help([sys.executable, str(hook)]) for hook in sorted((RUNTIME / "hooks").glob("*.py"))]
     return "\n".join(texts)
 
 

@@ -65,10 +65,12 @@ class Settings:
     push: str = "none"  # none, integration (the integration branch after each merge) or all (and each stream branch)
     push_remote: str = "origin"  # the git remote that push and merge_gate = pr use
     merge_check_timeout: float = 30.0  # minutes a merge check may run before it is ended (0 = never)
-    # Spend caps across runs (spend.py) and the Claude Code fallback model (agent/claude.py).
+    # Spend caps across runs (spend.py), the Claude Code fallback model (agent/claude.py), the hooks' receivers.
     spend_cap_usd: float = 0.0  # what all runs of this project may spend in the last spend_cap_period (0 = none)
     spend_cap_period: str = "day"  # day or week, rolling
     fallback_model: str = ""  # Claude Code workers get --fallback-model with it (empty: none)
+    notify_slack_url: str = ""  # hooks/slack.py posts here (NOTIFY_SLACK_URL in the environment wins)
+    notify_ntfy_url: str = ""  # hooks/ntfy.py publishes to this topic URL (NOTIFY_NTFY_URL wins)
 
     def worker_argv(self) -> List[str]:
         try:

@@ -151,14 +151,13 @@ class _Clock:
 
     def at(self, event: Mapping[str, object]) -> float:
         wall = float(event["t"])  # type: ignore[arg-type]
-        mono = event.get("mono")
+        mono = _number(event.get("mono"))
         if self.start is None:
             self.start = wall
-        usable = isinstance(mono, (int, float)) and not isinstance(mono, bool)
-        if event.get("kind") == "run_started" or self.anchor is None or not usable or mono < self.anchor[1]:
-            self.anchor = (wall, float(mono)) if usable else None  # type: ignore[arg-type]
+        if event.get("kind") == "run_started" or self.anchor is None or mono is None or mono < self.anchor[1]:
+            self.anchor = (wall, mono) if mono is not None else None
             return wall - self.start
-        return self.anchor[0] + float(mono) - self.anchor[1] - self.start  # type: ignore[arg-type]
+        return self.anchor[0] + mono - self.anchor[1] - self.start
 
 
 class _Builder:
@@ -205,13 +204,13 @@ class _Builder:
         report.tracker, report.isolation = _text(event.get("tracker")), _text(event.get("isolation"))
         report.integration_branch = _text(event.get("integration_branch"))
         plan = _mapping(event.get("plan"))
-        report.levels = [[str(s) for s in level] for level in plan.get("levels") or [] if isinstance(level, list)]
-        report.critical_path_planned = [str(s) for s in plan.get("critical_path") or []]
+        report.levels = [[str(s) for s in _list(level)] for level in _list(plan.get("levels"))]
+        report.critical_path_planned = [str(s) for s in _list(plan.get("critical_path"))]
         for sid, info in _mapping(plan.get("streams")).items():
             info = _mapping(info)
             stream = self.stream(str(sid))
             stream.name = _text(info.get("name")) or stream.stream_id
-            stream.dependencies = [str(d) for d in info.get("dependencies") or []]
+            stream.dependencies = [str(d) for d in _list(info.get("dependencies"))]
             level = info.get("level")
             stream.level = level if isinstance(level, int) and not isinstance(level, bool) else None
             stream.planned_state = stream.final_state = _text(info.get("state")) or "waiting"
@@ -323,7 +322,7 @@ class _Builder:
 
     def _merge_conflict(self, event, at, stream) -> None:
         if stream is not None:
-            files = [str(f) for f in event.get("files") or []]
+            files = [str(f) for f in _list(event.get("files"))]
             stream.reason = _text(event.get("reason")) or ("conflict in " + ", ".join(files[:5]) if files else "")
             self._end_span(stream, "merge", at, "conflict")
 
@@ -500,6 +499,10 @@ def _in_level_order(streams: Mapping[str, StreamReport], levels: Sequence[Sequen
 
 def _mapping(value: object) -> Mapping[str, object]:
     return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> List[object]:
+    return value if isinstance(value, list) else []
 
 
 def _text(value: object) -> str:
