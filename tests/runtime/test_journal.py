@@ -302,3 +302,34 @@ def test_reading_a_journal_of_100k_lines_streams_it(tmp_path):
     assert count == 100_000 and last == 99_999
     first, final = jl.first_and_last(path)
     assert first["t"] == 0 and final["t"] == 99_999
+
+
+def test_reading_only_some_kinds_skips_the_others_unparsed(tmp_path):
+    j = journal(tmp_path)
+    j.attempt_started("A", 1)
+    j.attempt_ended("A", 1, exit_code=0, signal=None, complete=True, cost_usd=0.5)
+    j.close()
+    with open(j.path, "ab") as handle:
+        handle.write(b"not json, and no kind we asked for\n")
+    warnings = []
+    assert [e["kind"] for e in jl.read_journal(j.path, warnings.append, kinds={"attempt_ended"})] == ["attempt_ended"]
+    assert warnings == []  # a line it did not need to read is not reported
+
+
+def test_a_line_torn_just_after_an_inner_brace_is_not_taken_with_its_neighbours(tmp_path):
+    """Lines are parsed in batches (one JSON array); a torn line that happens to end with `}` must
+    still be skipped alone, never merged with the next lines into something that parses."""
+    j = journal(tmp_path)
+    j.attempt_started("A", 1)
+    j.run_started(settings={"max_parallel": 2}, targets=None, tracker="tc", isolation="none",
+                  plan={"streams": {"A": {"dependencies": []}}, "levels": [["A"]], "critical_path": ["A"]})
+    j.close()
+    data = j.path.read_bytes()
+    cut = data.index(b'"dependencies":[]}') + len(b'"dependencies":[]}')
+    j.path.write_bytes(data[:cut])
+    again = journal(tmp_path)
+    for n in range(2, 6):
+        again.attempt_started("A", n)
+    warnings = []
+    assert [e.get("attempt") for e in events(j.path, warnings)] == [1, 2, 3, 4, 5]
+    assert warnings == [f"{j.path.name}: skipped 1 damaged line(s) (line 2)"]

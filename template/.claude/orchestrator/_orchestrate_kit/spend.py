@@ -102,7 +102,7 @@ class SpendWindow:
     @classmethod
     def load(cls, folder: Path, now: float, period: str) -> "SpendWindow":
         seconds = period_seconds(period)
-        journals = events_of(journals_since(folder, now - seconds))
+        journals = events_of(journals_since(folder, now - seconds), kinds={Kind.ATTEMPT_ENDED.value})
         return cls(period, [cost for events in journals for cost in attempt_costs(events) if cost[0] > now - seconds])
 
     def add(self, when: float, cost_usd: Optional[float]) -> None:

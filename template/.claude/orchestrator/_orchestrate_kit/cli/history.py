@@ -45,8 +45,8 @@ def past_run(folder: Path, run_id: str, running: bool) -> PastRun:
         return PastRun(run_id, started, float(last["t"]) - started if started else None, streams,
                        str(last.get("outcome") or "finished"), code if isinstance(code, int) else None,
                        float(cost) if isinstance(cost, (int, float)) else None, str(last.get("report") or ""))
-    cost = sum(float(e["cost_usd"]) for e in read_journal(path)
-               if e.get("kind") == "attempt_ended" and isinstance(e.get("cost_usd"), (int, float)))
+    cost = sum(float(e["cost_usd"]) for e in read_journal(path, kinds={"attempt_ended"})
+               if isinstance(e.get("cost_usd"), (int, float)))
     ended = float(last["t"]) if last else None
     outcome = "running" if running else "interrupted (its orchestrator stopped before the run ended)"
     return PastRun(run_id, started, ended - started if ended and started else None, streams, outcome, None, cost)
