@@ -307,3 +307,21 @@ def test_history_of_a_run_that_never_recorded_its_end(layout, capsys):
     assert code == 0 and past["outcome"].startswith("interrupted") and past["cost_usd"] == 0.5
     code, out, _ = run(capsys, Layout(layout.home, layout.state_root / "other"), "history")
     assert code == 0 and "no runs recorded yet" in out
+
+
+def test_the_report_at_the_end_of_a_run_never_raises(layout, monkeypatch):
+    import _orchestrate_kit.report as reports
+
+    journals.diamond(layout.journals)
+    warnings = []
+    assert reports.report_at_end(layout, DIAMOND_RUN, warnings.append) == layout.reports / f"{DIAMOND_RUN}.html"
+    (layout.reports / f"{DIAMOND_RUN}.html").unlink()
+    layout.reports.rmdir()
+    layout.reports.write_text("a file where the folder should be")
+    assert reports.report_at_end(layout, DIAMOND_RUN, warnings.append) is None
+    assert "could not be written" in warnings[-1]
+    monkeypatch.setattr(reports, "render_html", lambda *_args: 1 / 0)
+    assert reports.report_at_end(layout, "20260921T120000Z-ffffff", warnings.append) is None
+    layout.reports.unlink()
+    assert reports.report_at_end(layout, DIAMOND_RUN, warnings.append) is None
+    assert "ZeroDivisionError" in warnings[-1] and f"orchestrate.py report {DIAMOND_RUN}" in warnings[-1]

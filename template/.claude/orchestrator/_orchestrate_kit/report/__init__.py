@@ -23,7 +23,8 @@ from ..settings import EXIT_STUCK, Layout, UserError
 from .html import render_html
 from .model import UNFINISHED, RunReport, build_report
 
-__all__ = ["RunReport", "build_report", "load_report", "render_html", "render_json", "resolve_run", "write_report"]
+__all__ = ["RunReport", "build_report", "load_report", "render_html", "render_json", "report_at_end", "resolve_run",
+           "write_report"]
 
 LOG_TAIL_LINES = 15
 REPORT_FORMAT = 1
@@ -108,3 +109,15 @@ def write_report(layout: Layout, run_id: str, out: Optional[Path] = None, as_jso
             pass
         raise
     return target
+
+
+def report_at_end(layout: Layout, run_id: str, warn: Callable[[str], None]) -> Optional[Path]:
+    """The report the end of a run writes: its path, or None with one warning when it cannot be
+    made. A run's exit code never depends on its report, so nothing here may raise."""
+    try:
+        return write_report(layout, run_id, warn=warn)
+    except (OSError, UserError) as exc:
+        warn(f"the run's report could not be written: {exc}")
+    except Exception as exc:  # a bug in the report must not turn a finished run into a crash
+        warn(f"the run's report could not be made ({exc!r}); `orchestrate.py report {run_id}` tries again")
+    return None
