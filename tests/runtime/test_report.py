@@ -325,3 +325,20 @@ def test_the_report_at_the_end_of_a_run_never_raises(layout, monkeypatch):
     layout.reports.unlink()
     assert reports.report_at_end(layout, DIAMOND_RUN, warnings.append) is None
     assert "ZeroDivisionError" in warnings[-1] and f"orchestrate.py report {DIAMOND_RUN}" in warnings[-1]
+
+
+def test_usage_limit_pauses_that_end_unannounced_are_separate(tmp_path):
+    run = "20260921T160000Z-0a0a0a"
+    clock = FakeClock()
+    j = journal_on(tmp_path, run, clock)
+    j.run_started(settings={}, targets=None, tracker="tc", isolation="none", plan=journals.plan({"A": []}))
+    j.usage_limit("A", until=clock.wall + 60, message="first")
+    clock.advance(10)
+    j.usage_limit("A", until=clock.wall + 100, message="again, while paused")  # extends the first
+    clock.advance(500)
+    j.usage_limit("A", until=clock.wall + 30, message="second")  # the first ran out long ago
+    clock.advance(10)
+    j.usage_limit_resumed("A")
+    clock.advance(100)
+    report = build_report(read_journal(journal_path(tmp_path, run)))
+    assert [(p.start, p.end, p.outcome) for p in report.pauses] == [(0, 110, "first"), (510, 520, "second")]

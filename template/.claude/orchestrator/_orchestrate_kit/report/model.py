@@ -227,6 +227,9 @@ class _Builder:
     def _usage_limit(self, event, at, _stream) -> None:
         until = _number(event.get("until"))
         end = at if until is None else max(at, at + until - float(event["t"]))
+        if self.pause is not None and at > self.pause[1]:  # the last pause ran out unannounced: a new one
+            self.report.pauses.append(Span("usage_limit", self.pause[0], self.pause[1], "usage limit", self.pause[2]))
+            self.pause = None
         if self.pause is None:
             self.pause = (at, end, _text(event.get("message")))
         else:
