@@ -10,10 +10,10 @@ environment or `orchestrate-kit config notify_ntfy_url URL`; a protected topic's
 import sys
 from pathlib import Path
 
-HOME = Path(__file__).resolve().parents[1]  # .claude/orchestrator/
-sys.path.insert(0, str(HOME))
+ORCHESTRATOR = Path(__file__).resolve().parents[1]  # .claude/orchestrator/, the runtime this hook came with
+sys.path.insert(0, str(ORCHESTRATOR))
 
 from _orchestrate_kit.alerts import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main("ntfy", HOME, sys.argv[1:]))
+    sys.exit(main("ntfy", ORCHESTRATOR, sys.argv[1:]))

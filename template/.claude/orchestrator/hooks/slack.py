@@ -10,10 +10,10 @@ The webhook URL is a secret: give it in the orchestrator's environment, NOTIFY_S
 import sys
 from pathlib import Path
 
-HOME = Path(__file__).resolve().parents[1]  # .claude/orchestrator/
-sys.path.insert(0, str(HOME))
+ORCHESTRATOR = Path(__file__).resolve().parents[1]  # .claude/orchestrator/, the runtime this hook came with
+sys.path.insert(0, str(ORCHESTRATOR))
 
 from _orchestrate_kit.alerts import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main("slack", HOME, sys.argv[1:]))
+    sys.exit(main("slack", ORCHESTRATOR, sys.argv[1:]))

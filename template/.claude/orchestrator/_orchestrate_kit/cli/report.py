@@ -37,6 +37,6 @@ def cmd_report(args: argparse.Namespace, layout: Layout) -> int:
     except OSError as exc:
         where = out or layout.reports
         raise UserError(f"cannot write the report to {where}: {exc.strerror or exc}", EXIT_STUCK) from None
-    shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
-    print(f"report of run {run_id}: {shown}")
+    relative = os.path.relpath(path)
+    print(f"report of run {run_id}: {relative if not relative.startswith('..') else path}")
     return EXIT_OK
