@@ -4,7 +4,8 @@
 browser skip and say why. `Chromium.visit(path)` opens a file in a fresh tab and returns what the
 page did: the console and log errors (CSP violations and failed loads included), every network
 request it made, a full-page PNG screenshot, and an `evaluate` for reading the DOM. Chromium
-starts with an empty profile and everything that would reach the network at start turned off.
+starts with an empty profile (its HOME and XDG folders inside it, so the user's home is never
+written) and everything that would reach the network at start turned off.
 """
 
 from __future__ import annotations
@@ -68,9 +69,12 @@ class Chromium:
         argv = [sys.executable, "-c", _LAUNCH, str(to_browser_r), str(from_browser_w), program, *FLAGS,
                 f"--user-data-dir={self.profile}", "about:blank"]
         self.stderr_path = Path(self.profile) / "stderr.txt"  # a file: a full pipe would stall the browser
+        # Its crash database and dconf cache follow HOME and XDG_*: keep them in the profile, not the user's home.
+        env = dict(os.environ, HOME=self.profile, XDG_CONFIG_HOME=f"{self.profile}/config",
+                   XDG_CACHE_HOME=f"{self.profile}/cache", XDG_DATA_HOME=f"{self.profile}/data")
         with open(self.stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(argv, pass_fds=(to_browser_r, from_browser_w), stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+                                            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, env=env)
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""
