@@ -79,7 +79,7 @@ RUNTIME_ONLY.update({
     "merge_check_timeout": ("30", "minutes a merge check may run before it is ended with everything it "
                                   "started (0 = never)"),
 })
-RUNTIME_CHOICES = {"push": ("none", "integration", "all")}
+RUNTIME_CHOICES: dict[str, tuple[str, ...]] = {"push": ("none", "integration", "all")}
 _RULE_WORDS["minutes"] = "a number of minutes, 0 or more, e.g. 30 or 0.5"
 # The run report's settings (issue 21): the Claude Code fallback model (an install question), spend
 # caps across runs, and where the ready-made notification hooks (.claude/orchestrator/hooks/) send.
