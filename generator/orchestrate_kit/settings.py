@@ -79,8 +79,22 @@ RUNTIME_ONLY.update({
     "merge_check_timeout": ("30", "minutes a merge check may run before it is ended with everything it "
                                   "started (0 = never)"),
 })
-RUNTIME_CHOICES = {"push": ("none", "integration", "all")}
+RUNTIME_CHOICES: dict[str, tuple[str, ...]] = {"push": ("none", "integration", "all")}
 _RULE_WORDS["minutes"] = "a number of minutes, 0 or more, e.g. 30 or 0.5"
+# The run report's settings (issue 21): the Claude Code fallback model (an install question), spend
+# caps across runs, and where the ready-made notification hooks (.claude/orchestrator/hooks/) send.
+RULES.update({"fallback_model": "optional", "spend_cap_usd": "usd", "spend_cap_period": "choice",
+              "notify_slack_url": "optional", "notify_ntfy_url": "optional"})
+RUNTIME_ONLY.update({
+    "spend_cap_usd": ("0", "the most all runs of this project may spend in USD in the last spend_cap_period "
+                           "(0 = no cap); at the cap no new worker starts"),
+    "spend_cap_period": ("day", "day or week: the rolling window spend_cap_usd counts over"),
+    "notify_slack_url": ("", "the Slack-compatible incoming webhook hooks/slack.py posts to (a secret: prefer "
+                             "NOTIFY_SLACK_URL in the environment)"),
+    "notify_ntfy_url": ("", "the ntfy topic URL hooks/ntfy.py publishes to, e.g. https://ntfy.sh/your-topic"),
+})
+RUNTIME_CHOICES["spend_cap_period"] = ("day", "week")
+_RULE_WORDS["usd"] = "an amount in USD, 0 or more, e.g. 25"
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,15 @@ def test_every_runtime_setting_is_known_to_the_config_command():
 
     runtime_keys = {f.name for f in dataclasses.fields(runtime_settings.Settings)}
     assert runtime_keys <= set(installer_settings.RULES) | {"tracker"}
+
+
+def test_the_spend_cap_and_notification_settings_are_checked_by_config(installed, capsys):
+    assert run(capsys, "config", "--project", str(installed), "spend_cap_usd", "25").code == 0
+    assert run(capsys, "config", "--project", str(installed), "spend_cap_period", "week").code == 0
+    refused = run(capsys, "config", "--project", str(installed), "spend_cap_period", "month")
+    assert refused.code == 1 and "day, week" in refused.err
+    refused = run(capsys, "config", "--project", str(installed), "spend_cap_usd", "-3")
+    assert refused.code == 1 and "an amount in USD" in refused.err
+    assert run(capsys, "config", "--project", str(installed), "notify_ntfy_url", "https://ntfy.sh/my-topic").code == 0
+    text = (installed / LOCAL_CONF).read_text()
+    assert "spend_cap_usd = 25" in text and "spend_cap_period = week" in text and "notify_ntfy_url = https" in text

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 HOOK_TIMEOUT = 30.0
 
@@ -41,6 +41,7 @@ class Notifier:
     log: Path
     warn: Callable[[str], None]
     broken: bool = False
+    cwd: Optional[Path] = None  # where the hook runs: the project root, so a relative hook path works
 
     def fire(self, event: str, **details: object) -> None:
         """Start the hook for `event` under its watchdog and return at once."""
@@ -55,7 +56,7 @@ class Notifier:
             with open(self.log, "ab") as out:
                 subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHDOG, str(HOOK_TIMEOUT), *argv], env=env,
                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+                                 start_new_session=True, cwd=self.cwd)
         except (OSError, ValueError) as exc:
             self.broken = True
             self.warn(f"the on_event hook cannot run ({exc}); no more events are sent to it this run")

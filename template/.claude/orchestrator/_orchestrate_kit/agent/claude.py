@@ -36,6 +36,7 @@ CONTINUE_PROMPT = ("Continue where you left off: the run was paused (a usage lim
                    "Finish the remaining tasks of this stream, update each one in the tracker and commit your work.")
 MIN_BUDGET_USD = 0.01  # less than a cent left is no budget: the CLI needs a positive amount
 MAX_TURNS = 100_000
+NAME_LENGTH = 200  # characters of a stream id kept as its session's name
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _SKIP_PERMISSIONS = ("--dangerously-skip-permissions", "--allow-dangerously-skip-permissions")
 
@@ -193,6 +194,8 @@ class Launch:
     session_id: Optional[str] = None  # start a new session with this id (the orchestrator chose it)
     resume_session: Optional[str] = None  # continue this session instead, with CONTINUE_PROMPT
     budget_usd: Optional[float] = None  # budget_left(...) for this attempt
+    name: Optional[str] = None  # the session's display name (`--name`): the stream, for `claude agents` and resume
+    fallback_model: Optional[str] = None  # the install's fallback_model (`--fallback-model`)
 
 
 def build_argv(base: Sequence[str], limits: StreamLimits, launch: Launch) -> List[str]:
@@ -216,6 +219,7 @@ def build_argv(base: Sequence[str], limits: StreamLimits, launch: Launch) -> Lis
     elif launch.session_id is not None:
         argv.append("--session-id=" + _session(launch.session_id))
     argv += limit_flags(limits, launch.budget_usd)
+    argv += session_flags(base, launch)
     argv += ["--", prompt]
     return argv
 
@@ -236,6 +240,19 @@ def limit_flags(limits: StreamLimits, budget_usd: Optional[float] = None) -> Lis
         flags.append(f"--permission-mode={limits.permission_mode}")
     if limits.allowed_tools:
         flags.append("--allowedTools=" + ",".join(limits.allowed_tools))
+    return flags
+
+
+def session_flags(base: Sequence[str], launch: Launch) -> List[str]:
+    """`--name` (the stream as one printable line, bounded: `claude agents` shows it) and `--fallback-model`,
+    unless the install's command sets them."""
+    flags = []
+    name = " ".join("".join(c if c.isprintable() else " " for c in launch.name or "").split())[:NAME_LENGTH]
+    if name and not _has_flag(base, "--name") and "-n" not in base[1:]:
+        flags.append("--name=" + name)
+    model = (launch.fallback_model or "").strip()
+    if model and not _has_flag(base, "--fallback-model"):
+        flags.append("--fallback-model=" + model)
     return flags
 
 

@@ -135,6 +135,18 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     reject.add_argument("stream", metavar="STREAM", help="a stream in awaiting_review")
     reject.add_argument("--reason", required=True, metavar="TEXT", help="why: it goes into the agent's next prompt")
     reject.set_defaults(handler="review:cmd_reject")
+
+    report = sub.add_parser("report", help="a run's report: a timeline, costs, what each stream did, failures")
+    report.add_argument("run", nargs="?", metavar="RUN", help="a run id from `history` (or the start of one); default: the latest")
+    report.add_argument("--json", action="store_true", help="the report's data as JSON (printed unless --out)")
+    report.add_argument("--out", metavar="FILE", help="write it here (`-` prints it); default: reports/RUN.html")
+    report.set_defaults(handler="report:cmd_report")
+
+    history = sub.add_parser("history", help="this project's past runs: start, length, streams, outcome, cost")
+    history.add_argument("--json", action="store_true", help="machine-readable output")
+    history.add_argument("-n", "--limit", type=non_negative_int, default=20, metavar="N",
+                         help="show the N newest runs (0 = all; default %(default)s)")
+    history.set_defaults(handler="history:cmd_history")
     return parser
 
 
