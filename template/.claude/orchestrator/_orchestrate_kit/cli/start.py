@@ -96,8 +96,8 @@ def check_before_start(layout: Layout, settings: Settings, args: argparse.Namesp
                         + "\n  ".join(printable(m) for m in board.problems.messages(bad)))
     command = settings.worker_argv()[0]
     if shutil.which(command) is None:
-        raise UserError(f"worker command {command!r} was not found on PATH. Install it, or set "
-                        f"worker_command in {layout.config}")
+        raise UserError(f"worker command {command!r} was not found on PATH. Install it, or set another with "
+                        "`orchestrate-kit config worker_command '...'`")
     if not args.dry_run and not args.no_preflight:
         check_worker_command(settings)
     return location, selection, board
