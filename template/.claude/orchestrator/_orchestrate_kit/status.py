@@ -185,6 +185,16 @@ def view_json(view: StreamView, report: "StatusReport") -> dict:
     }
 
 
+def as_it_ended(table: Table) -> Table:
+    """The table to show: a run that ended as it ended, except that work reopened since is plainly
+    waiting or ready (the next run's first attempt, not a retry of this one)."""
+    if table.run.ended_at is None:
+        return table
+    rows = {sid: replace(life, ran=False) if life.state is StreamState.COMPLETE else life
+            for sid, life in table.rows.items()}
+    return Table(rows, table.run)
+
+
 def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: Optional[str] = None) -> StatusReport:
     """Read the database once and the supervisor's files, and derive every stream's state."""
     location = open_database(layout, db_override, tracker)
@@ -193,7 +203,7 @@ def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: O
     table, notes = load_table(layout.run_file)
     if table.run.max_restarts is not None:  # the budget the run counts with (--max-restarts)
         settings = replace(settings, max_restarts=table.run.max_restarts)
-    board = board_for(snapshot, table, live_workers(layout), settings, time.time())
+    board = board_for(snapshot, as_it_ended(table), live_workers(layout), settings, time.time())
     orchestrator = live_orchestrator(layout)
     activity = load_activity(layout.activity_file) if orchestrator else {}
     return StatusReport(location, snapshot, board, orchestrator, table, layout, notes, activity)

@@ -41,6 +41,7 @@ from .lifecycle import (
     StopRequested,
     StreamState,
     Table,
+    carried_rows,
     load_table,
     save_table,
     transition,
@@ -227,12 +228,14 @@ class Supervisor:
         return life
 
     def _resume(self) -> None:
-        """Continue the saved table (attempts, back-off, holds), adopt live workers, and judge
-        the workers that ended while no orchestrator ran."""
+        """Continue the saved table (attempts, back-off, holds; after a run that ended, what it
+        carries into a new one), adopt live workers, and judge the workers that ended while no
+        orchestrator ran."""
         now = self.clock()
         self.table, warnings = load_table(self.layout.run_file)
         for line in warnings:
             self.say(f"warning: {line}")
+        self.table.rows = carried_rows(self.table)  # a run that ended: a new one, with fresh counts
         self.merger.begin(self.table)  # worktrees: recover, then start or continue the integration branch
         self.policy = policy_of(self.settings, self.table.run)
         if self.table.run.ended_at is not None or not self.table.run.started_at:
@@ -301,7 +304,8 @@ class Supervisor:
             detail = printable(outcome.reason, 200)
         elif outcome.kind is EndKind.FATAL and outcome.fatal is not None:
             self._on_fatal(sid, outcome.fatal)
-        return Exited(status, complete, detail, ending, resume_at, agent.cost_usd or 0.0, agent.session_id or "")
+        return Exited(status, complete, detail, ending, resume_at, agent.cost_usd or 0.0, agent.session_id or "",
+                      agent.turns, agent.input_tokens + agent.output_tokens)
 
     def _read_outputs(self, now: float) -> None:
         """What running workers said since the last turn: a usage limit or a fatal failure acts at once."""

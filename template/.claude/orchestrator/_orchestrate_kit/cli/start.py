@@ -17,7 +17,7 @@ from ..executor.processes import read_pid_file
 from ..agent.claude import preflight
 from ..git import merging, workspaces
 from ..graph import Board
-from ..lifecycle import StreamState, load_table
+from ..lifecycle import StreamState, carried_rows, load_table
 from ..names import printable
 from ..requests import send_request
 from ..scheduler import decide
@@ -88,6 +88,7 @@ def check_before_start(layout: Layout, settings: Settings, args: argparse.Namesp
     for line in claim_warnings(snapshot.streams):
         print(f"{PROG}: warning: {line}", file=sys.stderr)
     table, _ = load_table(layout.run_file)
+    table.rows = carried_rows(table)  # what this start goes on with (a new run after one that ended)
     board = board_for(snapshot, table, live_workers(layout), settings, time.time())
     scope = with_dependencies(snapshot.streams, selection) if selection else set(snapshot.streams)
     bad = {s for s in scope if board.views.get(s) and board.views[s].state is StreamState.INVALID}
