@@ -154,7 +154,7 @@ def display_order(views: Iterable[StreamView]) -> List[StreamView]:
 def add_report(frame: Frame, report: report_mod.StatusReport, now: float) -> None:
     views = display_order(report.board.views.values())
     orch = report.orchestrator
-    frame.add("H", *frame.text(report.location.workspace_id), *frame.text(str(report.location.path)),
+    frame.add("H", *frame.text(report.location.project_name), *frame.text(str(report.location.path)),
               time.strftime("%H:%M:%S", time.localtime(now)), orch.pid if orch else "-")
     summary = progress_summary_of(report.snapshot)
     running = sum(1 for v in views if v.state is StreamState.RUNNING)

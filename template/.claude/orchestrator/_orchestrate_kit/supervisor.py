@@ -608,7 +608,8 @@ class Supervisor:
         self.decision = None
         self.merger.stop()  # a running merge check ends; its stream is merged again next start
         live = [sid for sid, life in self.table.rows.items() if life.state in LIVE]
-        self.say(f"stopping {len(live)} worker(s)")
+        if live:  # a fatal error seen as a worker ended leaves none: nothing to announce
+            self.say(f"stopping {len(live)} worker(s)")
         for sid in live:
             if self.table.rows[sid].state is not StreamState.STOPPING:
                 self._stop(sid, StreamState.WAITING, RUN_STOPPING, now, self.stop_grace)

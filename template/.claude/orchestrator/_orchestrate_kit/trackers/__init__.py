@@ -62,6 +62,15 @@ class TrackerLocation:
     def exists(self) -> bool:
         return self.path.is_file()
 
+    @property
+    def project_name(self) -> str:
+        """What to call these streams' project in a title: the workspace, except for the MCP
+        server's default workspace, a hash of the folder, where the folder's name says more."""
+        if self.generation == "mcp" and self.workspace_id == tracker_mcp.md5_workspace(
+                tracker_mcp.server_folder(self.project_root)):
+            return self.project_root.name
+        return self.workspace_id
+
     def missing_message(self) -> str:
         """Why no database was found: every place tried, and how to point at one."""
         return (f"No Task Copilot database found. Looked at: {'; '.join(self.tried)}. Point at yours with "
