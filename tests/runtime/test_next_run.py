@@ -73,3 +73,52 @@ def test_without_worktrees_too_a_finished_run_leaves_no_counts_behind(project):
     again = project.orchestrate("start", "--max-restarts", "1")
     assert again.returncode == 0, again.stdout + again.stderr
     assert starts(project)[2:] == [("A", 1)]
+
+
+def test_a_run_of_some_streams_says_what_is_still_to_run_and_land_asks_for_partial(repo):
+    diamond(repo.db)
+    repo.plan({"Stream-A": ["write"], "Stream-B": ["fail"]})
+    before = repo.git("rev-parse", "HEAD").strip()
+
+    run = repo.orchestrate("start", "Stream-A", "Stream-B", "--max-restarts", "0")
+    assert run.returncode == 1, run.stdout + run.stderr  # Stream-B failed: nothing more can progress
+    assert "Stream-B: failed after 1 attempt" in run.stdout
+    assert "not part of this run: Stream-C, Stream-Z; `python3 .claude/orchestrator/orchestrate.py start`" in run.stdout
+
+    refused = repo.orchestrate("land")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "the run is not complete, so nothing was landed: 3 stream(s)" in refused.stderr
+    assert "Stream-B (failed after 1 attempt)" in refused.stderr and "Stream-Z (waiting on" in refused.stderr
+    assert "land --partial" in refused.stderr
+    assert repo.git("rev-parse", "HEAD").strip() == before  # nothing landed
+
+    partial = repo.orchestrate("land", "--partial")
+    assert partial.returncode == 0, partial.stdout + partial.stderr
+    out = partial.stdout
+    assert "Landed orchestrate/integration-" in out
+    assert ("Not landed: Stream-B (failed after 1 attempt); kept for the next run: its branch stream/Stream-B and "
+            "its worktree .claude/worktrees/Stream-B") in out
+    assert "Not landed: Stream-C (ready)\n" in out and "Not landed: Stream-Z (waiting on Stream-B, Stream-C)" in out
+    deleted = next(line for line in out.splitlines() if line.startswith("Deleted"))
+    assert "stream/Stream-A" in deleted and "stream/Stream-B" not in deleted  # never a branch both deleted and kept
+    assert "Stream-A.txt" in repo.git("ls-tree", "--name-only", "HEAD")  # the merged work is on the user's branch
+    assert "stream/Stream-B" in repo.git("branch", "--list", "stream/*")
+
+    # The rest in a new run: a fresh budget for Stream-B (its cause fixed), then the whole plan lands.
+    repo.plan({"Stream-B": ["ok"]})
+    rest = repo.orchestrate("start")
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert "all 4 stream(s) complete" in rest.stdout and "Bring it in with:" in rest.stdout
+    landed = repo.orchestrate("land")
+    assert landed.returncode == 0, landed.stdout + landed.stderr
+    assert "Not landed" not in landed.stdout
+
+
+def test_a_complete_run_of_named_streams_says_the_plan_is_not_complete(project):
+    diamond(project.db)
+    run = project.orchestrate("start", "Stream-A")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "the 1 stream(s) you named complete in" in run.stdout and "all 1 stream(s) complete" not in run.stdout
+    assert ("not complete in the plan: 3 of 4 stream(s): Stream-B, Stream-C, Stream-Z; run them with "
+            "`python3 .claude/orchestrator/orchestrate.py start` (every stream), or name them: "
+            "`python3 .claude/orchestrator/orchestrate.py start Stream-B Stream-C Stream-Z`") in run.stdout
