@@ -113,7 +113,7 @@ def board_for(snapshot: Snapshot, table: Table, workers: Dict[str, PidRecord], s
               now: float) -> Board:
     facts = {sid: WorkerFacts(rec.pid, rec.started_at, rec.attempt) for sid, rec in workers.items()}
     return build_board(snapshot.streams, table.rows, facts, now, policy_of(settings, table.run),
-                       option_problems(snapshot, settings))
+                       option_problems(snapshot, settings), snapshot.unreadable())
 
 
 @dataclass
@@ -285,6 +285,7 @@ def render_status(report: StatusReport) -> str:
     for view in board.in_state(*PARKED):  # the table cuts descriptions short: the next step in full
         lines.append(f"{printable(view.stream_id)}: {printable(view.describe())}")
     lines.append(overall_line(report))
+    lines += [f"error: {printable(problem)}" for problem in board.problems.messages()]  # in full, as `plan` says them
     lines += [f"warning: {printable(w)}" for w in report.snapshot.warnings() + report.notes]
     return "\n".join(lines)
 

@@ -75,8 +75,8 @@ def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
         if path:
             print(f"Critical path ({len(path)} stream(s) to go): " + " -> ".join(printable(s) for s in path))
         print("Would start now: " + (", ".join(printable(s) for s in ready) or "nothing"))
-        for line in claims:
-            print(f"warning: {line}", file=sys.stderr)
+        for line in snapshot.warnings() + claims:
+            print(f"warning: {printable(line)}", file=sys.stderr)
         for line in problems:
             print(f"error: {printable(line)}", file=sys.stderr)
     return EXIT_USAGE if problems or not board.views else EXIT_OK
