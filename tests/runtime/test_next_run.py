@@ -9,19 +9,10 @@ only a complete run unless told `--partial`.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.support.project import Project
 from tests.support.taskdb import add_stream, diamond, make_db, set_stream_status
 
 DIAMOND = ("Stream-A", "Stream-B", "Stream-C", "Stream-Z")
-
-
-@pytest.fixture
-def repo(tmp_path):
-    proj = Project.create_git(tmp_path)
-    yield proj
-    proj.orchestrate("stop", "--grace", "1", timeout=30)
 
 
 def starts(proj: Project) -> list:
@@ -122,3 +113,34 @@ def test_a_complete_run_of_named_streams_says_the_plan_is_not_complete(project):
     assert ("not complete in the plan: 3 of 4 stream(s): Stream-B, Stream-C, Stream-Z; run them with "
             "`python3 .claude/orchestrator/orchestrate.py start` (every stream), or name them: "
             "`python3 .claude/orchestrator/orchestrate.py start Stream-B Stream-C Stream-Z`") in run.stdout
+
+
+def test_a_stream_stopped_with_the_run_comes_back_as_a_first_attempt(project):
+    """`stop` (or Ctrl-C) ends the run; the next start is a new run, not "attempt 2" of the stopped worker."""
+    make_db(project.db)
+    add_stream(project.db, "A", [], 1)
+    project.plan({"A": ["hang"]})
+    orchestrator = project.start_background()
+    project.wait_for(lambda: starts(project), what="A to start")
+    assert project.orchestrate("stop", "--grace", "1").returncode == 0
+    orchestrator.wait(timeout=30)
+    project.plan({"A": ["ok"]})
+    again = project.orchestrate("start")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert starts(project) == [("A", 1), ("A", 1)]
+    assert "started A (attempt 1," in again.stdout
+
+
+def test_a_hold_is_carried_into_the_next_run(project):
+    make_db(project.db)
+    add_stream(project.db, "A", [], 1)
+    add_stream(project.db, "B", [], 1)
+    project.plan({"A": ["hang"]})
+    orchestrator = project.start_background()
+    project.wait_for(lambda: project.states().get("A") == "running", what="A to run")
+    assert project.orchestrate("stop", "A", "--grace", "1").returncode == 0  # held until `start A`
+    project.wait_for(lambda: project.states().get("B") == "complete", what="B to complete")
+    assert orchestrator.wait(timeout=30) == 1  # nothing more can progress: A is held
+    again = project.orchestrate("start")
+    assert again.returncode == 1 and "A: stopped by you" in again.stdout  # still held in the new run
+    assert sorted(starts(project)) == [("A", 1), ("B", 1)]  # nothing started again
