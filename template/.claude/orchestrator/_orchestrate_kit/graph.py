@@ -8,7 +8,6 @@ scheduler and the dashboard. The states themselves live in lifecycle.py.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -91,6 +90,8 @@ def _hint(missing: str, streams: Mapping[str, StreamRecord], unreadable: Mapping
 
 def close_matches(name: str, known: Iterable[str], n: int = 3) -> List[str]:
     """Known names `name` may be a misspelling of, closest first; a difference of case only comes first."""
+    import difflib  # only for a name that is not known: the dashboard's frames need not load it
+
     known = list(known)
     by_case = {k.casefold(): k for k in known}
     same = [by_case[name.casefold()]] if name.casefold() in by_case and by_case[name.casefold()] != name else []
