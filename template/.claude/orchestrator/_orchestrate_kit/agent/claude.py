@@ -20,9 +20,12 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 from dataclasses import dataclass
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
+
+from .events import SANDBOX_NOTE
 
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
 OPTION_FLAGS = {  # task metadata key -> Claude Code flag
@@ -295,7 +298,7 @@ def option_origin(option: str, base: Sequence[str]) -> str:
     """Where an option the CLI rejected came from, for the fix text."""
     name = option.split("=", 1)[0]
     if _has_flag(base[1:], name):
-        return "worker_command in orchestrator.conf"
+        return "the worker_command setting"
     for key, flag in OPTION_FLAGS.items():
         if flag == name:
             return f"task metadata key {key!r}"
@@ -368,8 +371,8 @@ def preflight(base: Sequence[str], runner: Runner = run_command, euid: Optional[
 def check_runs(program: str, runner: Runner,
                timeout: float = 30.0) -> Tuple[Optional[str], Optional[PreflightProblem]]:
     """`program --version`: its version line, or why it does not run."""
-    fix = ("install it or correct worker_command in orchestrator.conf (the program must be on PATH and "
-           "executable); --no-preflight skips this check for other agent CLIs")
+    fix = ("install it, or correct the worker_command setting with `orchestrate-kit config worker_command '...'` "
+           "(the program must be on PATH and executable); --no-preflight skips this check for other agent CLIs")
     try:
         done = runner([program, "--version"], timeout)
     except OSError as exc:
@@ -416,8 +419,21 @@ def check_root(argv: Sequence[str], euid: int, environ: Mapping[str, str]) -> Op
         flag = "--permission-mode bypassPermissions"
     if flag is None:
         return None
+    without = shlex.join(_without_skipping(argv))
     return PreflightProblem(
         "root", f"running as root with {flag}: Claude Code refuses that flag as root/sudo",
-        f"run the orchestrator as a normal user, or remove {flag} from worker_command in orchestrator.conf "
-        "(inside a real sandbox Claude Code accepts it when you set IS_SANDBOX=1 yourself; "
-        "orchestrate-kit never sets it)")
+        f"run the orchestrator as a normal user, or set a worker command without {flag}: "
+        f"`orchestrate-kit config worker_command {shlex.quote(without)}`; {SANDBOX_NOTE}")
+
+
+def _without_skipping(argv: Sequence[str]) -> List[str]:
+    """The worker command with its permission-skipping flags taken out (for the fix text)."""
+    kept: List[str] = []
+    for arg in argv:
+        if arg in _SKIP_PERMISSIONS or arg == "--permission-mode=bypassPermissions":
+            continue
+        if arg == "bypassPermissions" and kept and kept[-1] == "--permission-mode":
+            kept.pop()
+            continue
+        kept.append(arg)
+    return kept

@@ -120,6 +120,9 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     plan.set_defaults(handler="plan:cmd_plan")
 
     land = sub.add_parser("land", help="bring the finished run's integration branch into your current branch")
+    land.add_argument("--partial", action="store_true",
+                      help="land what is merged although streams of the plan are not complete (their branches "
+                           "and worktrees stay)")
     land.set_defaults(handler="land:cmd_land")
 
     # The review gate (merge_gate = review): a stream awaiting review is merged only at the commit shown.
