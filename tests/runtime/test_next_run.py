@@ -137,7 +137,8 @@ def test_a_hold_is_carried_into_the_next_run(project):
     add_stream(project.db, "B", [], 1)
     project.plan({"A": ["hang"]})
     orchestrator = project.start_background()
-    project.wait_for(lambda: project.states().get("A") == "running", what="A to run")
+    # Its worker's own start, not the state: "running" is set before the worker's command has run.
+    project.wait_for(lambda: ("A", 1) in starts(project), what="A's worker to start")
     assert project.orchestrate("stop", "A", "--grace", "1").returncode == 0  # held until `start A`
     project.wait_for(lambda: project.states().get("B") == "complete", what="B to complete")
     assert orchestrator.wait(timeout=30) == 1  # nothing more can progress: A is held
