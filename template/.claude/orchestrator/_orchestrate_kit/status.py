@@ -1,8 +1,9 @@
 """One consistent picture of a project's run: `status`, `status --json` and the dashboard print it.
 
-`collect_status` reads the database once, the saved lifecycle table and the
-worker records, and builds the board with the same functions the supervisor
-uses, so what users see is what the loop decides. Standard library only.
+`collect_status` reads the database once, the saved lifecycle table and what
+the executor's records say runs (`executor.read_workers`), and builds the board
+with the same functions the supervisor uses, so what users see is what the loop
+decides. Standard library only.
 """
 
 from __future__ import annotations
@@ -11,21 +12,15 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional
 
 from .agent.claude import WorkerOptionError, is_claude, parse_worker_options
-from .lifecycle import PARKED, Policy, RunInfo, StreamState, Table, load_table
+from .executor import Handle, read_workers
+from .executor.processes import PidRecord, process_start_time, read_pid_file, runs_script, write_pid_file
+from .lifecycle import PARKED, Policy, RunInfo, RunState, StreamState, Table, describe_run, load_table, run_json
 from .names import printable
-from .executor.processes import (
-    PidRecord,
-    process_start_time,
-    read_pid_dir,
-    read_pid_file,
-    runs_script,
-    write_pid_file,
-)
 from .settings import EXIT_STUCK, Layout, Settings, UserError, load_settings
-from .graph import Board, StreamView, WorkerFacts, build_board
+from .graph import Board, StreamView, build_board
 from .agent.output import load_activity
 from .trackers import (
     CHOICES as TRACKER_CHOICES,
@@ -69,11 +64,6 @@ def take_snapshot(location: DatabaseLocation) -> Snapshot:
         raise UserError(str(exc)) from None
 
 
-def live_workers(layout: Layout) -> Dict[str, PidRecord]:
-    """Workers whose pid file names a live process that is really ours."""
-    return {rec.stream_id: rec for rec in read_pid_dir(layout.pids).values() if rec and rec.is_alive()}
-
-
 def live_orchestrator(layout: Layout) -> Optional[PidRecord]:
     """The running orchestrator, if its pid file names a live process that runs this script."""
     record = read_pid_file(layout.orchestrator_pid)
@@ -109,10 +99,9 @@ def option_problems(snapshot: Snapshot, settings: Settings) -> Dict[str, str]:
     return problems
 
 
-def board_for(snapshot: Snapshot, table: Table, workers: Dict[str, PidRecord], settings: Settings,
+def board_for(snapshot: Snapshot, table: Table, workers: Mapping[str, Handle], settings: Settings,
               now: float) -> Board:
-    facts = {sid: WorkerFacts(rec.pid, rec.started_at, rec.attempt) for sid, rec in workers.items()}
-    return build_board(snapshot.streams, table.rows, facts, now, policy_of(settings, table.run),
+    return build_board(snapshot.streams, table.rows, workers, now, policy_of(settings, table.run),
                        option_problems(snapshot, settings))
 
 
@@ -148,7 +137,7 @@ class StatusReport:
             "database_notes": list(self.location.notes),
             "orchestrator": {"running": self.orchestrator is not None,
                              "pid": self.orchestrator.pid if self.orchestrator else None},
-            "run": {**asdict(self.table.run), "cost_usd": round(sum(self.cost_of(s) or 0.0 for s in self.board.views), 6),
+            "run": {**run_json(self.table), "cost_usd": round(sum(self.cost_of(s) or 0.0 for s in self.board.views), 6),
                     "turns": sum(int(a.get("turns") or 0) for a in self.activity.values())},
             "summary": asdict(summary),
             "streams": [dict(view_json(v, self), **self.places.get(v.stream_id, NO_PLACE))
@@ -172,7 +161,9 @@ def view_json(view: StreamView, report: "StatusReport") -> dict:
         "level": view.level,
         "tasks": {"total": view.total, "finished": view.finished, **view.counts},
         "percent": view.percent,
-        "pid": view.pid,
+        "where": view.where or None,  # the executor's words: "pid 4242", a node
+        "worker": view.worker,  # the executor's own facts about the live worker
+        "pid": view.worker.get("pid"),  # the local executor's (kept for scripts that read it)
         "attempts": view.attempts,
         "started_at": view.started_at,
         "retry_at": view.retry_at,
@@ -193,7 +184,7 @@ def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: O
     table, notes = load_table(layout.run_file)
     if table.run.max_restarts is not None:  # the budget the run counts with (--max-restarts)
         settings = replace(settings, max_restarts=table.run.max_restarts)
-    board = board_for(snapshot, table, live_workers(layout), settings, time.time())
+    board = board_for(snapshot, table, read_workers(layout), settings, time.time())
     orchestrator = live_orchestrator(layout)
     activity = load_activity(layout.activity_file) if orchestrator else {}
     return StatusReport(location, snapshot, board, orchestrator, table, layout, notes, activity)
@@ -227,15 +218,17 @@ def render_status(report: StatusReport) -> str:
              f"Tracker: {report.location.generation}, database {printable(report.location.how)}"]
     lines += [f"note: {printable(n)}" for n in report.location.notes]
     orch = report.orchestrator
-    lines.append(f"Orchestrator: running (pid {orch.pid})" if orch else "Orchestrator: not running")
+    run = report.table.run_life
+    shown = f"; {describe_run(run)}" if orch and run.state in (RunState.PAUSED, RunState.PROBING, RunState.STOPPING) else ""
+    lines.append(f"Orchestrator: running (pid {orch.pid}){shown}" if orch else "Orchestrator: not running")
     lines.append("")
-    rows = [("STREAM", "STATE", "TASKS", "PID", "ATTEMPTS", "NAME")]
+    rows = [("STREAM", "STATE", "TASKS", "WORKER", "ATTEMPTS", "NAME")]
     for view in board.views.values():
         rows.append((
             printable(view.stream_id, 40),
             printable(view.describe(), 60),
             f"{view.finished}/{view.total} ({whole_percent(view.finished, view.total)}%)",
-            str(view.pid) if view.pid else "-",
+            view.where or "-",
             str(view.attempts),
             printable(view.stream_name, 40) if view.stream_name != view.stream_id else "",
         ))

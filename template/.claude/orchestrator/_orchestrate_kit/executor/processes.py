@@ -88,10 +88,10 @@ def runs_script(pid: int, name: str) -> bool:
         return re.search(rf"(^|[\s/]){re.escape(name)}(\s|$)", args.strip()) is not None
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            args = handle.read().split(b"\0")
+            argv = handle.read().split(b"\0")
     except OSError:
         return False
-    return any(os.path.basename(arg.decode("utf-8", "replace")) == name for arg in args)
+    return any(os.path.basename(arg.decode("utf-8", "replace")) == name for arg in argv)
 
 
 def _token_entry(token: str) -> bytes:
