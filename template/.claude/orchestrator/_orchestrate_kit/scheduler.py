@@ -129,10 +129,6 @@ class Decision:
         tail: List[Action] = [a for a in (self.shutdown, self.finish) if a is not None]
         return [*self.kill, *self.stop, *self.give_up, *self.merge, *self.spawn, *tail]
 
-    def changes_rows(self) -> bool:
-        """Whether carrying it out changes rows the next decision reads (so decide again at once)."""
-        return bool(self.stop or self.give_up or self.merge or self.spawn)
-
 
 # ---------------------------------------------------------------- deciding
 

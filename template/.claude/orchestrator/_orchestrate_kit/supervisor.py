@@ -47,7 +47,7 @@ from .watch import Reader, TrackerWatch, check_own_files, database_signature
 from .agent.output import WorkerOutputs
 from .worker_spec import build_spec, stream_budgets, stream_limits
 
-DECIDE_ROUNDS = 8  # decisions per turn: a merge unlocks dependents, whose spawns follow in the same turn
+DECIDE_ROUNDS = 8  # decisions per turn at most: a merge unlocks dependents, whose spawns follow at once
 
 
 class Inbox:
@@ -179,7 +179,9 @@ class Supervisor:
                 self.tracker.expect_change()  # its last writes may be in the database: look again
         self._read_outputs(now)
         self._look(now)
+        busy = self.merger.busy
         self.merger.poll(self._apply, now)
+        self.dirty |= self.merger.busy != busy
         stopping = self.table.run_life.state is RunState.STOPPING
         if self.exits and self.tracker.snapshot is not None and (self.tracker.fresh or stopping):
             self._settle_exits(self.tracker.snapshot, now)
@@ -304,14 +306,13 @@ class Supervisor:
     # ---------------------------------------------------------------- deciding and acting
 
     def _decide_and_act(self, now: float) -> Optional[int]:
+        """Decide when something changed or came due, and again while acting changed what it reads."""
+        if not (self.dirty or (self.due is not None and now >= self.due)):
+            return None
         for _ in range(DECIDE_ROUNDS):
-            if not (self.dirty or (self.due is not None and now >= self.due)):
-                return None
             decision = self._decide(now)
-            if decision is None:
-                return None
-            code = self._act(decision, now)
-            if code is not None or not decision.changes_rows():
+            code = None if decision is None else self._act(decision, now)
+            if code is not None or decision is None or not self.dirty:
                 return code
         return None
 
@@ -350,7 +351,9 @@ class Supervisor:
                 self._spawn(action, now)
             elif isinstance(action, Shutdown):
                 self.executor.shutdown(action.deadline)
+                busy = self.merger.busy
                 self.merger.stop()  # a running merge check ends; its stream is merged again next start
+                self.dirty |= self.merger.busy != busy
             elif isinstance(action, Finish):
                 return self._finish(action, now)
         if decision.credit != self.table.run_life.credit or decision.spawn:
