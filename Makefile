@@ -39,8 +39,13 @@ claude-cli:
 			@anthropic-ai/claude-code@$(CLAUDE_CLI_VERSION) && touch $(CLAUDE_CLI_STAMP); \
 	fi
 
+RUNTIME_DIR = template/.claude/orchestrator
+RUNTIME_TYPED = $(RUNTIME_DIR)/_orchestrate_kit $(RUNTIME_DIR)/orchestrate.py $(RUNTIME_DIR)/task_copilot_client.py \
+	$(RUNTIME_DIR)/check_streams_data.py
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --python-version 3.9 $(RUNTIME_TYPED)
 
 pytest: $(STAMP) claude-cli
 	$(BIN)/pytest -m ''  # every test: the soak rounds and the wheel builds as well

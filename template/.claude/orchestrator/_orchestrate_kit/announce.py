@@ -21,6 +21,7 @@ from .graph import Board
 from .lifecycle import LIVE, Life, Policy, StreamState
 from .names import printable
 from .notify import Notifier
+from .settings import Layout
 from .trackers import StreamRecord
 
 
@@ -57,6 +58,12 @@ class Announcer:
     def __init__(self, say, notifier: Notifier, root: Path):
         self.say, self.notifier, self.root = say, notifier, root
         self.killed: Set[str] = set()  # handles already reported killed (a KILL may be repeated)
+
+    @classmethod
+    def of(cls, reporter: Reporter, on_event: str, layout: Layout) -> "Announcer":
+        """Lines through `reporter`; notifications run `on_event` (its output in the orchestrator log)."""
+        return cls(reporter.say, Notifier(on_event, layout.orchestrator_log,
+                                          lambda message: reporter.say(f"warning: {message}")), layout.root)
 
     def warn(self, message: str) -> None:
         self.say(f"warning: {message}")

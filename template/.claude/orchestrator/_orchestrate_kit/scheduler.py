@@ -149,7 +149,7 @@ def decide(board: Board, run: RunLife, settings: Settings, now: float, facts: Fa
     for sid, life in board.rows.items():
         waits = life.state in (StreamState.BACKOFF, StreamState.RATE_LIMITED)
         if waits and (targets is None or sid in targets) and life.retry_at and life.retry_at > now:
-            decision.wake_at = _earliest(decision.wake_at, life.retry_at)
+            decision.wake_at = earliest(decision.wake_at, life.retry_at)
     if facts.fresh and not facts.exits_pending and not facts.cleaning_up:
         decision.finish = _over(board, decision, targets, facts)
     return decision
@@ -169,7 +169,7 @@ def _watch_live(decision: Decision, board: Board, run: RunLife, settings: Settin
             if run.forced or due <= now:
                 decision.kill.append(Kill(sid))
                 due = now + KILL_AGAIN_SECONDS
-            decision.wake_at = _earliest(decision.wake_at, due)
+            decision.wake_at = earliest(decision.wake_at, due)
         elif run.state is RunState.STOPPING:
             busy += 1
             decision.stop.append(Stop(sid, RUN_STOPPING, StreamState.WAITING, run.deadline))
@@ -180,7 +180,7 @@ def _watch_live(decision: Decision, board: Board, run: RunLife, settings: Settin
             if due <= now:
                 decision.stop.append(Stop(sid, LINGERING))
             else:
-                decision.wake_at = _earliest(decision.wake_at, due)
+                decision.wake_at = earliest(decision.wake_at, due)
         else:
             busy += 1
             _watch_for_stall(decision, sid, facts.last_output.get(sid), stall, now)
@@ -194,7 +194,7 @@ def _watch_for_stall(decision: Decision, sid: str, last_output: Optional[float],
     if last_output + stall <= now:
         decision.stop.append(Stop(sid, f"stalled: no output for {stall / 60:g} min; stopping it", StreamState.FAILED))
     else:
-        decision.wake_at = _earliest(decision.wake_at, last_output + stall)
+        decision.wake_at = earliest(decision.wake_at, last_output + stall)
 
 
 def startable(board: Board, now: float, targets: Optional[AbstractSet[str]] = None) -> List[str]:
@@ -243,7 +243,7 @@ def _choose_spawns(decision: Decision, board: Board, run: RunLife, settings: Set
     limit = max([(run.paused_until or 0.0) if run.state is RunState.PAUSED else 0.0]
                 + [life.retry_at or 0.0 for life in board.rows.values() if life.state is StreamState.RATE_LIMITED])
     if limit > now:  # the limit is the account's: no worker starts anywhere until it resets
-        decision.held_back, decision.wake_at = "usage limit", _earliest(decision.wake_at, limit)
+        decision.held_back, decision.wake_at = "usage limit", earliest(decision.wake_at, limit)
         return
     if facts.budget_left is not None and facts.budget_left < MIN_BUDGET_USD:
         decision.held_back = "run budget"
@@ -260,7 +260,7 @@ def _choose_spawns(decision: Decision, board: Board, run: RunLife, settings: Set
     if allowed < room:  # ready streams wait for the pacing: the next one in a gap
         decision.credit = credit - allowed
         decision.held_back = decision.held_back or "pacing"
-        decision.wake_at = _earliest(decision.wake_at, now + (1 - decision.credit % 1) * settings.spawn_gap)
+        decision.wake_at = earliest(decision.wake_at, now + (1 - decision.credit % 1) * settings.spawn_gap)
     else:
         decision.credit = None  # nobody waits for it: the next wave gets a full burst again
     for sid in ready[:allowed]:
@@ -319,7 +319,8 @@ def _merge_pending(life: Life) -> bool:
     return life.state is StreamState.MERGING or (life.state is StreamState.BACKOFF and bool(life.conflicts))
 
 
-def _earliest(current: Optional[float], candidate: Optional[float]) -> Optional[float]:
+def earliest(current: Optional[float], candidate: Optional[float]) -> Optional[float]:
+    """The sooner of two times, either of which may be None (nothing due)."""
     if candidate is None:
         return current
     return candidate if current is None else min(current, candidate)

@@ -15,73 +15,35 @@ loop turn by turn (`begin`, `turn`). Standard library only, Python 3.9+.
 
 from __future__ import annotations
 
-import os
-import select
 import signal
 import time
-import uuid
 from typing import Callable, Dict, Iterable, List, Optional, Set
 
 from .agent.claude import is_claude
 from .agent.events import Fatal
+from .agent.output import WorkerOutputs
 from .announce import Announcer, Reporter
 from .executor import Ended, Executor, open_check_executor, open_executor
 from .exits import judge_exit, limit_until
 from .git.merging import Merger
 from .graph import Board
-from .lifecycle import (LIVE, USER_STOP, Adopted, Event, FatalSeen, Hold, Life, LimitHit, LimitLifted,
-                        Paced, Release, RunBegins, RunEnds, RunEvent, RunState, Spawned, SpawnFailed, Spawning,
-                        StopAsked, StopRequested, StopSignal, StreamState, Table, TableFile, Tick, transition,
-                        transition_run)
+from .lifecycle import GiveUp as Failed
+from .lifecycle import (LIVE, USER_STOP, Adopted, Event, FatalSeen, Hold, Life, LimitHit, LimitLifted, Paced, Release,
+                        RunBegins, RunEnds, RunEvent, RunState, Spawned, SpawnFailed, Spawning, StopAsked,
+                        StopRequested, StopSignal, StreamState, Table, TableFile, Tick, transition, transition_run)
 from .locks import Lock
 from .names import printable
-from .notify import Notifier
-from .requests import pending_requests
-from .lifecycle import GiveUp as Failed
-from .scheduler import RUN_STOPPING, Decision, Facts, Finish, GiveUp, Kill, Merge, Shutdown, Spawn, Stop, decide
+from .requests import Asked, asked, serve_requests
+from .scheduler import RUN_STOPPING, Decision, Facts, Finish, GiveUp, Kill, Merge, Shutdown, Spawn, Stop, decide, earliest
 from .settings import Layout, Settings, UserError
 from .status import board_for, last_log_line, policy_of
 from .summary import closing_lines, outcome_of
 from .trackers import DatabaseError, DatabaseLocation, Snapshot
+from .wakeup import Inbox
 from .watch import Reader, TrackerWatch, check_own_files, database_signature
-from .agent.output import WorkerOutputs
-from .worker_spec import build_spec, stream_budgets, stream_limits
+from .worker_spec import build_spec, choose_session, stream_budgets, stream_limits
 
 DECIDE_ROUNDS = 8  # decisions per turn at most: a merge unlocks dependents, whose spawns follow at once
-
-
-class Inbox:
-    """What signal handlers noted, for the loop to act on; and the wakeup fd the loop sleeps on."""
-
-    def __init__(self) -> None:
-        self.wake_r, self.wake_w = os.pipe()
-        self.stops: List[int] = []  # TERM, INT and HUP since the loop last looked
-        self.requests = True  # look for request files (at start: some may be waiting)
-
-    def install(self) -> None:
-        os.set_blocking(self.wake_w, False)
-        signal.set_wakeup_fd(self.wake_w)
-        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the loop at once
-        signal.signal(signal.SIGUSR1, lambda *_: self.request())
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, lambda signum, _frame: self.stop(signum))
-
-    def stop(self, signum: int) -> None:
-        self.stops.append(signum)
-
-    def request(self) -> None:
-        self.requests = True
-
-    def sleep(self, timeout: float) -> None:
-        try:
-            ready, _, _ = select.select([self.wake_r], [], [], max(timeout, 0.0))
-        except InterruptedError:
-            return
-        if ready:
-            try:
-                os.read(self.wake_r, 4096)
-            except BlockingIOError:
-                pass
 
 
 class Supervisor:
@@ -96,9 +58,7 @@ class Supervisor:
         self.targets = set(targets) if targets is not None else None
         self.releasing = (set(release), retry_failed)  # what `start` asked to run again
         self.locks = list(locks)
-        self.announce = Announcer(reporter.say, Notifier(settings.on_event, layout.orchestrator_log,
-                                                         lambda message: reporter.say(f"warning: {message}")),
-                                  layout.root)
+        self.announce = Announcer.of(reporter, settings.on_event, layout)
         self.executor = executor or open_executor(layout, settings.stop_grace, clock)
         self.merger = merger or Merger(layout.root, settings, location, reporter.say, layout.log_for,
                                        open_check_executor(layout, settings.stop_grace, clock))
@@ -127,10 +87,8 @@ class Supervisor:
 
     def sleep_time(self) -> float:
         """Until the next thing due; never a blind long poll, never a spin."""
-        if self.dirty:
-            return 0.0
-        due = self.due if self.due is not None else self.clock() + self.settings.poll_interval
-        return min(self.settings.poll_interval, due - self.clock())
+        poll = self.settings.poll_interval
+        return 0.0 if self.dirty else poll if self.due is None else max(min(poll, self.due - self.clock()), 0.0)
 
     def begin(self) -> None:
         """Continue the saved table (attempts, back-off, holds), adopt live workers, and note the
@@ -187,9 +145,7 @@ class Supervisor:
             self._settle_exits(self.tracker.snapshot, now)
         code = self._decide_and_act(now)
         before = self.executor.cleaning_up()
-        due = self.executor.tick()
-        if due is not None:
-            self.due = min(self.due, due) if self.due is not None else due
+        self.due = earliest(self.due, self.executor.tick())  # its housekeeping's next step, if sooner
         self.dirty |= self.executor.cleaning_up() != before
         self.store.save(self.table)
         self.outputs.save_activity(self.layout.activity_file, self._spent(), now, force=code is not None)
@@ -216,45 +172,24 @@ class Supervisor:
     def _handle_requests(self, now: float) -> None:
         """Answer what `start STREAM`, `stop STREAM` and `stop` asked of the running orchestrator."""
         self.inbox.requests = False
-        for request in pending_requests(self.layout):
-            try:
-                reply = self._apply_request(request.read(), now)
-            except (OSError, ValueError, TypeError, KeyError) as exc:
-                reply = f"the request could not be read: {exc}"
-            request.answer(reply)
-
-    def _apply_request(self, request: dict, now: float) -> str:
-        action = request["action"]
-        streams = [str(s) for s in request.get("streams", [])]
-        grace = float(request.get("grace") or self.settings.stop_grace)
-        if action == "shutdown":
-            self._apply_run(StopAsked(grace), now)
-            return "stopping"
         known = self.tracker.snapshot.streams if self.tracker.snapshot else {}
-        unknown = [s for s in streams if s not in known]
-        if unknown:
-            return "unknown stream(s): " + ", ".join(printable(s) for s in unknown)
-        if action == "start":
-            for sid in streams:
-                self._apply(sid, Release(), now)
-                if self.targets is not None:
-                    self.targets.add(sid)
-            return ("the running orchestrator lifted any stop on " + ", ".join(printable(s) for s in streams)
-                    + ", reset its restart budget and runs it as its dependencies allow")
-        if action == "retry_failed":
-            failed = [sid for sid, life in self.table.rows.items() if life.state is StreamState.FAILED]
-            for sid in failed:
-                self._apply(sid, Release(), now)
-            return f"the running orchestrator retries {len(failed)} failed stream(s)"
-        if action == "stop":
-            for sid in streams:
-                if self.table.get(sid).state in LIVE:
-                    self._stop(Stop(sid, USER_STOP, StreamState.HELD, now + grace), now)
-                else:
-                    self._apply(sid, Hold(USER_STOP), now)
-            return ("stopping " + ", ".join(printable(s) for s in streams)
-                    + f"; it stays stopped until `orchestrate.py start {printable(streams[0]) if streams else 'STREAM'}`")
-        return f"unknown request {action!r}"
+        failed = [sid for sid, life in self.table.rows.items() if life.state is StreamState.FAILED]
+        grace = self.settings.stop_grace
+        serve_requests(self.layout, lambda request: self._obey(asked(request, known, failed, grace), now))
+
+    def _obey(self, asked: Asked, now: float) -> str:
+        if asked.shutdown is not None:
+            self._apply_run(StopAsked(asked.shutdown), now)
+        for sid in asked.release + asked.retry:
+            self._apply(sid, Release(), now)
+        if self.targets is not None:
+            self.targets.update(asked.release)
+        for sid in asked.hold:
+            if self.table.get(sid).state in LIVE:
+                self._stop(Stop(sid, USER_STOP, StreamState.HELD, now + asked.grace), now)
+            else:
+                self._apply(sid, Hold(USER_STOP), now)
+        return asked.reply
 
     def _read_outputs(self, now: float) -> None:
         """What running workers said since the last turn: a usage limit or a fatal failure acts at once."""
@@ -280,12 +215,11 @@ class Supervisor:
             self._apply_run(FatalSeen(fatal.message, fatal.fix, self.settings.stop_grace), now)
 
     def _look(self, now: float) -> None:
-        if self.tracker.due_for_safety(now):
+        if self.tracker.due_for_safety(now):  # what an agent's `git clean` took is put back
             check_own_files(self.layout, self.locks, self.tracker.warn)
             if not self.layout.run_file.exists():
                 self.store.forget()
-        if self.tracker.look(now):
-            self.dirty = True
+        self.dirty |= self.tracker.look(now)
 
     def _settle_exits(self, snapshot: Snapshot, now: float) -> None:
         for sid, ended in self.exits.items():
@@ -369,37 +303,31 @@ class Supervisor:
 
     def _spawn(self, spawn: Spawn, now: float) -> None:
         assert self.board is not None and self.tracker.snapshot is not None
-        sid = spawn.stream_id
-        view = self.board.views[sid]
+        sid, life = spawn.stream_id, self.table.get(spawn.stream_id)
+        resume, session = choose_session(life.session_id, life.resume, self.settings)
+        self._apply(sid, Spawning(spawn.attempt, resume or session or ""), now)
         try:
             tasks = self.tracker.reader.stream_tasks(sid)
         except DatabaseError:
             tasks = []
-        life = self.table.get(sid)
-        claude = is_claude(self.settings.worker_argv())
-        resume = life.session_id if life.resume else None
-        # A new session gets an id we choose, so a resume after a usage limit knows it even when the
-        # worker dies before printing its first event.
-        session = None if resume or not claude else str(uuid.uuid4())
-        was_limited = life.state is StreamState.RATE_LIMITED
-        self._apply(sid, Spawning(spawn.attempt, resume or session or ""), now)
         try:
             self.layout.logs.mkdir(parents=True, exist_ok=True)
             workspace = self.merger.prepare(sid)  # its worktree (None: the project root)
-            spec = build_spec(view, spawn.attempt, tasks, self.layout, self.settings, self.location,
-                              stream_limits(self.tracker.snapshot.streams.get(sid), claude), resume, spawn.budget_usd,
-                              session, warn=self.announce.warn, workspace=workspace, conflicts=life.conflicts,
-                              integration_branch=self.merger.integration_branch)
+            limits = stream_limits(self.tracker.snapshot.streams.get(sid), is_claude(self.settings.worker_argv()))
+            spec = build_spec(self.board.views[sid], spawn.attempt, tasks, self.layout, self.settings, self.location,
+                              limits, resume, spawn.budget_usd, session, warn=self.announce.warn, workspace=workspace,
+                              conflicts=life.conflicts, integration_branch=self.merger.integration_branch)
             handle = self.executor.spawn(spec, before_go=lambda _handle: self.store.save(self.table))
         except (OSError, UserError) as exc:
-            life = self._apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)
+            failed = self._apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)
             self.announce.say(f"{printable(sid)}: its worker could not be started ({exc}); "
-                              + ("giving up" if life.state is StreamState.FAILED else "will retry"))
+                              + ("giving up" if failed.state is StreamState.FAILED else "will retry"))
             return
         self._apply(sid, Spawned(), now)
         output = self.executor.output(handle)
         self.outputs.watch(sid, output.path, output.offset, now)
-        self.announce.started(handle, spec.log_path, resume, was_limited, view.stream_name)
+        self.announce.started(handle, spec.log_path, resume, life.state is StreamState.RATE_LIMITED,
+                              self.board.views[sid].stream_name)
 
     def _finish(self, finish: Finish, now: float) -> int:
         spent = sum(self._spent().values())
@@ -417,7 +345,6 @@ class Supervisor:
         return {sid: life.spent_usd for sid, life in self.table.rows.items() if life.spent_usd}
 
     def _run_budget_left(self) -> Optional[float]:
-        if not self.settings.max_cost_usd:
-            return None
-        return self.settings.max_cost_usd - sum(self._spent().values()) - self.outputs.live_cost()
+        spent = sum(self._spent().values()) + self.outputs.live_cost()
+        return self.settings.max_cost_usd - spent if self.settings.max_cost_usd else None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .agent.claude import Launch, StreamLimits, WorkerOptionError, build_argv, is_claude, parse_worker_options
@@ -33,6 +34,15 @@ def stream_limits(record: Optional[StreamRecord], claude: bool) -> StreamLimits:
         return parse_worker_options(record.worker_options)
     except WorkerOptionError:
         return StreamLimits()
+
+
+def choose_session(session_id: str, resume: bool, settings: Settings) -> Tuple[Optional[str], Optional[str]]:
+    """(the session this attempt continues, the new session it starts): Claude Code workers only. A new
+    session gets an id we choose, so a resume after a usage limit knows it even when the worker dies
+    before printing its first event."""
+    if resume and session_id:
+        return session_id, None
+    return None, str(uuid.uuid4()) if is_claude(settings.worker_argv()) else None
 
 
 def stream_budgets(snapshot: Snapshot, settings: Settings) -> Dict[str, float]:
