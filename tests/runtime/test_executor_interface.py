@@ -137,9 +137,10 @@ def test_terminate_and_kill_reach_the_whole_group_and_report_the_signal(folders)
 def test_what_an_ended_worker_leaves_is_cleaned_up_and_killed_by_the_shutdown_deadline(folders):
     make, _pids, logs = folders
     executor = make(grace=60.0)
-    script = ("import subprocess, sys; subprocess.Popen([sys.executable, '-c', "
-              "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)']); "
-              "print('spawned', flush=True)")
+    # It exits once its child ignores TERM (so the child cannot die of the TERM that follows its end).
+    script = ("import subprocess, sys; child = subprocess.Popen([sys.executable, '-c', "
+              "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); "
+              "time.sleep(60)'], stdout=subprocess.PIPE); child.stdout.readline()")
     handle = executor.spawn(spec(logs, "A", script), lambda _h: None)
     assert ended(executor, handle) == ex.Ended(exit_code=0)
     assert executor.cleaning_up() == {"A"}  # its child ignores TERM: KILLed after the grace, or the deadline
@@ -178,5 +179,6 @@ def test_only_the_streams_asked_for_are_adopted(folders):
 def test_the_read_only_reader_shows_live_workers_without_adopting_them(folders):
     make, pids, logs = folders
     executor = make()
-    handle = executor.spawn(spec(logs, "A", "import time; time.sleep(60)"), lambda _h: None)
+    handle = executor.spawn(spec(logs, "A", "import time; print('up', flush=True); time.sleep(60)"), lambda _h: None)
+    wait_until(lambda: (logs / "A.log").read_text().endswith("up\n"), "the worker's command to run")
     assert local.recorded_workers(pids) == {"A": handle}

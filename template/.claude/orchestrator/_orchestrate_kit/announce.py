@@ -21,6 +21,7 @@ from .graph import Board
 from .lifecycle import LIVE, Life, Policy, StreamState
 from .names import printable
 from .notify import Notifier
+from .scheduler import RUN_STOPPING
 from .settings import Layout
 from .trackers import StreamRecord
 
@@ -108,6 +109,10 @@ class Announcer:
         self.say(f"configuration error, seen in {printable(sid)}'s worker: {printable(fatal.message, 300)}")
         self.say(f"fix: {fatal.fix}")
         self.notifier.fire("configuration_error", stream_id=sid, reason=fatal.message, fix=fatal.fix)
+
+    def stopping(self, sid: str, reason: str) -> None:
+        if reason != RUN_STOPPING:  # the run's own stop was said once, for every worker
+            self.say(f"{printable(sid)} {reason}")
 
     def gave_up(self, sid: str) -> None:
         self.say(f"{printable(sid)} failed: its budget is spent")

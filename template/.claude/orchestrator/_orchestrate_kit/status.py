@@ -219,7 +219,8 @@ def render_status(report: StatusReport) -> str:
     lines += [f"note: {printable(n)}" for n in report.location.notes]
     orch = report.orchestrator
     run = report.table.run_life
-    shown = f"; {describe_run(run)}" if orch and run.state in (RunState.PAUSED, RunState.PROBING, RunState.STOPPING) else ""
+    unusual = run.state in (RunState.PAUSED, RunState.PROBING, RunState.STOPPING)  # running normally: nothing to add
+    shown = f"; {describe_run(run)}" if orch and unusual else ""
     lines.append(f"Orchestrator: running (pid {orch.pid}){shown}" if orch else "Orchestrator: not running")
     lines.append("")
     rows = [("STREAM", "STATE", "TASKS", "WORKER", "ATTEMPTS", "NAME")]

@@ -27,14 +27,15 @@ from .executor import Ended, Executor, open_check_executor, open_executor
 from .exits import judge_exit, limit_until
 from .git.merging import Merger
 from .graph import Board
-from .lifecycle import GiveUp as Failed
-from .lifecycle import (LIVE, USER_STOP, Adopted, Event, FatalSeen, Hold, Life, LimitHit, LimitLifted, Paced, Release,
-                        RunBegins, RunEnds, RunEvent, RunState, Spawned, SpawnFailed, Spawning, StopAsked,
-                        StopRequested, StopSignal, StreamState, Table, TableFile, Tick, transition, transition_run)
+from .lifecycle import (LIVE, USER_STOP, Adopted, Event, FatalSeen, GiveUp as Failed, Hold, Life, LimitHit, LimitLifted,
+                        Paced, Release, RunBegins, RunEnds, RunEvent, RunState, Spawned, SpawnFailed, Spawning,
+                        StopAsked, StopRequested, StopSignal, StreamState, Table, TableFile, Tick, transition,
+                        transition_run)
 from .locks import Lock
 from .names import printable
 from .requests import Asked, asked, serve_requests
-from .scheduler import RUN_STOPPING, Decision, Facts, Finish, GiveUp, Kill, Merge, Shutdown, Spawn, Stop, decide, earliest
+from .scheduler import (Decision, Facts, Finish, GiveUp, Kill, Merge, Shutdown, Spawn, Stop, decide,
+                        earliest)
 from .settings import Layout, Settings, UserError
 from .status import board_for, last_log_line, policy_of
 from .summary import closing_lines, outcome_of
@@ -274,8 +275,7 @@ class Supervisor:
                 self.announce.killed_worker(live[action.stream_id])
             elif isinstance(action, Stop):
                 self._stop(action, now)
-                if action.reason != RUN_STOPPING:  # the run's stop was announced once, for all
-                    self.announce.say(f"{printable(action.stream_id)} {action.reason}")
+                self.announce.stopping(action.stream_id, action.reason)
             elif isinstance(action, GiveUp):
                 self._apply(action.stream_id, Failed(action.reason), now)
                 self.announce.gave_up(action.stream_id)
