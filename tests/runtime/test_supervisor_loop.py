@@ -9,6 +9,7 @@ import pytest
 from tests.runtime.runtime_import import lifecycle as lc
 from tests.runtime.runtime_import import scheduler as sch
 from tests.runtime.runtime_import import supervisor as sv
+from tests.runtime.runtime_import import task_copilot_client as tcc
 from tests.support.loop_harness import START, FakeMerger, Harness
 
 S = lc.StreamState
@@ -428,3 +429,15 @@ def test_the_supervisor_stays_readable_in_one_sitting():
                   and t.value.id == "self"}
     assert len(attributes) <= 20, sorted(attributes)
     assert len(source.splitlines()) <= 350
+
+
+def test_ctrl_c_ends_the_run_even_while_the_database_cannot_be_read(tmp_path):
+    """Exits are judged without the tracker once the run is stopping: nothing waits for it to come back."""
+    table = lc.Table(rows={"A": lc.Life(state=S.RUNNING, attempts=1, ran=True)})
+    h = Harness(tmp_path, {"A": []}, table=table, records=[("A", 1, False)])
+    h.tracker.broken = tcc.DatabaseError("the database is gone")
+    assert h.settle() is None and h.executor.spawns() == []
+    assert h.lines("warning: the database is gone; waiting for it to come back")
+    assert h.signal(signal.SIGINT) == 130
+    assert h.lines("A worker exited with unknown code (ended while no orchestrator ran) "
+                   "(the database cannot be read now)")

@@ -81,10 +81,13 @@ class Announcer:
             self.killed.add(handle.key)
             self.say(f"{printable(handle.stream_id)} did not end after TERM within its grace; killed it")
 
-    def exit(self, sid: str, ended: Ended, stream: Optional[StreamRecord], life: Life, policy: Policy) -> None:
+    def exit(self, sid: str, ended: Ended, stream: Optional[StreamRecord], life: Life, policy: Policy,
+             tracked: bool = True) -> None:
+        """`tracked`: the tracker could be read (else `stream` is None for want of it)."""
         name, how = printable(sid), ended.describe()
         if stream is None:
-            self.say(f"{name} is no longer in the database; its worker exited with {how}")
+            self.say(f"{name} is no longer in the database; its worker exited with {how}" if tracked
+                     else f"{name} worker exited with {how} (the database cannot be read now)")
         elif life.state is StreamState.COMPLETE:
             if ended.exit_code != 0:
                 self.say(f"{name} worker exited with {how} after its stream completed")

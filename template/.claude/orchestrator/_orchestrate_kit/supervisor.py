@@ -1,16 +1,15 @@
 """The supervisor: a thin loop that gathers events, applies transitions, asks the scheduler, acts.
 
 Each turn: stop signals and user requests (files in the state folder, announced
-by SIGUSR1), worker exits (SIGCHLD on a wakeup fd wakes the loop), what workers
-said (their logs), a database change (watch.py), and the clock. Exits are
-judged against a fresh snapshot (exits.py: the worker's last writes decide
-whether its stream completed). Every change of a stream's row goes through
-`lifecycle.transition`, of the run's row through `lifecycle.transition_run`;
-everything to do comes from `scheduler.decide`, carried out through the
-executor (workers) and the merger (git). Nothing here waits for a worker:
-stopping is a state with a deadline. Signal handlers only note what arrived.
-Clock, executor, merger and database reader are injectable, so tests drive the
-loop turn by turn (`begin`, `turn`). Standard library only, Python 3.9+.
+by SIGUSR1), worker exits (their SIGCHLD wakes the loop), what workers said
+(their logs), a database change (watch.py), and the clock. Exits are judged
+against a fresh read of the tracker (exits.py). Every change of a stream's row
+goes through `lifecycle.transition`, of the run's row through `transition_run`;
+everything to do comes from `scheduler.decide`, carried out through the executor
+(workers) and the merger (git). Nothing here waits for a worker: stopping is a
+state with a deadline. Signal handlers only note what arrived. Clock, executor,
+merger and tracker reader are injectable: tests drive it turn by turn (`begin`,
+`turn`). Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
@@ -141,8 +140,8 @@ class Supervisor:
         busy = self.merger.busy
         self.merger.poll(self._apply, now)
         self.dirty |= self.merger.busy != busy
-        stopping = self.table.run_life.state is RunState.STOPPING
-        if self.exits and self.tracker.snapshot is not None and (self.tracker.fresh or stopping):
+        stopping = self.table.run_life.state is RunState.STOPPING  # then judged even without the tracker
+        if self.exits and (self.tracker.fresh or stopping):
             self._settle_exits(self.tracker.snapshot, now)
         code = self._decide_and_act(now)
         before = self.executor.cleaning_up()
@@ -222,9 +221,9 @@ class Supervisor:
                 self.store.forget()
         self.dirty |= self.tracker.look(now)
 
-    def _settle_exits(self, snapshot: Snapshot, now: float) -> None:
+    def _settle_exits(self, snapshot: Optional[Snapshot], now: float) -> None:
         for sid, ended in self.exits.items():
-            stream = snapshot.streams.get(sid)
+            stream = snapshot.streams.get(sid) if snapshot else None
             before = self.table.get(sid)
             if before.state not in LIVE:
                 self._apply(sid, Adopted(before.attempts), now)
@@ -235,7 +234,7 @@ class Supervisor:
             if verdict.fatal is not None:
                 self._on_fatal(sid, verdict.fatal, now)
             after = self._apply(sid, verdict.exited, now)
-            self.announce.exit(sid, ended, stream, after, self.policy)
+            self.announce.exit(sid, ended, stream, after, self.policy, tracked=snapshot is not None)
         self.exits.clear()
 
     # ---------------------------------------------------------------- deciding and acting
@@ -254,7 +253,8 @@ class Supervisor:
     def _decide(self, now: float) -> Optional[Decision]:
         snapshot = self.tracker.snapshot
         if snapshot is None and self.table.run_life.state is not RunState.STOPPING:
-            return None  # nothing is known yet to decide on
+            self.dirty = False  # nothing to decide on until the tracker is read (a read makes it dirty)
+            return None
         board = board_for(snapshot or Snapshot({}), self.table, self.executor.live(), self.settings, now)
         if snapshot is not None:
             self.announce.board_changes(self.board, board)
