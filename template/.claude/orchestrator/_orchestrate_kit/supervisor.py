@@ -125,9 +125,8 @@ class Supervisor:
     def turn(self) -> Optional[int]:
         now = self.clock()
         self._apply_run(Tick(), now)
-        for signum in self.inbox.stops:
+        for signum in self.inbox.take_stops():
             self._apply_run(StopSignal(self.settings.stop_grace, signum == signal.SIGINT), now)
-        self.inbox.stops.clear()
         if self.inbox.requests:  # after the signals: a `stop --grace S` then shortens their grace
             self._handle_requests(now)
         for sid, handle in list(self.executor.live().items()):

@@ -34,6 +34,11 @@ class Inbox:
     def stop(self, signum: int) -> None:
         self.stops.append(signum)
 
+    def take_stops(self) -> List[int]:
+        """The stop signals noted since the last call (one arriving meanwhile is kept for the next)."""
+        stops, self.stops = self.stops, []
+        return stops
+
     def request(self) -> None:
         self.requests = True
 
