@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUNTIME = REPO / "template" / ".claude" / "orchestrator"
 DOCS = [REPO / "README.md", RUNTIME / "ORCHESTRATION_GUIDE.md", REPO / "docs" / "INSTALL.md",
         REPO / "template" / ".claude" / "commands" / "orchestrate.md"]
-RUNTIME_COMMANDS = ["start", "status", "stop", "logs", "plan", "land"]
+RUNTIME_COMMANDS = ["start", "status", "stop", "logs", "plan", "land", "review", "approve", "reject"]
 INSTALLER_COMMANDS = ["install", "upgrade", "doctor", "config", "sample-db", "install-command", "demo"]
 
 

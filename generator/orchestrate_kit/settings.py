@@ -69,6 +69,18 @@ _RULE_WORDS = {
     "interval": "a number of seconds above 0, e.g. 1 or 0.5",
     "seconds": "a number of seconds, 0 or more",
 }
+# Gates before merge and the run's branches on a remote: merge_gate is an install answer; push,
+# push_remote and merge_check_timeout are the runtime's own (their choices are listed here).
+RULES.update(merge_gate="choice", push="choice", push_remote="text", merge_check_timeout="minutes")
+RUNTIME_ONLY.update({
+    "push": ("none", "push the run's branches to push_remote, never forced: none, integration (after each "
+                     "merge) or all (each stream branch too)"),
+    "push_remote": ("origin", "the git remote that push and merge_gate = pr use"),
+    "merge_check_timeout": ("30", "minutes a merge check may run before it is ended with everything it "
+                                  "started (0 = never)"),
+})
+RUNTIME_CHOICES = {"push": ("none", "integration", "all")}
+_RULE_WORDS["minutes"] = "a number of minutes, 0 or more, e.g. 30 or 0.5"
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,7 @@ def known(template_root: Path, questions: Mapping[str, Mapping[str, Any]]) -> di
         values = tuple(str(v) for v in (choices.values() if isinstance(choices, dict) else choices))
         found[key] = Setting(key, str(question.get("default", "")), str(question.get("help", "")), values)
     for key, (default, text) in RUNTIME_ONLY.items():
-        found[key] = Setting(key, default, text)
+        found[key] = Setting(key, default, text, RUNTIME_CHOICES.get(key, ()))
     return found
 
 

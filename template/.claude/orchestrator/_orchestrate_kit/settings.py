@@ -25,6 +25,7 @@ EXIT_OK, EXIT_STUCK, EXIT_USAGE = 0, 1, 2
 # Text settings that take one of a few words.
 CHOICES = {"isolation": ("auto", "worktree", "none"), "conflicts": ("agent", "manual"),
            "tracker": ("auto", "mcp", "tc")}
+CHOICES.update({"merge_gate": ("auto", "review", "pr"), "push": ("none", "integration", "all")})  # gates (issue 20)
 
 
 class UserError(Exception):
@@ -58,6 +59,11 @@ class Settings:
     isolation: str = "auto"  # worktree (one git worktree per stream), none (the project root), auto
     merge_check: str = ""  # a shell command run on the merged tree after each stream's merge
     conflicts: str = "agent"  # a merge conflict: agent (handed back to the stream's agent once) or manual
+    # Gates before merge, and the run's branches on a remote (git/gates.py, pull_requests.py, remote.py).
+    merge_gate: str = "auto"  # auto (merge at once), review (wait for `approve`), pr (a draft pull request per stream)
+    push: str = "none"  # none, integration (the integration branch after each merge) or all (and each stream branch)
+    push_remote: str = "origin"  # the git remote that push and merge_gate = pr use
+    merge_check_timeout: float = 30.0  # minutes a merge check may run before it is ended (0 = never)
 
     def worker_argv(self) -> List[str]:
         try:

@@ -121,6 +121,20 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
 
     land = sub.add_parser("land", help="bring the finished run's integration branch into your current branch")
     land.set_defaults(handler="land:cmd_land")
+
+    # The review gate (merge_gate = review): a stream awaiting review is merged only at the commit shown.
+    review = sub.add_parser("review", help="show what a stream awaiting review would merge, and record that commit")
+    review.add_argument("stream", metavar="STREAM", help="a stream in awaiting_review")
+    review.add_argument("--stat", action="store_true", help="the diff stat without the diff")
+    review.add_argument("--json", action="store_true", help="machine-readable output")
+    review.set_defaults(handler="review:cmd_review")
+    approve = sub.add_parser("approve", help="merge exactly the commit `review STREAM` showed (refused if it moved)")
+    approve.add_argument("stream", metavar="STREAM", help="a stream in awaiting_review, reviewed")
+    approve.set_defaults(handler="review:cmd_approve")
+    reject = sub.add_parser("reject", help="hand a stream awaiting review back to its agent, with your reason")
+    reject.add_argument("stream", metavar="STREAM", help="a stream in awaiting_review")
+    reject.add_argument("--reason", required=True, metavar="TEXT", help="why: it goes into the agent's next prompt")
+    reject.set_defaults(handler="review:cmd_reject")
     return parser
 
 

@@ -65,6 +65,7 @@ class _Check:
     offset: int  # where the check's output starts in the log
     before: str  # the integration tip before this stream's merge: where a failed check returns
     stopped: bool = False  # KILLed at shutdown: its verdict no longer counts
+    timed_out: bool = False  # KILLed after merge_check_timeout: it failed
 
 
 class Merger:
@@ -154,10 +155,18 @@ class Merger:
         if self.run is None:
             return
         self.checks.tick()
-        if self.check is not None:
-            ended = self.checks.poll(self.check.handle)
-            if ended is not None:
-                self._check_finished(ended, apply, now)
+        check = self.check
+        if check is None:
+            return
+        timeout = self.settings.merge_check_timeout * 60
+        if timeout > 0 and now - check.handle.started_at >= timeout and not (check.stopped or check.timed_out):
+            self.checks.kill(check.handle)  # its whole tree: the group and whatever carries its token
+            check.timed_out = True
+            _append(check.log, f"\n[merge check {workspaces.check_timeout_text(timeout)}; it and every process "
+                               "it started were ended]\n")
+        ended = self.checks.poll(check.handle)
+        if ended is not None:
+            self._check_finished(ended, apply, now)
 
     def _merge(self, sid: str, life: Life, apply: Apply, now: float, again: bool = True) -> None:
         assert self.run is not None
@@ -221,12 +230,14 @@ class Merger:
         except (OSError, WorkspaceError) as exc:
             self._check_failed(sid, check.before, str(exc), apply, now)
             return
-        if result.passed:
+        if result.passed and not check.timed_out:
             self._accept(sid, apply, now)
-        else:
-            self._check_failed(sid, check.before, f"the merge check `{self.settings.merge_check.strip()}` "
-                               f"failed ({ended.describe()}; its output is in `orchestrate.py logs "
-                               f"{shlex.quote(printable(sid, 200))}`)", apply, now)
+            return
+        where = f"its output is in `orchestrate.py logs {shlex.quote(printable(sid, 200))}`"
+        how = (workspaces.check_timeout_text(self.settings.merge_check_timeout * 60) + f" ({where})"
+               if check.timed_out else f"failed ({ended.describe()}; {where})")
+        self._check_failed(sid, check.before, f"the merge check `{self.settings.merge_check.strip()}` {how}",
+                           apply, now)
 
     def _accept(self, sid: str, apply: Apply, now: float) -> None:
         apply(sid, Merged(), now)
@@ -274,6 +285,14 @@ class Merger:
             return None
         return (f"every stream's work is on {self.run.integration_branch}; your branch is unchanged. Bring it in "
                 "with: python3 .claude/orchestrator/orchestrate.py land")
+
+
+def _append(log: Path, text: str) -> None:
+    try:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError:
+        pass  # the stream's reason still says what happened
 
 
 def _listed(files: Sequence[str]) -> str:
