@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -27,12 +26,13 @@ def cmd_logs(args: argparse.Namespace, layout: Layout) -> int:
                 time.sleep(0.2)
         except KeyboardInterrupt:
             return EXIT_OK
+    start = path.stat().st_size  # -f follows from here: what is written while the tail prints is not lost
     for line in tail_lines(path, args.lines):
-        print(printable(line))
+        print(printable(line), flush=True)
     if not args.follow:
         return EXIT_OK
     with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
+        handle.seek(start)
         buffered = ""
         try:
             while True:
