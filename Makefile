@@ -50,9 +50,13 @@ chromium:
 		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
 		|| echo "chromium: apt-get could not install it: the report's browser test will be skipped"; \
 	fi
+RUNTIME_DIR = template/.claude/orchestrator
+RUNTIME_TYPED = $(RUNTIME_DIR)/_orchestrate_kit $(RUNTIME_DIR)/orchestrate.py $(RUNTIME_DIR)/task_copilot_client.py \
+	$(RUNTIME_DIR)/check_streams_data.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --python-version 3.9 $(RUNTIME_TYPED)
 
 pytest: $(STAMP) claude-cli chromium
 	$(BIN)/pytest -m ''  # every test: the soak rounds and the wheel builds as well

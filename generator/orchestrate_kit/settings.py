@@ -61,7 +61,7 @@ RUNTIME_ONLY = {
     "finish_grace": ("30", "seconds a worker may run on after its stream is complete"),
     "log_max_bytes": ("10485760", "a stream's log is rotated before an attempt once it is this many bytes"),
     "log_keep": ("3", "rotated logs kept per stream (<stream>.log.1 ...)"),
-    "spawn_gap": ("2", "seconds between two worker starts, so a wave of ready streams is staggered"),
+    "spawn_gap": ("2", "up to 8 ready streams start at once; the rest of a larger wave one every this many seconds"),
 }
 _RULE_WORDS = {
     "boolean": "true or false",

@@ -399,3 +399,23 @@ def test_without_proc_a_worker_needs_a_recorded_token_and_only_its_group_is_ende
         assert own.is_alive() is True and processes.members_of(own) == []
     finally:
         kill_quietly(daemon)
+
+
+def test_a_worker_read_while_it_execs_its_command_is_still_ours(monkeypatch):
+    """Mid-exec, /proc/PID/environ reads empty (seen in most launches of a launcher that execs
+    its command): identity must look again, or an adopting orchestrator takes a live worker for
+    ended and starts a second one."""
+    from tests.runtime.runtime_import import processes
+
+    child = subprocess.Popen(["sleep", "30"], env={"PATH": os.environ["PATH"], processes.TOKEN_VARIABLE: TOKEN})
+    try:
+        record = processes.PidRecord(child.pid, processes.process_start_time(child.pid) or "", "A", token=TOKEN)
+        real = processes._environment
+        reads = iter([b"", b""])
+        monkeypatch.setattr(processes, "_environment", lambda pid: next(reads, None) or real(pid))
+        assert record.is_alive()
+        monkeypatch.setattr(processes, "_environment", lambda pid: b"")  # never settles: not provably ours
+        assert not record.is_alive()
+    finally:
+        child.kill()
+        child.wait()

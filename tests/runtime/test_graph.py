@@ -1,5 +1,6 @@
 """stream_graph: pure functions over stream records."""
 
+from tests.runtime.runtime_import import executor_api as ex
 from tests.runtime.runtime_import import lifecycle as lc
 from tests.runtime.runtime_import import stream_graph as sg
 from tests.runtime.runtime_import import task_copilot_client as tcc
@@ -23,9 +24,11 @@ def test_diamond_states_and_levels():
     assert board.views["Z"].waiting_on == ("B", "C")
     assert {s: v.level for s, v in board.views.items()} == {"A": 0, "B": 1, "C": 1, "Z": 2}
     rows = {"B": lc.Life(state=lc.StreamState.RUNNING, attempts=1, ran=True)}
-    board = sg.build_board(streams(DIAMOND, complete={"A"}), rows, {"B": sg.WorkerFacts(pid=42)})
+    worker = ex.Handle("B", 1, "42@1", 7.0, "pid 42", (("pid", 42),))
+    board = sg.build_board(streams(DIAMOND, complete={"A"}), rows, {"B": worker})
     assert board.views["B"].state is sg.StreamState.RUNNING
-    assert board.views["B"].pid == 42 and board.views["B"].attempts == 1
+    view = board.views["B"]
+    assert (view.where, view.worker, view.started_at, view.attempts) == ("pid 42", {"pid": 42}, 7.0, 1)
     assert board.views["C"].state is sg.StreamState.READY
 
 

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 
+from tests.runtime.runtime_import import executor_api as ex
 from tests.runtime.runtime_import import lifecycle as lc
 
 S = lc.StreamState
@@ -33,8 +34,8 @@ def test_spawn_runs_and_completes():
     assert life == lc.Life(state=S.STARTING, attempts=1, ran=True)
     life = step(life, lc.Spawned())
     assert life.state is S.RUNNING
-    life = step(life, lc.Exited("code 0", complete=True), now=20)
-    assert life == lc.Life(state=S.COMPLETE, attempts=1, ran=True, last_exit="code 0")
+    life = step(life, lc.Exited(ex.Ended(0), complete=True), now=20)
+    assert life == lc.Life(state=S.COMPLETE, attempts=1, ran=True, last_exit=ex.Ended(0))
 
 
 @pytest.mark.parametrize("state", [S.COMPLETE, S.INVALID, S.RUNNING, S.HELD, S.FAILED, S.STOPPING])
@@ -61,19 +62,19 @@ def test_back_off_grows_5_10_20_and_is_capped():
     life, delays = lc.Life(state=S.READY), []
     for attempt in range(1, 9):
         life = step(step(step(life, lc.Spawning(attempt), policy=policy), lc.Spawned(), policy=policy),
-                    lc.Exited("code 1", complete=False, detail="with 0/1 tasks done"), now=1000, policy=policy)
+                    lc.Exited(ex.Ended(1), complete=False, detail="with 0/1 tasks done"), now=1000, policy=policy)
         delays.append(life.retry_at - 1000)
         assert life.state is S.BACKOFF and life.failures == attempt
     assert delays == [5, 10, 20, 40, 80, 120, 120, 120]
     assert life.reason == "worker exited with code 1 with 0/1 tasks done"
-    assert life.last_exit == "code 1"
+    assert life.last_exit == ex.Ended(1) and life.last_exit.describe() == "code 1"
 
 
 def test_the_budget_runs_out_into_failed():
     life = lc.Life(state=S.READY)
     states = []
     for attempt in (1, 2, 3):
-        life = step(step(step(life, lc.Spawning(attempt)), lc.Spawned()), lc.Exited("signal 9", False))
+        life = step(step(step(life, lc.Spawning(attempt)), lc.Spawned()), lc.Exited(ex.Ended(signal=9), False))
         states.append(life.state)
     assert states == [S.BACKOFF, S.BACKOFF, S.FAILED]  # max_restarts 2: three attempts in all
     assert life.retry_at is None and life.attempts == 3 and life.failures == 3
@@ -100,7 +101,7 @@ def test_a_user_stop_holds_the_stream_and_is_not_a_failure():
     life = running(attempt=2, failures=1)
     life = step(life, lc.StopRequested(S.HELD, lc.USER_STOP, deadline=110), now=100)
     assert (life.state, life.deadline, life.after_stop) == (S.STOPPING, 110, S.HELD)
-    life = step(life, lc.Exited("signal 15", complete=False), now=101)
+    life = step(life, lc.Exited(ex.Ended(signal=15), complete=False), now=101)
     assert (life.state, life.failures, life.attempts, life.reason) == (S.HELD, 1, 2, lc.USER_STOP)
     assert life.deadline is None and life.after_stop is None
     assert lc.describe(life, 0, 10) == "stopped by you; `start STREAM` resumes it"
@@ -117,20 +118,20 @@ def test_a_user_stop_of_an_idle_stream_holds_it_at_once():
 
 def test_a_shutdown_stop_leaves_the_stream_passive():
     life = step(running(), lc.StopRequested(S.WAITING, "the run is stopping", deadline=110))
-    life = step(life, lc.Exited("signal 15", complete=False))
+    life = step(life, lc.Exited(ex.Ended(signal=15), complete=False))
     assert (life.state, life.failures, life.reason) == (S.WAITING, 0, "")
     assert step(life, lc.Observed(S.READY)).state is S.READY
 
 
 def test_a_stop_that_fails_the_stream_is_a_failed_attempt():
     life = step(running(), lc.StopRequested(S.FAILED, "stalled", deadline=110))
-    life = step(life, lc.Exited("signal 9", complete=False), now=120)
+    life = step(life, lc.Exited(ex.Ended(signal=9), complete=False), now=120)
     assert (life.state, life.failures, life.retry_at, life.reason) == (S.BACKOFF, 1, 125, "stalled")
 
 
 def test_a_worker_stopped_after_completing_its_stream_is_complete():
     life = step(running(complete_since=90.0), lc.StopRequested(S.WAITING, "lingering", deadline=110))
-    assert step(life, lc.Exited("signal 15", complete=True)).state is S.COMPLETE
+    assert step(life, lc.Exited(ex.Ended(signal=15), complete=True)).state is S.COMPLETE
 
 
 def test_a_second_stop_keeps_the_earlier_deadline_and_a_shorter_one_wins():
@@ -157,7 +158,7 @@ def test_completion_seen_while_the_worker_runs_is_remembered_once():
 def test_a_reopened_stream_counts_as_an_attempt_with_back_off_and_fails_after_the_budget():
     life, now, states = lc.Life(state=S.READY), 0.0, []
     for attempt in (1, 2, 3):
-        life = step(step(step(life, lc.Spawning(attempt), now), lc.Spawned(), now), lc.Exited("code 0", True), now)
+        life = step(step(step(life, lc.Spawning(attempt), now), lc.Spawned(), now), lc.Exited(ex.Ended(0), True), now)
         assert life.state is S.COMPLETE
         life = step(life, lc.Observed(S.READY), now=now)  # its tasks were reopened
         states.append((life.state, life.retry_at and life.retry_at - now))
@@ -181,7 +182,7 @@ def test_adoption_makes_a_passive_stream_running_and_keeps_the_larger_attempt():
 
 def test_an_exit_in_a_passive_state_is_a_bug_of_the_caller():
     with pytest.raises(lc.TransitionError):
-        step(lc.Life(state=S.READY), lc.Exited("code 0", True))
+        step(lc.Life(state=S.READY), lc.Exited(ex.Ended(0), True))
 
 
 def test_describe_backoff_and_waiting():
@@ -194,10 +195,15 @@ def test_describe_backoff_and_waiting():
 
 
 def test_the_saved_table_round_trips(tmp_path):
-    table = lc.Table(run=lc.RunInfo(started_at=1.5, ended_at=9.0, exit_code=1, outcome="nothing more can progress"))
+    table = lc.Table(run=lc.RunInfo(isolation="worktree", integration_branch="orchestrate/x", base="abc",
+                                    max_restarts=4),
+                     run_life=lc.RunLife(state=lc.RunState.ENDED, started_at=1.5, ended_at=9.0, exit_code=1,
+                                         outcome="nothing more can progress", credit=2.5, credit_at=8.0))
     table.rows = {
-        "A": lc.Life(state=S.BACKOFF, attempts=2, failures=2, retry_at=12.5, reason="worker exited", last_exit="code 1",
-                     ran=True),
+        "A": lc.Life(state=S.BACKOFF, attempts=2, failures=2, retry_at=12.5, reason="worker exited",
+                     last_exit=ex.Ended(1), ran=True),
+        "K": lc.Life(state=S.BACKOFF, attempts=1, failures=1, retry_at=2.0, last_exit=ex.Ended(signal=9)),
+        "U": lc.Life(state=S.WAITING, last_exit=ex.Ended(why="ended while no orchestrator ran")),
         "B": lc.Life(state=S.STOPPING, attempts=1, deadline=20.0, after_stop=S.HELD, reason=lc.USER_STOP, ran=True,
                      complete_since=3.0),
         "sp ace/\u00e9": lc.Life(state=S.HELD, reason=lc.USER_STOP),
@@ -254,14 +260,14 @@ def test_damaged_run_info_is_replaced_field_by_field(tmp_path):
     path.write_text(json.dumps({"run": {"started_at": "soon", "ended_at": [1], "exit_code": 1.5, "outcome": None},
                                 "streams": {}}))
     table, warnings = lc.load_table(path)
-    assert table.run == lc.RunInfo() and warnings == []
+    assert table.run == lc.RunInfo() and table.run_life == lc.RunLife() and warnings == []
 
 
 # ---------------------------------------------------------------- how an agent's output says it ended
 
 
 def test_a_usage_limit_parks_the_stream_without_spending_an_attempt_and_resumes_its_session():
-    life = step(running(attempt=2, spent_usd=0.5), lc.Exited("code 1", False, "You've hit your limit", "usage_limit",
+    life = step(running(attempt=2, spent_usd=0.5), lc.Exited(ex.Ended(1), False, "You've hit your limit", "usage_limit",
                                                             resume_at=400.0, cost_usd=0.25, session_id="s-1"))
     assert life.state is S.RATE_LIMITED and life.retry_at == 400.0
     assert life.attempts == 1 and life.failures == 0  # the next attempt is attempt 2 again
@@ -272,15 +278,15 @@ def test_a_usage_limit_parks_the_stream_without_spending_an_attempt_and_resumes_
 
 
 def test_a_spent_budget_fails_the_stream_without_a_retry():
-    life = step(running(attempt=1), lc.Exited("code 1", False, "--max-budget-usd reached", "budget", cost_usd=1.0))
+    life = step(running(attempt=1), lc.Exited(ex.Ended(1), False, "--max-budget-usd reached", "budget", cost_usd=1.0))
     assert life.state is S.FAILED and life.reason.startswith("budget") and life.spent_usd == 1.0
     assert step(lc.Life(state=S.READY), lc.GiveUp("budget: 1.00 USD spent")).state is S.FAILED
 
 
 def test_a_fatal_configuration_error_spends_no_attempt_and_a_lost_session_starts_over():
-    fatal = step(running(attempt=3, failures=2), lc.Exited("code 1", False, "Not logged in", "fatal"))
+    fatal = step(running(attempt=3, failures=2), lc.Exited(ex.Ended(1), False, "Not logged in", "fatal"))
     assert fatal.state is S.WAITING and fatal.attempts == 2 and fatal.failures == 2
-    fresh = step(running(attempt=1, session_id="gone", resume=True), lc.Exited("code 1", False, "", "fresh"))
+    fresh = step(running(attempt=1, session_id="gone", resume=True), lc.Exited(ex.Ended(1), False, "", "fresh"))
     assert fresh.state is S.WAITING and fresh.session_id == "" and not fresh.resume and fresh.attempts == 0
 
 
@@ -295,7 +301,7 @@ def test_the_agent_fields_survive_the_saved_table(tmp_path):
 
 def test_the_session_chosen_at_spawn_is_resumed_even_if_the_worker_never_announced_it():
     life = step(lc.Life(state=S.READY), lc.Spawning(1, "chosen-id"))
-    life = step(step(life, lc.Spawned()), lc.Exited("code 1", False, "usage limit", "usage_limit", resume_at=500.0))
+    life = step(step(life, lc.Spawned()), lc.Exited(ex.Ended(1), False, "usage limit", "usage_limit", resume_at=500.0))
     assert life.state is S.RATE_LIMITED and life.resume and life.session_id == "chosen-id"
     resumed = step(life, lc.Spawning(1, "chosen-id"), now=500.0)
     assert resumed.session_id == "chosen-id" and resumed.attempts == 1
@@ -305,18 +311,18 @@ def test_a_fatal_error_seen_while_the_run_was_already_stopping_the_worker_spends
     """The supervisor sees "Not logged in" in the output and stops the run before the worker exits:
     the exit then arrives in `stopping`, and must still not count as an attempt."""
     stopping = step(running(attempt=1), lc.StopRequested(S.WAITING, "the run is stopping", deadline=110.0))
-    life = step(stopping, lc.Exited("code 1", False, "Not logged in", "fatal"))
+    life = step(stopping, lc.Exited(ex.Ended(1), False, "Not logged in", "fatal"))
     assert life.state is S.WAITING and life.attempts == 0
-    limited = step(stopping, lc.Exited("code 1", False, "limit", "usage_limit", resume_at=500.0))
+    limited = step(stopping, lc.Exited(ex.Ended(1), False, "limit", "usage_limit", resume_at=500.0))
     assert limited.state is S.RATE_LIMITED and limited.attempts == 0
     held = step(step(running(attempt=1), lc.StopRequested(S.HELD, lc.USER_STOP, deadline=110.0)),
-                lc.Exited("code 1", False, "Not logged in", "fatal"))
+                lc.Exited(ex.Ended(1), False, "Not logged in", "fatal"))
     assert held.state is S.HELD  # your stop still holds
 
 
 def test_each_attempt_adds_its_turns_and_tokens_to_the_row_and_they_survive_the_saved_table(tmp_path):
-    life = step(running(), lc.Exited("code 1", False, "", cost_usd=0.1, turns=3, tokens=1500), now=10)
-    life = step(step(step(life, lc.Spawning(2), now=20), lc.Spawned()), lc.Exited("code 0", True, turns=4, tokens=900))
+    life = step(running(), lc.Exited(ex.Ended(1), False, "", cost_usd=0.1, turns=3, tokens=1500), now=10)
+    life = step(step(step(life, lc.Spawning(2), now=20), lc.Spawned()), lc.Exited(ex.Ended(0), True, turns=4, tokens=900))
     assert (life.turns, life.tokens, round(life.spent_usd, 6)) == (7, 2400, 0.1)
     path = tmp_path / "run.json"
     lc.save_table(path, lc.Table(rows={"A": life}))
@@ -325,14 +331,15 @@ def test_each_attempt_adds_its_turns_and_tokens_to_the_row_and_they_survive_the_
 
 # ---------------------------------------------------------------- one run after another
 
-ENDED = lc.RunInfo(started_at=1.0, ended_at=9.0, exit_code=1, outcome="nothing more can progress")
+ENDED = lc.RunLife(state=lc.RunState.ENDED, started_at=1.0, ended_at=9.0, exit_code=1,
+                   outcome="nothing more can progress")
 
 
 def test_a_run_cut_short_is_continued_with_its_counts():
     """No end was saved (the orchestrator was killed): the next start goes on exactly where it was."""
     rows = {"A": lc.Life(state=S.BACKOFF, attempts=2, failures=2, retry_at=12.0, ran=True),
             "B": lc.Life(state=S.FAILED, attempts=3, failures=3, reason="why", ran=True)}
-    assert lc.carried_rows(lc.Table(rows=dict(rows), run=lc.RunInfo(started_at=1.0))) == rows
+    assert lc.carried_rows(lc.Table(rows=dict(rows), run_life=lc.RunLife(started_at=1.0))) == rows
 
 
 def test_after_a_run_that_ended_a_new_run_starts_every_count_afresh():
@@ -342,7 +349,7 @@ def test_after_a_run_that_ended_a_new_run_starts_every_count_afresh():
         "retrying": lc.Life(state=S.BACKOFF, attempts=1, failures=1, retry_at=50.0, ran=True),
         "waiting": lc.Life(state=S.WAITING, attempts=1, ran=True, last_exit="signal 15"),  # stopped by `stop`
     }
-    assert lc.carried_rows(lc.Table(rows=rows, run=ENDED)) == {}  # fresh rows: the tracker says the rest
+    assert lc.carried_rows(lc.Table(rows=rows, run_life=ENDED)) == {}  # fresh rows: the tracker says the rest
 
 
 def test_a_new_run_keeps_holds_and_the_merges_still_owed_with_fresh_counts():
@@ -358,7 +365,7 @@ def test_a_new_run_keeps_holds_and_the_merges_still_owed_with_fresh_counts():
                                        handed_back=True, reason="worker exited with code 1"),
         "limited": lc.Life(state=S.RATE_LIMITED, attempts=1, retry_at=80.0, ran=True, session_id="s-1", resume=True),
     }
-    carried = lc.carried_rows(lc.Table(rows=rows, run=ENDED))
+    carried = lc.carried_rows(lc.Table(rows=rows, run_life=ENDED))
     assert carried["held"] == lc.Life(state=S.HELD, reason=lc.USER_STOP, ran=True)  # held until `start STREAM`
     assert carried["merging"] == lc.Life(state=S.MERGING, ran=True)
     assert carried["parked"] == replace(rows["parked"], attempts=0)  # the user resolves it, then `start STREAM`
@@ -366,3 +373,120 @@ def test_a_new_run_keeps_holds_and_the_merges_still_owed_with_fresh_counts():
     assert carried["its agent failed it"] == lc.Life(state=S.MERGING, ran=True, conflicts=conflict,
                                                      handed_back=True)  # merged again: resolved since, or parked
     assert carried["limited"] == lc.Life(session_id="s-1", resume=True)  # its session continues, a first attempt
+# ---------------------------------------------------------------- the run's own row
+
+R = lc.RunState
+
+
+def run_step(run, *events, now=100.0):
+    for event in events:
+        run = lc.transition_run(run, event, now)
+    return run
+
+
+def test_a_run_begins_running_and_a_continued_one_keeps_its_start():
+    run = run_step(lc.RunLife(), lc.RunBegins(), now=50.0)
+    assert (run.state, run.started_at) == (R.RUNNING, 50.0)
+    assert run_step(run, lc.RunBegins(), now=80.0).started_at == 50.0  # its orchestrator died; this one continues
+    ended = run_step(run, lc.RunEnds(1, "nothing more can progress"), now=90.0)
+    assert (ended.state, ended.ended_at, ended.exit_code) == (R.ENDED, 90.0, 1)
+    again = run_step(ended, lc.RunBegins(), now=120.0)
+    assert again == lc.RunLife(started_at=120.0)  # a new run: the last one's end is forgotten
+
+
+def test_a_usage_limit_pauses_the_run_until_its_reset_and_a_later_reset_extends_it():
+    run = run_step(lc.RunLife(), lc.LimitHit(400.0))
+    assert (run.state, run.paused_until, run.probe) == (R.PAUSED, 400.0, False)
+    assert run_step(run, lc.LimitHit(300.0)).paused_until == 400.0
+    assert run_step(run, lc.LimitHit(500.0)).paused_until == 500.0
+    assert run_step(run, lc.Tick(), now=399.0) == run
+    resumed = run_step(run, lc.Tick(), now=400.0)
+    assert (resumed.state, resumed.paused_until) == (R.RUNNING, None)
+
+
+def test_after_an_unknown_reset_one_worker_probes_until_it_gets_an_answer():
+    run = run_step(lc.RunLife(), lc.LimitHit(1000.0, known=False))
+    assert run.state is R.PAUSED and run.probe
+    probing = run_step(run, lc.Tick(), now=1000.0)
+    assert (probing.state, probing.paused_until) == (R.PROBING, 1000.0)  # workers started after it are the probe
+    assert run_step(probing, lc.LimitLifted()).state is R.RUNNING
+    again = run_step(probing, lc.LimitHit(1900.0, known=False))  # the probe hit the limit again
+    assert (again.state, again.paused_until, again.probe) == (R.PAUSED, 1900.0, True)
+    assert run_step(lc.RunLife(), lc.LimitLifted()).state is R.RUNNING  # nothing to lift
+
+
+def test_a_stop_signal_stops_with_a_deadline_and_a_second_one_forces():
+    run = run_step(lc.RunLife(), lc.StopSignal(10.0), now=100.0)
+    assert (run.state, run.deadline, run.forced, run.interrupted) == (R.STOPPING, 110.0, False, False)
+    forced = run_step(run, lc.StopSignal(10.0, interrupt=True), now=102.0)
+    assert (forced.deadline, forced.forced, forced.interrupted) == (102.0, True, True)
+    assert run_step(lc.RunLife(), lc.StopSignal(10.0, interrupt=True)).interrupted
+
+
+def test_a_stop_request_after_a_signal_shortens_the_grace_and_does_not_force():
+    """`stop --grace 1` may arrive in the same turn as a TERM: one stop, with the shorter grace."""
+    run = run_step(lc.RunLife(), lc.StopSignal(10.0), lc.StopAsked(1.0), now=100.0)
+    assert (run.state, run.deadline, run.forced) == (R.STOPPING, 101.0, False)
+    assert run_step(lc.RunLife(), lc.StopAsked(5.0)).deadline == 105.0
+    assert run_step(run, lc.StopAsked(30.0)).deadline == 101.0  # a longer grace never lengthens the stop
+
+
+def test_a_configuration_failure_stops_the_run_and_the_first_one_is_kept():
+    run = run_step(lc.RunLife(state=R.PAUSED, paused_until=500.0), lc.FatalSeen("Not logged in", "log in", 10.0))
+    assert (run.state, run.deadline, run.fatal, run.fix, run.paused_until) == (
+        R.STOPPING, 110.0, "Not logged in", "log in", None)
+    assert run_step(run, lc.FatalSeen("other", "x", 10.0)).fatal == "Not logged in"
+    stopped = run_step(lc.RunLife(), lc.StopSignal(10.0), lc.FatalSeen("Not logged in", "log in", 10.0))
+    assert stopped.fatal == "Not logged in" and stopped.deadline == 110.0  # already stopping: only noted
+
+
+def test_a_stopping_run_ignores_limits_and_an_ended_run_takes_no_events():
+    run = run_step(lc.RunLife(), lc.StopSignal(10.0))
+    assert run_step(run, lc.LimitHit(500.0), lc.Tick(), lc.LimitLifted()) == run
+    ended = run_step(run, lc.RunEnds(0, "stopped by request"))
+    with pytest.raises(lc.TransitionError):
+        run_step(ended, lc.StopSignal(10.0))
+
+
+def test_pacing_credit_is_recorded_with_its_time():
+    run = run_step(lc.RunLife(), lc.Paced(0.5), now=42.0)
+    assert (run.credit, run.credit_at) == (0.5, 42.0)
+    assert run_step(run, lc.Paced(None)).credit is None
+
+
+def test_the_run_row_survives_the_saved_table(tmp_path):
+    life = lc.RunLife(state=R.PAUSED, started_at=1.0, paused_until=900.0, probe=True, credit=3.0, credit_at=5.0)
+    path = tmp_path / "run.json"
+    lc.save_table(path, lc.Table(run_life=life))
+    assert lc.load_table(path)[0].run_life == life
+    stopping = lc.RunLife(state=R.STOPPING, started_at=1.0, deadline=20.0, forced=True, interrupted=True,
+                          fatal="Not logged in", fix="log in")
+    lc.save_table(path, lc.Table(run_life=stopping))
+    assert lc.load_table(path)[0].run_life == stopping
+
+
+def test_a_version_2_run_file_still_loads(tmp_path):
+    """Before the run had a row, run.json kept its start and end beside the facts, and exits as text."""
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"version": 2, "run": {
+        "started_at": 1.5, "ended_at": 9.0, "exit_code": 1, "outcome": "nothing more can progress",
+        "isolation": "worktree", "integration_branch": "orchestrate/x", "base": "abc", "max_restarts": 3},
+        "streams": {"A": {"state": "backoff", "attempts": 1, "failures": 1, "retry_at": 5.0, "reason": "x",
+                          "last_exit": "code 1", "after_stop": None, "ran": True}}}))
+    table, warnings = lc.load_table(path)
+    assert warnings == []
+    assert table.run == lc.RunInfo("worktree", "orchestrate/x", "abc", 3)
+    assert table.run_life == lc.RunLife(state=R.ENDED, started_at=1.5, ended_at=9.0, exit_code=1,
+                                        outcome="nothing more can progress")
+    assert table.rows["A"] == lc.Life(state=S.BACKOFF, attempts=1, failures=1, retry_at=5.0, reason="x", ran=True)
+    unfinished = {"version": 2, "run": {"started_at": 1.5, "ended_at": None}, "streams": {}}
+    path.write_text(json.dumps(unfinished))
+    assert lc.load_table(path)[0].run_life == lc.RunLife(started_at=1.5)  # its orchestrator died mid-run
+
+
+def test_describe_run():
+    assert lc.describe_run(lc.RunLife()) == "running"
+    assert lc.describe_run(lc.RunLife(state=R.PROBING)).startswith("probing")
+    assert lc.describe_run(lc.RunLife(state=R.STOPPING, fatal="x")) == "stopping: configuration error"
+    assert lc.describe_run(lc.RunLife(state=R.ENDED, exit_code=0, outcome="all complete")) == \
+        "ended: all complete (exit 0)"

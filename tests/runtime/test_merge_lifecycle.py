@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+from tests.runtime.runtime_import import executor_api as ex
 from tests.runtime.runtime_import import lifecycle as lc
 from tests.runtime.runtime_import import scheduler as sch
 from tests.runtime.runtime_import import settings as st
@@ -11,6 +12,7 @@ from tests.runtime.runtime_import import task_copilot_client as tcc
 S = lc.StreamState
 MERGE = lc.Policy(merge=True)
 MANUAL = lc.Policy(merge=True, hand_back=False)
+WORKER_A = ex.Handle("A", 1, "7@1", 0.0, "pid 7", (("pid", 7),))
 DIAMOND = {"A": [], "B": ["A"], "C": ["A"], "Z": ["B", "C"]}
 
 
@@ -30,11 +32,11 @@ def step(life, *events, policy=MERGE, now=100.0):
 
 
 def test_finished_work_is_merged_before_the_stream_is_complete():
-    assert step(running(), lc.Exited("code 0", True)).state is S.MERGING
-    assert step(running(), lc.Exited("code 0", True), policy=lc.Policy()).state is S.COMPLETE  # isolation none
+    assert step(running(), lc.Exited(ex.Ended(0), True)).state is S.MERGING
+    assert step(running(), lc.Exited(ex.Ended(0), True), policy=lc.Policy()).state is S.COMPLETE  # isolation none
     stopping = step(running(), lc.StopRequested(S.WAITING, "lingering", 110.0))
-    assert step(stopping, lc.Exited("signal 15", True)).state is S.MERGING
-    merging = step(running(), lc.Exited("code 0", True))
+    assert step(stopping, lc.Exited(ex.Ended(signal=15), True)).state is S.MERGING
+    merging = step(running(), lc.Exited(ex.Ended(0), True))
     assert step(merging, lc.Observed(S.COMPLETE), lc.Hold("stopped by you")).state is S.MERGING
     assert step(merging, lc.Merged()) == replace(merging, state=S.COMPLETE)
     # Finished by other hands after our worker ran: merged too; never ran by us: nothing to merge.
@@ -43,13 +45,13 @@ def test_finished_work_is_merged_before_the_stream_is_complete():
 
 
 def test_a_conflict_goes_back_to_its_agent_once_then_waits_for_the_user():
-    merging = step(running(), lc.Exited("code 0", True))
+    merging = step(running(), lc.Exited(ex.Ended(0), True))
     handed = step(merging, lc.MergeConflict(("a.txt",), "merge conflict in a.txt"))
     assert (handed.state, handed.conflicts, handed.handed_back) == (S.READY, ("a.txt",), True)
     assert step(handed, lc.Observed(S.COMPLETE)) == handed  # complete in the tracker, still to be resolved
     again = step(handed, lc.Spawning(2), lc.Spawned(), lc.Observed(S.COMPLETE))
     assert again.state is S.RUNNING and again.complete_since is None  # no "lingering" stop for a hand-back
-    merging = step(again, lc.Exited("code 0", True))
+    merging = step(again, lc.Exited(ex.Ended(0), True))
     assert merging.state is S.MERGING and merging.conflicts == ("a.txt",)
     parked = step(merging, lc.MergeConflict(("a.txt",), "still open"))
     assert (parked.state, parked.reason) == (S.MERGE_CONFLICT, "still open")
@@ -61,7 +63,7 @@ def test_a_conflict_goes_back_to_its_agent_once_then_waits_for_the_user():
 
 
 def test_manual_conflicts_and_failed_checks_park_the_stream():
-    merging = step(running(), lc.Exited("code 0", True), policy=MANUAL)
+    merging = step(running(), lc.Exited(ex.Ended(0), True), policy=MANUAL)
     assert step(merging, lc.MergeConflict(("a.txt",), "why"), policy=MANUAL).state is S.MERGE_CONFLICT
     assert step(merging, lc.MergeConflict((), "cannot merge")).state is S.MERGE_CONFLICT  # no files: no hand-back
     failed = step(merging, lc.CheckFailed("make test failed"))
@@ -72,7 +74,7 @@ def test_manual_conflicts_and_failed_checks_park_the_stream():
 def test_the_parked_and_merging_rows_survive_a_restart(tmp_path):
     table = lc.Table(rows={"B": lc.Life(state=S.MERGE_CONFLICT, conflicts=("x/y.txt",), handed_back=True,
                                         reason="why", ran=True, attempts=2)},
-                     run=lc.RunInfo(started_at=1.0, isolation="worktree", integration_branch="orchestrate/i-1",
+                     run=lc.RunInfo(isolation="worktree", integration_branch="orchestrate/i-1",
                                     base="abc"))
     path = tmp_path / "run.json"
     lc.save_table(path, table)
@@ -85,17 +87,17 @@ def test_dependents_wait_until_their_dependency_is_merged():
     board = sg.build_board(streams(DIAMOND, complete={"A"}), rows, {}, 100.0, MERGE)
     assert board.views["A"].state is S.MERGING
     assert board.views["B"].state is S.WAITING and board.views["B"].waiting_on == ("A",)
-    decision = sch.decide(board, st.Settings(spawn_gap=0), 100.0)
-    assert decision.spawn == [] and decision.outcome is None  # a merge in progress keeps the run going
+    decision = sch.decide(board, lc.RunLife(), st.Settings(spawn_gap=0), 100.0)
+    assert decision.spawn == [] and decision.finish is None  # a merge in progress keeps the run going
     rows["A"] = lc.Life(state=S.COMPLETE, attempts=1, ran=True)
     board = sg.build_board(streams(DIAMOND, complete={"A"}), rows, {}, 100.0, MERGE)
-    assert [s.stream_id for s in sch.decide(board, st.Settings(spawn_gap=0), 100.0).spawn] == ["B", "C"]
+    assert [s.stream_id for s in sch.decide(board, lc.RunLife(), st.Settings(spawn_gap=0), 100.0).spawn] == ["B", "C"]
     # A worker still running on a complete stream: not merged yet, so its dependents wait; without
     # worktrees they start at once, as before.
     rows["A"] = running()
-    board = sg.build_board(streams(DIAMOND, complete={"A"}), rows, {"A": sg.WorkerFacts(pid=7)}, 100.0, MERGE)
+    board = sg.build_board(streams(DIAMOND, complete={"A"}), rows, {"A": WORKER_A}, 100.0, MERGE)
     assert board.views["B"].waiting_on == ("A",)
-    board = sg.build_board(streams(DIAMOND, complete={"A"}), rows, {"A": sg.WorkerFacts(pid=7)}, 100.0, lc.Policy())
+    board = sg.build_board(streams(DIAMOND, complete={"A"}), rows, {"A": WORKER_A}, 100.0, lc.Policy())
     assert board.views["B"].state is S.READY
 
 
@@ -103,14 +105,14 @@ def test_a_handed_back_stream_is_started_although_its_tasks_are_complete():
     rows = {"A": lc.Life(state=S.READY, attempts=1, ran=True, conflicts=("a.txt",), handed_back=True)}
     board = sg.build_board(streams({"A": [], "B": ["A"]}, complete={"A"}), rows, {}, 100.0, MERGE)
     assert board.views["A"].state is S.READY and "handed back" in board.views["A"].describe()
-    assert [s.stream_id for s in sch.decide(board, st.Settings(spawn_gap=0), 100.0).spawn] == ["A"]
+    assert [s.stream_id for s in sch.decide(board, lc.RunLife(), st.Settings(spawn_gap=0), 100.0).spawn] == ["A"]
     rows["A"] = replace(rows["A"], state=S.BACKOFF, retry_at=150.0)  # its start failed: retried, not stuck
     board = sg.build_board(streams({"A": [], "B": ["A"]}, complete={"A"}), rows, {}, 100.0, MERGE)
-    decision = sch.decide(board, st.Settings(spawn_gap=0), 100.0)
-    assert decision.spawn == [] and decision.outcome is None and decision.wake_at == 150.0
+    decision = sch.decide(board, lc.RunLife(), st.Settings(spawn_gap=0), 100.0)
+    assert decision.spawn == [] and decision.finish is None and decision.wake_at == 150.0
     rows["A"] = lc.Life(state=S.MERGE_CONFLICT, attempts=2, ran=True, conflicts=("a.txt",), handed_back=True)
     board = sg.build_board(streams({"A": [], "B": ["A"]}, complete={"A"}), rows, {}, 100.0, MERGE)
-    assert sch.decide(board, st.Settings(spawn_gap=0), 100.0).outcome == st.EXIT_STUCK
+    assert sch.decide(board, lc.RunLife(), st.Settings(spawn_gap=0), 100.0).finish == sch.Finish(st.EXIT_STUCK, "stuck")
 
 
 def test_settings_check_the_isolation_words(tmp_path):

@@ -41,7 +41,7 @@ def test_status_lists_streams_by_level_with_their_cost(project):
     finally:
         assert project.orchestrate("stop", "--grace", "1").returncode == 0
         orchestrator.wait(timeout=30)
-    assert rows[0] == ["LEVEL", "STREAM", "STATE", "TASKS", "PID", "ATTEMPTS", "COST", "NAME"]
+    assert rows[0] == ["LEVEL", "STREAM", "STATE", "TASKS", "WORKER", "ATTEMPTS", "COST", "NAME"]
     assert [(r[0], r[1]) for r in rows[1:]] == [("0", "zz-base"), ("1", "mm-middle"), ("2", "aa-top")]
     base = rows[1]
     assert base[2] == "complete" and base[-1] == "$0.25"  # its one attempt's cost, from its result

@@ -1,6 +1,7 @@
 """summary: what the orchestrator says when a run ends, from scripted boards. Pure."""
 
 from tests.runtime.runtime_import import lifecycle as lc
+from tests.runtime.runtime_import import scheduler as sch
 from tests.runtime.runtime_import import stream_graph as sg
 from tests.runtime.runtime_import import summary
 from tests.runtime.runtime_import import task_copilot_client as tcc
@@ -16,30 +17,41 @@ def board(complete=(), rows=None):
     return sg.build_board(streams, rows or {}, {}, 0.0, lc.Policy(max_restarts=2))
 
 
+WHY = {"all complete": "complete", "nothing more can progress": "stuck", "stopped by request": "stopped"}
+
+
+def end_of_run(board, targets, complete, outcome, seconds, integration_branch=""):
+    """The closing lines of a run that took `seconds` and ended with `outcome`."""
+    why = "run budget" if outcome.startswith("failed: run budget") else WHY[outcome]
+    finish = sch.Finish(0 if complete else 1, why)
+    run = lc.RunLife(state=lc.RunState.ENDED, started_at=100.0, ended_at=100.0 + seconds, outcome=outcome)
+    return summary.closing_lines(finish, outcome, board, run, targets, integration_branch)
+
+
 def test_the_whole_plan_complete_says_so_and_how_to_land_it():
-    lines = summary.end_of_run(board(complete="ABCZ"), None, True, "all complete", "1m05s", "orchestrate/integration-1")
+    lines = end_of_run(board(complete="ABCZ"), None, True, "all complete", 65, "orchestrate/integration-1")
     assert lines == ["all 4 stream(s) complete in 1m05s",
                      f"every stream's work is on orchestrate/integration-1; your branch is unchanged. Bring it in "
                      f"with: {RUN} land"]
-    assert summary.end_of_run(board(complete="ABCZ"), None, True, "all complete", "5s") == [
+    assert end_of_run(board(complete="ABCZ"), None, True, "all complete", 5) == [
         "all 4 stream(s) complete in 5s"]  # no worktrees: nothing to land
 
 
 def test_named_streams_complete_say_what_of_the_plan_is_still_to_run_and_land_partial():
-    lines = summary.end_of_run(board(complete="A"), {"A"}, True, "all complete", "9s", "orchestrate/integration-1")
+    lines = end_of_run(board(complete="A"), {"A"}, True, "all complete", 9, "orchestrate/integration-1")
     assert lines[0] == "the 1 stream(s) you named complete in 9s: A"
     assert lines[1] == (f"not complete in the plan: 3 of 4 stream(s): B, C, Z; run them with `{RUN} start` (every "
                         f"stream), or name them: `{RUN} start B C Z`")
     assert "land --partial` brings in what is merged now" in lines[2] and "once the plan is complete" in lines[2]
     # Named streams that finish the plan (the rest was complete already): the plain landing hint.
-    whole = summary.end_of_run(board(complete="ABCZ"), {"Z"}, True, "all complete", "9s", "orchestrate/integration-1")
+    whole = end_of_run(board(complete="ABCZ"), {"Z"}, True, "all complete", 9, "orchestrate/integration-1")
     assert whole[0] == "all 4 stream(s) complete in 9s" and whole[1].endswith(f"{RUN} land")
 
 
 def test_a_stuck_run_names_each_stream_left_with_the_next_steps():
     rows = {"B": lc.Life(state=S.FAILED, attempts=3, reason="worker exited with code 1", ran=True),
             "C": lc.Life(state=S.HELD, reason=lc.USER_STOP)}
-    lines = summary.end_of_run(board(complete="A", rows=rows), None, False, "nothing more can progress", "9s")
+    lines = end_of_run(board(complete="A", rows=rows), None, False, "nothing more can progress", 9)
     assert lines[0] == "nothing more can progress:"
     assert "  B: failed after 3 attempts (worker exited with code 1)" in lines
     assert any(line.startswith("  C: stopped by you") for line in lines)
@@ -49,13 +61,13 @@ def test_a_stuck_run_names_each_stream_left_with_the_next_steps():
 
 
 def test_a_stuck_run_of_named_streams_names_the_streams_it_left_out():
-    lines = summary.end_of_run(board(), {"B"}, False, "nothing more can progress", "1s")
+    lines = end_of_run(board(), {"B"}, False, "nothing more can progress", 1)
     assert "  B: waiting on A (not part of this run: A)" in lines
     assert lines[-1] == f"  not part of this run: A, C, Z; `{RUN} start` runs every stream"
 
 
 def test_a_run_budget_stop_says_so_first_and_a_stop_by_request_says_nothing_more():
-    lines = summary.end_of_run(board(), None, False, "failed: run budget reached (1.00 of 1.00 USD)", "1s")
+    lines = end_of_run(board(), None, False, "failed: run budget reached (1.00 of 1.00 USD)", 1)
     assert lines[:2] == ["failed: run budget reached (1.00 of 1.00 USD)", "nothing more can progress:"]
-    assert summary.end_of_run(board(), None, False, "stopped by request", "1s") == []
-    assert summary.end_of_run(None, None, False, "nothing more can progress", "1s") == []
+    assert end_of_run(board(), None, False, "stopped by request", 1) == ["stopped by request"]
+    assert end_of_run(None, None, False, "nothing more can progress", 1) == []

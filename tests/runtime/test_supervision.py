@@ -58,16 +58,24 @@ def test_restart_budget_survives_orchestrator_restarts(project):
 
 def test_sigkilled_orchestrator_is_replaced_without_duplicate_workers(project):
     taskdb.diamond(project.db, tasks=3)
-    project.env["FAKE_CLAUDE_DELAY"] = "0.5"
+    gate = project.root.parent / "gate"  # B and C work on only once the second orchestrator has them
+    project.env["FAKE_CLAUDE_GATE"] = str(gate)
+    project.plan({"Stream-B": ["gated"], "Stream-C": ["gated"]})
     first = project.start_background()
-    project.wait_for(lambda: any(e["stream"] == "Stream-B" for e in project.events("start")), what="B to start")
+    project.wait_for(lambda: {e["stream"] for e in project.events("start")} >= {"Stream-B", "Stream-C"},
+                     what="B and C to start")
     os.killpg(first.pid, signal.SIGKILL)  # the orchestrator only: workers are in their own sessions
     first.wait()
     live_before = [e for e in project.events("start") if pid_alive(e["pid"])]
-    assert live_before, "workers should outlive the orchestrator"
-    second = project.orchestrate("start")
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "adopted running worker" in second.stdout
+    assert {e["stream"] for e in live_before} == {"Stream-B", "Stream-C"}, "workers should outlive the orchestrator"
+    said = project.root.parent / "second.out"
+    with open(said, "w") as out:
+        second = subprocess.Popen(project.command("start"), env=project.env, cwd=project.root, stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    project.wait_for(lambda: said.read_text().count("adopted running worker") == 2,
+                     what="the second orchestrator to take B and C over")
+    gate.touch()
+    assert second.wait(timeout=120) == 0, said.read_text()
     assert project.events("duplicate") == []
     starts_per_stream = {}
     for e in project.events("start"):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .names import printable
-from .settings import Settings, UserError, load_settings
+from .settings import UserError, load_settings
 
 DEFAULT_TIMEOUT = 10.0
 TEXT_LIMIT = 600

@@ -1,7 +1,8 @@
 """The stream dependency graph and stream states: pure functions, no I/O.
 
 Input is a mapping of stream id -> StreamRecord (from task_copilot_client) plus
-the lifecycle rows (lifecycle.py) and the live workers. Output is one StreamView
+the lifecycle rows (lifecycle.py) and the live workers (the executor's handles).
+Output is one StreamView
 per stream, the single source of truth for `orchestrate.py status`, the
 scheduler and the dashboard. The states themselves live in lifecycle.py.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from .executor import Detail, Handle
 from .lifecycle import LIVE, PARKED, PASSIVE, Life, Observed, Policy, StreamState, describe, transition
 from .trackers.snapshot import StreamRecord, percentage
 
@@ -232,15 +234,6 @@ def critical_path(streams: Mapping[str, StreamRecord], order: Sequence[str]) -> 
 # ---------------------------------------------------------------- states
 
 
-@dataclass(frozen=True)
-class WorkerFacts:
-    """What the executor knows about a stream's live worker."""
-
-    pid: Optional[int] = None
-    started_at: Optional[float] = None
-    attempt: int = 0
-
-
 @dataclass
 class StreamView:
     """Everything anyone shows or decides about one stream."""
@@ -257,7 +250,8 @@ class StreamView:
     remaining_path: int
     waiting_on: Tuple[str, ...] = ()
     reason: str = ""
-    pid: Optional[int] = None
+    where: str = ""  # where its live worker runs, for people ("pid 4242", a node)
+    worker: Dict[str, Detail] = field(default_factory=dict)  # the executor's own facts about it (local: pid)
     attempts: int = 0
     started_at: Optional[float] = None
     retry_at: Optional[float] = None
@@ -291,7 +285,7 @@ class Board:
 def build_board(
     streams: Mapping[str, StreamRecord],
     rows: Mapping[str, Life],
-    workers: Mapping[str, WorkerFacts] = {},  # noqa: B006 (never mutated)
+    workers: Mapping[str, Handle] = {},  # noqa: B006 (never mutated)
     now: float = 0.0,
     policy: Policy = Policy(),
     unrunnable: Mapping[str, str] = {},  # noqa: B006 (never mutated); stream -> why no worker can run it
@@ -326,7 +320,8 @@ def build_board(
             remaining_path=paths.get(sid, (0, None))[0],
             waiting_on=waiting_on,
             reason=reason or life.reason,
-            pid=worker.pid if worker else None,
+            where=worker.where if worker else "",
+            worker=dict(worker.details) if worker else {},
             attempts=max(life.attempts, worker.attempt if worker else 0),
             started_at=worker.started_at if worker else None,
             retry_at=life.retry_at,
@@ -347,7 +342,7 @@ def _unmerged(streams: Mapping[str, StreamRecord], rows: Mapping[str, Life], now
         rows.get(sid, Life()), Observed(StreamState.COMPLETE), now, policy).state is not StreamState.COMPLETE)
 
 
-def _shown_state(life: Life, seen: StreamState, worker: Optional[WorkerFacts]) -> StreamState:
+def _shown_state(life: Life, seen: StreamState, worker: Optional[Handle]) -> StreamState:
     """What users see: the row's state, except that a stream the tracker shows complete is
     complete (once merged, with worktrees), and a row that claims a worker nobody can find
     shows what the graph says."""

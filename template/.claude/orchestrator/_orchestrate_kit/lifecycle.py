@@ -1,4 +1,4 @@
-"""The stream lifecycle: every state a stream can be in, and the one function that changes it.
+"""The lifecycle: every state a stream and the run can be in, and the one function that changes each.
 
 Each stream has one row (`Life`) in one table. Four states are passive: the
 tracker and the graph decide them (`waiting`, `ready`, `complete`, `invalid`)
@@ -8,11 +8,18 @@ deadline, never a blocking wait), `held` (stopped by the user) and `failed`.
 With worktree isolation (`Policy.merge`) a stream whose work is done goes to
 `merging` first and is `complete` only once merged; a merge that cannot be made
 parks it in `merge_conflict` or `check_failed` (PARKED) until `start STREAM`.
-`transition` is the only code that changes a row; it is pure (the time comes
-in with the event), so tests replay scripted events with a fake clock. The
-table is saved atomically (`save_table`) so a restarted orchestrator continues
-where the last one stopped; a file of the wrong shape is reported and ignored.
-Standard library only, Python 3.9+.
+`transition` is the only code that changes a stream's row.
+
+The run has a row of its own (`RunLife`): `running`, `paused` for the account's
+usage limit (until its reset), `probing` after a reset that was not known (one
+worker tries first), `stopping` (workers end by a deadline; a configuration
+failure or Ctrl-C says how the run will end) and `ended` (with its exit code).
+`transition_run` is the only code that changes it.
+
+Both functions are pure (the time comes in with the event), so tests replay
+scripted events with a fake clock. The table is saved atomically (`save_table`)
+so a restarted orchestrator continues where the last one stopped; a file of the
+wrong shape is reported and ignored. Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+from .executor import Ended
 
 MAX_BACKOFF_SECONDS = 120.0
 
@@ -62,7 +71,7 @@ class Life:
     deadline: Optional[float] = None  # stopping: when TERM becomes KILL
     after_stop: Optional[StreamState] = None  # stopping: where the stream goes once the worker is gone
     reason: str = ""  # failed, held, stopping: why
-    last_exit: str = ""  # how its last worker ended ("code 1", "signal 9", ...)
+    last_exit: Optional[Ended] = None  # how its last worker ended
     complete_since: Optional[float] = None  # running: when the tracker first showed it complete
     ran: bool = False  # a worker of ours ran it: a reopened stream counts as a new attempt
     spent_usd: float = 0.0  # what its ended attempts cost (agent workers that report it)
@@ -113,14 +122,14 @@ class SpawnFailed:
 
 @dataclass(frozen=True)
 class Exited:
-    """The worker ended with `status`; `complete` is whether the tracker shows the stream complete.
+    """The worker ended (`ended`); `complete` is whether the tracker shows the stream complete.
 
     `ending` is what its output said of the end: `exit` (judge by the tracker), `usage_limit` (pause
     until `resume_at`; no attempt spent), `budget` (its --max-budget-usd ran out: failed, not
     retried), `fatal` (a configuration failure: the run stops; no attempt spent) or `fresh` (its
     session to resume is gone: start over; no attempt spent)."""
 
-    status: str
+    ended: Ended
     complete: bool
     detail: str = ""  # the rest of the failure reason: "with 0/2 tasks done; last log line: ..."
     ending: str = "exit"
@@ -284,7 +293,7 @@ def _observe(life: Life, seen: StreamState, now: float, policy: Policy) -> Life:
 
 
 def _exited(life: Life, event: Exited, now: float, policy: Policy) -> Life:
-    life = replace(life, last_exit=event.status, deadline=None, complete_since=None,
+    life = replace(life, last_exit=event.ended, deadline=None, complete_since=None,
                    spent_usd=life.spent_usd + max(event.cost_usd, 0.0), session_id=event.session_id or life.session_id,
                    resume=False, turns=life.turns + max(event.turns, 0), tokens=life.tokens + max(event.tokens, 0))
     if life.state is StreamState.STOPPING:
@@ -304,7 +313,7 @@ def _exited(life: Life, event: Exited, now: float, policy: Policy) -> Life:
         return _done(life, policy)
     if event.ending in AGENT_ENDINGS:
         return _agent_ending(life, event, now)
-    return _failed_attempt(life, f"worker exited with {event.status} {event.detail}".rstrip(), now, policy)
+    return _failed_attempt(life, f"worker exited with {event.ended.describe()} {event.detail}".rstrip(), now, policy)
 
 
 # Ends the agent's own output explains: a pause, a spent budget, a configuration error, a lost session.
@@ -356,17 +365,169 @@ def _settle(life: Life, state: StreamState, reason: str) -> Life:
     return replace(life, state=state, reason=reason, retry_at=None, deadline=None, after_stop=None)
 
 
+# ---------------------------------------------------------------- the run's own row
+
+
+class RunState(str, Enum):
+    RUNNING = "running"
+    PAUSED = "paused"  # the account's usage limit: no worker starts before `paused_until`
+    PROBING = "probing"  # after a reset that was not known: one worker at a time, until one gets an answer
+    STOPPING = "stopping"  # every worker is being ended, KILLed at `deadline`; then the run ends
+    ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class RunLife:
+    """The run's row: its state, and what the supervisor must remember about the run as a whole."""
+
+    state: RunState = RunState.RUNNING
+    started_at: float = 0.0
+    ended_at: Optional[float] = None
+    exit_code: Optional[int] = None
+    outcome: str = ""  # one line: "all complete", "stopped by request", ...
+    paused_until: Optional[float] = None  # paused: the limit's reset; probing: when the pause ended
+    probe: bool = False  # paused: the reset was not known, so one worker probes first
+    deadline: Optional[float] = None  # stopping: workers still running then are KILLed
+    forced: bool = False  # stopping: a second stop signal took the rest of the grace
+    interrupted: bool = False  # stopping: Ctrl-C, so the run ends with 130 as shells expect
+    fatal: str = ""  # a configuration failure stopped the run (it ends with 2): what the worker said
+    fix: str = ""  # ... and what to do about it
+    credit: Optional[float] = None  # spawns the pacing allows at `credit_at` (None: a full burst)
+    credit_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunBegins:
+    """An orchestrator starts: a new run, or the continuation of one whose orchestrator died."""
+
+
+@dataclass(frozen=True)
+class LimitHit:
+    """A worker hit the account's usage limit: it resets at `until` (a default wait when not `known`)."""
+
+    until: float
+    known: bool = True
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed: a pause whose reset has come ends (in a probe when the reset was not known)."""
+
+
+@dataclass(frozen=True)
+class LimitLifted:
+    """A worker started after the pause got an answer from the model: the probe worked."""
+
+
+@dataclass(frozen=True)
+class StopSignal:
+    """TERM, HUP or Ctrl-C (`interrupt`): stop with `grace`; a second one while stopping forces."""
+
+    grace: float
+    interrupt: bool = False
+
+
+@dataclass(frozen=True)
+class StopAsked:
+    """`orchestrate.py stop --grace S` asked the running orchestrator to stop."""
+
+    grace: float
+
+
+@dataclass(frozen=True)
+class FatalSeen:
+    """A configuration failure, the same for every worker: stop the run; it ends with exit 2."""
+
+    message: str
+    fix: str
+    grace: float
+
+
+@dataclass(frozen=True)
+class Paced:
+    """Spawns were made: the pacing allows `credit` more at this moment (None: a full burst again)."""
+
+    credit: Optional[float]
+
+
+@dataclass(frozen=True)
+class RunEnds:
+    exit_code: int
+    outcome: str
+
+
+RunEvent = Union[RunBegins, LimitHit, Tick, LimitLifted, StopSignal, StopAsked, FatalSeen, Paced, RunEnds]
+_ACTIVE = (RunState.RUNNING, RunState.PAUSED, RunState.PROBING)
+
+
+def transition_run(run: RunLife, event: RunEvent, now: float) -> RunLife:
+    """The run's next row. Every change of the run's state goes through here."""
+    state = run.state
+    if isinstance(event, RunBegins):
+        fresh = state is RunState.ENDED or not run.started_at
+        kept = state if state in (RunState.PAUSED, RunState.PROBING) else RunState.RUNNING  # the account's limit
+        return replace(RunLife(), state=kept, started_at=now if fresh else run.started_at,
+                       paused_until=run.paused_until if kept is not RunState.RUNNING else None, probe=run.probe)
+    if isinstance(event, Paced):
+        return replace(run, credit=event.credit, credit_at=now)
+    if isinstance(event, RunEnds):
+        return replace(run, state=RunState.ENDED, ended_at=now, exit_code=event.exit_code, outcome=event.outcome,
+                       deadline=None)
+    if state is RunState.ENDED:
+        raise TransitionError(f"{type(event).__name__} after the run ended")
+    if isinstance(event, (StopSignal, StopAsked, FatalSeen)):
+        return _stop_run(run, event, now)
+    if state is RunState.STOPPING:
+        return run  # a limit seen, or lifted, while stopping changes nothing now
+    if isinstance(event, LimitHit):
+        until = max(event.until, run.paused_until or 0.0) if state is RunState.PAUSED else event.until
+        probe = (run.probe and state is RunState.PAUSED) or not event.known
+        return replace(run, state=RunState.PAUSED, paused_until=until, probe=probe)
+    if isinstance(event, Tick):
+        if state is RunState.PAUSED and (run.paused_until or 0.0) <= now:
+            if run.probe:
+                return replace(run, state=RunState.PROBING, probe=False)
+            return replace(run, state=RunState.RUNNING, paused_until=None)
+        return run
+    if isinstance(event, LimitLifted):
+        return replace(run, state=RunState.RUNNING, paused_until=None) if state is RunState.PROBING else run
+    raise TransitionError(f"unknown run event {event!r}")
+
+
+def _stop_run(run: RunLife, event: Union[StopSignal, StopAsked, FatalSeen], now: float) -> RunLife:
+    fatal = replace(run, fatal=event.message, fix=event.fix) if isinstance(event, FatalSeen) and not run.fatal else run
+    interrupted = fatal.interrupted or (isinstance(event, StopSignal) and event.interrupt)
+    if run.state is not RunState.STOPPING:
+        return replace(fatal, state=RunState.STOPPING, deadline=now + event.grace, interrupted=interrupted,
+                       paused_until=None, probe=False)
+    if isinstance(event, StopSignal):  # the second: no more grace
+        return replace(fatal, deadline=min(run.deadline or now, now), forced=True, interrupted=interrupted)
+    if isinstance(event, StopAsked):
+        return replace(fatal, deadline=min(run.deadline or now + event.grace, now + event.grace))
+    return fatal
+
+
+def describe_run(run: RunLife) -> str:
+    """The run's state as a short phrase for `status`."""
+    if run.state is RunState.PAUSED:
+        when = time.strftime("%H:%M", time.localtime(run.paused_until or 0.0))
+        return f"paused for the usage limit until {when}" + (", then one worker probes" if run.probe else "")
+    if run.state is RunState.PROBING:
+        return "probing: one worker tries whether the usage limit has lifted"
+    if run.state is RunState.STOPPING:
+        return "stopping: configuration error" if run.fatal else "stopping"
+    if run.state is RunState.ENDED:
+        return f"ended: {run.outcome} (exit {run.exit_code})" if run.outcome else "ended"
+    return run.state.value
+
+
 # ---------------------------------------------------------------- the table on disk
 
 
 @dataclass
 class RunInfo:
-    """The run around the table: when it started and how it ended."""
+    """Facts about the run that are not its state: where its work goes, and its restart budget."""
 
-    started_at: float = 0.0
-    ended_at: Optional[float] = None
-    exit_code: Optional[int] = None
-    outcome: str = ""  # one line: "all complete", "stopped by request", ...
     isolation: str = ""  # worktree or none ("" before the first start)
     integration_branch: Optional[str] = None  # worktree: the branch every stream is merged into
     base: Optional[str] = None  # worktree: the user's HEAD when the run began
@@ -375,13 +536,38 @@ class RunInfo:
 
 @dataclass
 class Table:
-    """Every stream's row, and the run. Saved as one JSON file, replaced atomically."""
+    """Every stream's row, the run's row and the run's facts. Saved as one JSON file, replaced atomically."""
 
     rows: Dict[str, Life] = field(default_factory=dict)
     run: RunInfo = field(default_factory=RunInfo)
+    run_life: RunLife = field(default_factory=RunLife)
 
     def get(self, stream_id: str) -> Life:
         return self.rows.get(stream_id, Life())
+
+    def copy(self) -> "Table":
+        """A copy to compare with later (rows and the run's row are frozen; the facts are copied)."""
+        return Table(dict(self.rows), replace(self.run), self.run_life)
+
+
+def run_json(table: Table) -> dict:
+    """The run as one object: its facts and its row (`status --json` shows it too)."""
+    life = asdict(table.run_life)
+    life["state"] = table.run_life.state.value
+    return {**asdict(table.run), **life}
+
+
+_LIFE_FIELDS = tuple(f.name for f in fields(Life))
+
+
+def _row_json(life: Life) -> dict:
+    """One row as JSON values (by hand: `asdict` copies deeply and is slow for thousands of rows)."""
+    row = {name: getattr(life, name) for name in _LIFE_FIELDS}
+    row["state"] = life.state.value
+    row["after_stop"] = life.after_stop.value if life.after_stop else None
+    row["last_exit"] = asdict(life.last_exit) if life.last_exit else None
+    row["conflicts"] = list(life.conflicts)
+    return row
 
 
 def carried_rows(table: Table) -> Dict[str, Life]:
@@ -391,7 +577,7 @@ def carried_rows(table: Table) -> Dict[str, Life]:
     first attempt), and only what is still owed is carried over: a hold (until `start STREAM`), a
     merge not yet made (merging, merge_conflict, check_failed, a conflict handed back) with its
     files, and a usage-limited session to continue."""
-    if table.run.ended_at is None:
+    if table.run_life.ended_at is None:
         return dict(table.rows)
     carried = {}
     for sid, life in table.rows.items():
@@ -409,20 +595,15 @@ def carried_rows(table: Table) -> Dict[str, Life]:
 
 
 def table_to_json(table: Table) -> dict:
-    rows = {}
-    for sid, life in table.rows.items():
-        row = asdict(life)
-        row["state"] = life.state.value
-        row["after_stop"] = life.after_stop.value if life.after_stop else None
-        rows[sid] = row
-    return {"version": 2, "run": asdict(table.run), "streams": rows}
+    rows = {sid: _row_json(life) for sid, life in table.rows.items()}
+    return {"version": 3, "run": run_json(table), "streams": rows}
 
 
 def save_table(path: Path, table: Table) -> None:
     """Write atomically: a reader sees the old table or the new one, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(table_to_json(table), indent=1, sort_keys=True), encoding="utf-8")
+        tmp.write_text(json.dumps(table_to_json(table), sort_keys=True), encoding="utf-8")  # no indent: C-fast
         os.replace(tmp, path)
     except OSError:
         try:
@@ -434,7 +615,8 @@ def save_table(path: Path, table: Table) -> None:
 
 def load_table(path: Path) -> Tuple[Table, List[str]]:
     """The saved table and warnings; a missing file is an empty table, a damaged one is reported
-    and replaced by an empty table (never a traceback), bad rows are dropped one by one."""
+    and replaced by an empty table (never a traceback), bad rows are dropped one by one. Files of
+    earlier versions load too (version 2 kept the run's start and end beside its facts)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -444,7 +626,9 @@ def load_table(path: Path) -> Tuple[Table, List[str]]:
     if not isinstance(data, dict) or not isinstance(data.get("streams", {}), dict):
         return Table(), [f"ignored the saved run state {path.name} (not a table); starting afresh"]
     warnings: List[str] = []
-    table = Table(run=_run_from(data.get("run")))
+    saved_run = data.get("run")
+    run: dict = saved_run if isinstance(saved_run, dict) else {}
+    table = Table(run=_run_from(run), run_life=_run_life_from(run))
     for sid, row in (data.get("streams") or {}).items():
         life = _life_from(row)
         if life is None:
@@ -452,6 +636,36 @@ def load_table(path: Path) -> Tuple[Table, List[str]]:
         else:
             table.rows[sid] = life
     return table, warnings
+
+
+class TableFile:
+    """The table's file as the loop keeps it: written only when the table changed; a failure to
+    write is reported once, and supervision goes on."""
+
+    def __init__(self, path: Path, warn: Callable[[str], None]):
+        self.path, self.warn = path, warn
+        self.saved: Optional[Table] = None
+        self.failing = False
+
+    def load(self) -> Tuple[Table, List[str]]:
+        return load_table(self.path)
+
+    def save(self, table: Table) -> None:
+        if self.saved == table:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            save_table(self.path, table)
+        except OSError as exc:
+            if not self.failing:
+                self.warn(f"cannot save the run state ({exc}); supervision goes on")
+            self.failing = True
+            return
+        self.saved, self.failing = table.copy(), False
+
+    def forget(self) -> None:
+        """The file was removed (an agent's `git clean`?): write it again at the next save."""
+        self.saved = None
 
 
 def _number(value: object, whole: bool = False) -> Optional[float]:
@@ -462,17 +676,44 @@ def _number(value: object, whole: bool = False) -> Optional[float]:
     return int(value) if whole else float(value)
 
 
-def _run_from(data: object) -> RunInfo:
-    if not isinstance(data, dict):
-        return RunInfo()
-    code = _number(data.get("exit_code"), whole=True)
-    texts = {k: data.get(k) if isinstance(data.get(k), str) and data.get(k) else None
-             for k in ("integration_branch", "base")}
-    budget = _number(data.get("max_restarts"), whole=True)
-    return RunInfo(started_at=_number(data.get("started_at")) or 0.0, ended_at=_number(data.get("ended_at")),
-                   exit_code=None if code is None else int(code), outcome=str(data.get("outcome") or ""),
-                   isolation=str(data.get("isolation") or ""), max_restarts=None if budget is None else int(budget),
-                   **texts)
+def _count(value: object) -> Optional[int]:
+    number = _number(value, whole=True)
+    return None if number is None else int(number)
+
+
+def _text(data: dict, key: str) -> str:
+    value = data.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _run_from(data: dict) -> RunInfo:
+    texts = {k: _text(data, k) or None for k in ("integration_branch", "base")}
+    return RunInfo(isolation=_text(data, "isolation"), max_restarts=_count(data.get("max_restarts")), **texts)
+
+
+def _run_life_from(data: dict) -> RunLife:
+    """The run's row, field by field: a damaged field gets its default. Before version 3 only the
+    start and the end were saved: a run with an end is ended, any other was running."""
+    ended_at = _number(data.get("ended_at"))
+    try:
+        state = RunState(data["state"])
+    except (KeyError, ValueError, TypeError):
+        state = RunState.ENDED if ended_at is not None else RunState.RUNNING
+    return RunLife(state=state, started_at=_number(data.get("started_at")) or 0.0, ended_at=ended_at,
+                   exit_code=_count(data.get("exit_code")), outcome=_text(data, "outcome"),
+                   paused_until=_number(data.get("paused_until")), probe=data.get("probe") is True,
+                   deadline=_number(data.get("deadline")), forced=data.get("forced") is True,
+                   interrupted=data.get("interrupted") is True, fatal=_text(data, "fatal"), fix=_text(data, "fix"),
+                   credit=_number(data.get("credit")), credit_at=_number(data.get("credit_at")) or 0.0)
+
+
+def _ended_from(value: object) -> Optional[Ended]:
+    """A saved exit; the text of version 2 ("code 1") is not kept: it only ever informed."""
+    if not isinstance(value, dict):
+        return None
+    code, number = (value.get(k) for k in ("exit_code", "signal"))
+    whole = [v if isinstance(v, int) and not isinstance(v, bool) else None for v in (code, number)]
+    return Ended(whole[0], whole[1], _text(value, "why"))
 
 
 def _life_from(row: object) -> Optional[Life]:
@@ -488,7 +729,7 @@ def _life_from(row: object) -> Optional[Life]:
         return None
     times = {k: _number(row[k]) if row.get(k) is not None else None
              for k in ("retry_at", "deadline", "complete_since")}
-    texts = {k: row.get(k, "") for k in ("reason", "last_exit", "session_id")}
+    texts = {k: row.get(k, "") for k in ("reason", "session_id")}
     if not all(isinstance(v, str) for v in texts.values()):
         return None
     conflicts = row.get("conflicts") or []
@@ -499,7 +740,7 @@ def _life_from(row: object) -> Optional[Life]:
         return None
     return Life(state=state, after_stop=after, ran=bool(row.get("ran")), conflicts=tuple(conflicts),
                 handed_back=bool(row.get("handed_back")), resume=bool(row.get("resume")), spent_usd=float(spent),
-                **counts, **times, **texts)  # type: ignore[arg-type]
+                last_exit=_ended_from(row.get("last_exit")), **counts, **times, **texts)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- what users read

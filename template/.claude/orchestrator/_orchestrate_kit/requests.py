@@ -24,9 +24,10 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Callable, Collection, List, Optional, Tuple
 
 from .executor.processes import PidRecord
+from .names import printable
 from .settings import EXIT_STUCK, Layout, UserError
 
 REQUEST_TIMEOUT = 10.0  # seconds a running orchestrator has to answer a request
@@ -106,3 +107,48 @@ def pending_requests(layout: Layout) -> List[Request]:
     except OSError:
         return []
     return [Request(layout.requests / name) for name in names]
+
+
+def serve_requests(layout: Layout, answer: Callable[[dict], str]) -> None:
+    """Answer every waiting request with what `answer` makes of it; one that cannot be read is told so."""
+    for request in pending_requests(layout):
+        try:
+            reply = answer(request.read())
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            reply = f"the request could not be read: {exc}"
+        request.answer(reply)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a request asks of the running orchestrator, and the reply that says so."""
+
+    reply: str
+    shutdown: Optional[float] = None  # stop the run, with this grace
+    release: Tuple[str, ...] = ()  # run these again with a fresh restart budget (they join the run's targets)
+    retry: Tuple[str, ...] = ()  # failed streams to run again with a fresh restart budget
+    hold: Tuple[str, ...] = ()  # stop these (TERM, KILL after `grace`) and keep them stopped
+    grace: float = 0.0
+
+
+def asked(request: dict, known: Collection[str], failed: Collection[str], default_grace: float) -> Asked:
+    """Read one request against the streams the orchestrator knows and those that failed. Raises
+    KeyError, TypeError or ValueError for a request that is not one."""
+    action = request["action"]
+    streams = tuple(str(s) for s in request.get("streams", []))
+    grace = float(request.get("grace") or default_grace)
+    if action == "shutdown":
+        return Asked("stopping", shutdown=grace)
+    unknown = [s for s in streams if s not in known]
+    if unknown:
+        return Asked("unknown stream(s): " + ", ".join(printable(s) for s in unknown))
+    named = ", ".join(printable(s) for s in streams)
+    if action == "start":
+        return Asked(f"the running orchestrator lifted any stop on {named}, reset its restart budget and runs it "
+                     "as its dependencies allow", release=streams)
+    if action == "retry_failed":
+        return Asked(f"the running orchestrator retries {len(failed)} failed stream(s)", retry=tuple(failed))
+    if action == "stop":
+        return Asked(f"stopping {named}; it stays stopped until `orchestrate.py start "
+                     f"{printable(streams[0]) if streams else 'STREAM'}`", hold=streams, grace=grace)
+    return Asked(f"unknown request {action!r}")

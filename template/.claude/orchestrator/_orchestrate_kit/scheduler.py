@@ -1,62 +1,200 @@
-"""The scheduler: from one board (graph + lifecycle rows) and the time, what to do now. Pure.
+"""The scheduler: from one board (graph + stream rows), the run's row and the time, what to do now. Pure.
 
-`decide` is the one definition of what starts: the loop, `start --dry-run`,
-`plan` and `status` all ask it. It knows max-parallel, critical-path-first
-order, back-off deadlines, holds (a held or failed stream is never started),
-workers that linger after their stream completed, stopping deadlines, and when
-a run is over. It does no I/O and reads no clock: `now` comes in.
-Standard library only, Python 3.9+.
+`decide` is the one definition of what happens next: the loop, `start
+--dry-run`, `plan` and `status` all ask it. It knows max-parallel,
+critical-path-first order, back-off deadlines, holds (a held or failed stream
+is never started), budgets (a stream whose own budget is spent is given up),
+the account's usage limit and its probe, pacing, what an ended worker left
+still being ended (that stream is neither respawned nor merged yet), merges
+(in critical-path order, one at a time while a merge check runs), workers that
+linger after their stream completed, stalls, stopping deadlines (KILL), and
+when the run is over and with which exit code. It does no I/O and reads no
+clock: `now` and the facts the loop observed come in.
+
+Pacing: a burst of up to BURST ready streams starts at once; in a larger wave
+the rest start one every `spawn_gap` seconds (a token bucket of BURST tokens,
+one back every `spawn_gap`, full again once no ready stream waits for it). A
+lone ready stream never waits. Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import AbstractSet, List, Mapping, Optional
+import math
+from dataclasses import dataclass, field, replace
+from typing import AbstractSet, List, Mapping, Optional, Tuple, Union
 
-from .lifecycle import LIVE, Life, StreamState
-from .settings import EXIT_OK, EXIT_STUCK, Settings
+from .agent.claude import MIN_BUDGET_USD
 from .graph import Board, start_order
+from .lifecycle import LIVE, Life, RunLife, RunState, StreamState
+from .settings import EXIT_OK, EXIT_STUCK, EXIT_USAGE, Settings
+
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells expect
+BURST = 8  # ready streams that start together; a larger wave is paced
+KILL_AGAIN_SECONDS = 1.0  # a KILLed worker still not gone is KILLed again this much later
 
 # Why the scheduler stops a worker, as the rest of a sentence that starts with the stream's id.
 LINGERING = "is complete but its worker is still running; stopping it"
 VANISHED = "disappeared from the database; stopping its worker"
+RUN_STOPPING = "the run is stopping"
+
+
+# ---------------------------------------------------------------- actions
 
 
 @dataclass(frozen=True)
 class Spawn:
     stream_id: str
     attempt: int
+    budget_usd: Optional[float] = None  # what this attempt may spend (the stream's and the run's caps)
 
 
 @dataclass(frozen=True)
 class Stop:
+    """TERM the worker now; KILL at `deadline` (None: the run's stop grace from now)."""
+
     stream_id: str
     reason: str
     after: StreamState = StreamState.WAITING  # FAILED for a stall: a failed attempt
+    deadline: Optional[float] = None
 
 
 @dataclass(frozen=True)
-class Pace:
-    """What limits spawning beyond the graph: the account's usage limit, the gap between spawns,
-    the run's budget, and when each running worker last said anything (for the stall watchdog)."""
+class Kill:
+    stream_id: str
 
-    paused_until: Optional[float] = None  # a usage limit seen in a running worker's output
-    last_spawn_at: Optional[float] = None
+
+@dataclass(frozen=True)
+class GiveUp:
+    """The stream cannot run again as it is (its own budget is spent): failed, with the reason."""
+
+    stream_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Merge the stream's branch into the integration branch (worktree isolation)."""
+
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """The run is stopping: a running merge check ends, and what ended workers left is gone by `deadline`."""
+
+    deadline: float
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The run is over: its exit code, and why (`complete`, `stuck`, `run budget`, `stopped`, `configuration`)."""
+
+    exit_code: int
+    why: str
+
+
+Action = Union[Kill, Stop, GiveUp, Merge, Spawn, Shutdown, Finish]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the loop observed that the board does not hold."""
+
     budget_left: Optional[float] = None  # USD the run may still spend; None: no run budget
-    last_output: Mapping[str, float] = field(default_factory=dict)
-    probing: bool = False  # after a limit whose reset was unknown: one worker first, to see it has lifted
+    stream_budgets: Mapping[str, float] = field(default_factory=dict)  # a stream's own cap (maxBudgetUsd)
+    last_output: Mapping[str, float] = field(default_factory=dict)  # when each live worker last said anything
+    cleaning_up: AbstractSet[str] = frozenset()  # an ended attempt still has something being ended
+    merge_busy: bool = False  # a merge check runs: no other stream is merged meanwhile
+    exits_pending: bool = False  # workers ended whose exits are not judged yet: the run cannot end
+    fresh: bool = True  # the board was built from a current read of the tracker
 
 
 @dataclass
 class Decision:
     """What to do now, and when to look again at the latest."""
 
-    spawn: List[Spawn] = field(default_factory=list)
+    kill: List[Kill] = field(default_factory=list)
     stop: List[Stop] = field(default_factory=list)
-    kill: List[str] = field(default_factory=list)  # stopping workers whose deadline passed
+    give_up: List[GiveUp] = field(default_factory=list)
+    merge: List[Merge] = field(default_factory=list)
+    spawn: List[Spawn] = field(default_factory=list)
+    shutdown: Optional[Shutdown] = None
+    finish: Optional[Finish] = None
     wake_at: Optional[float] = None
-    outcome: Optional[int] = None  # the run's exit code once nothing can progress
-    held_back: str = ""  # why nothing starts although streams are ready: "usage limit", "run budget"
+    held_back: str = ""  # why nothing starts although streams are ready: "usage limit", "run budget", ...
+    credit: Optional[float] = None  # the pacing's credit after these spawns (None: a full burst)
+
+    def actions(self) -> List[Action]:
+        """Every action, in the order the loop carries them out."""
+        tail: List[Action] = [a for a in (self.shutdown, self.finish) if a is not None]
+        return [*self.kill, *self.stop, *self.give_up, *self.merge, *self.spawn, *tail]
+
+
+# ---------------------------------------------------------------- deciding
+
+
+def decide(board: Board, run: RunLife, settings: Settings, now: float, facts: Facts = Facts(),
+           targets: Optional[AbstractSet[str]] = None) -> Decision:
+    decision = Decision(credit=run.credit)
+    if run.state is RunState.ENDED:
+        return decision
+    stopping = run.state is RunState.STOPPING
+    busy = _watch_live(decision, board, run, settings, now, facts)
+    if stopping:
+        decision.shutdown = Shutdown(run.deadline if run.deadline is not None else now)
+        decision.finish = _stopped(board, run, facts)
+        return decision
+    _choose_merges(decision, board, settings, facts)
+    _choose_spawns(decision, board, run, settings, now, targets, facts, busy)
+    for sid, life in board.rows.items():
+        waits = life.state in (StreamState.BACKOFF, StreamState.RATE_LIMITED)
+        if waits and (targets is None or sid in targets) and life.retry_at and life.retry_at > now:
+            decision.wake_at = earliest(decision.wake_at, life.retry_at)
+    if facts.fresh and not facts.exits_pending and not facts.cleaning_up:
+        decision.finish = _over(board, decision, targets, facts)
+    return decision
+
+
+def _watch_live(decision: Decision, board: Board, run: RunLife, settings: Settings, now: float,
+                facts: Facts) -> int:
+    """Stop, kill or wait on every live worker; how many take a slot of max-parallel."""
+    busy = 0
+    stall = settings.stall_timeout * 60
+    for sid, life in board.rows.items():
+        if life.state not in LIVE:
+            continue
+        if life.state is StreamState.STOPPING:
+            busy += 1
+            due = life.deadline if life.deadline is not None else now
+            if run.forced or due <= now:
+                decision.kill.append(Kill(sid))
+                due = now + KILL_AGAIN_SECONDS
+            decision.wake_at = earliest(decision.wake_at, due)
+        elif run.state is RunState.STOPPING:
+            busy += 1
+            decision.stop.append(Stop(sid, RUN_STOPPING, StreamState.WAITING, run.deadline))
+        elif sid not in board.views:
+            decision.stop.append(Stop(sid, VANISHED))
+        elif life.complete_since is not None:
+            due = life.complete_since + settings.finish_grace
+            if due <= now:
+                decision.stop.append(Stop(sid, LINGERING))
+            else:
+                decision.wake_at = earliest(decision.wake_at, due)
+        else:
+            busy += 1
+            _watch_for_stall(decision, sid, facts.last_output.get(sid), stall, now)
+    return busy
+
+
+def _watch_for_stall(decision: Decision, sid: str, last_output: Optional[float], stall: float, now: float) -> None:
+    """A running worker silent for `stall` seconds is stopped, as a failed attempt."""
+    if not stall or last_output is None:
+        return
+    if last_output + stall <= now:
+        decision.stop.append(Stop(sid, f"stalled: no output for {stall / 60:g} min; stopping it", StreamState.FAILED))
+    else:
+        decision.wake_at = earliest(decision.wake_at, last_output + stall)
 
 
 def startable(board: Board, now: float, targets: Optional[AbstractSet[str]] = None) -> List[str]:
@@ -75,92 +213,105 @@ def startable(board: Board, now: float, targets: Optional[AbstractSet[str]] = No
     return start_order(board, ids)
 
 
-def decide(board: Board, settings: Settings, now: float, targets: Optional[AbstractSet[str]] = None,
-           pace: Pace = Pace()) -> Decision:
-    decision = Decision()
-    busy = 0
-    stall = settings.stall_timeout * 60
-    for sid, life in board.rows.items():
-        if life.state not in LIVE:
-            continue
-        if life.state is StreamState.STOPPING:
-            busy += 1
-            if life.deadline is not None and life.deadline <= now:
-                decision.kill.append(sid)
-            else:
-                decision.wake_at = _earliest(decision.wake_at, life.deadline)
-        elif sid not in board.views:
-            decision.stop.append(Stop(sid, VANISHED))
-        elif life.complete_since is not None:
-            due = life.complete_since + settings.finish_grace
-            if due <= now:
-                decision.stop.append(Stop(sid, LINGERING))
-            else:
-                decision.wake_at = _earliest(decision.wake_at, due)
-        else:
-            busy += 1
-            _watch_for_stall(decision, sid, pace.last_output.get(sid), stall, now)
-    _choose_spawns(decision, board, settings, now, targets, pace, busy)
-    for sid, life in board.rows.items():
-        waits = life.state in (StreamState.BACKOFF, StreamState.RATE_LIMITED)
-        if waits and (targets is None or sid in targets) and life.retry_at and life.retry_at > now:
-            decision.wake_at = _earliest(decision.wake_at, life.retry_at)
-    decision.outcome = _outcome(board, decision, targets)
-    return decision
-
-
-def _watch_for_stall(decision: Decision, sid: str, last_output: Optional[float], stall: float, now: float) -> None:
-    """A running worker silent for `stall` seconds is stopped, as a failed attempt."""
-    if not stall or last_output is None:
+def _choose_merges(decision: Decision, board: Board, settings: Settings, facts: Facts) -> None:
+    """Streams whose work is done, merged in critical-path order (a dependency unlocks the most work
+    first); while a merge check runs nothing else is merged, so a failing check undoes only its own."""
+    if facts.merge_busy:
         return
-    if last_output + stall <= now:
-        decision.stop.append(Stop(sid, f"stalled: no output for {stall / 60:g} min; stopping it", StreamState.FAILED))
-    else:
-        decision.wake_at = _earliest(decision.wake_at, last_output + stall)
+    waiting = [sid for sid, life in board.rows.items()
+               if life.state is StreamState.MERGING and sid not in facts.cleaning_up]
+    known = [sid for sid in waiting if sid in board.views]  # a stream gone from the tracker merges last
+    merges = [Merge(sid) for sid in start_order(board, known) + sorted(set(waiting) - set(known))]
+    decision.merge = merges[:1] if settings.merge_check.strip() else merges
 
 
-def _choose_spawns(decision: Decision, board: Board, settings: Settings, now: float,
-                   targets: Optional[AbstractSet[str]], pace: Pace, busy: int) -> None:
-    """Ready streams, best first, as max-parallel, the usage limit, the run budget and the gap allow."""
-    ready = startable(board, now, targets)
+def _choose_spawns(decision: Decision, board: Board, run: RunLife, settings: Settings, now: float,
+                   targets: Optional[AbstractSet[str]], facts: Facts, busy: int) -> None:
+    """Ready streams, best first, as budgets, the usage limit, max-parallel, the probe and the pacing allow."""
+    ready = []
+    for sid in startable(board, now, targets):
+        if sid in facts.cleaning_up:
+            continue  # what its last worker left is still being ended: its end wakes the loop
+        life = board.rows.get(sid, Life())
+        own = facts.stream_budgets.get(sid)
+        if own is not None and own - life.spent_usd < MIN_BUDGET_USD:
+            decision.give_up.append(GiveUp(sid, f"budget: {life.spent_usd:.2f} USD spent, nothing left"))
+            continue
+        ready.append(sid)
     if not ready:
         return
-    limit = max([pace.paused_until or 0.0] + [life.retry_at or 0.0 for life in board.rows.values()
-                                                if life.state is StreamState.RATE_LIMITED])
+    limit = max([(run.paused_until or 0.0) if run.state is RunState.PAUSED else 0.0]
+                + [life.retry_at or 0.0 for life in board.rows.values() if life.state is StreamState.RATE_LIMITED])
     if limit > now:  # the limit is the account's: no worker starts anywhere until it resets
-        decision.held_back, decision.wake_at = "usage limit", _earliest(decision.wake_at, limit)
+        decision.held_back, decision.wake_at = "usage limit", earliest(decision.wake_at, limit)
         return
-    if pace.budget_left is not None and pace.budget_left <= 0:
+    if facts.budget_left is not None and facts.budget_left < MIN_BUDGET_USD:
         decision.held_back = "run budget"
         return
     room = settings.max_parallel - busy if settings.max_parallel else len(ready)
-    if pace.probing:  # one worker tries whether the limit has lifted; the rest follow once it works
+    if run.state is RunState.PROBING:  # one worker tries whether the limit has lifted; the rest follow
         if busy:
             decision.held_back = "usage limit probe"
             return
         room = min(room, 1)
-    if settings.spawn_gap > 0:
-        if pace.last_spawn_at is not None and now < pace.last_spawn_at + settings.spawn_gap:
-            decision.wake_at = _earliest(decision.wake_at, pace.last_spawn_at + settings.spawn_gap)
-            return
-        room = min(room, 1)  # one now, the next after the gap: a wave of ready streams is staggered
-    for sid in ready[:max(room, 0)]:
-        decision.spawn.append(Spawn(sid, board.rows[sid].attempts + 1 if sid in board.rows else 1))
+    room = max(min(room, len(ready)), 0)
+    credit = pacing_credit(run, now, settings.spawn_gap)
+    allowed = room if math.isinf(credit) else min(room, int(credit))
+    if allowed < room:  # ready streams wait for the pacing: the next one in a gap
+        decision.credit = credit - allowed
+        decision.held_back = decision.held_back or "pacing"
+        decision.wake_at = earliest(decision.wake_at, now + (1 - decision.credit % 1) * settings.spawn_gap)
+    else:
+        decision.credit = None  # nobody waits for it: the next wave gets a full burst again
+    for sid in ready[:allowed]:
+        life = board.rows.get(sid, Life())
+        decision.spawn.append(Spawn(sid, life.attempts + 1, _budget(facts.stream_budgets.get(sid), life,
+                                                                    facts.budget_left)))
 
 
-def _outcome(board: Board, decision: Decision, targets: Optional[AbstractSet[str]]) -> Optional[int]:
-    """None while something can still progress; else the exit code."""
-    if decision.spawn or any(life.state in LIVE or _merge_pending(life) for life in board.rows.values()):
+def pacing_credit(run: RunLife, now: float, gap: float) -> float:
+    """Spawns the pacing allows now: a full burst, less what recent spawns took, one back per `gap`."""
+    if gap <= 0 or run.credit is None:
+        return float(BURST) if gap > 0 else math.inf
+    return min(float(BURST), run.credit + max(now - run.credit_at, 0.0) / gap)
+
+
+def _budget(own: Optional[float], life: Life, run_left: Optional[float]) -> Optional[float]:
+    """What this attempt may spend: the stream's cap less what its attempts cost, capped by the run's."""
+    caps = [cap for cap in (None if own is None else own - life.spent_usd, run_left) if cap is not None]
+    return min(caps) if caps else None
+
+
+# ---------------------------------------------------------------- the end
+
+
+def _over(board: Board, decision: Decision, targets: Optional[AbstractSet[str]], facts: Facts) -> Optional[Finish]:
+    """None while something can still progress; else how the run ends."""
+    if decision.spawn or decision.merge or decision.give_up or facts.merge_busy \
+            or any(life.state in LIVE or _merge_pending(life) for life in board.rows.values()):
         return None
+    budget = decision.held_back == "run budget"
     wanted = [v for sid, v in board.views.items() if targets is None or sid in targets]
     if wanted and all(v.state is StreamState.COMPLETE for v in wanted):
-        return EXIT_OK
+        return Finish(EXIT_OK, "complete")
     if any(v.state in (StreamState.BACKOFF, StreamState.RATE_LIMITED) and v.graph_state is StreamState.READY
            for v in wanted):
-        return None if decision.held_back != "run budget" else EXIT_STUCK
-    if decision.wake_at is not None and decision.held_back != "run budget" and startable(board, decision.wake_at, targets):
-        return None  # ready streams wait for the spawn gap or the usage limit
-    return EXIT_STUCK
+        return Finish(EXIT_STUCK, "run budget") if budget else None
+    if decision.wake_at is not None and not budget and startable(board, decision.wake_at, targets):
+        return None  # ready streams wait for the pacing or the usage limit
+    return Finish(EXIT_STUCK, "run budget" if budget else "stuck")
+
+
+def _stopped(board: Board, run: RunLife, facts: Facts) -> Optional[Finish]:
+    """A stopping run ends once every worker, and whatever they left, is gone."""
+    if facts.exits_pending or facts.cleaning_up or facts.merge_busy \
+            or any(life.state in LIVE for life in board.rows.values()):
+        return None
+    if run.fatal:
+        return Finish(EXIT_USAGE, "configuration")
+    if run.interrupted:
+        return Finish(EXIT_INTERRUPTED, "stopped")
+    return Finish(EXIT_OK if board.all_complete() else EXIT_STUCK, "stopped")
 
 
 def _merge_pending(life: Life) -> bool:
@@ -168,7 +319,17 @@ def _merge_pending(life: Life) -> bool:
     return life.state is StreamState.MERGING or (life.state is StreamState.BACKOFF and bool(life.conflicts))
 
 
-def _earliest(current: Optional[float], candidate: Optional[float]) -> Optional[float]:
+def earliest(current: Optional[float], candidate: Optional[float]) -> Optional[float]:
+    """The sooner of two times, either of which may be None (nothing due)."""
     if candidate is None:
         return current
     return candidate if current is None else min(current, candidate)
+
+
+def first_starts(board: Board, settings: Settings, now: float,
+                 targets: Optional[AbstractSet[str]] = None) -> Tuple[List[str], List[str]]:
+    """For `plan` and `start --dry-run`: the ready streams a start would begin at once, and those of
+    a wave larger than the burst that follow, one every `spawn_gap` seconds, in that order."""
+    at_once = [s.stream_id for s in decide(board, RunLife(), settings, now, targets=targets).spawn]
+    unpaced = decide(board, RunLife(), replace(settings, spawn_gap=0), now, targets=targets)
+    return at_once, [s.stream_id for s in unpaced.spawn if s.stream_id not in at_once]

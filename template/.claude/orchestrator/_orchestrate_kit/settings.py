@@ -54,7 +54,7 @@ class Settings:
     tracker: str = "auto"  # which Task Copilot: auto, mcp (the MCP server) or tc (the tc CLI)
     agent_events: bool = True  # Claude Code workers print stream-json: progress, cost, usage limits
     stall_timeout: float = 20.0  # minutes without output before a worker is stopped (0 = never)
-    spawn_gap: float = 2.0  # seconds between two spawns, so a wave of ready streams is staggered
+    spawn_gap: float = 2.0  # pacing: 8 ready streams start at once, the rest of a larger wave this far apart
     max_cost_usd: float = 0.0  # the run's budget in USD (0 = none)
     on_event: str = ""  # a command run (no shell) when the run finishes, a stream fails, a limit is hit ...
     isolation: str = "auto"  # worktree (one git worktree per stream), none (the project root), auto

@@ -1,8 +1,9 @@
 """One consistent picture of a project's run: `status`, `status --json` and the dashboard print it.
 
-`collect_status` reads the database once, the saved lifecycle table and the
-worker records, and builds the board with the same functions the supervisor
-uses, so what users see is what the loop decides. Standard library only.
+`collect_status` reads the database once, the saved lifecycle table and what
+the executor's records say runs (`executor.read_workers`), and builds the board
+with the same functions the supervisor uses, so what users see is what the loop
+decides. Standard library only.
 """
 
 from __future__ import annotations
@@ -11,21 +12,15 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Mapping, Optional
 
 from .agent.claude import WorkerOptionError, is_claude, parse_worker_options
-from .lifecycle import PARKED, Policy, RunInfo, StreamState, Table, load_table
+from .executor import Handle, read_workers
+from .executor.processes import PidRecord, process_start_time, read_pid_file, runs_script, write_pid_file
+from .lifecycle import PARKED, Policy, RunInfo, RunLife, RunState, StreamState, Table, describe_run, load_table, run_json
 from .names import printable
-from .executor.processes import (
-    PidRecord,
-    process_start_time,
-    read_pid_dir,
-    read_pid_file,
-    runs_script,
-    write_pid_file,
-)
 from .settings import EXIT_STUCK, Layout, Settings, UserError, load_settings
-from .graph import Board, StreamView, WorkerFacts, build_board
+from .graph import Board, StreamView, build_board
 from .agent.output import load_activity
 from .trackers import (
     CHOICES as TRACKER_CHOICES,
@@ -69,11 +64,6 @@ def take_snapshot(location: DatabaseLocation) -> Snapshot:
         raise UserError(str(exc)) from None
 
 
-def live_workers(layout: Layout) -> Dict[str, PidRecord]:
-    """Workers whose pid file names a live process that is really ours."""
-    return {rec.stream_id: rec for rec in read_pid_dir(layout.pids).values() if rec and rec.is_alive()}
-
-
 def live_orchestrator(layout: Layout) -> Optional[PidRecord]:
     """The running orchestrator, if its pid file names a live process that runs this script."""
     record = read_pid_file(layout.orchestrator_pid)
@@ -109,10 +99,9 @@ def option_problems(snapshot: Snapshot, settings: Settings) -> Dict[str, str]:
     return problems
 
 
-def board_for(snapshot: Snapshot, table: Table, workers: Dict[str, PidRecord], settings: Settings,
+def board_for(snapshot: Snapshot, table: Table, workers: Mapping[str, Handle], settings: Settings,
               now: float) -> Board:
-    facts = {sid: WorkerFacts(rec.pid, rec.started_at, rec.attempt) for sid, rec in workers.items()}
-    return build_board(snapshot.streams, table.rows, facts, now, policy_of(settings, table.run),
+    return build_board(snapshot.streams, table.rows, workers, now, policy_of(settings, table.run),
                        option_problems(snapshot, settings), snapshot.unreadable())
 
 
@@ -135,7 +124,7 @@ class StatusReport:
         """What the running worker of a stream said so far (nothing once it has ended: the saved
         activity lags the table by up to a couple of seconds)."""
         view = self.board.views.get(stream_id)
-        return self.activity.get(stream_id, {}) if view is not None and view.pid else {}
+        return self.activity.get(stream_id, {}) if view is not None and view.where else {}
 
     def cost_of(self, stream_id: str) -> Optional[float]:
         """What a stream's attempts cost so far (USD), when its workers report it."""
@@ -164,7 +153,7 @@ class StatusReport:
             "orchestrator": {"running": self.orchestrator is not None,
                              "pid": self.orchestrator.pid if self.orchestrator else None},
             "project": self.location.project_name,
-            "run": {**asdict(self.table.run), "cost_usd": round(sum(self.cost_of(s) or 0.0 for s in self.board.views), 6),
+            "run": {**run_json(self.table), "cost_usd": round(sum(self.cost_of(s) or 0.0 for s in self.board.views), 6),
                     "turns": sum(self.usage_of(s, "turns") or 0 for s in self.board.views),
                     "tokens": sum(self.usage_of(s, "tokens") or 0 for s in self.board.views)},
             "summary": asdict(summary),
@@ -189,7 +178,9 @@ def view_json(view: StreamView, report: "StatusReport") -> dict:
         "level": view.level,
         "tasks": {"total": view.total, "finished": view.finished, **view.counts},
         "percent": view.percent,
-        "pid": view.pid,
+        "where": view.where or None,  # the executor's words: "pid 4242", a node
+        "worker": view.worker,  # the executor's own facts about the live worker
+        "pid": view.worker.get("pid"),  # the local executor's (kept for scripts that read it)
         "attempts": view.attempts,
         "started_at": view.started_at,
         "retry_at": view.retry_at,
@@ -206,11 +197,11 @@ def view_json(view: StreamView, report: "StatusReport") -> dict:
 def as_it_ended(table: Table) -> Table:
     """The table to show: a run that ended as it ended, except that work reopened since is plainly
     waiting or ready (the next run's first attempt, not a retry of this one)."""
-    if table.run.ended_at is None:
+    if table.run_life.ended_at is None:
         return table
     rows = {sid: replace(life, ran=False) if life.state is StreamState.COMPLETE else life
             for sid, life in table.rows.items()}
-    return Table(rows, table.run)
+    return Table(rows, table.run, table.run_life)
 
 
 def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: Optional[str] = None) -> StatusReport:
@@ -221,7 +212,7 @@ def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: O
     table, notes = load_table(layout.run_file)
     if table.run.max_restarts is not None:  # the budget the run counts with (--max-restarts)
         settings = replace(settings, max_restarts=table.run.max_restarts)
-    board = board_for(snapshot, as_it_ended(table), live_workers(layout), settings, time.time())
+    board = board_for(snapshot, as_it_ended(table), read_workers(layout), settings, time.time())
     orchestrator = live_orchestrator(layout)
     activity = load_activity(layout.activity_file) if orchestrator else {}
     return StatusReport(location, snapshot, board, orchestrator, table, layout, notes, activity)
@@ -261,11 +252,14 @@ def render_status(report: StatusReport) -> str:
              f"Tracker: {location.generation}, database {printable(location.how)}"]
     lines += [f"note: {printable(n)}" for n in location.notes]
     orch = report.orchestrator
-    lines.append(f"Orchestrator: running (pid {orch.pid})" if orch else "Orchestrator: not running")
+    run = report.table.run_life
+    unusual = run.state in (RunState.PAUSED, RunState.PROBING, RunState.STOPPING)  # running normally: nothing to add
+    shown = f"; {describe_run(run)}" if orch and unusual else ""
+    lines.append(f"Orchestrator: running (pid {orch.pid}){shown}" if orch else "Orchestrator: not running")
     if not orch:
-        lines += run_lines(report.table.run)
+        lines += run_lines(run)
     lines.append("")
-    rows = [("LEVEL", "STREAM", "STATE", "TASKS", "PID", "ATTEMPTS", "COST", "NAME")]
+    rows = [("LEVEL", "STREAM", "STATE", "TASKS", "WORKER", "ATTEMPTS", "COST", "NAME")]
     for view in level_order(board.views.values()):
         cost = report.cost_of(view.stream_id)
         rows.append((
@@ -273,7 +267,7 @@ def render_status(report: StatusReport) -> str:
             printable(view.stream_id, 40),
             printable(view.describe(), 60),
             f"{view.finished}/{view.total} ({whole_percent(view.finished, view.total)}%)",
-            str(view.pid) if view.pid else "-",
+            view.where or "-",
             str(view.attempts),
             f"${cost:.2f}" if cost else "-",
             printable(view.stream_name, 40) if view.stream_name != view.stream_id else "",
@@ -299,7 +293,7 @@ def where_line(location: DatabaseLocation) -> str:
     return f"Workspace: {printable(location.workspace_id)}"
 
 
-def run_lines(run: RunInfo) -> List[str]:
+def run_lines(run: RunLife) -> List[str]:
     """How the last run ended (why nothing runs now), and what the next `start` does."""
     if not run.started_at:
         return []

@@ -1,9 +1,12 @@
-"""What the orchestrator says when a run ends: pure functions from the board to lines.
+"""The end of a run in words: its one-line outcome, and what is left and what to do next.
 
-A run of the whole plan that completed says so and how to land it; a run of some streams
-(`start STREAM`) says which of them completed and what of the plan is still to run, and how;
-a run where nothing more can progress names each stream left with why and the next step.
-Nothing here reads a file or a clock. Standard library only, Python 3.9+.
+`outcome_of` names how the run ended (saved with the table, shown by `status`);
+`closing_lines` is what the orchestrator prints as it exits: a run of the whole plan
+that completed says so and how to land it; a run of some streams (`start STREAM`)
+says which of them completed and what of the plan is still to run, and how; a run
+where nothing more can progress names each stream left with why and the next step.
+Pure: the board, the run's row and a few figures come in; nothing here reads a file
+or a clock. Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
@@ -12,22 +15,41 @@ import shlex
 from typing import AbstractSet, List, Optional
 
 from .graph import Board, StreamView
-from .lifecycle import StreamState
+from .lifecycle import RunLife, StreamState
 from .names import printable
-from .status import level_order
+from .scheduler import Finish
+from .status import format_duration, level_order
 
+STOPPED = "stopped by request"
 ORCHESTRATE = "python3 .claude/orchestrator/orchestrate.py"
 LISTED = 10  # streams named in one line before "and N more"
 
 
-def end_of_run(board: Optional[Board], targets: Optional[AbstractSet[str]], complete: bool, outcome: str,
-               took: str, integration_branch: str = "") -> List[str]:
-    """The lines that close a run (`complete`: every target is complete; `took`: its duration).
-    A run stopped by request or by a configuration error has said why already: nothing more."""
-    if board is None or outcome == "stopped by request" or outcome.startswith("stopped: configuration"):
+
+
+def outcome_of(finish: Finish, run: RunLife, spent_usd: float, max_cost_usd: float) -> str:
+    """One line: "all complete", "nothing more can progress", "stopped by request", ..."""
+    if finish.why == "configuration":
+        return f"stopped: configuration error: {run.fatal}"
+    if finish.why == "stopped":
+        return STOPPED
+    if finish.why == "run budget":
+        return f"failed: run budget reached ({spent_usd:.2f} of {max_cost_usd:.2f} USD)"
+    return "all complete" if finish.why == "complete" else "nothing more can progress"
+
+
+def closing_lines(finish: Finish, outcome: str, board: Optional[Board], run: RunLife,
+                  targets: Optional[AbstractSet[str]], integration_branch: str = "") -> List[str]:
+    """What the orchestrator says as the run ends (after the configuration error, said when seen)."""
+    if finish.why == "stopped":
+        return [STOPPED]
+    if finish.why == "configuration":
         return []
-    lines = [outcome] if outcome.startswith("failed: run budget") else []
-    if complete:
+    lines = [outcome] if finish.why == "run budget" else []
+    if board is None:
+        return lines
+    if finish.why == "complete":
+        took = format_duration((run.ended_at or 0.0) - run.started_at)
         return lines + completed(board, targets, took, integration_branch)
     return lines + ["nothing more can progress:"] + stuck(board, targets)
 

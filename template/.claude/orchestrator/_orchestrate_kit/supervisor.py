@@ -1,224 +1,154 @@
 """The supervisor: a thin loop that gathers events, applies transitions, asks the scheduler, acts.
 
-Each turn: user requests (files in the state folder, announced by SIGUSR1),
-worker exits (SIGCHLD on a wakeup fd), a database change (a cheap stat of the
-file and its WAL), and the clock. Exits are judged against a fresh snapshot
-(the worker's last writes decide whether its stream completed). Every state
-change goes through `lifecycle.transition`; what to start or stop comes from
-`scheduler.decide`; workers are started and signalled through the executor.
-Nothing here waits for a worker: stopping is a state with a deadline. Signal
-handlers only set a flag. Clock, executor and database reader are injectable.
-Standard library only, Python 3.9+.
+Each turn: stop signals and user requests (files in the state folder, announced
+by SIGUSR1), worker exits (their SIGCHLD wakes the loop), what workers said
+(their logs), a database change (watch.py), and the clock. Exits are judged
+against a fresh read of the tracker (exits.py). Every change of a stream's row
+goes through `lifecycle.transition`, of the run's row through `transition_run`;
+everything to do comes from `scheduler.decide`, carried out through the executor
+(workers) and the merger (git). Nothing here waits for a worker: stopping is a
+state with a deadline. Signal handlers only note what arrived. Clock, executor,
+merger and tracker reader are injectable: tests drive it turn by turn (`begin`,
+`turn`). Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
 
-import os
-import select
 import signal
-import sys
 import time
-import uuid
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set, TextIO
+from typing import Callable, Dict, Iterable, Optional, Set
 
-from .agent.events import DEFAULT_LIMIT_WAIT, EndKind, Fatal
-from .agent.claude import MIN_BUDGET_USD, StreamLimits, budget_left, is_claude, parse_worker_options
-from .executor.local import LocalExecutor
-from .lifecycle import (
-    LIVE,
-    USER_STOP,
-    Adopted,
-    Event,
-    Exited,
-    GiveUp,
-    Hold,
-    Life,
-    Release,
-    Spawned,
-    SpawnFailed,
-    Spawning,
-    StopRequested,
-    StreamState,
-    Table,
-    carried_rows,
-    load_table,
-    save_table,
-    transition,
-)
-from .locks import Lock
-from .git.merging import Merger
-from .executor.processes import read_pid_dir, remove_file
-from .names import printable
-from .notify import Notifier
-from .requests import pending_requests
-from .scheduler import Decision, Pace, Spawn, decide
-from .summary import end_of_run
-from .settings import EXIT_OK, EXIT_STUCK, EXIT_USAGE, Layout, Settings, UserError
-from .status import board_for, format_duration, last_log_line, policy_of, write_orchestrator_record
-from .graph import Board
-from .trackers import Database, DatabaseBusy, DatabaseError, DatabaseLocation, Snapshot, StreamRecord
+from .agent.claude import is_claude
+from .agent.events import Fatal
 from .agent.output import WorkerOutputs
-from .worker_spec import build_spec
+from .announce import Announcer, Reporter
+from .executor import Ended, Executor, open_check_executor, open_executor
+from .exits import judge_exit, limit_until
+from .git.merging import Merger
+from .graph import Board
+from .lifecycle import (LIVE, USER_STOP, Adopted, Event, FatalSeen, GiveUp as Failed, Hold, Life, LimitHit, LimitLifted,
+                        Paced, Release, RunBegins, RunEnds, RunEvent, RunState, Spawned, SpawnFailed, Spawning,
+                        StopAsked, StopRequested, StopSignal, StreamState, Table, TableFile, Tick, carried_rows,
+                        transition, transition_run)
+from .locks import Lock
+from .names import printable
+from .requests import Asked, asked, serve_requests
+from .scheduler import Decision, Facts, Finish, GiveUp, Kill, Merge, Shutdown, Spawn, Stop, decide, earliest
+from .settings import Layout, Settings, UserError
+from .status import board_for, last_log_line, policy_of
+from .summary import closing_lines, outcome_of
+from .trackers import DatabaseError, DatabaseLocation, Snapshot
+from .wakeup import Inbox
+from .watch import Reader, TrackerWatch, check_own_files, database_signature
+from .worker_spec import build_spec, choose_session, stream_budgets, stream_limits
 
-EXIT_INTERRUPTED = 130
-# What an agent's own account of its end means for the stream (lifecycle.Exited.ending).
-ENDINGS = {EndKind.USAGE_LIMIT: "usage_limit", EndKind.BUDGET_EXHAUSTED: "budget", EndKind.FATAL: "fatal",
-           EndKind.SESSION_NOT_FOUND: "fresh"}
-
-
-def exit_code_of(status: str) -> Optional[int]:
-    """The exit code in the executor's "code 1" / "signal 9" wording; None when it is not known."""
-    kind, _, number = status.partition(" ")
-    if not number.isdigit():
-        return None
-    return int(number) if kind == "code" else -int(number) if kind == "signal" else None
-SAFETY_REFRESH_SECONDS = 30.0  # look at the database and our files even when nothing signalled
-RUN_STOPPING = "the run is stopping"
-
-
-class Reporter:
-    """Timestamped lines for the terminal or the detached log. A dead stdout (a closed pipe,
-    `>&-`, no terminal) never ends supervision: lines then go to the orchestrator log."""
-
-    def __init__(self, out: Optional[TextIO], fallback: Path):
-        self.out = out
-        self.fallback = fallback
-
-    def say(self, message: str) -> None:
-        line = f"[{time.strftime('%H:%M:%S')}] {message}\n"
-        if self.out is not None:
-            try:
-                self.out.write(line)
-                self.out.flush()
-                return
-            except (OSError, ValueError):
-                self.out = None
-                sys.stdout = open(os.devnull, "w")  # no "Exception ignored" at exit either
-                line += f"[{time.strftime('%H:%M:%S')}] (standard output is gone; logging here)\n"
-        try:
-            self.fallback.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.fallback, "a", encoding="utf-8") as log:
-                log.write(line)
-        except OSError:
-            pass  # nowhere left to write: supervision goes on regardless
+DECIDE_ROUNDS = 8  # decisions per turn at most: a merge unlocks dependents, whose spawns follow at once
 
 
 class Supervisor:
     """Runs the streams of one project until every target is complete or nothing can progress."""
 
     def __init__(self, layout: Layout, settings: Settings, location: DatabaseLocation,
-                 targets: Optional[Set[str]], reporter: Reporter, *, release: Set[str] = frozenset(),
-                 retry_failed: bool = False, locks: List[Lock] = (), clock: Callable[[], float] = time.time,
-                 executor: Optional[LocalExecutor] = None, reader: Optional[Database] = None):
-        self.layout, self.settings, self.location = layout, settings, location
-        self.targets, self.release, self.retry_failed = targets, set(release), retry_failed
-        self.say = reporter.say
+                 targets: Optional[Set[str]], reporter: Reporter, *, release: Iterable[str] = (),
+                 retry_failed: bool = False, locks: Iterable[Lock] = (), clock: Callable[[], float] = time.time,
+                 executor: Optional[Executor] = None, reader: Optional[Reader] = None,
+                 merger: Optional[Merger] = None, signature: Optional[Callable[[], tuple]] = None):
+        self.layout, self.settings, self.location, self.clock = layout, settings, location, clock
+        self.targets = set(targets) if targets is not None else None
+        self.releasing = (set(release), retry_failed)  # what `start` asked to run again
         self.locks = list(locks)
-        self.clock = clock
-        self.policy = policy_of(settings)
-        self.executor = executor or LocalExecutor(layout.pid_for, settings.stop_grace, clock)
-        self.db = reader or location.open()
+        self.announce = Announcer.of(reporter, settings.on_event, layout)
+        self.executor = executor or open_executor(layout, settings.stop_grace, clock)
+        self.merger = merger or Merger(layout.root, settings, location, reporter.say, layout.log_for,
+                                       open_check_executor(layout, settings.stop_grace, clock))
+        self.tracker = TrackerWatch(reader or location.open(),
+                                    signature or (lambda: database_signature(location.path)), reporter.say)
+        self.store = TableFile(layout.run_file, self.announce.warn)
         self.table = Table()
-        self.saved: Optional[dict] = None
-        self.snapshot: Optional[Snapshot] = None
-        self.board: Optional[Board] = None
-        self.decision: Optional[Decision] = None
-        self.fresh = False
-        self.dirty = True
-        self.pending_exits: Dict[str, str] = {}
-        self.db_signature: tuple = ()
-        self.force_refresh = True
-        self.last_look = 0.0
-        self.last_warning = ""
-        self.save_failed = False
-        self.signals = 0  # stop signals so far: the first stops gracefully, the second forces
-        self.interrupted = False  # Ctrl-C: the run ends with 130, as shells expect
-        self.requests_waiting = True
-        self.stop_grace = settings.stop_grace
-        self.shutting_down = False
-        self.next_sweep: Optional[float] = None
+        self.policy = policy_of(settings)
         self.outputs = WorkerOutputs()
-        self.paused_until: Optional[float] = None  # a usage limit: no spawn anywhere before this
-        self.probing = False  # the last limit's reset was unknown: one worker probes before the others
-        self.last_spawn_at: Optional[float] = None
-        self.fatal: Optional[Fatal] = None  # a configuration failure: the run stops with exit 2
-        self.notifier = Notifier(settings.on_event, layout.orchestrator_log,
-                                 lambda message: self.say(f"warning: {message}"))
-        self.wake_r, self.wake_w = os.pipe()
-        self.merger = Merger(layout.root, settings, location, self.say, layout.log_for)  # worktree isolation
+        self.board: Optional[Board] = None
+        self.dirty = True  # something the board shows changed: decide again
+        self.due: Optional[float] = None  # decide again by then at the latest
+        self.exits: Dict[str, Ended] = {}  # workers that ended, judged once the tracker is read
+        self.inbox = Inbox()
 
     # ---------------------------------------------------------------- the loop
 
     def run(self) -> int:
-        self._install_signal_handlers()
-        self._resume()
+        self.inbox.install()
+        self.begin()
         while True:
-            code = self._turn()
+            code = self.turn()
             if code is not None:
                 return code
-            self._wait()
+            self.inbox.sleep(self.sleep_time())
 
-    def _turn(self) -> Optional[int]:
+    def sleep_time(self) -> float:
+        """Until the next thing due; never a blind long poll, never a spin."""
+        poll = self.settings.poll_interval
+        return 0.0 if self.dirty else poll if self.due is None else max(min(poll, self.due - self.clock()), 0.0)
+
+    def begin(self) -> None:
+        """Continue the saved table (after a run that ended, what it carries into a new one), adopt
+        live workers, and note the workers that ended while no orchestrator ran (judged at first)."""
         now = self.clock()
-        self.executor.reap()
-        if self.requests_waiting:  # first: a `stop --grace S` request sets the grace the shutdown uses
+        self.table, warnings = self.store.load()
+        for line in warnings:
+            self.announce.warn(line)
+        self.table.rows = carried_rows(self.table)  # after a run that ended: a new one, with fresh counts
+        self.merger.begin(self.table)  # worktrees: recover, then start or continue the integration branch
+        self.policy = policy_of(self.settings, self.table.run)
+        self.table.run.max_restarts = self.settings.max_restarts  # status shows "attempt a of b" with it
+        self._apply_run(RunBegins(), now)
+        release, retry_failed = self.releasing
+        for sid, life in list(self.table.rows.items()):
+            if sid in release or (retry_failed and life.state is StreamState.FAILED):
+                self._apply(sid, Release(), now)
+        adoption = self.executor.adopt()
+        for note in adoption.notes:
+            self.announce.say(note)
+        for handle in adoption.live:
+            self._apply(handle.stream_id, Adopted(handle.attempt), now)
+            self.announce.say(f"adopted running worker of {printable(handle.stream_id)} ({handle.where})")
+            output = self.executor.output(handle)
+            self.outputs.watch(handle.stream_id, output.path, output.offset, now)
+        for handle, ended in adoption.ended:
+            self._apply(handle.stream_id, Adopted(handle.attempt), now)
+            self.exits[handle.stream_id] = ended
+        recorded = {h.stream_id for h in adoption.live} | {h.stream_id for h, _ in adoption.ended}
+        for sid, life in self.table.rows.items():
+            if life.state in LIVE and sid not in recorded:
+                self.exits[sid] = Ended(why="its worker record was lost")
+        self.store.save(self.table)
+
+    def turn(self) -> Optional[int]:
+        now = self.clock()
+        self._apply_run(Tick(), now)
+        for signum in self.inbox.take_stops():
+            self._apply_run(StopSignal(self.settings.stop_grace, signum == signal.SIGINT), now)
+        if self.inbox.requests:  # after the signals: a `stop --grace S` then shortens their grace
             self._handle_requests(now)
-        self._collect_exits()
+        for sid, handle in list(self.executor.live().items()):
+            ended = self.executor.poll(handle)
+            if ended is not None:
+                self.exits[sid] = ended
+                self.tracker.expect_change()  # its last writes may be in the database: look again
         self._read_outputs(now)
-        self._refresh(now)
-        if self.pending_exits and (self.fresh or self.shutting_down) and self.snapshot is not None:
-            self._settle_exits(now)
-        if self.signals and not self.shutting_down:  # Ctrl-C, `stop`, or a fatal failure: exits judged first
-            self._begin_shutdown(now)
-        if not self.shutting_down:
-            self.merger.step(self.table.rows, self._apply, now, busy=self.executor.has_leftovers)  # MERGING streams
-        if self.snapshot is None:
-            return self._finish(EXIT_STUCK, "stopped by request") if self.shutting_down else None
-        wake = self.decision.wake_at if self.decision else None
-        if self.dirty or self.decision is None or (wake is not None and now >= wake):
-            self._rebuild(now)
-        self._act(now)
-        self.next_sweep, swept = self.executor.sweep()
-        self.dirty |= swept
-        self._save()
-        self.outputs.save_activity(self.layout.activity_file, self._spent(), now)
-        return self._outcome()
-
-    def _install_signal_handlers(self) -> None:
-        os.set_blocking(self.wake_w, False)
-        signal.set_wakeup_fd(self.wake_w)
-        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the loop at once
-        signal.signal(signal.SIGUSR1, self._on_request)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_stop)
-
-    def _on_stop(self, signum, _frame) -> None:
-        self.signals += 1  # handlers only set a flag; the loop acts
-        self.interrupted = self.interrupted or signum == signal.SIGINT
-
-    def _on_request(self, *_args) -> None:
-        self.requests_waiting = True
-
-    def _wait(self) -> None:
-        """Sleep until a signal or the next thing due; never a blind long poll."""
-        now = self.clock()
-        timeout = self.settings.poll_interval
-        dues = [self.decision.wake_at if self.decision else None, self.next_sweep]
-        if self.shutting_down:
-            dues += [life.deadline for life in self.table.rows.values() if life.state is StreamState.STOPPING]
-        for due in dues:
-            if due is not None:
-                timeout = min(timeout, max(due - now, 0.0))
-        try:
-            ready, _, _ = select.select([self.wake_r], [], [], timeout)
-        except InterruptedError:
-            return
-        if ready:
-            try:
-                os.read(self.wake_r, 4096)
-            except BlockingIOError:
-                pass
+        self._look(now)
+        busy = self.merger.busy
+        self.merger.poll(self._apply, now)
+        self.dirty |= self.merger.busy != busy
+        stopping = self.table.run_life.state is RunState.STOPPING  # then judged even without the tracker
+        if self.exits and (self.tracker.fresh or stopping):
+            self._settle_exits(self.tracker.snapshot, now)
+        code = self._decide_and_act(now)
+        before = self.executor.cleaning_up()
+        self.due = earliest(self.due, self.executor.tick())  # its housekeeping's next step, if sooner
+        self.dirty |= self.executor.cleaning_up() != before
+        self.store.save(self.table)
+        self.outputs.save_activity(self.layout.activity_file, self._spent(), now, force=code is not None)
+        return code
 
     # ---------------------------------------------------------------- transitions
 
@@ -228,433 +158,193 @@ class Supervisor:
         self.dirty = True
         return life
 
-    def _resume(self) -> None:
-        """Continue the saved table (attempts, back-off, holds; after a run that ended, what it
-        carries into a new one), adopt live workers, and judge the workers that ended while no
-        orchestrator ran."""
-        now = self.clock()
-        self.table, warnings = load_table(self.layout.run_file)
-        for line in warnings:
-            self.say(f"warning: {line}")
-        self.table.rows = carried_rows(self.table)  # a run that ended: a new one, with fresh counts
-        self.merger.begin(self.table)  # worktrees: recover, then start or continue the integration branch
-        self.policy = policy_of(self.settings, self.table.run)
-        if self.table.run.ended_at is not None or not self.table.run.started_at:
-            self.table.run.started_at = now
-        self.table.run.ended_at, self.table.run.exit_code, self.table.run.outcome = None, None, ""
-        self.table.run.max_restarts = self.settings.max_restarts  # status shows "attempt a of b" with it
-        for sid, life in list(self.table.rows.items()):
-            if sid in self.release or (self.retry_failed and life.state is StreamState.FAILED):
-                self._apply(sid, Release(), now)
-        recorded = set()
-        for path, record in read_pid_dir(self.layout.pids).items():
-            if record is None:
-                self.say(f"removing unreadable pid file {path.name}")
-                remove_file(path)
-                continue
-            recorded.add(record.stream_id)
-            self._apply(record.stream_id, Adopted(record.attempt), now)
-            if self.executor.adopt(record, path):
-                self.say(f"adopted running worker of {printable(record.stream_id)} (pid {record.pid})")
-                log = self.layout.log_for(record.stream_id)
-                self.outputs.watch(record.stream_id, log, log.stat().st_size if log.exists() else 0, now)
+    def _apply_run(self, event: RunEvent, now: float) -> None:
+        before = self.table.run_life
+        self.table.run_life = after = transition_run(before, event, now)
+        self.dirty |= after != before
+        if after.state is not before.state and after.state is RunState.STOPPING:
+            live = sum(1 for life in self.table.rows.values() if life.state in LIVE)
+            if live:  # none left (a fatal error seen as the last worker ended): nothing to announce
+                self.announce.say(f"stopping {live} worker(s)")
+
+    # ---------------------------------------------------------------- what happened
+
+    def _handle_requests(self, now: float) -> None:
+        """Answer what `start STREAM`, `stop STREAM` and `stop` asked of the running orchestrator."""
+        self.inbox.requests = False
+        known = self.tracker.snapshot.streams if self.tracker.snapshot else {}
+        failed = [sid for sid, life in self.table.rows.items() if life.state is StreamState.FAILED]
+        grace = self.settings.stop_grace
+        serve_requests(self.layout, lambda request: self._obey(asked(request, known, failed, grace), now))
+
+    def _obey(self, asked: Asked, now: float) -> str:
+        if asked.shutdown is not None:
+            self._apply_run(StopAsked(asked.shutdown), now)
+        for sid in asked.release + asked.retry:
+            self._apply(sid, Release(), now)
+        if self.targets is not None:
+            self.targets.update(asked.release)
+        for sid in asked.hold:
+            if self.table.get(sid).state in LIVE:
+                self._stop(Stop(sid, USER_STOP, StreamState.HELD, now + asked.grace), now)
             else:
-                self.executor.forget_ended(record, path)
-                self.pending_exits[record.stream_id] = "unknown code (ended while no orchestrator ran)"
-        for sid, life in self.table.rows.items():
-            if life.state in LIVE and sid not in recorded:
-                self.pending_exits[sid] = "unknown code (its worker record was lost)"
-        self._save()
-
-    def _collect_exits(self) -> None:
-        for sid in list(self.executor.live()):
-            status = self.executor.poll(sid)
-            if status is not None:
-                self.pending_exits[sid] = status
-                self.force_refresh = True  # its last writes may be in the database: look again
-
-    def _settle_exits(self, now: float) -> None:
-        assert self.snapshot is not None
-        for sid, status in self.pending_exits.items():
-            stream = self.snapshot.streams.get(sid)
-            complete = stream is not None and stream.is_complete
-            before = self.table.get(sid)
-            if before.state not in LIVE:
-                self._apply(sid, Adopted(before.attempts), now)
-            after = self._apply(sid, self._ending(sid, status, stream, complete, now), now)
-            self._report_exit(sid, status, stream, after)
-            if after.state is StreamState.FAILED:
-                self.notifier.fire("stream_failed", stream_id=sid, stream_name=stream.stream_name if stream else sid,
-                                   reason=after.reason, cost_usd=after.spent_usd)
-        self.pending_exits.clear()
-        self.dirty = True
-
-    def _ending(self, sid: str, status: str, stream: Optional[StreamRecord], complete: bool, now: float) -> Exited:
-        """How a worker ended: its exit, and what its output said (usage limit, budget, fatal, ...)."""
-        progress = f"with {stream.finished}/{stream.total} tasks done" if stream is not None else ""
-        ended = self.outputs.finish(sid, exit_code_of(status), now)
-        if ended is None or (ended[1].events == 0 and ended[0].kind is EndKind.CRASH):
-            tail = printable(last_log_line(self.layout.log_for(sid)), 200)
-            detail = progress + (f"; last log line: {tail}" if tail else "")
-            return Exited(status, complete, detail if not complete else "")
-        outcome, agent = ended
-        detail = "" if complete else f"{progress}; {printable(outcome.reason, 200)}"
-        ending, resume_at = ENDINGS.get(outcome.kind, "exit"), None
-        if outcome.kind is EndKind.USAGE_LIMIT:
-            resume_at = self._on_limit(sid, outcome.reason, outcome.resume_at, now)
-            detail = printable(outcome.reason, 200)
-        elif outcome.kind is EndKind.FATAL and outcome.fatal is not None:
-            self._on_fatal(sid, outcome.fatal)
-        return Exited(status, complete, detail, ending, resume_at, agent.cost_usd or 0.0, agent.session_id or "",
-                      agent.turns, agent.input_tokens + agent.output_tokens)
+                self._apply(sid, Hold(USER_STOP), now)
+        return asked.reply
 
     def _read_outputs(self, now: float) -> None:
         """What running workers said since the last turn: a usage limit or a fatal failure acts at once."""
-        for sid, signal_seen in self.outputs.read(now):
-            if isinstance(signal_seen, Fatal):
-                self._on_fatal(sid, signal_seen)
+        for sid, seen in self.outputs.read(now):
+            if isinstance(seen, Fatal):
+                self._on_fatal(sid, seen, now)
             else:
-                self._on_limit(sid, signal_seen.message, signal_seen.resume_at, now)
-        if self.probing and self.outputs.any_turn_since(self.paused_until or 0.0):
-            self.probing, self.dirty = False, True  # the probe got an answer: the limit has lifted
+                self._on_limit(sid, seen.message, limit_until(seen.resume_at, now), now)
+        run = self.table.run_life
+        if run.state is RunState.PROBING and self.outputs.any_turn_since(run.paused_until or 0.0):
+            self._apply_run(LimitLifted(), now)  # the probe got an answer: the limit has lifted
 
-    def _on_limit(self, sid: str, message: str, resume_at: Optional[float], now: float) -> float:
+    def _on_limit(self, sid: str, message: str, limit: LimitHit, now: float) -> None:
         """The account hit its usage limit: no worker starts anywhere until it resets."""
-        until = resume_at if resume_at is not None else now + DEFAULT_LIMIT_WAIT
-        if self.paused_until is None or self.paused_until < now:
-            when = time.strftime("%H:%M:%S", time.localtime(until))
-            self.say(f"usage limit hit by {printable(sid)}'s worker ({printable(message, 160)}); no worker starts "
-                     f"until {when}" + ("" if resume_at else " (reset time unknown: a documented default wait)"))
-            self.notifier.fire("usage_limit", stream_id=sid, reason=message, resume_at=until)
-        self.paused_until = max(self.paused_until or 0.0, until)
-        self.probing = self.probing or resume_at is None
-        self.dirty = True
-        return until
+        if self.table.run_life.state is not RunState.PAUSED:
+            self.announce.limit(sid, message, limit.until, limit.known)
+        self._apply_run(limit, now)
 
-    def _on_fatal(self, sid: str, fatal: Fatal) -> None:
+    def _on_fatal(self, sid: str, fatal: Fatal, now: float) -> None:
         """A configuration failure is the same for every worker: stop the run, say what to fix."""
-        if self.fatal is not None:
+        if not self.table.run_life.fatal:
+            self.announce.fatal(sid, fatal)
+            self._apply_run(FatalSeen(fatal.message, fatal.fix, self.settings.stop_grace), now)
+
+    def _look(self, now: float) -> None:
+        if self.tracker.due_for_safety(now):  # what an agent's `git clean` took is put back
+            check_own_files(self.layout, self.locks, self.tracker.warn)
+            if not self.layout.run_file.exists():
+                self.store.forget()
+        self.dirty |= self.tracker.look(now)
+
+    def _settle_exits(self, snapshot: Optional[Snapshot], now: float) -> None:
+        for sid, ended in self.exits.items():
+            stream = snapshot.streams.get(sid) if snapshot else None
+            before = self.table.get(sid)
+            if before.state not in LIVE:
+                self._apply(sid, Adopted(before.attempts), now)
+            verdict = judge_exit(ended, stream, self.outputs.finish(sid, ended.returncode, now),
+                                 last_log_line(self.layout.log_for(sid)), now)
+            if verdict.limit is not None:
+                self._on_limit(sid, verdict.limit_message, verdict.limit, now)
+            if verdict.fatal is not None:
+                self._on_fatal(sid, verdict.fatal, now)
+            after = self._apply(sid, verdict.exited, now)
+            self.announce.exit(sid, ended, stream, after, self.policy, tracked=snapshot is not None)
+        self.exits.clear()
+
+    # ---------------------------------------------------------------- deciding and acting
+
+    def _decide_and_act(self, now: float) -> Optional[int]:
+        """Decide when something changed or came due, and again while acting changed what it reads."""
+        if not (self.dirty or (self.due is not None and now >= self.due)):
+            return None
+        for _ in range(DECIDE_ROUNDS):
+            decision = self._decide(now)
+            code = None if decision is None else self._act(decision, now)
+            if code is not None or decision is None or not self.dirty:
+                return code
+        return None
+
+    def _decide(self, now: float) -> Optional[Decision]:
+        snapshot = self.tracker.snapshot
+        if snapshot is None and self.table.run_life.state is not RunState.STOPPING:
+            self.dirty = False  # nothing to decide on until the tracker is read (a read makes it dirty)
+            return None
+        board = board_for(snapshot or Snapshot({}), self.table, self.executor.live(), self.settings, now)
+        if snapshot is not None:
+            self.announce.board_changes(self.board, board)
+            self.board = board
+        self.table.rows, self.dirty = dict(board.rows), False
+        facts = Facts(self._run_budget_left(), stream_budgets(snapshot, self.settings) if snapshot else {},
+                      self.outputs.last_output(), self.executor.cleaning_up(), self.merger.busy, bool(self.exits),
+                      self.tracker.fresh)
+        decision = decide(board, self.table.run_life, self.settings, now, facts, self.targets)
+        self.due = decision.wake_at
+        return decision
+
+    def _act(self, decision: Decision, now: float) -> Optional[int]:
+        live = self.executor.live()
+        for action in decision.actions():
+            if isinstance(action, Kill) and action.stream_id in live:
+                self.executor.kill(live[action.stream_id])
+                self.announce.killed_worker(live[action.stream_id])
+            elif isinstance(action, Stop):
+                self._stop(action, now)
+                self.announce.stopping(action.stream_id, action.reason)
+            elif isinstance(action, GiveUp):
+                self._apply(action.stream_id, Failed(action.reason), now)
+                self.announce.gave_up(action.stream_id)
+            elif isinstance(action, Merge):
+                self.merger.merge(action.stream_id, self.table.get(action.stream_id), self._apply, now)
+            elif isinstance(action, Spawn):
+                self._spawn(action, now)
+            elif isinstance(action, Shutdown):
+                self.executor.shutdown(action.deadline)
+                busy = self.merger.busy
+                self.merger.stop()  # a running merge check ends; its stream is merged again next start
+                self.dirty |= self.merger.busy != busy
+            elif isinstance(action, Finish):
+                return self._finish(action, now)
+        if decision.credit != self.table.run_life.credit or decision.spawn:
+            self._apply_run(Paced(decision.credit), now)
+        return None
+
+    def _stop(self, stop: Stop, now: float) -> None:
+        deadline = stop.deadline if stop.deadline is not None else now + self.settings.stop_grace
+        self._apply(stop.stream_id, StopRequested(stop.after, stop.reason, deadline), now)
+        handle = self.executor.live().get(stop.stream_id)
+        if handle is not None:
+            self.executor.terminate(handle)
+
+    def _spawn(self, spawn: Spawn, now: float) -> None:
+        assert self.board is not None and self.tracker.snapshot is not None
+        sid, life = spawn.stream_id, self.table.get(spawn.stream_id)
+        resume, session = choose_session(life.session_id, life.resume, self.settings)
+        self._apply(sid, Spawning(spawn.attempt, resume or session or ""), now)
+        try:
+            tasks = self.tracker.reader.stream_tasks(sid)
+        except DatabaseError:
+            tasks = []
+        try:
+            self.layout.logs.mkdir(parents=True, exist_ok=True)
+            workspace = self.merger.prepare(sid)  # its worktree (None: the project root)
+            limits = stream_limits(self.tracker.snapshot.streams.get(sid), is_claude(self.settings.worker_argv()))
+            spec = build_spec(self.board.views[sid], spawn.attempt, tasks, self.layout, self.settings, self.location,
+                              limits, resume, spawn.budget_usd, session, warn=self.announce.warn, workspace=workspace,
+                              conflicts=life.conflicts, integration_branch=self.merger.integration_branch)
+            handle = self.executor.spawn(spec, before_go=lambda _handle: self.store.save(self.table))
+        except (OSError, UserError) as exc:
+            failed = self._apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)
+            self.announce.say(f"{printable(sid)}: its worker could not be started ({exc}); "
+                              + ("giving up" if failed.state is StreamState.FAILED else "will retry"))
             return
-        self.fatal = fatal
-        self.say(f"configuration error, seen in {printable(sid)}'s worker: {printable(fatal.message, 300)}")
-        self.say(f"fix: {fatal.fix}")
-        self.notifier.fire("configuration_error", stream_id=sid, reason=fatal.message, fix=fatal.fix)
-        self.signals = max(self.signals, 1)
+        self._apply(sid, Spawned(), now)
+        output = self.executor.output(handle)
+        self.outputs.watch(sid, output.path, output.offset, now)
+        self.announce.started(handle, spec.log_path, resume, life.state is StreamState.RATE_LIMITED,
+                              self.board.views[sid].stream_name)
+
+    def _finish(self, finish: Finish, now: float) -> int:
+        spent = sum(self._spent().values())
+        outcome = outcome_of(finish, self.table.run_life, spent, self.settings.max_cost_usd)
+        self._apply_run(RunEnds(finish.exit_code, outcome), now)
+        self.store.save(self.table)
+        self.tracker.close()
+        self.announce.notifier.fire("run_finished", reason=outcome, exit_code=finish.exit_code, cost_usd=spent)
+        for line in closing_lines(finish, outcome, self.board, self.table.run_life, self.targets,
+                                  self.merger.integration_branch):
+            self.announce.say(line)
+        return finish.exit_code
 
     def _spent(self) -> Dict[str, float]:
         return {sid: life.spent_usd for sid, life in self.table.rows.items() if life.spent_usd}
 
     def _run_budget_left(self) -> Optional[float]:
-        if not self.settings.max_cost_usd:
-            return None
-        return self.settings.max_cost_usd - sum(self._spent().values()) - self.outputs.live_cost()
+        spent = sum(self._spent().values()) + self.outputs.live_cost()
+        return self.settings.max_cost_usd - spent if self.settings.max_cost_usd else None
 
-    def _report_exit(self, sid: str, status: str, stream: Optional[StreamRecord], life: Life) -> None:
-        name = printable(sid)
-        if stream is None:
-            self.say(f"{name} is no longer in the database; its worker exited with {status}")
-        elif life.state is StreamState.COMPLETE:
-            if status != "code 0":
-                self.say(f"{name} worker exited with {status} after its stream completed")
-        elif life.state is StreamState.HELD:
-            self.say(f"{name} stopped by request; it will not be restarted")
-        elif life.state is StreamState.BACKOFF:
-            self.say(f"{name} worker exited with {status} with {stream.finished}/{stream.total} tasks done; "
-                     f"restart {life.attempts} of {self.settings.max_restarts} in {self.policy.backoff(life.failures):g}s")
-        elif life.state is StreamState.FAILED:
-            self.say(f"{name} failed after {life.attempts} attempt(s): {life.reason}")
-
-    # ---------------------------------------------------------------- the database
-
-    def _signature(self) -> tuple:
-        """What changes with every commit, read cheaply: each file's inode, time and size, and the
-        WAL's header. A commit right after a checkpoint rewrites the WAL from its start and can leave
-        its size and (coarse) time unchanged, but never its header's salt. Only the WAL is opened:
-        SQLite keeps no locks on it that closing our descriptor could drop."""
-        parts: list = []
-        for suffix in ("", "-wal"):
-            try:
-                st = os.stat(f"{self.location.path}{suffix}")
-                parts.append((st.st_ino, st.st_mtime_ns, st.st_size))
-            except OSError:
-                parts.append(None)
-        try:
-            with open(f"{self.location.path}-wal", "rb") as wal:
-                parts.append(wal.read(32))
-        except OSError:
-            parts.append(None)
-        return tuple(parts)
-
-    def _refresh(self, now: float) -> None:
-        signature = self._signature()
-        safety = now - self.last_look > SAFETY_REFRESH_SECONDS
-        if safety:
-            self._check_our_files()
-        changed = signature != self.db_signature
-        if not (self.force_refresh or safety or not self.fresh or changed):
-            return
-        self.last_look = now
-        try:
-            snapshot = self.db.snapshot()
-        except DatabaseError as exc:
-            self.fresh = False
-            self._warn(str(exc) if isinstance(exc, DatabaseBusy) else f"{exc}; waiting for it to come back")
-            return
-        # A commit in flight as we looked (its WAL frames written, not yet marked committed) leaves
-        # no later trace in the files: after a change, read once more at the next turn.
-        self.db_signature, self.fresh, self.force_refresh = signature, True, changed
-        if self.snapshot is None or snapshot.warnings() != self.snapshot.warnings():
-            for line in snapshot.warnings():
-                self.say(f"warning: {line}")
-        self.snapshot, self.dirty, self.last_warning = snapshot, True, ""
-
-    def _warn(self, message: str) -> None:
-        if message != self.last_warning:
-            self.say(f"warning: {message}")
-            self.last_warning = message
-
-    def _check_our_files(self) -> None:
-        """Re-create what an agent's `git clean` or `rm` took: folders, locks, our pid record."""
-        try:
-            self.layout.make_dirs()
-        except OSError as exc:
-            self._warn(f"cannot re-create the orchestrator's folders: {exc}")
-        for lock in self.locks:
-            problem = lock.verify()
-            if problem:
-                self.say(f"warning: {problem}")
-        if not self.layout.orchestrator_pid.exists():
-            try:
-                write_orchestrator_record(self.layout)
-            except OSError as exc:
-                self._warn(f"cannot re-create {self.layout.orchestrator_pid}: {exc}")
-        for sid, record in self.executor.live().items():
-            if not self.layout.pid_for(sid).exists():
-                self.executor.rewrite_record(record)
-        if not self.layout.run_file.exists():
-            self.saved = None
-
-    # ---------------------------------------------------------------- deciding and acting
-
-    def _rebuild(self, now: float) -> None:
-        assert self.snapshot is not None
-        previous = self.board
-        board = board_for(self.snapshot, self.table, self.executor.live(), self.settings, now)
-        self._announce(previous, board)
-        self.table.rows = dict(board.rows)
-        self.board, self.dirty = board, False
-        pace = Pace(self.paused_until, self.last_spawn_at, self._run_budget_left(), self.outputs.last_output(),
-                    self.probing)
-        self.decision = None if self.shutting_down else decide(board, self.settings, now, self.targets, pace)
-
-    def _announce(self, before: Optional[Board], after: Board) -> None:
-        """Say what changed in the tracker: completions, reopened streams, new graph problems."""
-        if before is None:
-            return
-        for sid, view in after.views.items():
-            old = before.views.get(sid)
-            if old is None:
-                continue
-            if view.graph_state is StreamState.COMPLETE and old.graph_state is not StreamState.COMPLETE:
-                self.say(f"{printable(sid)} complete ({view.finished}/{view.total} tasks)")
-            elif old.graph_state is StreamState.COMPLETE and view.graph_state is not StreamState.COMPLETE:
-                started = [d for d, v in after.views.items() if sid in v.dependencies
-                           and (after.rows.get(d) and after.rows[d].ran)]
-                self.say(f"warning: {printable(sid)} was reopened after it completed"
-                         + (f"; its dependents already started on it: {', '.join(printable(d) for d in started)}"
-                            if started else ""))
-            life = after.rows.get(sid)
-            if life is not None and life.state is StreamState.BACKOFF and before.rows.get(sid) \
-                    and before.rows[sid].state is StreamState.COMPLETE:
-                self.say(f"{printable(sid)}: {view.describe()}")
-        new = set(after.problems.messages()) - set(before.problems.messages())
-        for line in sorted(new):
-            running = [sid for sid, v in after.views.items() if v.graph_state is StreamState.INVALID
-                       and after.rows.get(sid) and after.rows[sid].state in LIVE]
-            self.say(f"warning: the stream graph changed: {printable(line)}"
-                     + (f"; running worker(s) of {', '.join(printable(s) for s in running)} are left to finish "
-                        "but will not be restarted" if running else ""))
-
-    def _act(self, now: float) -> None:
-        decision = self.decision
-        if decision is None:
-            return
-        for sid in decision.kill:
-            self.executor.kill(sid)
-            self.say(f"{printable(sid)} ignored TERM for {self.stop_grace:g}s; killed it")
-        for stop in decision.stop:
-            self._stop(stop.stream_id, stop.after, stop.reason, now, self.settings.stop_grace)
-            self.say(f"{printable(stop.stream_id)} {stop.reason}")
-        for spawn in decision.spawn:
-            if self.executor.has_leftovers(spawn.stream_id):
-                continue  # what its last worker left behind is still being ended: `sweep` wakes us
-            self._spawn(spawn, now)
-        if decision.kill or decision.stop or decision.spawn:
-            self.decision = None if self.shutting_down else Decision(wake_at=decision.wake_at)
-            self.dirty = True
-
-    def _stop(self, sid: str, after: StreamState, reason: str, now: float, grace: float) -> None:
-        self._apply(sid, StopRequested(after, reason, now + grace), now)
-        self.executor.terminate(sid)
-
-    def _spawn(self, spawn: Spawn, now: float) -> None:
-        assert self.board is not None
-        sid = spawn.stream_id
-        view = self.board.views[sid]
-        try:
-            tasks = self.db.stream_tasks(sid)
-        except DatabaseError:
-            tasks = []
-        life = self.table.get(sid)
-        record_in_db = self.snapshot.streams.get(sid) if self.snapshot else None
-        claude = is_claude(self.settings.worker_argv())
-        limits = parse_worker_options(record_in_db.worker_options) if claude and record_in_db \
-            and record_in_db.worker_options else StreamLimits()
-        budget = budget_left(limits, life.spent_usd, self._run_budget_left())
-        if budget is not None and budget < MIN_BUDGET_USD:
-            self._apply(sid, GiveUp(f"budget: {life.spent_usd:.2f} USD spent, nothing left"), now)
-            self.say(f"{printable(sid)} failed: its budget is spent")
-            return
-        resume = life.session_id if life.resume else None
-        # A new session gets an id we choose, so a resume after a usage limit knows it even when the
-        # worker dies before printing its first event.
-        session = None if resume or not claude else str(uuid.uuid4())
-        was_limited = life.state is StreamState.RATE_LIMITED
-        self._apply(sid, Spawning(spawn.attempt, resume or session or ""), now)
-        try:
-            self.layout.logs.mkdir(parents=True, exist_ok=True)
-            workspace = self.merger.prepare(sid)  # its worktree (None: the project root)
-            spec = build_spec(view, spawn.attempt, tasks, self.layout, self.settings, self.location, limits,
-                              resume, budget, session, warn=lambda problem: self.say(f"warning: {problem}"),
-                              workspace=workspace, conflicts=self.table.get(sid).conflicts,
-                              integration_branch=self.merger.integration_branch)
-            record = self.executor.spawn(spec, before_go=lambda _record: self._save())
-        except (OSError, UserError) as exc:
-            life = self._apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)
-            self.say(f"{printable(sid)}: its worker could not be started ({exc}); "
-                     + ("giving up" if life.state is StreamState.FAILED else "will retry"))
-            return
-        self._apply(sid, Spawned(), now)
-        self.last_spawn_at = now
-        self.outputs.watch(sid, spec.log_path, self.executor.log_offset(sid), now)
-        rel_log = os.path.relpath(spec.log_path, self.layout.root)
-        self.say(f"started {printable(sid)} (attempt {spawn.attempt}, pid {record.pid}"
-                 + (f", continuing session {resume}" if resume else "") + f"); log: {rel_log}")
-        if was_limited:
-            self.notifier.fire("usage_limit_resumed", stream_id=sid, stream_name=view.stream_name)
-
-    def _save(self) -> None:
-        data = self.table
-        snapshot = (dict(data.rows), data.run.ended_at, data.run.started_at)
-        if self.saved == snapshot:
-            return
-        try:
-            self.layout.state.mkdir(parents=True, exist_ok=True)
-            save_table(self.layout.run_file, data)
-        except OSError as exc:
-            if not self.save_failed:
-                self.say(f"warning: cannot save the run state ({exc}); supervision goes on")
-            self.save_failed = True
-            return
-        self.saved, self.save_failed = snapshot, False
-
-    # ---------------------------------------------------------------- requests and stopping
-
-    def _handle_requests(self, now: float) -> None:
-        """Apply what `start STREAM`, `stop STREAM` and `stop` asked of the running orchestrator."""
-        self.requests_waiting = False
-        for request in pending_requests(self.layout):
-            try:
-                reply = self._apply_request(request.read(), now)
-            except (OSError, ValueError, TypeError, KeyError) as exc:
-                reply = f"the request could not be read: {exc}"
-            request.answer(reply)
-
-    def _apply_request(self, request: dict, now: float) -> str:
-        action = request["action"]
-        streams = [str(s) for s in request.get("streams", [])]
-        grace = float(request.get("grace") or self.settings.stop_grace)
-        if action == "shutdown":
-            self.stop_grace = grace
-            self.signals = max(self.signals, 1)
-            return "stopping"
-        known = self.snapshot.streams if self.snapshot else {}
-        unknown = [s for s in streams if s not in known]
-        if unknown:
-            return "unknown stream(s): " + ", ".join(printable(s) for s in unknown)
-        if action == "start":
-            for sid in streams:
-                self._apply(sid, Release(), now)
-                if self.targets is not None:
-                    self.targets.add(sid)
-            return ("the running orchestrator lifted any stop on " + ", ".join(printable(s) for s in streams)
-                    + ", reset its restart budget and runs it as its dependencies allow")
-        if action == "retry_failed":
-            failed = [sid for sid, life in self.table.rows.items() if life.state is StreamState.FAILED]
-            for sid in failed:
-                self._apply(sid, Release(), now)
-            return f"the running orchestrator retries {len(failed)} failed stream(s)"
-        if action == "stop":
-            for sid in streams:
-                if self.table.get(sid).state in LIVE:
-                    self._stop(sid, StreamState.HELD, USER_STOP, now, grace)
-                else:
-                    self._apply(sid, Hold(USER_STOP), now)
-            return ("stopping " + ", ".join(printable(s) for s in streams)
-                    + f"; it stays stopped until `orchestrate.py start {printable(streams[0]) if streams else 'STREAM'}`")
-        return f"unknown request {action!r}"
-
-    def _begin_shutdown(self, now: float) -> None:
-        self.shutting_down = True
-        self.decision = None
-        self.merger.stop()  # a running merge check ends; its stream is merged again next start
-        live = [sid for sid, life in self.table.rows.items() if life.state in LIVE]
-        if live:  # a fatal error seen as a worker ended leaves none: nothing to announce
-            self.say(f"stopping {len(live)} worker(s)")
-        for sid in live:
-            if self.table.rows[sid].state is not StreamState.STOPPING:
-                self._stop(sid, StreamState.WAITING, RUN_STOPPING, now, self.stop_grace)
-        self.executor.hurry_leftovers(self.clock() + self.stop_grace)  # the run's grace, not each worker's
-
-    def _outcome(self) -> Optional[int]:
-        if self.shutting_down:
-            if self.signals > 1:
-                self.executor.kill_all()  # a second Ctrl-C: no more grace
-            busy = any(life.state in LIVE for life in self.table.rows.values())
-            if busy or self.pending_exits or self.executor.leftovers:
-                self._kill_overdue()
-                return None
-            board = self.board
-            done = board is not None and board.all_complete()
-            if self.fatal is not None:
-                return self._finish(EXIT_USAGE, f"stopped: configuration error: {self.fatal.message}")
-            self.say("stopped by request")
-            code = EXIT_INTERRUPTED if self.interrupted else EXIT_OK if done else EXIT_STUCK
-            return self._finish(code, "stopped by request")
-        if self.pending_exits or not self.fresh or self.decision is None or self.executor.leftovers:
-            return None
-        code = self.decision.outcome
-        if code is None:
-            return None
-        if self.decision.held_back == "run budget" and code != EXIT_OK:
-            spent = sum(self._spent().values())
-            return self._finish(code, f"failed: run budget reached ({spent:.2f} of {self.settings.max_cost_usd:.2f} USD)")
-        return self._finish(code, "all complete" if code == EXIT_OK else "nothing more can progress")
-
-    def _kill_overdue(self) -> None:
-        now = self.clock()
-        for sid, life in self.table.rows.items():
-            if life.state is StreamState.STOPPING and life.deadline is not None and life.deadline <= now:
-                self.executor.kill(sid)
-
-    def _finish(self, code: int, outcome: str) -> int:
-        run = self.table.run
-        run.ended_at, run.exit_code, run.outcome = self.clock(), code, outcome
-        self._save()
-        self.outputs.save_activity(self.layout.activity_file, self._spent(), run.ended_at, force=True)
-        self.db.close()
-        self.notifier.fire("run_finished", reason=outcome, exit_code=code, cost_usd=sum(self._spent().values()))
-        for line in end_of_run(self.board, self.targets, code == EXIT_OK, outcome,
-                               format_duration(run.ended_at - run.started_at), self.merger.integration_branch):
-            self.say(line)
-        return code

@@ -9,21 +9,52 @@ Standard library only, Python 3.9+.
 from __future__ import annotations
 
 import os
-import secrets
 import time
+import uuid
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .agent.claude import Launch, StreamLimits, build_argv
-
-from .executor.local import WorkerSpec
+from .agent.claude import Launch, StreamLimits, WorkerOptionError, build_argv, is_claude, parse_worker_options
+from .executor import WorkerSpec
 from .settings import Layout, Settings
 from .graph import StreamView
-from .trackers import DatabaseLocation
+from .trackers import DatabaseLocation, Snapshot, StreamRecord
 from .git.workspaces import Workspace
 
 # Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN), and the prompt is one
 # argument: bound what it lists so that any database yields a prompt that can be passed.
 PROMPT_TASKS = 100
+
+
+def stream_limits(record: Optional[StreamRecord], claude: bool) -> StreamLimits:
+    """A stream's Claude Code limits from its task metadata (none for other workers, or when they are
+    not valid: such a stream is invalid on the board and never spawned)."""
+    if not claude or record is None or not record.worker_options:
+        return StreamLimits()
+    try:
+        return parse_worker_options(record.worker_options)
+    except WorkerOptionError:
+        return StreamLimits()
+
+
+def choose_session(session_id: str, resume: bool, settings: Settings) -> Tuple[Optional[str], Optional[str]]:
+    """(the session this attempt continues, the new session it starts): Claude Code workers only. A new
+    session gets an id we choose, so a resume after a usage limit knows it even when the worker dies
+    before printing its first event."""
+    if resume and session_id:
+        return session_id, None
+    return None, str(uuid.uuid4()) if is_claude(settings.worker_argv()) else None
+
+
+def stream_budgets(snapshot: Snapshot, settings: Settings) -> Dict[str, float]:
+    """Each stream's own spending cap (maxBudgetUsd), where its metadata sets one (Claude Code workers)."""
+    claude = is_claude(settings.worker_argv())
+    budgets = {}
+    for sid, record in snapshot.streams.items():
+        if record.worker_options:
+            cap = stream_limits(record, claude).max_budget_usd
+            if cap is not None:
+                budgets[sid] = cap
+    return budgets
 
 
 def _cut(text: str, limit: int) -> str:
@@ -72,7 +103,7 @@ def workspace_instructions(workspace: Workspace, integration_branch: str, confli
     return _clean(text)
 
 
-def worker_environment(view: StreamView, location: DatabaseLocation, attempt: int, token: str) -> Dict[str, str]:
+def worker_environment(view: StreamView, location: DatabaseLocation, attempt: int) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}  # a nested claude refuses to start
     env.update(
         STREAM_ID=view.stream_id,
@@ -80,7 +111,6 @@ def worker_environment(view: StreamView, location: DatabaseLocation, attempt: in
         ORCHESTRATOR_ATTEMPT=str(attempt),
         **location.worker_environment(),
         ORCHESTRATE_DB_FILE=str(location.path),
-        ORCHESTRATE_KIT_TOKEN=token,
     )
     return {k: _clean(v) for k, v in env.items()}
 
@@ -94,7 +124,6 @@ def build_spec(view: StreamView, attempt: int, tasks: Sequence[Tuple[str, str, s
     """One attempt's WorkerSpec. For Claude Code the stream's limits, stream-json, a resumed session
     and the budget left become separate arguments (claude_command.build_argv); others get the prompt.
     With a workspace the worker runs in its worktree and the prompt says how to work there."""
-    token = secrets.token_hex(8)
     prompt = worker_prompt(view, tasks, location.workspace_id, attempt, location.update_instructions())
     if workspace is not None:
         prompt += workspace_instructions(workspace, integration_branch, conflicts)
@@ -104,6 +133,6 @@ def build_spec(view: StreamView, attempt: int, tasks: Sequence[Tuple[str, str, s
     argv: List[str] = [_clean(a) for a in build_argv(settings.worker_argv(), limits, launch)]
     banner = (f"\n=== orchestrate-kit: {view.stream_id!r} attempt {attempt} at "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
-    return WorkerSpec(view.stream_id, attempt, argv, worker_environment(view, location, attempt, token),
-                      workspace.cwd if workspace else layout.root, layout.log_for(view.stream_id), token, banner,
+    return WorkerSpec(view.stream_id, attempt, argv, worker_environment(view, location, attempt),
+                      workspace.cwd if workspace else layout.root, layout.log_for(view.stream_id), banner,
                       settings.log_max_bytes, settings.log_keep, warn)

@@ -11,10 +11,11 @@ from typing import Dict
 
 from .. import locks
 from ..git import merging
+from ..executor import read_workers
 from ..lifecycle import StreamState, Table, load_table, save_table
 from ..names import printable
 from ..settings import EXIT_OK, EXIT_STUCK, Layout, UserError, load_settings
-from ..status import as_it_ended, board_for, live_orchestrator, live_workers, open_database, take_snapshot
+from ..status import as_it_ended, board_for, live_orchestrator, open_database, take_snapshot
 from ..summary import ORCHESTRATE, still_to_run
 
 LISTED = 10
@@ -59,7 +60,7 @@ def not_complete(layout: Layout, table: Table, partial: bool) -> Dict[str, str]:
                     if life.state is not StreamState.COMPLETE and life.ran}
         raise UserError(f"cannot tell whether the run is complete: {exc}; `{ORCHESTRATE} land --partial` lands what "
                         "is merged without asking the tracker", EXIT_STUCK) from None
-    board = board_for(snapshot, as_it_ended(table), live_workers(layout), load_settings(layout.config_files()),
+    board = board_for(snapshot, as_it_ended(table), read_workers(layout), load_settings(layout.config_files()),
                       time.time())
     return {view.stream_id: view.describe() for view in still_to_run(board)}
 

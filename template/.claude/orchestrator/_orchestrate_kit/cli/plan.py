@@ -14,9 +14,10 @@ from ..git import workspaces
 from ..graph import critical_path
 from ..lifecycle import carried_rows, load_table
 from ..names import printable
-from ..scheduler import decide
+from ..executor import read_workers
+from ..scheduler import first_starts
 from ..settings import EXIT_OK, EXIT_STUCK, EXIT_USAGE, Layout, load_settings
-from ..status import board_for, live_workers, open_database, take_snapshot
+from ..status import board_for, open_database, take_snapshot
 from .start import claim_warnings, clash_message
 
 def cmd_preflight(args: argparse.Namespace, layout: Layout) -> int:
@@ -43,13 +44,14 @@ def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
     table, _ = load_table(layout.run_file)
     table.rows = carried_rows(table)  # what the next `start` would go on with
     now = time.time()
-    board = board_for(snapshot, table, live_workers(layout), settings, now)
+    board = board_for(snapshot, table, read_workers(layout), settings, now)
     levels: Dict[int, List[str]] = {}
     for view in board.views.values():
         if view.level is not None:
             levels.setdefault(view.level, []).append(view.stream_id)
     path = critical_path(snapshot.streams, board.order)
-    ready = [s.stream_id for s in decide(board, replace(settings, max_parallel=0), now).spawn]
+    at_once, paced = first_starts(board, replace(settings, max_parallel=0), now)  # every ready stream
+    ready = at_once + paced
     problems = board.problems.messages()
     if settings.isolation != "none" and workspaces.default_isolation(layout.root) == "worktree":
         clashes = workspaces.name_clashes(snapshot.streams)
@@ -60,7 +62,7 @@ def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
             "database": str(location.path), "tracker": location.generation, "database_found_by": location.how,
             "database_notes": list(location.notes), "task_waits": task_waits, "streams": len(board.views),
             "levels": [levels[k] for k in sorted(levels)], "critical_path": path,
-            "ready": ready, "problems": problems, "warnings": snapshot.warnings() + claims,
+            "ready": ready, "paced": paced, "problems": problems, "warnings": snapshot.warnings() + claims,
         }, indent=2))
     else:
         print(f"Database: {location.path} (tracker {location.generation}, {printable(location.how)})")
@@ -74,7 +76,8 @@ def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
             print(f"{printable(sid)} waits on task(s): " + ", ".join(printable(t) for t in waits))
         if path:
             print(f"Critical path ({len(path)} stream(s) to go): " + " -> ".join(printable(s) for s in path))
-        print("Would start now: " + (", ".join(printable(s) for s in ready) or "nothing"))
+        print("Would start now: " + (", ".join(printable(s) for s in ready) or "nothing")
+              + (f" (the first {len(at_once)} at once, then one every {settings.spawn_gap:g} s)" if paced else ""))
         for line in snapshot.warnings() + claims:
             print(f"warning: {printable(line)}", file=sys.stderr)
         for line in problems:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from .. import locks
+from ..executor import read_workers
 from ..executor.processes import read_pid_file
 from ..agent.claude import preflight
 from ..git import merging, workspaces
@@ -20,19 +21,18 @@ from ..graph import Board
 from ..lifecycle import StreamState, carried_rows, load_table
 from ..names import printable
 from ..requests import send_request
-from ..scheduler import decide
+from ..scheduler import first_starts
 from ..settings import EXIT_OK, EXIT_STUCK, Layout, Settings, UserError, database_lock_path, load_settings
 from ..status import (
     METADATA_EXAMPLE,
     board_for,
     last_log_line,
     live_orchestrator,
-    live_workers,
     open_database,
     take_snapshot,
     write_orchestrator_record,
 )
-from ..supervisor import Reporter, Supervisor
+from ..announce import Reporter
 from ..trackers import DatabaseLocation
 from .common import PROG, unknown_stream_message
 
@@ -92,7 +92,7 @@ def check_before_start(layout: Layout, settings: Settings, args: argparse.Namesp
             print(f"{PROG}: warning: {printable(line)}", file=sys.stderr)
     table, _ = load_table(layout.run_file)
     table.rows = carried_rows(table)  # what this start goes on with (a new run after one that ended)
-    board = board_for(snapshot, table, live_workers(layout), settings, time.time())
+    board = board_for(snapshot, table, read_workers(layout), settings, time.time())
     scope = with_dependencies(snapshot.streams, selection) if selection else set(snapshot.streams)
     bad = {s for s in scope if board.views.get(s) and board.views[s].state is StreamState.INVALID}
     if bad:
@@ -168,6 +168,8 @@ def cmd_start(args: argparse.Namespace, layout: Layout) -> int:
                 if outside:
                     reporter.say(f"{printable(sid)} waits on " + ", ".join(printable(d) for d in outside)
                                  + ", which this run will not start")
+        from ..supervisor import Supervisor  # the loop and everything it drives: only when a run starts
+
         supervisor = Supervisor(layout, settings, location, selection, reporter, release=selection or set(),
                                 retry_failed=args.retry_failed, locks=held)
         return supervisor.run()
@@ -216,11 +218,14 @@ def inherited_locks(layout: Layout, location: DatabaseLocation) -> List[locks.Lo
 
 
 def dry_run(board: Board, settings: Settings, selection: Optional[Set[str]], retry_failed: bool) -> int:
-    order = [s.stream_id for s in decide(board, settings, time.time(), selection).spawn]
+    at_once, paced = first_starts(board, settings, time.time(), selection)
+    order = at_once + paced
     if order:
-        print("Would start now: " + ", ".join(printable(s) for s in order))
+        print("Would start now: " + ", ".join(printable(s) for s in at_once))
     else:
         print("Nothing would start now.")
+    if paced:
+        print(f"Then, one every {settings.spawn_gap:g} s (spawn_gap): " + ", ".join(printable(s) for s in paced))
     for view in board.views.values():
         if (selection is None or view.stream_id in selection) and view.stream_id not in order:
             print(f"  {printable(view.stream_id)}: {printable(view.describe())}")

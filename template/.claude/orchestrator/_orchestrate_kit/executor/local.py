@@ -1,31 +1,47 @@
-"""The executor: the one interface that starts, signals and observes workers. Local processes today.
+"""The local executor: workers as local process groups (the `Executor` interface in __init__.py).
 
-`spawn(spec, before_go)` starts a worker as a tiny launcher that execs the real
-command only after `before_go` has run (the caller records the worker there),
-so no worker ever runs unrecorded; `poll` says whether it ended; `terminate`
-sends TERM (and CONT, so a stopped process can act on it) and returns at once;
-`kill` sends KILL; `adopt` takes over a worker of an orchestrator that died;
-`sweep` ends what an exited worker left behind in its group, TERM first and
-KILL once its grace has passed, without ever waiting. Nothing here blocks the
-supervisor's loop. A cluster executor would implement the same methods.
+`spawn` starts a worker as a tiny launcher that execs the real command only
+after `before_go` has run (the caller records the worker there) and after the
+worker's pid file is written, so no worker ever runs unrecorded. A worker is
+identified by pid + start time + a token in its environment (processes.py), so
+a reused pid is never taken for ours. `terminate` sends TERM (and CONT, so a
+stopped process can act on it) to the whole group and returns at once; `kill`
+sends KILL. What an ended worker left in its group, or carrying its token, is
+a leftover: TERMed at once, KILLed once the grace has passed (`tick`), never
+waited for. `adopt` takes over the workers the pid files show after a restart.
 Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import AbstractSet, Callable, Dict, List, Optional
 
-from ..logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES, rotate_log
-from .processes import PidRecord, members_of, process_start_time, read_pid_file, remove_file, signal_worker, write_pid_file
+from ..logfiles import rotate_log
+from ..names import file_stem
+from . import Adoption, Ended, Handle, Output, WorkerSpec
+from .processes import (
+    TOKEN_VARIABLE,
+    PidRecord,
+    members_of,
+    process_start_time,
+    read_pid_dir,
+    read_pid_file,
+    remove_file,
+    signal_worker,
+    write_pid_file,
+)
 
-KILL_RECHECK_SECONDS = 0.1  # after KILL, how soon to look whether the group is gone
+KILL_RECHECK_SECONDS = 0.1  # after KILL, how soon to look whether a leftover is gone
+REPAIR_SECONDS = 30.0  # how often the pid files of live workers are checked (an agent may delete them)
+ENDED_UNSEEN = "ended while no orchestrator ran"
 
 # The worker is first a tiny Python launcher that waits for "go" on a pipe and
 # only then execs the real command. The orchestrator records the worker before
@@ -41,29 +57,13 @@ _LAUNCHER = (
 )
 
 
-@dataclass(frozen=True)
-class WorkerSpec:
-    """Everything needed to start one attempt of one stream."""
-
-    stream_id: str
-    attempt: int
-    argv: List[str]
-    env: Dict[str, str]
-    cwd: Path
-    log_path: Path
-    token: str
-    banner: str  # written to the log before the worker's own output
-    log_max_bytes: int = DEFAULT_MAX_BYTES  # the log is rotated before this attempt beyond this size
-    log_keep: int = DEFAULT_KEEP
-    warn: Callable[[str], None] = lambda _message: None
-
-
 @dataclass
 class _Worker:
     record: PidRecord
     pid_path: Path
-    popen: Optional[subprocess.Popen] = None
-    log_offset: int = 0  # where its own output starts in its log, after our banner
+    handle: Handle
+    output: Output
+    popen: Optional[subprocess.Popen] = None  # None for a worker adopted from an earlier orchestrator
 
 
 @dataclass
@@ -74,21 +74,35 @@ class _Leftover:
     kill_at: float
 
 
+def handle_of(record: PidRecord) -> Handle:
+    return Handle(record.stream_id, record.attempt, f"{record.pid}@{record.start_time}", record.started_at,
+                  f"pid {record.pid}", (("pid", record.pid),))
+
+
 @dataclass
 class LocalExecutor:
     """Workers as local process groups, identified by pid + start time + token (processes.py)."""
 
-    pid_path_for: Callable[[str], Path]
-    grace: float
+    pids: Path  # the folder of its pid files, one per live worker
+    log_path_for: Callable[[str], Path]  # where an adopted worker's output is read
+    grace: float  # TERM -> KILL for leftovers
     clock: Callable[[], float] = time.monotonic
     workers: Dict[str, _Worker] = field(default_factory=dict)
     leftovers: Dict[int, _Leftover] = field(default_factory=dict)
+    deadline: Optional[float] = None  # the run is stopping: every leftover is KILLed by then
+    repaired_at: float = 0.0
 
-    def spawn(self, spec: WorkerSpec, before_go: Callable[[PidRecord], None]) -> PidRecord:
+    def pid_path(self, stream_id: str) -> Path:
+        return self.pids / f"{file_stem(stream_id)}.pid"
+
+    # ---------------------------------------------------------------- starting
+
+    def spawn(self, spec: WorkerSpec, before_go: Callable[[Handle], None]) -> Handle:
         """Start a worker. Raises OSError (log unusable, no processes left, ...) with nothing left running."""
         problem = rotate_log(spec.log_path, spec.log_max_bytes, spec.log_keep)
         if problem:
             spec.warn(problem)
+        token = secrets.token_hex(8)
         go_read, go_write = os.pipe()
         try:
             with open(spec.log_path, "ab") as log:
@@ -97,8 +111,8 @@ class LocalExecutor:
                 offset = log.tell()
                 popen = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(go_read)] + spec.argv,
-                    cwd=str(spec.cwd), env=spec.env, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(go_read,),
+                    cwd=str(spec.cwd), env={**spec.env, TOKEN_VARIABLE: token}, stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(go_read,),
                 )
         except BaseException:
             os.close(go_write)
@@ -106,124 +120,166 @@ class LocalExecutor:
         finally:
             os.close(go_read)
         record = PidRecord(popen.pid, process_start_time(popen.pid) or "", spec.stream_id, spec.attempt,
-                           time.time(), spec.token)
-        pid_path = self.pid_path_for(spec.stream_id)
+                           time.time(), token)
+        pid_path = self.pid_path(spec.stream_id)
+        handle = handle_of(record)
         try:
+            pid_path.parent.mkdir(parents=True, exist_ok=True)
             write_pid_file(pid_path, record)
-            before_go(record)
+            before_go(handle)
         except BaseException:
             os.close(go_write)  # the launcher reads end-of-file and exits without running the command
             popen.wait()
             remove_file(pid_path)
             raise
-        self.workers[spec.stream_id] = _Worker(record, pid_path, popen, offset)
+        self.workers[spec.stream_id] = _Worker(record, pid_path, handle, Output(spec.log_path, offset), popen)
         try:
             os.write(go_write, b"go")
         finally:
             os.close(go_write)
-        return record
+        return handle
 
-    def adopt(self, record: PidRecord, pid_path: Path) -> bool:
-        """Take over a live worker of an earlier orchestrator; False if it is not (or no longer) ours."""
-        if not record.is_alive():
-            return False
-        self.workers[record.stream_id] = _Worker(record, pid_path)
-        return True
+    def adopt(self, streams: Optional[AbstractSet[str]] = None) -> Adoption:
+        """Live workers of an earlier orchestrator become ours; the records of ended ones are dropped
+        (what they left is ended like any leftover); unreadable pid files are removed."""
+        live: List[Handle] = []
+        ended = []
+        notes = []
+        for path, record in read_pid_dir(self.pids).items():
+            if record is None:
+                notes.append(f"removing unreadable pid file {path.name}")
+                remove_file(path)
+                continue
+            if streams is not None and record.stream_id not in streams:
+                continue
+            handle = handle_of(record)
+            if record.is_alive():
+                log = self.log_path_for(record.stream_id)
+                self.workers[record.stream_id] = _Worker(record, path, handle, Output(log, _size(log)))
+                live.append(handle)
+            else:
+                self._end_leftovers(record)
+                remove_file(path)
+                ended.append((handle, Ended(why=ENDED_UNSEEN)))
+        return Adoption(tuple(live), tuple(ended), tuple(notes))
 
-    def forget_ended(self, record: PidRecord, pid_path: Path) -> None:
-        """A recorded worker that ended while no orchestrator ran: end what it left, drop its record."""
-        self._end_leftovers(record)
-        remove_file(pid_path)
+    # ---------------------------------------------------------------- observing
 
-    def rewrite_record(self, record: PidRecord) -> None:
-        """Write a live worker's record again (an agent deleted it)."""
-        worker = self.workers.get(record.stream_id)
+    def live(self) -> Dict[str, Handle]:
+        return {sid: worker.handle for sid, worker in self.workers.items()}
+
+    def output(self, handle: Handle) -> Output:
+        worker = self._worker(handle)
         if worker is not None:
-            worker.pid_path.parent.mkdir(parents=True, exist_ok=True)
-            write_pid_file(worker.pid_path, record)
+            return worker.output
+        log = self.log_path_for(handle.stream_id)
+        return Output(log, _size(log))
 
-    def log_offset(self, stream_id: str) -> int:
-        worker = self.workers.get(stream_id)
-        return worker.log_offset if worker else 0
-
-    def live(self) -> Dict[str, PidRecord]:
-        return {sid: worker.record for sid, worker in self.workers.items()}
-
-    def poll(self, stream_id: str) -> Optional[str]:
+    def poll(self, handle: Handle) -> Optional[Ended]:
         """None while the worker runs; else how it ended. An ended worker is forgotten, its pid
-        file removed, and whatever it left in its group is handed to `sweep`."""
-        worker = self.workers.get(stream_id)
+        file removed, and whatever it left in its group becomes a leftover."""
+        worker = self._worker(handle)
         if worker is None:
-            return "unknown code (no worker)"
-        status = _exit_status(worker)
-        if status is None:
+            return Ended(why="no such worker")
+        ended = _ended(worker)
+        if ended is None:
             return None
-        del self.workers[stream_id]
+        del self.workers[handle.stream_id]
         current = read_pid_file(worker.pid_path)
         if current is None or current.pid == worker.record.pid:
             remove_file(worker.pid_path)
         self._end_leftovers(worker.record)
-        return status
+        return ended
 
-    def _end_leftovers(self, record: PidRecord) -> None:
-        """TERM what an ended worker left (its group, and any process carrying its token); `sweep` KILLs
-        what is still there after the grace."""
-        if signal_worker(record, signal.SIGTERM):
-            self.leftovers[record.pid] = _Leftover(record, self.clock() + self.grace)
+    def cleaning_up(self) -> AbstractSet[str]:
+        return frozenset(left.record.stream_id for left in self.leftovers.values())
 
-    def terminate(self, stream_id: str) -> None:
+    # ---------------------------------------------------------------- ending
+
+    def terminate(self, handle: Handle) -> None:
         """TERM the worker's group (and CONT it, so a stopped group can act); returns at once."""
-        worker = self.workers.get(stream_id)
+        worker = self._worker(handle)
         if worker is not None:
             signal_worker(worker.record, signal.SIGTERM)  # CONT follows TERM there
 
-    def kill(self, stream_id: str) -> None:
-        worker = self.workers.get(stream_id)
+    def kill(self, handle: Handle) -> None:
+        worker = self._worker(handle)
         if worker is not None:
             signal_worker(worker.record, signal.SIGKILL)
 
-    def kill_all(self) -> None:
-        for sid in list(self.workers):
-            self.kill(sid)
+    def shutdown(self, deadline: float) -> None:
+        """KILL what ended workers left by `deadline` at the latest (the run is stopping)."""
+        self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
         for leftover in self.leftovers.values():
-            signal_worker(leftover.record, signal.SIGKILL)
+            leftover.kill_at = min(leftover.kill_at, self.deadline)
+        if self.deadline <= self.clock():
+            self._sweep()
 
-    def reap(self) -> None:
-        """Collect exited children of ours, so none lingers as a zombie."""
+    def tick(self) -> Optional[float]:
+        """Reap our exited children, KILL leftovers whose grace has passed, re-create a live worker's
+        pid file an agent deleted. Returns when a leftover is due next (None: none left)."""
         for worker in self.workers.values():
             if worker.popen is not None:
-                worker.popen.poll()
+                worker.popen.poll()  # no zombie lingers
+        now = self.clock()
+        if now - self.repaired_at >= REPAIR_SECONDS:
+            self.repaired_at = now
+            self._repair()
+        return self._sweep()
 
-    def hurry_leftovers(self, kill_at: float) -> None:
-        """KILL what ended workers left by `kill_at` at the latest (the run is stopping)."""
-        for leftover in self.leftovers.values():
-            leftover.kill_at = min(leftover.kill_at, kill_at)
+    # ---------------------------------------------------------------- inside
 
-    def has_leftovers(self, stream_id: str) -> bool:
-        return any(left.record.stream_id == stream_id for left in self.leftovers.values())
+    def _worker(self, handle: Handle) -> Optional[_Worker]:
+        worker = self.workers.get(handle.stream_id)
+        return worker if worker is not None and worker.handle.key == handle.key else None
 
-    def sweep(self) -> Tuple[Optional[float], bool]:
-        """KILL leftovers whose grace has passed, forget ended ones. Returns when to sweep next
-        (None: nothing left) and whether any leftover is gone for good."""
+    def _end_leftovers(self, record: PidRecord) -> None:
+        """TERM what an ended worker left (its group, and any process carrying its token); `tick`
+        KILLs what is still there after the grace."""
+        if signal_worker(record, signal.SIGTERM):
+            kill_at = self.clock() + self.grace
+            self.leftovers[record.pid] = _Leftover(record, kill_at if self.deadline is None
+                                                   else min(kill_at, self.deadline))
+
+    def _sweep(self) -> Optional[float]:
         now = self.clock()
         next_due: Optional[float] = None
-        gone = False
         for pgid, leftover in list(self.leftovers.items()):
             if not members_of(leftover.record):
                 del self.leftovers[pgid]
-                gone = True
                 continue
             if leftover.kill_at <= now:
                 signal_worker(leftover.record, signal.SIGKILL)
                 leftover.kill_at = now + KILL_RECHECK_SECONDS
             next_due = leftover.kill_at if next_due is None else min(next_due, leftover.kill_at)
-        return next_due, gone
+        return next_due
+
+    def _repair(self) -> None:
+        for worker in self.workers.values():
+            if not worker.pid_path.exists():
+                try:
+                    worker.pid_path.parent.mkdir(parents=True, exist_ok=True)
+                    write_pid_file(worker.pid_path, worker.record)
+                except OSError:
+                    pass  # the next repair tries again; the worker runs on regardless
 
 
-def _exit_status(worker: _Worker) -> Optional[str]:
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _ended(worker: _Worker) -> Optional[Ended]:
     if worker.popen is not None:
         code = worker.popen.poll()
         if code is None:
             return None
-        return f"signal {-code}" if code < 0 else f"code {code}"
-    return None if worker.record.is_alive() else "unknown code (adopted worker)"
+        return Ended(signal=-code) if code < 0 else Ended(exit_code=code)
+    return None if worker.record.is_alive() else Ended(why="an adopted worker, not our child")
+
+
+def recorded_workers(pids: Path) -> Dict[str, Handle]:
+    """Read only: the live workers the pid files in `pids` show (for `status`, `plan`, `start`)."""
+    return {rec.stream_id: handle_of(rec) for rec in read_pid_dir(pids).values() if rec and rec.is_alive()}

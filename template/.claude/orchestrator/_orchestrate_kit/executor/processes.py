@@ -88,29 +88,44 @@ def runs_script(pid: int, name: str) -> bool:
         return re.search(rf"(^|[\s/]){re.escape(name)}(\s|$)", args.strip()) is not None
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            args = handle.read().split(b"\0")
+            argv = handle.read().split(b"\0")
     except OSError:
         return False
-    return any(os.path.basename(arg.decode("utf-8", "replace")) == name for arg in args)
+    return any(os.path.basename(arg.decode("utf-8", "replace")) == name for arg in argv)
 
 
 def _token_entry(token: str) -> bytes:
     return f"{TOKEN_VARIABLE}={token}".encode()
 
 
-def _environment_has(pid: int, entry: bytes) -> bool:
+EXEC_SETTLE_TRIES, EXEC_SETTLE_SECONDS = 20, 0.005  # an environment read mid-exec is empty: look again
+
+
+def _environment(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
-            return entry in handle.read().split(b"\0")
+            return handle.read()
     except OSError:
-        return False
+        return b""
 
 
-def carries_token(pid: int, token: str) -> bool:
+def _environment_has(pid: int, entry: bytes, settle: bool = False) -> bool:
+    """`settle`: the process is known to be live and not a zombie, so an empty environment means it is
+    between two images (a launcher exec'ing the worker's command): read it again once it has settled."""
+    text = _environment(pid)
+    for _ in range(EXEC_SETTLE_TRIES if settle else 0):
+        if text:
+            break
+        time.sleep(EXEC_SETTLE_SECONDS)
+        text = _environment(pid)
+    return entry in text.split(b"\0")
+
+
+def carries_token(pid: int, token: str, settle: bool = False) -> bool:
     """Whether a process inherited our worker token (Linux: from its environment)."""
     if not _HAS_PROC:
         return True  # no way to look; a live group whose leader pid is free is ours
-    return bool(token) and _environment_has(pid, _token_entry(token))
+    return bool(token) and _environment_has(pid, _token_entry(token), settle)
 
 
 def token_carriers(token: str) -> List[int]:
@@ -165,7 +180,7 @@ class PidRecord:
         if self.pid <= 1 or process_start_time(self.pid) != self.start_time:
             return False
         if self.token:
-            return carries_token(self.pid, self.token)
+            return carries_token(self.pid, self.token, settle=True)  # a live non-zombie: its environment settles
         return not self.stream_id and runs_script(self.pid, ORCHESTRATOR_SCRIPT)
 
     def own_group_members(self) -> List[int]:

@@ -1,19 +1,21 @@
 """Worktree isolation in the supervisor's loop: where a worker works, and merging its stream when done.
 
-The supervisor calls a Merger at a few marked points; the git work itself is in
+The supervisor calls a Merger at a few marked points; which stream merges when
+is `scheduler.decide`'s (a `Merge` action); the git work itself is in
 workspaces.py and every state change goes through lifecycle.transition:
 
-    begin(table)         at start: repair what a killed run left, then start or continue the
-                         run's integration branch (its RunInfo is saved in the table)
+    begin(table)         at start: end a merge check an earlier orchestrator left, repair what a
+                         killed run left, then start or continue the run's integration branch
+                         (its RunInfo is saved in the table)
     prepare(stream)      before a spawn: the stream's worktree, checked for the tracker
-    step(rows, apply)    each turn: merge the streams in `merging`, one at a time, once what
-                         their worker left running has ended; the merge check is a
-                         subprocess polled here, never waited on
-    stop()               at shutdown: end a running check (that stream is merged again next start)
+    merge(stream, life)  a Merge action: merge it now, or start the merge check on the merged tree
+    poll()               each turn: whether the running check has ended, and its verdict
+    busy                 a check runs (decide merges nothing else meanwhile)
+    stop()               at shutdown: KILL a running check (that stream is merged again next start)
 
-Merges are serialised: while a check runs on the merged tree no other stream is
-merged, so a failing check undoes exactly its own merge. With isolation `none`
-every call does nothing. Standard library only, Python 3.9+.
+The merge check is a process started through an executor (the local one: the
+integration worktree is here), recorded like a worker and polled, never waited
+on. With isolation `none` every call does nothing. Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from . import workspaces
+from ..executor import Ended, Executor, Handle, WorkerSpec
 from ..lifecycle import PARKED, CheckFailed, Event, Life, Merged, MergeConflict, StreamState, Table
 from ..lifecycle import RunInfo as TableRun
 from ..names import printable
@@ -34,6 +38,8 @@ from .workspaces import MergeOutcome, RunInfo, Workspace, WorkspaceError
 
 Apply = Callable[[str, Event, float], Life]
 LISTED_FILES = 5  # conflicted files named in a one-line reason
+NEVER_ROTATE = 1 << 62  # the check appends to the stream's log: never rotate it away under the merge
+ADOPTED_CHECK_WAIT = 2.0  # at start, how long a check left by a killed orchestrator may take to die
 
 
 def resolve_isolation(settings: Settings, project: Path) -> str:
@@ -53,18 +59,22 @@ def start_command(stream_id: str) -> str:
 
 @dataclass
 class _Check:
-    stream_id: str
-    running: workspaces.RunningCheck
+    handle: Handle
+    log: Path
+    offset: int  # where the check's output starts in the log
     before: str  # the integration tip before this stream's merge: where a failed check returns
+    stopped: bool = False  # KILLed at shutdown: its verdict no longer counts
+    timed_out: bool = False  # KILLed after merge_check_timeout: it failed
 
 
 class Merger:
     """The run's integration branch and the one merge check in progress (worktree isolation)."""
 
     def __init__(self, root: Path, settings: Settings, location: DatabaseLocation,
-                 say: Callable[[str], None], log_for: Callable[[str], Path]):
+                 say: Callable[[str], None], log_for: Callable[[str], Path], checks: Executor):
         self.root, self.settings, self.location = Path(root), settings, location
         self.say, self.log_for = say, log_for
+        self.checks = checks  # runs merge checks, and records them as workers are recorded
         self.run: Optional[RunInfo] = None
         self.check: Optional[_Check] = None
 
@@ -86,6 +96,7 @@ class Merger:
             saved.isolation = "none"  # an earlier run's integration branch stays recorded for `land`
             return
         previous = RunInfo("worktree", saved.integration_branch, saved.base) if saved.integration_branch else None
+        self._end_left_checks()
         try:
             for note in workspaces.recover(self.root, previous):
                 self.say(f"recovered: {printable(note)}")
@@ -96,6 +107,16 @@ class Merger:
         verb = "continuing" if previous else "created"
         self.say(f"{verb} integration branch {self.run.integration_branch} (from {str(self.run.base)[:12]}); "
                  "each stream works in its own worktree under .claude/worktrees/")
+
+    def _end_left_checks(self) -> None:
+        """A check an orchestrator killed mid-check left running: its verdict is lost (its stream is
+        merged and checked again), and it must not touch the integration worktree while we repair it."""
+        adoption = self.checks.adopt()
+        for handle in adoption.live:
+            self.checks.kill(handle)
+        deadline = time.monotonic() + ADOPTED_CHECK_WAIT
+        while time.monotonic() < deadline and any(self.checks.poll(h) is None for h in self.checks.live().values()):
+            time.sleep(0.02)  # at start, before any worker runs: KILL takes effect at once
 
     # ---------------------------------------------------------------- before a spawn
 
@@ -116,22 +137,35 @@ class Merger:
     def integration_branch(self) -> str:
         return self.run.integration_branch or "" if self.run else ""
 
-    # ---------------------------------------------------------------- each turn
+    # ---------------------------------------------------------------- merging
 
-    def step(self, rows: Dict[str, Life], apply: Apply, now: float,
-             busy: Callable[[str], bool] = lambda _sid: False) -> None:
-        """Poll the running check; merge the streams in `merging` while no check runs.
-        `busy(stream)`: processes its worker left are still being ended (they could still write)."""
+    @property
+    def busy(self) -> bool:
+        """A merge check runs: nothing else is merged until it has ended (and its merge may be undone)."""
+        return self.check is not None
+
+    def merge(self, sid: str, life: Life, apply: Apply, now: float) -> None:
+        """Merge one stream in `merging` (decide chose it: nothing of its worker is left running)."""
+        if self.run is not None and self.check is None:
+            self._merge(sid, life, apply, now)
+
+    def poll(self, apply: Apply, now: float) -> None:
+        """Each turn: settle the stream whose check has ended."""
         if self.run is None:
             return
-        if self.check is not None and not self._check_finished(apply, now):
+        self.checks.tick()
+        check = self.check
+        if check is None:
             return
-        for sid in sorted(s for s, life in rows.items() if life.state is StreamState.MERGING):
-            if self.check is not None:
-                return  # one merge at a time: the next one waits for this check
-            if busy(sid):
-                continue  # the executor's sweep wakes the loop once they are gone
-            self._merge(sid, rows[sid], apply, now)
+        timeout = self.settings.merge_check_timeout * 60
+        if timeout > 0 and now - check.handle.started_at >= timeout and not (check.stopped or check.timed_out):
+            self.checks.kill(check.handle)  # its whole tree: the group and whatever carries its token
+            check.timed_out = True
+            _append(check.log, f"\n[merge check {workspaces.check_timeout_text(timeout)}; it and every process "
+                               "it started were ended]\n")
+        ended = self.checks.poll(check.handle)
+        if ended is not None:
+            self._check_finished(ended, apply, now)
 
     def _merge(self, sid: str, life: Life, apply: Apply, now: float, again: bool = True) -> None:
         assert self.run is not None
@@ -166,38 +200,43 @@ class Merger:
             self.say(f"{printable(sid)}: committed what its worker left uncommitted")
         command = self.settings.merge_check.strip()
         if command and result.tip != result.before:
-            log = self.log_for(sid)
-            with open(log, "a", encoding="utf-8") as handle:
-                handle.write(f"\n=== orchestrate-kit: merge check `{command}` on {self.integration_branch} ===\n")
             try:
-                running = workspaces.start_merge_check(self.root, command, log)
-            except WorkspaceError as exc:
+                self.check = self._start_check(sid, command, result.before)
+            except (OSError, WorkspaceError) as exc:
                 self._check_failed(sid, result.before, f"the merge check could not run: {exc}", apply, now)
                 return
-            self.check = _Check(sid, running, result.before)
             self.say(f"{printable(sid)}: merged into {self.integration_branch}; running the merge check")
             return
         self._accept(sid, apply, now)
 
-    def _check_finished(self, apply: Apply, now: float) -> bool:
-        """True once the running check has ended (and its stream was settled)."""
+    def _start_check(self, sid: str, command: str, before: str) -> _Check:
+        launch = workspaces.merge_check_launch(self.root, command)
+        log = self.log_for(sid)
+        banner = f"\n=== orchestrate-kit: merge check `{command}` on {self.integration_branch} ===\n"
+        spec = WorkerSpec(sid, 1, launch.argv, launch.env, launch.cwd, log, banner, log_max_bytes=NEVER_ROTATE)
+        handle = self.checks.spawn(spec, before_go=lambda _handle: None)
+        return _Check(handle, log, self.checks.output(handle).offset, before)
+
+    def _check_finished(self, ended: Ended, apply: Apply, now: float) -> None:
         check = self.check
         assert check is not None
-        if check.running.process.poll() is None:
-            return False
         self.check = None
+        sid = check.handle.stream_id
+        if check.stopped:
+            return  # stopped at shutdown: the stream stays `merging` and is merged (and checked) again
         try:
-            result = workspaces.merge_check_result(self.root, check.running)
-        except WorkspaceError as exc:
-            self._check_failed(check.stream_id, check.before, str(exc), apply, now)
-            return True
-        if result.passed:
-            self._accept(check.stream_id, apply, now)
-        else:
-            self._check_failed(check.stream_id, check.before, f"the merge check `{self.settings.merge_check.strip()}` "
-                               f"failed (code {result.returncode}; its output is in `orchestrate.py logs "
-                               f"{shlex.quote(printable(check.stream_id, 200))}`)", apply, now)
-        return True
+            result = workspaces.check_result_of(self.root, check.log, check.offset, ended.returncode)
+        except (OSError, WorkspaceError) as exc:
+            self._check_failed(sid, check.before, str(exc), apply, now)
+            return
+        if result.passed and not check.timed_out:
+            self._accept(sid, apply, now)
+            return
+        where = f"its output is in `orchestrate.py logs {shlex.quote(printable(sid, 200))}`"
+        how = (workspaces.check_timeout_text(self.settings.merge_check_timeout * 60) + f" ({where})"
+               if check.timed_out else f"failed ({ended.describe()}; {where})")
+        self._check_failed(sid, check.before, f"the merge check `{self.settings.merge_check.strip()}` {how}",
+                           apply, now)
 
     def _accept(self, sid: str, apply: Apply, now: float) -> None:
         apply(sid, Merged(), now)
@@ -234,10 +273,19 @@ class Merger:
     # ---------------------------------------------------------------- stopping and the end
 
     def stop(self) -> None:
-        """End a running check at shutdown; its stream stays `merging` and is merged again next start."""
-        if self.check is not None:
-            workspaces.stop_merge_check(self.check.running)
-            self.check = None
+        """KILL a running check at shutdown (a check has nothing to save); its stream stays `merging`
+        and is merged again next start. `busy` until the executor has seen it end."""
+        if self.check is not None and not self.check.stopped:
+            self.checks.kill(self.check.handle)
+            self.check.stopped = True
+
+
+def _append(log: Path, text: str) -> None:
+    try:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError:
+        pass  # the stream's reason still says what happened
 
 
 def _listed(files: Sequence[str]) -> str:

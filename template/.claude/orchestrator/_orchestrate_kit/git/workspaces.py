@@ -711,22 +711,36 @@ class RunningCheck:
     started_at: float = 0.0  # time.time() when it started: merge_check_timeout counts from here
 
 
+@dataclass(frozen=True)
+class CheckLaunch:
+    """How the merge check runs: the user's shell in the integration worktree, without git's context."""
+
+    argv: List[str]
+    cwd: Path
+    env: Dict[str, str]
+
+
+def merge_check_launch(project: Path, command: str) -> CheckLaunch:
+    """The check's command line, folder and environment (whoever starts it adds its own token)."""
+    project = Path(project).resolve()
+    shell = os.environ.get("SHELL") or "/bin/sh"
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_CONTEXT}
+    return CheckLaunch([shell, "-c", command], integration_path(project) / _prefix(project), env)
+
+
 def start_merge_check(project: Path, command: str, log: Path) -> RunningCheck:
     """Start the user's merge check with their shell in the integration worktree, in its own
     session, its output appended to `log` (the stream's log)."""
-    project = Path(project).resolve()
-    cwd = integration_path(project) / _prefix(project)
-    shell = os.environ.get("SHELL") or "/bin/sh"
+    launch = merge_check_launch(project, command)
     token = secrets.token_hex(8)
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_CONTEXT}
-    env[TOKEN_VARIABLE] = token
+    launch.env[TOKEN_VARIABLE] = token
     with open(log, "ab") as handle:
         offset = handle.tell()
         try:
-            process = subprocess.Popen([shell, "-c", command], cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,
+            process = subprocess.Popen(launch.argv, cwd=str(launch.cwd), env=launch.env, stdin=subprocess.DEVNULL,
                                        stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as error:
-            raise WorkspaceError(f"cannot run the merge check with {shell}: {error.strerror}") from None
+            raise WorkspaceError(f"cannot run the merge check with {launch.argv[0]}: {error.strerror}") from None
     return RunningCheck(process, Path(log), offset, token, time.time())
 
 
@@ -744,17 +758,22 @@ def stop_merge_check(check: RunningCheck) -> None:
 
 
 def merge_check_result(project: Path, check: RunningCheck, timed_out: bool = False) -> CheckResult:
-    """The result of a check that has exited (or was stopped).
+    """The result of a check that has exited (or was stopped)."""
+    return check_result_of(project, check.log, check.offset, None if timed_out else check.process.returncode)
+
+
+def check_result_of(project: Path, log: Path, offset: int, returncode: Optional[int]) -> CheckResult:
+    """The result of an ended check whose output starts at `offset` in `log` (returncode None: it
+    was stopped, or how it ended is not known).
 
     Tracked files the check changed are restored (the integration worktree must stay
     clean for the next merge); ignored build output stays.
     """
     integ = integration_path(Path(project).resolve())
-    output = _log_tail(check.log, check.offset, CHECK_OUTPUT_LIMIT)
+    output = _log_tail(log, offset, CHECK_OUTPUT_LIMIT)
     if _tree_state(integ).tracked:
         _git(integ, "reset", "--hard", "-q", "HEAD")  # our own worktree
-    code = None if timed_out else check.process.returncode
-    return CheckResult(code == 0, code, output, timed_out)
+    return CheckResult(returncode == 0, returncode, output, returncode is None)
 
 
 def run_merge_check(project: Path, command: str, timeout: float, log: Path) -> CheckResult:

@@ -15,7 +15,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..settings import CHOICES as SETTING_CHOICES
 from . import mcp as tracker_mcp
@@ -111,7 +111,7 @@ class TrackerLocation:
         overrides = ", ".join(f"{k}={v}" for k, v in entry.env) if entry else ""
         why = (f": the .mcp.json entry {entry.key!r} sets {overrides}, which Claude Code applies over the worker's "
                "environment; make it name this database (or remove it and set the variables in your shell)"
-               if overrides else "")
+               if entry and overrides else "")
         return f"a worker's Task Copilot server in {folder} would open {opened}, not {self.path}{why}"
 
     def update_instructions(self) -> str:
@@ -210,7 +210,7 @@ class Database:
         self.busy_timeout = busy_timeout
         self.generation = generation
         self._conn: Optional[sqlite3.Connection] = None
-        self._queries = None
+        self._queries: Any = None  # the generation's Queries (mcp.py or tc.py), once connected
         self._inode: Optional[int] = None
 
     def close(self) -> None:

@@ -152,7 +152,7 @@ def resolve(project_root: Path, db_override: Optional[str], environ: Mapping[str
     if workspace_text:
         path = base / workspace_text / "tasks.db"
         how = f"{base_how}, WORKSPACE_ID from {workspace_from}"
-        tried = (f"{path} ({how})", mcp_note)
+        tried: Tuple[str, ...] = (f"{path} ({how})", mcp_note)
         return Resolution(path, base, workspace_text, how, tried, tuple(notes), entry, configured)
     md5 = md5_workspace(server_folder(root))
     candidates = [(md5, "the server's default workspace (MD5 of the project path)"),

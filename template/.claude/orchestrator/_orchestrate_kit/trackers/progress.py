@@ -7,7 +7,7 @@ status and the dashboard sum the same way. Standard library only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Any, Dict, List
 
 from .snapshot import TASK_STATUSES, Snapshot, StreamRecord, percentage
 
@@ -52,10 +52,10 @@ class ProgressSummary(TaskCounts):
     completed_streams: int
 
 
-def _task_counts(records: List[StreamRecord]) -> Dict[str, object]:
+def _task_counts(records: List[StreamRecord]) -> Dict[str, Any]:
     """The TaskCounts fields, summed over records."""
     total = sum(r.total for r in records)
-    counts: Dict[str, object] = {"total_tasks": total}
+    counts: Dict[str, Any] = {"total_tasks": total}
     for status in TASK_STATUSES:
         counts[f"{status}_tasks"] = sum(r.count(status) for r in records)
     counts["completion_percentage"] = percentage(sum(r.finished for r in records), total)

@@ -25,10 +25,11 @@ import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple, TypeVar
 from urllib.parse import quote
 
 BUSY_TIMEOUT_SECONDS = 2.0
+_Item = TypeVar("_Item")
 FINISHED_STATUSES = ("completed", "cancelled")
 TASK_STATUSES = ("pending", "in_progress", "blocked", "completed", "cancelled")
 # Task metadata keys a task may set to tune its worker; passed on raw (validated where they are used).
@@ -211,7 +212,7 @@ def _kind(value: object) -> str:
         return f"the number {value}"
     if isinstance(value, str):
         return "an empty text" if not value else "text that is not valid UTF-8" if not _is_text(value) else "text"
-    return {list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return "a list" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
 
 
 def _dependency_problem(key: str, value: object) -> str:
@@ -377,10 +378,10 @@ def build_snapshot(
             if not ref.finished and owner not in (sid, _ARCHIVED):
                 waits[sid].add(dep)
     for dep_id, waiter, target in cross_waits():
-        sid = stream_of(fold.meta(waiter.metadata), waiter.row_name, waiter.row_status)
+        waiting = stream_of(fold.meta(waiter.metadata), waiter.row_name, waiter.row_status)
         owner = stream_of(fold.meta(target.metadata), target.row_name, target.row_status)
-        if sid in streams and owner not in (sid, _ARCHIVED) and not target.finished:
-            waits[sid].add(dep_id)
+        if waiting is not None and waiting in streams and owner not in (waiting, _ARCHIVED) and not target.finished:
+            waits[waiting].add(dep_id)
     left_out, inside = _bad_tasks(fold, tasks_with(sorted(fold.bad_texts)) if fold.bad_texts else ())
     for sid, record in streams.items():
         record.dependencies = tuple(sorted(fold.dependencies[sid]))
@@ -437,7 +438,7 @@ def as_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+def chunks(items: Sequence[_Item], size: int = 500) -> Iterable[Sequence[_Item]]:
     """Id lists cut to stay under SQLite's parameter limit."""
     for start in range(0, len(items), size):
         yield items[start:start + size]

@@ -1,0 +1,118 @@
+"""What the loop watches besides its workers: the tracker's database, and its own files.
+
+`TrackerWatch` reads the database again only when its files changed (a cheap
+`stat` of the file and its WAL and the WAL's header), when asked to (a worker
+ended: its last writes decide its stream), or every SAFETY_REFRESH_SECONDS.
+`check_own_files` re-creates what an agent's `git clean` or `rm` took: folders,
+locks, the orchestrator's record. Standard library only, Python 3.9+.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional, Protocol, Tuple
+
+from .locks import Lock
+from .settings import Layout
+from .status import write_orchestrator_record
+from .trackers import DatabaseBusy, DatabaseError, Snapshot
+
+SAFETY_REFRESH_SECONDS = 30.0  # look at the database and our files even when nothing signalled
+
+
+class Reader(Protocol):
+    """What the loop reads the tracker with (trackers.Database; a scripted one in tests)."""
+
+    def snapshot(self) -> Snapshot: ...
+
+    def stream_tasks(self, stream_id: str) -> List[Tuple[str, str, str]]: ...
+
+    def close(self) -> None: ...
+
+
+def database_signature(path: Path) -> tuple:
+    """What changes with every commit, read cheaply: each file's inode, time and size, and the
+    WAL's header. A commit right after a checkpoint rewrites the WAL from its start and can leave
+    its size and (coarse) time unchanged, but never its header's salt. Only the WAL is opened:
+    SQLite keeps no locks on it that closing our descriptor could drop."""
+    parts: list = []
+    for suffix in ("", "-wal"):
+        try:
+            st = os.stat(f"{path}{suffix}")
+            parts.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        except OSError:
+            parts.append(None)
+    try:
+        with open(f"{path}-wal", "rb") as wal:
+            parts.append(wal.read(32))
+    except OSError:
+        parts.append(None)
+    return tuple(parts)
+
+
+class TrackerWatch:
+    """The latest snapshot of the tracker, and whether it is current."""
+
+    def __init__(self, reader: Reader, signature: Callable[[], tuple], say: Callable[[str], None]):
+        self.reader, self.signature, self.say = reader, signature, say
+        self.snapshot: Optional[Snapshot] = None
+        self.fresh = False  # the last read succeeded
+        self.force = True  # read at the next look even if the files look unchanged
+        self.seen: tuple = ()
+        self.last_look = -SAFETY_REFRESH_SECONDS
+        self.last_warning = ""
+
+    def expect_change(self) -> None:
+        """A worker ended: its last writes may be in the database; look again."""
+        self.force = True
+
+    def due_for_safety(self, now: float) -> bool:
+        return now - self.last_look > SAFETY_REFRESH_SECONDS
+
+    def look(self, now: float) -> bool:
+        """Read the database if anything says it changed; True when a new snapshot was read."""
+        signature = self.signature()
+        changed = signature != self.seen
+        if not (self.force or self.due_for_safety(now) or not self.fresh or changed):
+            return False
+        self.last_look = now
+        try:
+            snapshot = self.reader.snapshot()
+        except DatabaseError as exc:
+            self.fresh = False
+            self.warn(str(exc) if isinstance(exc, DatabaseBusy) else f"{exc}; waiting for it to come back")
+            return False
+        # A commit in flight as we looked (its WAL frames written, not yet marked committed) leaves
+        # no later trace in the files: after a change, read once more at the next look.
+        self.seen, self.fresh, self.force = signature, True, changed
+        if self.snapshot is None or snapshot.warnings() != self.snapshot.warnings():
+            for line in snapshot.warnings():
+                self.say(f"warning: {line}")
+        self.snapshot, self.last_warning = snapshot, ""
+        return True
+
+    def warn(self, message: str) -> None:
+        if message != self.last_warning:
+            self.say(f"warning: {message}")
+            self.last_warning = message
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def check_own_files(layout: Layout, locks: Iterable[Lock], warn: Callable[[str], None]) -> None:
+    """Re-create what an agent's `git clean` or `rm` took: folders, locks, our own record."""
+    try:
+        layout.make_dirs()
+    except OSError as exc:
+        warn(f"cannot re-create the orchestrator's folders: {exc}")
+    for lock in locks:
+        problem = lock.verify()
+        if problem:
+            warn(problem)
+    if not layout.orchestrator_pid.exists():
+        try:
+            write_orchestrator_record(layout)
+        except OSError as exc:
+            warn(f"cannot re-create {layout.orchestrator_pid}: {exc}")
