@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,8 @@ class LocalCluster:
     head_node_id: str
     temp_dir: str
     started: Dict = field(default_factory=dict)
+    plan: Optional[Path] = None  # the fake claude's behaviours per stream, read on the nodes
+    events: Optional[Path] = None  # what the fake claude on the nodes did
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def command(self, text: str, timeout: float = 120) -> Dict:
@@ -57,6 +61,19 @@ class LocalCluster:
     def environ(self) -> Dict[str, str]:
         """What a client needs to reach this cluster (no token anywhere else in the tests' environment)."""
         return {"RAY_AUTH_TOKEN": self.token}
+
+    def set_behaviour(self, stream: str, *behaviours: str) -> None:
+        assert self.plan is not None
+        plan = json.loads(self.plan.read_text())
+        plan[stream] = list(behaviours)
+        temporary = self.plan.with_name("plan.tmp")
+        temporary.write_text(json.dumps(plan))
+        os.replace(temporary, self.plan)
+
+    def fake_events(self) -> List[Dict]:
+        if self.events is None or not self.events.exists():
+            return []
+        return [json.loads(line) for line in self.events.read_text().splitlines() if line.strip()]
 
     def node_of(self, node_id: Optional[str]) -> Optional[Dict]:
         return next((n for n in self.nodes if n["node_id"] == node_id), None)
@@ -74,10 +91,11 @@ def _read_line(process: subprocess.Popen, timeout: float) -> str:
 
 
 def start_cluster(nodes=(2, 2), env: Optional[Dict[str, str]] = None) -> LocalCluster:
-    environ = {**os.environ, "PATH": f"{FAKE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-               "PYTHONPATH": str(REPO)}
+    environ = {**os.environ, "PATH": f"{FAKE_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    environ.pop("PYTHONPATH", None)  # the nodes get the runtime from the job's py_modules, nowhere else
     spec = {"nodes": list(nodes), "env": env or {}}
-    process = subprocess.Popen([sys.executable, "-m", "tests.ray.cluster", json.dumps(spec)], cwd=str(REPO),
+    process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cluster.py")), json.dumps(spec)],
+                               cwd=str(REPO),
                                env=environ, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         ready = json.loads(_read_line(process, 240))
@@ -103,7 +121,14 @@ def stop_cluster(cluster: LocalCluster) -> None:
 def ray_cluster():
     if RAY_MISSING:
         pytest.skip(SKIP_REASON)
-    cluster = start_cluster()
+    fake = Path(tempfile.mkdtemp(prefix="okray-fake-"))
+    plan = fake / "plan.json"
+    plan.write_text("{}")
+    # The fake claude on the nodes reads its behaviour per stream from this plan (tests add to it).
+    cluster = start_cluster(env={"FAKE_CLAUDE_PLAN": str(plan), "FAKE_CLAUDE_EVENTS": str(fake / "events.jsonl"),
+                                 "FAKE_CLAUDE_DELAY": "0.05"})
+    cluster.plan, cluster.events = plan, fake / "events.jsonl"
     print(f"\nRay test cluster: up in {cluster.started['seconds']} s, {cluster.started['memory_mb']} MB resident")
     yield cluster
     stop_cluster(cluster)
+    shutil.rmtree(fake, ignore_errors=True)
