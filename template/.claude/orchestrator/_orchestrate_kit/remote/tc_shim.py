@@ -58,12 +58,15 @@ def _fail(message: str, code: int, as_json: bool) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args, rest = _parser().parse_known_args(argv)
-    if args.group != "task" or args.command is None or rest:
-        wanted = " ".join(["tc"] + list(argv if argv is not None else sys.argv[1:]))
-        print(f"Error: `{wanted}` is not available on a cluster node: the orchestrator's stand-in answers "
-              "tc task list, get and update only", file=sys.stderr)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] != ["task"] or len(words) < 2 or words[1] not in ("list", "get", "update"):
+        if words and words[0] in ("-h", "--help"):
+            _parser().print_help()
+            return 0
+        print(f"Error: `{' '.join(['tc'] + words)}` is not available on a cluster node: the orchestrator's "
+              "stand-in answers tc task list, get and update only", file=sys.stderr)
         return NOT_HERE
+    args = _parser().parse_args(words)
     as_json = bool(getattr(args, "json", False))
     try:
         store = NodeTasks.from_environment()
