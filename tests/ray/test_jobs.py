@@ -78,7 +78,7 @@ def test_stop_ends_a_running_job(ray_cluster):
     assert api.stop(sid) is True
     assert wait_status(api, sid, jobs.TERMINAL).status == "STOPPED"
     assert api.stop(sid) is False  # already ended
-    assert api.stop("no-such-job") is False
+    assert api.stop("no-such-job") is False and api.logs("no-such-job") == "" and api.info("no-such-job") is None
 
 
 def test_a_job_no_node_can_place_stays_pending_and_says_why(ray_cluster):

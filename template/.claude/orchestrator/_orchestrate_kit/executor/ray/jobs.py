@@ -233,50 +233,39 @@ class JobsClient:
 
     def info(self, sid: str) -> Optional[JobInfo]:
         """The job, or None if Ray has no job by that id."""
-        status, body = self._call("GET", f"/api/jobs/{_quote(sid)}")
-        if status == 404:
-            return None
-        data = _json_or_none(body)
-        if status != 200 or not isinstance(data, dict):
-            raise self._failure("read job", sid, status, body)
-        return JobInfo.from_json(data)
+        data = self._json("GET", f"/api/jobs/{_quote(sid)}", "read job", sid, dict)
+        return None if data is None else JobInfo.from_json(data)
 
     def stop(self, sid: str) -> bool:
         """Ask Ray to stop the job (TERM, then KILL after RAY_JOB_STOP_WAIT_TIME_S). False if it had ended."""
-        status, body = self._call("POST", f"/api/jobs/{_quote(sid)}/stop")
-        if status == 404:
-            return False
-        data = _json_or_none(body)
-        if status != 200 or not isinstance(data, dict):
-            raise self._failure("stop job", sid, status, body)
-        return bool(data.get("stopped"))
+        data = self._json("POST", f"/api/jobs/{_quote(sid)}/stop", "stop job", sid, dict)
+        return bool(data and data.get("stopped"))
 
     def delete(self, sid: str) -> bool:
         """Forget an ended job (Ray refuses to delete one still running: that is an error here)."""
-        status, body = self._call("DELETE", f"/api/jobs/{_quote(sid)}")
-        if status == 404:
-            return False
-        data = _json_or_none(body)
-        if status != 200 or not isinstance(data, dict):
-            raise self._failure("delete job", sid, status, body)
-        return bool(data.get("deleted"))
+        data = self._json("DELETE", f"/api/jobs/{_quote(sid)}", "delete job", sid, dict)
+        return bool(data and data.get("deleted"))
 
     def logs(self, sid: str) -> str:
-        """Everything the job printed so far (the fallback when the WebSocket tail fails)."""
-        status, body = self._call("GET", f"/api/jobs/{_quote(sid)}/logs")
-        data = _json_or_none(body)
-        if status != 200 or not isinstance(data, dict):
-            raise self._failure("read the logs of job", sid, status, body)
-        return str(data.get("logs") or "")
+        """Everything the job printed so far (the fallback when the WebSocket tail fails); '' if Ray has no such job."""
+        data = self._json("GET", f"/api/jobs/{_quote(sid)}/logs", "read the logs of job", sid, dict)
+        return str((data or {}).get("logs") or "")
 
     def jobs(self, run: Optional[str] = None) -> List[JobInfo]:
         """Submitted jobs, only our run's when `run` is given (what an orchestrator adopts after a restart)."""
-        status, body = self._call("GET", "/api/jobs/")
-        data = _json_or_none(body)
-        if status != 200 or not isinstance(data, list):
-            raise self._failure("list the jobs", "", status, body)
+        data = self._json("GET", "/api/jobs/", "list the jobs", "", list) or []
         found = [JobInfo.from_json(d) for d in data if isinstance(d, dict) and d.get("submission_id")]
         return [j for j in found if run is None or j.metadata.get("orchestrate_run") == run]
+
+    def _json(self, method: str, path: str, what: str, target: str, shape: type) -> Any:
+        """The JSON answer of one call, None when Ray says it has no such job; RayError otherwise."""
+        status, body = self._call(method, path)
+        if status == 404 and body.startswith("Job ") and "does not exist" in body:
+            return None
+        data = _json_or_none(body)
+        if status != 200 or not isinstance(data, shape):
+            raise self._failure(what, target, status, body)
+        return data
 
     def nodes(self) -> List[NodeInfo]:
         """Every node the cluster knows, with its total resources (the state API)."""
