@@ -126,7 +126,11 @@ def main(spec: Dict) -> int:
                 print(json.dumps({"error": f"unknown command {words[0]!r}"}), flush=True)
     finally:
         cluster.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        for _ in range(20):  # a dying Ray process may still create its session folder: until it stays gone
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            time.sleep(0.25)
+            if not os.path.exists(temp_dir):
+                break
     return 0
 
 

@@ -22,7 +22,7 @@ def wait_for(condition: Callable[[], object], what: str, limit: float = 120.0, s
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
+            raise AssertionError(f"gave up waiting for {what() if callable(what) else what}")
         time.sleep(step)
 
 

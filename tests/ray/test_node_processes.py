@@ -2,7 +2,9 @@
 
 A job's entrypoint runs in a session of its own. After it exits normally, Ray leaves every child
 it started running; `stop` signals the entrypoint and its descendants as psutil sees them, so a
-grandchild that was orphaned (a daemon's double fork) is missed. Both are shown here with plain
+grandchild that was orphaned (a daemon's double fork) is missed; and in some runs here (after
+other jobs had run on the node) even the entrypoint's own child outlived a stop that Ray reported
+as STOPPED. Both are shown here with plain
 shell entrypoints; the remote worker's own reaping is tested in test_remote_worker.py and, on the
 cluster, in test_end_to_end.py.
 """
@@ -20,8 +22,19 @@ from _orchestrate_kit.executor.ray import jobs
 
 pytestmark = pytest.mark.timeout(300)
 
-DAEMON = ("python3 -c \"import subprocess; subprocess.Popen(['sleep', '1000'], start_new_session=True, "
+DAEMON = ("python3 -c \"import subprocess; subprocess.Popen(['sleep', '1001'], start_new_session=True, "
           "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\"")
+
+
+def described(token):
+    found = []
+    for pid in processes.token_carriers(token):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                found.append((pid, handle.read().replace(b"\0", b" ").decode()[:80]))
+        except OSError:
+            pass
+    return found
 
 
 def end(token):
@@ -46,12 +59,12 @@ def test_stop_misses_an_orphaned_grandchild(ray_cluster):
     sid = api.submit(jobs.job_request(unique("stop"), "s", 1, token, entrypoint, {}, 5)).submission_id
     try:
         wait_status(api, sid, ["RUNNING"])
-        wait_for(lambda: len(processes.token_carriers(token)) == 2, "the sleep and the daemon")  # (a shell's own export is not in its /proc environ)
+        wait_for(lambda: len(processes.token_carriers(token)) == 2, "the sleep and the daemon")
         api.stop(sid)
         assert wait_status(api, sid, jobs.TERMINAL).status == "STOPPED"
-        wait_for(lambda: len(processes.token_carriers(token)) == 1, "Ray to end what it can see")
-        survivor = processes.token_carriers(token)[0]
-        with open(f"/proc/{survivor}/cmdline", "rb") as handle:
-            assert handle.read().split(b"\0")[:2] == [b"sleep", b"1000"]  # the daemon
+        # Ray reports STOPPED once its own TERM/KILL round is over: the daemon was never part of it.
+        left = described(token)
+        assert (any(cmd.startswith("sleep 1001") for _pid, cmd in left)), left
+        print(f"left after Ray's stop: {left}")  # at times the entrypoint's own `sleep 1000` too
     finally:
         end(token)

@@ -313,9 +313,12 @@ def run(job: Mapping[str, Any], node_env: Mapping[str, str]) -> int:
     forwarder = threading.Thread(target=relay.forward, args=(child.stdout,), daemon=True)
     forwarder.start()
     grace = float(job.get("grace", 10))
+    parent = os.getppid()
     code: Optional[int] = None
     while code is None:
         relay.relay()
+        if stop.signal is None and os.getppid() != parent:
+            stop.signal = signal.SIGHUP  # the entrypoint's shell is gone (a stop that missed us): end too
         if stop.signal is not None:
             say(f"stopping the worker (signal {stop.signal})")
             reap_tree(child.pid, job["token"], grace, reap=child.poll)
