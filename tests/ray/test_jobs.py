@@ -169,3 +169,14 @@ def test_submission_ids_and_addresses():
     assert jobs.normalise_address(" head:8265/ ") == "http://head:8265"
     assert jobs.JobsClient("https://h:1").tail_url("a+b") == "wss://h:1/api/jobs/a%2Bb/logs/tail"
     assert Path(jobs.__file__).name == "jobs.py"
+
+
+def test_the_doctor_probe_says_what_is_there(ray_cluster):
+    checks = jobs.probe(client(ray_cluster))
+    assert [c.ok for c in checks] == [True, True]
+    assert checks[0].message.startswith("Ray 2.60") and "token from RAY_AUTH_TOKEN" in checks[0].message
+    assert checks[1].message == "2 node(s) advertise agent_slot, 4 agent(s) in all"
+    none = jobs.probe(client(ray_cluster), slots=64)
+    assert not none[-1].ok and "no live node advertises agent_slot" in none[-1].message
+    refused = jobs.probe(jobs.JobsClient(ray_cluster.address, None))
+    assert len(refused) == 1 and not refused[0].ok and "HTTP 401" in refused[0].message

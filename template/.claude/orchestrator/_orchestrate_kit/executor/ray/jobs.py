@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 SLOT_RESOURCE = "agent_slot"
 TERMINAL = ("STOPPED", "SUCCEEDED", "FAILED")
 DEFAULT_TIMEOUT = 10.0
+SUPPORTED_API_VERSION = "4"  # /api/version's "version" in Ray 2.x (2.60.0 answers 4)
 # Names that look like credentials: never in a job's runtime_env (the jobs API echoes it back).
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|PRIVATE|AUTH|COOKIE|SESSION_KEY", re.I)
 _ID_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -394,3 +395,41 @@ def pending_reason(job: JobInfo, nodes: Sequence[NodeInfo], slots: float = 1) ->
         return (f"no live node has {slots:g} {SLOT_RESOURCE} (start worker nodes with "
                 f"--resources '{{\"{SLOT_RESOURCE}\": N}}'); Ray keeps the job pending")
     return "waiting for a free agent slot (every node's agent_slot is taken) or for its runtime environment"
+
+
+# ---------------------------------------------------------------- what doctor checks
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    message: str
+
+
+def probe(api: JobsClient, slots: float = 1) -> List[Check]:
+    """The cluster as `doctor` reports it: reachable with our token, Ray's API version, agent slots.
+
+    Stops at the first failure (a later check means nothing without it). Never raises RayError.
+    """
+    try:
+        version = api.version()
+    except RayError as error:
+        return [Check(False, str(error))]
+    checks = [Check(True, f"Ray {version.get('ray_version')} at {api.address} (jobs API version "
+                          f"{version.get('version')}){', token from ' + api.token.source if api.token else ''}")]
+    if str(version.get("version")) != SUPPORTED_API_VERSION:
+        checks.append(Check(False, f"the jobs API is version {version.get('version')}; this runtime speaks version "
+                                   f"{SUPPORTED_API_VERSION} (Ray 2.x)"))
+        return checks
+    try:
+        nodes = api.nodes()
+    except RayError as error:
+        return checks + [Check(False, str(error))]
+    able = [n for n in nodes if n.alive and n.slots >= slots]
+    if able:
+        total = sum(n.slots for n in able)
+        checks.append(Check(True, f"{len(able)} node(s) advertise {SLOT_RESOURCE}, {total:g} agent(s) in all"))
+    else:
+        checks.append(Check(False, f"no live node advertises {SLOT_RESOURCE}: jobs would stay pending; start "
+                                   f"worker nodes with --resources '{{\"{SLOT_RESOURCE}\": N}}'"))
+    return checks
