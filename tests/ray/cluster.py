@@ -99,7 +99,7 @@ def main(spec: Dict) -> int:
         node = cluster.add_node(node_ip_address="127.0.0.1", num_cpus=slots, resources={"agent_slot": slots},
                                 env_vars={"ORCHESTRATE_NODE_CACHE": str(cache)})
         nodes.append(node)
-        return {"node_id": node.node_id, "cache": str(cache), "index": len(nodes)}
+        return {"node_id": node.node_id, "cache": str(cache), "index": len(nodes)}  # `remove` takes the index
 
     described = [add_node(int(n)) for n in spec.get("nodes", [2, 2])]
     cluster.wait_for_nodes()

@@ -62,6 +62,14 @@ class LocalCluster:
         """What a client needs to reach this cluster (no token anywhere else in the tests' environment)."""
         return {"RAY_AUTH_TOKEN": self.token}
 
+    def replace_node(self, node_id: str, slots: int = 2) -> Dict:
+        """Kill a worker node's Ray processes (a lost machine), then add a fresh node in its place."""
+        index = next(i for i, n in enumerate(self.nodes) if n["node_id"] == node_id)
+        assert self.command(f"remove {self.nodes[index]['index']}")["removed"] == node_id
+        added = self.command(f"add {slots}")
+        self.nodes[index] = added
+        return added
+
     def set_behaviour(self, stream: str, *behaviours: str) -> None:
         assert self.plan is not None
         plan = json.loads(self.plan.read_text())

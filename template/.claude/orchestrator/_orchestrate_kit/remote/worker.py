@@ -20,6 +20,9 @@
    attempt's own ref (what the orchestrator merges, see refs.py), the updates as a progress ref,
    and `stream/<name>` as a fast-forward (refused if another attempt moved it: said, not fatal).
    A last structured line reports the outcome. The exit code is the worker's (128 + signal).
+5. When the job is gone under it (the node's Ray processes died, so Ray's watcher killed the
+   entrypoint's group; the wrapper runs in a session of its own to outlive that), it ends the
+   worker's tree the same way and pushes the attempt's ref only: the orchestrator has fenced it.
 
 Standard library only; shipped to the node with the runtime package (`executor/ray/package.py`).
 """
@@ -313,12 +316,13 @@ def run(job: Mapping[str, Any], node_env: Mapping[str, str]) -> int:
     forwarder = threading.Thread(target=relay.forward, args=(child.stdout,), daemon=True)
     forwarder.start()
     grace = float(job.get("grace", 10))
-    parent = os.getppid()
+    parent, orphaned = os.getppid(), False
     code: Optional[int] = None
     while code is None:
         relay.relay()
         if stop.signal is None and os.getppid() != parent:
-            stop.signal = signal.SIGHUP  # the entrypoint's shell is gone (a stop that missed us): end too
+            orphaned = True  # the entrypoint's shell is gone: the node's Ray died, or a stop missed us
+            stop.signal = signal.SIGHUP
         if stop.signal is not None:
             say(f"stopping the worker (signal {stop.signal})")
             reap_tree(child.pid, job["token"], grace, reap=child.poll)
@@ -334,13 +338,16 @@ def run(job: Mapping[str, Any], node_env: Mapping[str, str]) -> int:
     outcome: Dict[str, Any] = {"kind": "result", "run": job["run"], "stream": job["stream"],
                                "attempt": job["attempt"], "token": job["token"], "exit_code": exit_code,
                                "start": start, "updates": relay.seq}
-    outcome.update(publish(job, worktree, relay.lines))
+    outcome.update(publish(job, worktree, relay.lines, move_branch=not orphaned))
     relay.structured(outcome)
     return exit_code
 
 
-def publish(job: Mapping[str, Any], worktree: Path, lines: Sequence[str]) -> Dict[str, Any]:
-    """Commit the leftovers; push the attempt ref and progress ref, then the stream branch (never forced)."""
+def publish(job: Mapping[str, Any], worktree: Path, lines: Sequence[str], move_branch: bool = True) -> Dict[str, Any]:
+    """Commit the leftovers; push the attempt ref and progress ref, then the stream branch (never forced).
+
+    An attempt whose job is gone (`move_branch` False) keeps its work on its own ref only: the
+    orchestrator has fenced it, and `stream/<name>` is for the attempt that replaces it."""
     result: Dict[str, Any] = {"pushed": False, "branch_pushed": False}
     try:
         result["committed_leftovers"] = commit_leftovers(
@@ -352,6 +359,9 @@ def publish(job: Mapping[str, Any], worktree: Path, lines: Sequence[str]) -> Dic
             pushes.append(f"{progress_commit(worktree, lines)}:{job['progress_ref']}")
         git(worktree, "push", "--quiet", "origin", *pushes)
         result["pushed"] = True
+        if not move_branch:
+            say(f"the job is gone: this attempt's work is on {job['attempt_ref']} only")
+            return result
         branch = git(worktree, "push", "--quiet", "origin", f"{head}:refs/heads/{job['branch']}", check=False)
         result["branch_pushed"] = branch.returncode == 0
         if branch.returncode != 0:
@@ -369,6 +379,12 @@ def main() -> int:
     except protocol.ProtocolError as error:
         say(f"{error} (is {protocol.JOB_VARIABLE} set by the orchestrator?)")
         return 2
+    try:
+        # A session of our own: when the node's Ray dies, its watcher kills the entrypoint's process
+        # group; we outlive it to end the worker's tree and keep its work (see the loop in run).
+        os.setsid()
+    except OSError:
+        pass
     try:
         return run(job, dict(os.environ))
     except RemoteError as error:
