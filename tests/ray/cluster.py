@@ -83,7 +83,9 @@ def main(spec: Dict) -> int:
     token = spec.get("token") or secrets.token_hex(16)
     temp_dir = tempfile.mkdtemp(prefix="okray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     os.environ.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token,
-                      RAY_USAGE_STATS_ENABLED="0")
+                      RAY_USAGE_STATS_ENABLED="0",
+                      # A lost node is noticed in about 3 s rather than Ray's default of about 15 s.
+                      RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
     os.environ.update(spec.get("env", {}))
     from ray.cluster_utils import Cluster  # only here: the tests' own process never imports Ray
 
