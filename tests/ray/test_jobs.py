@@ -144,6 +144,25 @@ def test_a_server_that_is_not_ray_is_named_so():
         server.server_close()
 
 
+def test_a_port_that_does_not_speak_http_is_named_so():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def answer_garbage():
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(b"\x00\x00\x12\x04\x00\x00\x00\x00\x00 not http at all\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    try:
+        with pytest.raises(jobs.NotRay, match="does not speak HTTP .*not the GCS"):
+            jobs.JobsClient(f"127.0.0.1:{server.getsockname()[1]}", None, timeout=10).version()
+    finally:
+        server.close()
+
+
 def test_the_token_is_read_as_rays_tools_read_it(tmp_path):
     home = tmp_path / "home"
     (home / ".ray").mkdir(parents=True)

@@ -22,6 +22,7 @@ have their git and Claude Code credentials provisioned.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -312,6 +313,10 @@ class JobsClient:
                 status, body = response.status, response.read()
         except urllib.error.HTTPError as error:
             status, body = error.code, error.read()
+        except http.client.HTTPException as error:  # something answered, not in HTTP (a GCS or Ray Client port)
+            raise NotRay(f"{self.address} does not speak HTTP ({type(error).__name__}); set ray_address to the "
+                         "head's dashboard URL (http://HEAD:8265), not the GCS (6379) or Ray Client (10001) "
+                         "port") from None
         except (urllib.error.URLError, OSError, ValueError) as error:
             raise RayUnreachable(f"cannot reach the Ray cluster at {self.address}: {_why(error)}; check "
                                  "ray_address (the head's dashboard URL, e.g. http://HEAD:8265) and that the "
