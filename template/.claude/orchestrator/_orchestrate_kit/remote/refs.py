@@ -12,6 +12,7 @@ updates as a backstop to the log lines; it is never merged.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -52,11 +53,15 @@ def parse_attempt_ref(ref: str, run: str, name: str) -> Optional[tuple]:
     return int(attempt), token
 
 
-def list_attempt_refs(remote: str, run: str, name: str, cwd: Optional[str] = None) -> List[AttemptRef]:
+def list_attempt_refs(remote: str, run: str, name: str, cwd: Optional[str] = None,
+                      timeout: float = 120.0) -> List[AttemptRef]:
     """Every attempt ref of this stream on `remote` (a URL, path or remote name), oldest attempt first."""
-    done = subprocess.run(["git", "ls-remote", remote, f"{ATTEMPT_ROOT}/{run}/{name}/*"], cwd=cwd,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          env=_git_env())
+    try:
+        done = subprocess.run(["git", "ls-remote", remote, f"{ATTEMPT_ROOT}/{run}/{name}/*"], cwd=cwd,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, env=_git_env(),
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"git ls-remote {remote} did not answer within {timeout:g} s") from None
     if done.returncode != 0:
         raise RuntimeError(f"git ls-remote {remote} failed: {done.stderr.strip().splitlines()[-1:] or ['?']}")
     found = []
@@ -79,8 +84,6 @@ def fenced(refs: List[AttemptRef], attempt: int, token: str) -> List[AttemptRef]
 
 
 def _git_env() -> Dict[str, str]:
-    import os
-
     env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
     env["GIT_TERMINAL_PROMPT"] = "0"
     return env
