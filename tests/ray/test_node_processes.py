@@ -59,7 +59,10 @@ def test_stop_misses_an_orphaned_grandchild(ray_cluster):
     sid = api.submit(jobs.job_request(unique("stop"), "s", 1, token, entrypoint, {}, 5)).submission_id
     try:
         wait_status(api, sid, ["RUNNING"])
-        wait_for(lambda: len(processes.token_carriers(token)) == 2, "the sleep and the daemon")
+        # Both sleeps running and the daemon's launcher gone, so the daemon is orphaned already (a
+        # shell's own `export` is not in its /proc environ, so the shell is not listed).
+        wait_for(lambda: sorted(cmd.split()[1] for _pid, cmd in described(token)) == ["1000", "1001"],
+                 lambda: f"the sleep and the orphaned daemon; now: {described(token)}")
         api.stop(sid)
         assert wait_status(api, sid, jobs.TERMINAL).status == "STOPPED"
         # Ray reports STOPPED once its own TERM/KILL round is over: the daemon was never part of it.

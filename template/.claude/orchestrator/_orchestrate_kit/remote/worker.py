@@ -142,7 +142,9 @@ def progress_commit(worktree: Path, lines: Sequence[str]) -> str:
 
 
 def worker_environment(job: Mapping[str, Any], attempt_dir: Path, node_env: Mapping[str, str]) -> Dict[str, str]:
-    env = {k: v for k, v in node_env.items() if k not in _LOCAL_ONLY}
+    # Ray's job variables (RAY_ADDRESS, RAY_JOB_ID, ...) are for the entrypoint, not the agent: a
+    # project that uses Ray itself must not have its tests reach this cluster by accident.
+    env = {k: v for k, v in node_env.items() if k not in _LOCAL_ONLY and not k.startswith("RAY_")}
     env.update({str(k): str(v) for k, v in job.get("env", {}).items()})
     env.update(STREAM_ID=str(job["stream"]), ORCHESTRATOR_ATTEMPT=str(job["attempt"]),
                ORCHESTRATE_KIT_TOKEN=str(job["token"]), ORCHESTRATE_TRACKER="node-" + job["tracker"]["generation"])
