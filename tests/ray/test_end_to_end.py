@@ -36,20 +36,11 @@ def runtime_uri(ray_cluster):
 
 
 def follow(api, sid, log, applier, limit=180.0):
-    """Tail the job and apply its updates as lines arrive, as the supervisor will; the outcomes."""
-    reader = tail.LogTail(api, sid, log).start()
-    outcomes, offset = [], 0
-    deadline = time.monotonic() + limit
-    while True:
-        finished = reader.done.wait(0.2)
-        if log.exists():
-            data = log.read_bytes()
-            complete = data[: data.rfind(b"\n") + 1]
-            outcomes += applier.feed_text(complete[offset:].decode("utf-8", "replace"))
-            offset = len(complete)
-        if finished:
-            return outcomes
-        assert time.monotonic() < deadline, f"job {sid} did not end: {reader.error}"
+    """Tail the job, its task updates applied in the tail's thread as lines arrive; the outcomes."""
+    outcomes = []
+    reader = tail.LogTail(api, sid, log, on_line=lambda line: outcomes.append(applier.feed(line))).start()
+    assert reader.done.wait(limit), f"job {sid} did not end: {reader.error}"
+    return [o for o in outcomes if o is not None]
 
 
 def test_a_stream_runs_on_a_node_and_comes_back(ray_cluster, runtime_uri, tmp_path):

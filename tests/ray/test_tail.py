@@ -32,13 +32,16 @@ def test_the_tail_copies_the_log_exactly_once_across_a_restart(ray_cluster, tmp_
     sid = submit(api, run, "for i in $(seq 1 40); do echo line $i; sleep 0.05; done; touch /dev/null")
     log = tmp_path / "stream.log"
     log.write_bytes(b"=== banner written by the executor ===\n")
-    first = tail.LogTail(api, sid, log).start()
+    handed = []
+    first = tail.LogTail(api, sid, log, on_line=handed.append).start()
     wait_for(lambda: b"line 5\n" in log.read_bytes(), "the first lines")
     first.stop(wait=10)
     assert not first.running
     # The orchestrator restarts: a new reader on the same log, which must skip what was copied.
-    second = tail.LogTail(api, sid, log).start()
+    second = tail.LogTail(api, sid, log, on_line=handed.append).start()
     assert second.done.wait(120), second.error
+    numbered = [line for line in handed if line.startswith("line ")]
+    assert numbered == [f"line {i}" for i in range(1, 41)]  # each line handed on once, none cut
     wait_status(api, sid, jobs.TERMINAL)
     body = log.read_bytes().split(b"===\n", 1)[1]
     assert body == api.logs(sid).encode()
@@ -196,3 +199,19 @@ def test_a_wrong_accept_key_is_refused():
         port = sock.getsockname()[1]
     with pytest.raises(tail.WebSocketError, match="cannot connect"):
         tail.WebSocket(f"ws://127.0.0.1:{port}/").connect()
+
+
+def test_a_line_cut_by_a_restart_is_handed_on_whole(tmp_path):
+    api = jobs.JobsClient("http://127.0.0.1:9", None)  # never called here
+    log = tmp_path / "cut.log"
+    first = tail.LogTail(api, "job", log, on_line=lambda line: None)
+    first._take(0, b"alpha\nstructured-par")  # the orchestrator dies here, mid-line
+    handed = []
+    second = tail.LogTail(api, "job", log, on_line=handed.append)
+    second._take(0, b"alpha\nstructured-partial\nnext\n")  # the replay after reconnecting
+    assert handed == ["structured-partial", "next"]
+    assert log.read_bytes() == b"alpha\nstructured-partial\nnext\n"
+    flood = tail.LogTail(api, "flood", tmp_path / "flood.log", on_line=handed.append)
+    flood._take(0, b"x" * (tail.LINE_LIMIT + 10))
+    flood._take(tail.LINE_LIMIT + 10, b"y\nshort\n")
+    assert handed[-1] == "short" and all(len(line) < 100 for line in handed)

@@ -14,7 +14,9 @@ is saved beside the log (`<log>.ray-<job>.json`, with the log's size after the l
 append that landed before a crash is counted too): an orchestrator restart neither loses nor repeats
 a line. When the WebSocket cannot be opened (a proxy that refuses upgrades, an old Ray) the reader
 polls `GET /api/jobs/{id}/logs` instead, which returns the whole log and is skipped the same way.
-When the job has ended the reader fetches the log once more so a last line the tail missed is not
+Each complete line can be handed to a callback as it is copied (`on_line`: the applier of the
+job's task updates, so they land while the job runs), once, across restarts too. When the job has
+ended the reader fetches the log once more so a last line the tail missed is not
 lost, then stops. Memory stays bounded on a flood: frames are read and written in pieces of at most
 64 KiB (the polling fallback holds one whole log while it compares).
 
@@ -42,6 +44,7 @@ from .jobs import JobsClient, RayError
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 PIECE = 64 * 1024
+LINE_LIMIT = 1024 * 1024  # no structured line is longer; longer lines are never handed on
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
@@ -226,7 +229,8 @@ class LogTail:
     """Copies one job's log into `log_path`, exactly once per byte, in a thread of its own."""
 
     def __init__(self, api: JobsClient, sid: str, log_path: Path, poll_interval: float = 1.0,
-                 reconnect_limit: int = 5, warn: Callable[[str], None] = lambda _message: None):
+                 reconnect_limit: int = 5, warn: Callable[[str], None] = lambda _message: None,
+                 on_line: Optional[Callable[[str], object]] = None):
         self.api = api
         self.sid = sid
         self.log_path = Path(log_path)
@@ -240,6 +244,10 @@ class LogTail:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.received = self._load_count()
+        # Each complete line copied is handed to `on_line` (the applier of the job's task updates),
+        # in this thread. A line longer than LINE_LIMIT is passed over: no structured line is that long.
+        self.on_line = on_line
+        self._partial = self._unfinished_line() if on_line else b""
 
     # -- the count of bytes already copied, kept across restarts
 
@@ -274,7 +282,32 @@ class LogTail:
                 log.write(fresh)
             self.received = end
             self._save_count()
+            if self.on_line is not None:
+                self._hand_on(fresh)
         return end
+
+    def _hand_on(self, fresh: bytes) -> None:
+        data = self._partial + fresh
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > LINE_LIMIT:
+            self._partial = b"\xff"  # a flood without newlines: keep only a marker that spoils the rest
+        for line in lines:
+            if len(line) <= LINE_LIMIT and self.on_line is not None:
+                self.on_line(line.decode("utf-8", "replace"))
+
+    def _unfinished_line(self) -> bytes:
+        """After a restart: the start of a line the last reader copied but did not finish (its own bytes)."""
+        if not self.received:
+            return b""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(max(0, self._log_size() - LINE_LIMIT))
+                tail = log.read()
+        except OSError:
+            return b""
+        cut = tail.rfind(b"\n")
+        return tail[cut + 1:] if cut >= 0 or len(tail) < LINE_LIMIT else b"\xff"
 
     # -- the thread
 
