@@ -140,3 +140,21 @@ def ray_cluster():
     yield cluster
     stop_cluster(cluster)
     shutil.rmtree(fake, ignore_errors=True)
+    left = processes_mentioning(cluster.temp_dir)
+    assert not left, f"the Ray test cluster left processes behind: {left}"
+
+
+def processes_mentioning(text: str) -> List[str]:
+    """Command lines of live processes that name `text` (the cluster's folder: every Ray process of it does)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                args = handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(f"{entry}: {args[:120]}")
+    return found
