@@ -92,6 +92,20 @@ def test_a_job_no_node_can_place_stays_pending_and_says_why(ray_cluster):
     api.stop(sid)
 
 
+def test_a_job_pinned_to_a_node_runs_there_and_a_gone_node_is_told(ray_cluster):
+    api, run = client(ray_cluster), unique("pin")
+    nodes = api.nodes()
+    for target in ray_cluster.nodes:
+        assert jobs.node_alive(nodes, target["node_id"])
+        for attempt in (1, 2):  # four jobs, each on its node: 1 in 16 by chance alone
+            body = request(run, stream=f"s{target['index']}", attempt=attempt, node_id=target["node_id"])
+            assert body["entrypoint_label_selector"] == {"ray.io/node-id": target["node_id"]}
+            sid = api.submit(body).submission_id
+            assert wait_status(api, sid, jobs.TERMINAL).node_id == target["node_id"]
+    assert not jobs.node_alive(nodes, ray_cluster.head_node_id)  # alive, but takes no agents
+    assert not jobs.node_alive(nodes, "f" * 56)
+
+
 def test_missing_and_wrong_tokens_give_one_clear_line(ray_cluster):
     with pytest.raises(jobs.RayAuthError) as missing:
         jobs.JobsClient(ray_cluster.address, None).version()

@@ -53,10 +53,11 @@ def describe(run: str, stream_id: str, name: str, attempt: int, token: str, remo
 
 
 def submission(description: Mapping[str, Any], py_module: str, stop_grace: float,
-               extra_resources: Optional[Mapping[str, float]] = None) -> Dict[str, Any]:
+               extra_resources: Optional[Mapping[str, float]] = None, node_id: Optional[str] = None
+               ) -> Dict[str, Any]:
     """The `POST /api/jobs/` body. Ray's own stop waits past our grace so the worker can push."""
     push_margin = 30.0
     return job_request(str(description["run"]), str(description["name"]), int(description["attempt"]),
                        str(description["token"]), ENTRYPOINT, {protocol.JOB_VARIABLE: protocol.encode_job(description)},
                        stop_grace=float(stop_grace) + push_margin, py_modules=[py_module],
-                       extra_resources=extra_resources)
+                       extra_resources=extra_resources, node_id=node_id)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 SLOT_RESOURCE = "agent_slot"
+NODE_LABEL = "ray.io/node-id"  # every node's label with its id (Ray 2.60)
 TERMINAL = ("STOPPED", "SUCCEEDED", "FAILED")
 DEFAULT_TIMEOUT = 10.0
 SUPPORTED_API_VERSION = "4"  # /api/version's "version" in Ray 2.x (2.60.0 answers 4)
@@ -161,8 +162,13 @@ def secret_names(env: Mapping[str, str]) -> List[str]:
 
 def job_request(run: str, stream: str, attempt: int, token: str, entrypoint: str, env: Mapping[str, str],
                 stop_grace: float, py_modules: Sequence[str] = (), slots: float = 1,
-                extra_resources: Optional[Mapping[str, float]] = None) -> Dict[str, Any]:
-    """The body of `POST /api/jobs/` for one attempt. Refuses any variable that looks like a secret."""
+                extra_resources: Optional[Mapping[str, float]] = None, node_id: Optional[str] = None
+                ) -> Dict[str, Any]:
+    """The body of `POST /api/jobs/` for one attempt. Refuses any variable that looks like a secret.
+
+    `node_id` pins the job to one node (a resumed Claude Code session lives in that node's
+    ~/.claude): Ray's `entrypoint_label_selector` on the node's `ray.io/node-id` label. A job pinned
+    to a node that is gone stays pending, so check `node_alive` first and start afresh without it."""
     leaked = secret_names(env)
     if leaked:
         raise RayError(f"refusing to send {', '.join(leaked)} to the Ray cluster: a job's environment is "
@@ -175,7 +181,7 @@ def job_request(run: str, stream: str, attempt: int, token: str, entrypoint: str
     if py_modules:
         runtime_env["py_modules"] = list(py_modules)
     resources = {SLOT_RESOURCE: float(slots), **{k: float(v) for k, v in (extra_resources or {}).items()}}
-    return {
+    body: Dict[str, Any] = {
         "submission_id": submission_id(run, stream, attempt),
         "entrypoint": entrypoint,
         "entrypoint_resources": resources,
@@ -183,6 +189,14 @@ def job_request(run: str, stream: str, attempt: int, token: str, entrypoint: str
                      "orchestrate_token": token},
         "runtime_env": runtime_env,
     }
+    if node_id:
+        body["entrypoint_label_selector"] = {NODE_LABEL: node_id}
+    return body
+
+
+def node_alive(nodes: Sequence["NodeInfo"], node_id: Optional[str]) -> bool:
+    """Whether a job pinned to `node_id` could run: the node is alive and takes agents."""
+    return any(n.node_id == node_id and n.alive and n.slots > 0 for n in nodes)
 
 
 # ---------------------------------------------------------------- the client
