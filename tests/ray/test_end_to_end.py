@@ -10,6 +10,7 @@ stopped and no process of ours is left on any node.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -105,3 +106,27 @@ def test_a_hanging_job_is_stopped_and_leaves_nothing_on_any_node(ray_cluster, ru
     reader._poll_once()
     result = result_of((tmp_path / "Stream-B.log").read_text())
     assert result["exit_code"] == 143 and result["pushed"]  # what it had is on its attempt ref
+
+
+def test_the_preflight_runs_as_a_probe_job_on_a_node(ray_cluster, runtime_uri, tmp_path):
+    from _orchestrate_kit.remote import preflight
+
+    api = client(ray_cluster)
+    run = f"pre{int(time.time())}"
+    plain = ["claude", "--print", "-p"]
+    sid = api.submit(ray_job.preflight_submission(run, "0" * 16, plain, runtime_uri)).submission_id
+    assert sid == f"{run}-preflight~1"
+    job = wait_status(api, sid, jobs.TERMINAL)
+    answer = preflight.parse(api.logs(sid))
+    assert job.status == "SUCCEEDED" and ray_cluster.node_of(job.node_id)
+    assert answer and answer["preflight"].ok and answer["preflight"].version  # the node's fake claude
+    assert answer["preflight"].logged_in is True
+    # As root (the nodes here run as root), Claude Code refuses to skip permissions: found on the node.
+    skipping = plain[:1] + ["--dangerously-skip-permissions"] + plain[1:]
+    sid = api.submit(ray_job.preflight_submission(run, "0" * 16, skipping, runtime_uri, number=2)).submission_id
+    job = wait_status(api, sid, jobs.TERMINAL)
+    answer = preflight.parse(api.logs(sid))
+    if os.geteuid() == 0:
+        assert job.status == "FAILED" and [p.check for p in answer["preflight"].problems] == ["root"]
+    else:
+        assert job.status == "SUCCEEDED" and answer["preflight"].ok

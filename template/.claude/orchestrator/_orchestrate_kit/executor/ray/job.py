@@ -19,6 +19,7 @@ from ...remote import protocol, refs
 from .jobs import RayError, job_request
 
 ENTRYPOINT = "python3 -m _orchestrate_kit.remote.worker"
+PREFLIGHT_ENTRYPOINT = "python3 -m _orchestrate_kit.remote.preflight"
 # What a worker's environment gets from the orchestrator (worker_spec.worker_environment), less
 # the database pointers (meaningless on a node) and the token (it travels inside the description).
 SENT_VARIABLES = ("STREAM_ID", "STREAM_NAME", "ORCHESTRATOR_ATTEMPT")
@@ -61,3 +62,17 @@ def submission(description: Mapping[str, Any], py_module: str, stop_grace: float
                        str(description["token"]), ENTRYPOINT, {protocol.JOB_VARIABLE: protocol.encode_job(description)},
                        stop_grace=float(stop_grace) + push_margin, py_modules=[py_module],
                        extra_resources=extra_resources, node_id=node_id)
+
+
+def preflight_submission(run: str, token: str, argv: Sequence[str], py_module: str, number: int = 1,
+                         node_id: Optional[str] = None) -> Dict[str, Any]:
+    """A probe job: the worker command's preflight on a node that takes agents (remote/preflight.py).
+
+    Its submission id, `<run>-preflight~<n>`, cannot be a stream's (no stream's name holds `~`)."""
+    description = {"version": protocol.VERSION, "kind": "preflight", "run": run, "token": token, "argv": list(argv)}
+    body = job_request(run, "preflight", number, token, PREFLIGHT_ENTRYPOINT,
+                       {protocol.JOB_VARIABLE: protocol.encode_job(description)}, stop_grace=5,
+                       py_modules=[py_module], node_id=node_id)
+    body["submission_id"] = f"{run}-preflight~{int(number)}"
+    body["metadata"]["orchestrate_stream"] = "~preflight"
+    return body
