@@ -50,6 +50,10 @@ def test_a_stream_runs_is_pushed_and_its_updates_apply(tmp_path, generation):
     assert pushed[description["attempt_ref"]] == pushed["refs/heads/stream/Stream-A"] == result["commit"]
     assert "Stream-A.txt" in project.files_at(description["attempt_ref"])
     assert project.files_at(description["progress_ref"]) == [refs.PROGRESS_FILE]
+    # The attempt's worktree and folder are gone once its work is on the remote; the node's copy stays.
+    cache = tmp_path / "node-cache"
+    assert list((cache / "work").rglob("*.txt")) == [] and list((cache / "attempts").iterdir()) == []
+    assert len(list((cache / "mirrors").glob("*.git"))) == 1
     # The database is untouched until the orchestrator applies the lines.
     assert statuses(project, "Stream-A") == ["pending", "pending"]
     applier = project.applier(description, tmp_path / "applied.json")

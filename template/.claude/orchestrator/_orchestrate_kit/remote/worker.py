@@ -52,6 +52,7 @@ NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 # Variables of the orchestrator's machine that mean nothing on a node (gen 1's database pointers).
 _LOCAL_ONLY = ("TASK_DB_PATH", "WORKSPACE_ID", "ORCHESTRATE_DB_FILE", protocol.JOB_VARIABLE)
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder holding _orchestrate_kit
+_GIT_CONTEXT = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX", "GIT_OBJECT_DIRECTORY")
 
 
 class RemoteError(Exception):
@@ -68,7 +69,7 @@ def say(text: str) -> None:
 
 
 def git(cwd: Path, *args: str, check: bool = True, timeout: float = GIT_TIMEOUT) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in ("GIT_SSH_COMMAND", "GIT_SSH")}
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_CONTEXT}  # the node's git settings stay
     env["GIT_TERMINAL_PROMPT"] = "0"
     try:
         done = subprocess.run(["git", *args], cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, capture_output=True,
@@ -342,7 +343,28 @@ def run(job: Mapping[str, Any], node_env: Mapping[str, str]) -> int:
                                "start": start, "updates": relay.seq}
     outcome.update(publish(job, worktree, relay.lines, move_branch=not orphaned))
     relay.structured(outcome)
+    if outcome.get("pushed"):
+        tidy(worktree, attempt_dir)
     return exit_code
+
+
+def tidy(worktree: Path, attempt_dir: Path) -> None:
+    """Once the work is on the remote: the attempt's worktree and folder go (never forced: a worktree
+    git finds unclean stays, and is said so); the node's shared copy stays for the next job."""
+    done = git(worktree, "worktree", "remove", str(worktree), check=False)
+    if done.returncode != 0:
+        say(f"kept {worktree}: {(done.stderr.strip().splitlines() or ['not clean'])[-1]}")
+        return
+    for name in ("tasks.json", "tasks.json.lock", "updates.jsonl", "mcp.json", "bin/tc"):
+        try:
+            (attempt_dir / name).unlink()
+        except OSError:
+            pass
+    for folder in (attempt_dir / "bin", attempt_dir):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def publish(job: Mapping[str, Any], worktree: Path, lines: Sequence[str], move_branch: bool = True) -> Dict[str, Any]:
