@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 import time
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable
 
 import tests.ray.conftest  # noqa: F401  (puts the runtime on sys.path)
 
@@ -33,8 +34,5 @@ def wait_status(api, sid: str, statuses: Iterable[str], limit: float = 120.0) ->
 
 
 def unique(prefix: str) -> str:
-    return f"{prefix}{int(time.time() * 1000) % 10**9}"
-
-
-def maybe(value: Optional[str]) -> str:
-    return value or ""
+    """A run id no other test uses (submission ids must never repeat within the session's cluster)."""
+    return f"{prefix}{secrets.token_hex(4)}"

@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.ray.helpers import client, wait_for, wait_status
+from tests.ray.helpers import client, unique, wait_for, wait_status
 from tests.ray.remote_support import RemoteProject, carriers, git, result_of
 from _orchestrate_kit.executor.ray import job as ray_job
 from _orchestrate_kit.executor.ray import jobs, package, tail
@@ -48,7 +47,7 @@ def test_a_stream_runs_on_a_node_and_comes_back(ray_cluster, runtime_uri, tmp_pa
     project = RemoteProject.create(tmp_path, "mcp")
     ray_cluster.set_behaviour("Stream-A", "write")
     api = client(ray_cluster)
-    run = f"e2e{int(time.time())}"
+    run = unique("e2e")
     description = project.describe("Stream-A", run=run)
     body = ray_job.submission(description, runtime_uri, stop_grace=5)
     assert "working_dir" not in body["runtime_env"] and body["entrypoint_resources"] == {"agent_slot": 1.0}
@@ -90,7 +89,7 @@ def test_a_hanging_job_is_stopped_and_leaves_nothing_on_any_node(ray_cluster, ru
     project = RemoteProject.create(tmp_path, "mcp")
     ray_cluster.set_behaviour("Stream-B", "spawn-daemon")  # hangs, with a daemon outside its group
     api = client(ray_cluster)
-    run = f"hang{int(time.time())}"
+    run = unique("hang")
     description = project.describe("Stream-B", run=run, grace=2)
     sid = api.submit(ray_job.submission(description, runtime_uri, stop_grace=2)).submission_id
     token = description["token"]
@@ -112,7 +111,7 @@ def test_the_preflight_runs_as_a_probe_job_on_a_node(ray_cluster, runtime_uri, t
     from _orchestrate_kit.remote import preflight
 
     api = client(ray_cluster)
-    run = f"pre{int(time.time())}"
+    run = unique("pre")
     plain = ["claude", "--print", "-p"]
     sid = api.submit(ray_job.preflight_submission(run, "0" * 16, plain, runtime_uri)).submission_id
     assert sid == f"{run}-preflight~1"

@@ -8,11 +8,10 @@ the orchestrator's side (`refs.live_ref`) takes only that one.
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
-from tests.ray.helpers import client, wait_for, wait_status
+from tests.ray.helpers import client, unique, wait_for, wait_status
 from tests.ray.remote_support import RemoteProject, carriers, result_of
 from tests.ray.test_end_to_end import runtime_uri  # noqa: F401  (the module fixture)
 from _orchestrate_kit.executor.ray import job as ray_job
@@ -26,7 +25,7 @@ def test_a_lost_node_fences_its_attempt(ray_cluster, runtime_uri, tmp_path):  # 
     project = RemoteProject.create(tmp_path, "mcp")
     ray_cluster.set_behaviour("Stream-C", "hang", "write")  # attempt 1 hangs, attempt 2 works
     api = client(ray_cluster)
-    run = f"lost{int(time.time())}"
+    run = unique("lost")
     first = project.describe("Stream-C", attempt=1, run=run, grace=2)
     sid = api.submit(ray_job.submission(first, runtime_uri, stop_grace=2)).submission_id
     job = wait_status(api, sid, ["RUNNING"])

@@ -35,7 +35,6 @@ import socket
 import ssl
 import struct
 import threading
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
