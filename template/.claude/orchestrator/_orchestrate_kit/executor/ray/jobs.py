@@ -288,7 +288,7 @@ class JobsClient:
         status, body = self._call("GET", "/api/v0/nodes?limit=10000")
         data = _json_or_none(body)
         try:
-            rows = data["data"]["result"]["result"]  # type: ignore[index]
+            rows = data["data"]["result"]["result"]
         except (TypeError, KeyError):
             raise self._failure("list the nodes", "", status, body) from None
         return [NodeInfo(str(r.get("node_id")), r.get("state") == "ALIVE", bool(r.get("is_head_node")),
