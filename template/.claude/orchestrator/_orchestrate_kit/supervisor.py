@@ -136,7 +136,7 @@ class Supervisor:
         self.stop_grace = settings.stop_grace
         self.shutting_down = False
         self.next_sweep: Optional[float] = None
-        self.outputs = WorkerOutputs()
+        self.outputs = WorkerOutputs(note=lambda sid, text: self.say(f"warning: {printable(sid)}'s worker: {text}"))
         self.paused_until: Optional[float] = None  # a usage limit: no spawn anywhere before this
         self.probing = False  # the last limit's reset was unknown: one worker probes before the others
         self.last_spawn_at: Optional[float] = None
