@@ -159,7 +159,7 @@ def classify(text: Optional[str]) -> Meta:
         return _PLAIN
     try:
         meta = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
         return Meta(None, None, (), (), True, True)
     if not isinstance(meta, dict):
         return Meta(None, None, (), (), True, True)
