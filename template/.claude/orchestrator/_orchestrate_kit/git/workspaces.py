@@ -104,12 +104,21 @@ def integration_path(project: Path) -> Path:
 # ---------------------------------------------------------------- running git
 
 
-def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run git in `cwd` from an argument list; a failure raises WorkspaceError unless check=False."""
+def _git_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _GIT_CONTEXT}
-    env.update(GIT_TERMINAL_PROMPT="0", GIT_EDITOR=":", GIT_MERGE_AUTOEDIT="no")
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_EDITOR=":", GIT_MERGE_AUTOEDIT="no", **(extra or {}))
+    return env
+
+
+def _git(cwd: Path, *args: str, check: bool = True, user_hooks: bool = False) -> subprocess.CompletedProcess:
+    """Run git in `cwd` from an argument list; a failure raises WorkspaceError unless check=False.
+
+    Our own operations run without the user's hooks (NO_HOOKS): a post-checkout hook that fails
+    would fail every `worktree add`, one that writes a file would leave our worktrees dirty.
+    Only `land`, in the user's own checkout on their branch, passes `user_hooks=True`."""
+    argv = ["git", *(() if user_hooks else NO_HOOKS), *args]
     try:
-        done = subprocess.run(["git", *args], cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,
+        done = subprocess.run(argv, cwd=str(cwd), env=_git_env(), stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, errors="replace")
     except OSError as error:
         problem = "git is not installed (or not on PATH)" if Path(cwd).is_dir() else f"folder {cwd} is missing"
@@ -167,8 +176,8 @@ def _identity_options(project: Path) -> Tuple[str, ...]:
 
 
 def _commit_options(project: Path) -> Tuple[str, ...]:
-    """Options for our own bookkeeping commits and merges: no user hooks, an identity."""
-    return NO_HOOKS + _identity_options(project)
+    """Options for our own bookkeeping commits and merges: an identity (`_git` skips the hooks)."""
+    return _identity_options(project)
 
 
 @lru_cache(maxsize=None)
@@ -230,17 +239,37 @@ def _merging(cwd: Path) -> bool:
     return _exists(cwd, "MERGE_HEAD")
 
 
-def _files_with_markers(cwd: Path, files: Iterable[str]) -> List[str]:
-    """Files that still hold both ends of a conflict block."""
+_MARKER = re.compile(r"^(?:<{7}|>{7}|\|{7})(?: |$)", re.M)  # conflict start, end, diff3 base: never content
+_SEPARATOR = re.compile(r"^={7}$", re.M)  # between the sides: also an RST heading or a banner
+
+
+def _files_with_markers(cwd: Path, files: Iterable[str], sides: Sequence[str] = ()) -> List[str]:
+    """Files that still hold a conflict marker line: any `<<<<<<<`, `>>>>>>>` or `|||||||` line, or more
+    `=======` lines than the file has on either side of the merge (`sides`: the merged commits), so a
+    resolution that deleted only one end of a block is caught, and a heading the file had is not."""
     found = []
     for name in files:
         try:
             text = (Path(cwd) / name).read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
-        if re.search(r"^<{7}( |$)", text, re.M) and re.search(r"^>{7}( |$)", text, re.M):
+        if _MARKER.search(text):
+            found.append(name)
+            continue
+        separators = len(_SEPARATOR.findall(text))
+        if separators and separators > max((_separators_in(cwd, side, name) for side in sides), default=0):
             found.append(name)
     return found
+
+
+def _separators_in(cwd: Path, commit: str, name: str) -> int:
+    done = _git(cwd, "show", f"{commit}:{name}", check=False)
+    return len(_SEPARATOR.findall(done.stdout)) if done.returncode == 0 else 0
+
+
+def _last_merge_sides(cwd: Path) -> List[str]:
+    """The parents of the latest merge commit on HEAD (the two sides a resolution joined)."""
+    return _git(cwd, "log", "--merges", "-n", "1", "--format=%P", "HEAD", check=False).stdout.split()
 
 
 # ---------------------------------------------------------------- worktrees
@@ -381,6 +410,23 @@ def start_run(project: Path, previous: Optional[RunInfo] = None) -> RunInfo:
     branch = _new_integration_branch(project)
     _ensure_worktree(project, integration_path(project), branch, base)
     return RunInfo("worktree", branch, base)
+
+
+def hooks_notice(project: Path) -> Optional[str]:
+    """One line for the start of a run when the user has git hooks: ours skip them (or None)."""
+    project = Path(project).resolve()
+    # user_hooks=True: asked with our override, git would answer /dev/null
+    folder = project / _git(project, "rev-parse", "--git-path", "hooks", user_hooks=True).stdout.strip()
+    try:
+        names = sorted(p.name for p in folder.iterdir()
+                       if p.is_file() and not p.name.endswith(".sample") and os.access(p, os.X_OK))
+    except OSError:
+        return None
+    if not names:
+        return None
+    return (f"your git hooks ({', '.join(names)}) do not run on the orchestrator's own git operations in "
+            f"{WORKTREES.as_posix()}/ (creating worktrees, committing leftovers, merging); they run on the "
+            "agents' own commits and on `land` in your checkout")
 
 
 def _new_integration_branch(project: Path) -> str:
@@ -565,15 +611,41 @@ def commit_leftovers(project: Path, stream_id: str) -> bool:
         return False
     if merging:
         touched = _git(ws.path, "diff", "--name-only", "-z", "HEAD").stdout.split("\0")
-        marked = _files_with_markers(ws.path, [f for f in touched if f])
+        marked = _files_with_markers(ws.path, [f for f in touched if f], ("HEAD", "MERGE_HEAD"))
         if marked:
             raise WorkspaceError(f"{_short(project, ws.path)} still has conflict markers in: {', '.join(marked)}")
     _git(ws.path, "add", "-A")
+    nested = _new_gitlinks(ws.path, "HEAD", cached=True)
+    if nested:
+        _git(ws.path, "reset", "-q", "HEAD", "--", *nested)  # unstage them (the index only: files, refs stay)
+        raise WorkspaceError(_nested_repositories(project, ws.path, nested))
     if not merging and _git(ws.path, "diff", "--cached", "--quiet", check=False).returncode == 0:
         return False  # only changes git does not commit (e.g. inside a submodule)
     message = f"Work left uncommitted by stream {printable(stream_id, 200)}"
     _git(ws.path, *_commit_options(project), "commit", "-q", "--no-verify", "-m", message)
     return True
+
+
+def _new_gitlinks(cwd: Path, base: str, cached: bool = False) -> List[str]:
+    """Paths that become gitlinks (another repository's commit, mode 160000) since `base`: in the
+    index (`cached`) or in the commits `base` names (`A...B`)."""
+    args = ["diff", "--raw", "-z", "--no-renames", *(["--cached"] if cached else []), base]
+    fields = _git(cwd, *args).stdout.split("\0")
+    found = []
+    for meta, path in zip(fields[0::2], fields[1::2]):
+        modes = meta.lstrip(":").split(" ")
+        if len(modes) >= 2 and modes[1] == "160000" and modes[0] != "160000":
+            found.append(path)
+    return found
+
+
+def _nested_repositories(project: Path, worktree: Path, paths: Sequence[str]) -> str:
+    # Parked, not committed with their content: that would mean deleting or moving the nested
+    # repository's .git (its history, the agent's to keep) or making it a submodule nobody asked for.
+    listed = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    return (f"{listed} in {_short(project, worktree)} is a git repository of its own (a `git init` or a "
+            "clone?): git would merge only a pointer to it (a gitlink), not its files. To keep its files, "
+            "remove its .git folder and commit them; to add it on purpose, make it a submodule")
 
 
 def merge_stream(project: Path, run: RunInfo, stream_id: str) -> MergeResult:
@@ -595,6 +667,9 @@ def merge_stream(project: Path, run: RunInfo, stream_id: str) -> MergeResult:
     if not _exists(project, branch):  # it never had a workspace (complete before the run began)
         return MergeResult(MergeOutcome.MERGED, before, before)
     stream_tip = _rev(project, branch)
+    nested = _new_gitlinks(project, f"{before}...{stream_tip}")
+    if nested:  # the agent committed them itself
+        raise WorkspaceError(_nested_repositories(project, worktree_path(project, stream_id), nested))
     if _is_ancestor(integ, stream_tip, before):  # nothing new, or merged before a restart
         parents = _parents(integ, before)
         start = parents[0] if parents[1:] == [stream_tip] else before
@@ -657,7 +732,7 @@ def hand_back_pending(project: Path, run: RunInfo, stream_id: str, files: Iterab
         return f"the worktree is on {state.branch or 'a detached HEAD'}, not {ws.branch}"
     if not _is_ancestor(ws.path, "refs/heads/" + _integration(run), "HEAD"):
         return f"{run.integration_branch} is not merged into {ws.branch} (was the merge aborted?)"
-    marked = _files_with_markers(ws.path, files)
+    marked = _files_with_markers(ws.path, files, _last_merge_sides(ws.path))
     if marked:
         return f"conflict markers left in: {', '.join(marked)}"
     return None
@@ -825,9 +900,10 @@ def land(project: Path, run: RunInfo, stream_ids: Iterable[str]) -> LandResult:
     if state.tracked:
         raise LandRefused(f"your working tree has uncommitted changes ({', '.join(state.tracked[:3])}); "
                           "commit or stash them and run land again")
+    _refuse_to_overwrite_untracked(project, integration)
     fast_forward = _is_ancestor(project, "HEAD", integration)
     if fast_forward:
-        _git(project, "merge", "--ff-only", "-q", integration)
+        _git(project, "merge", "--ff-only", "-q", integration, user_hooks=True)
     else:
         _merge_into_user_branch(project, run, state.branch)
     deleted, kept = _delete_run_branches(project, run, stream_ids)
@@ -835,15 +911,34 @@ def land(project: Path, run: RunInfo, stream_ids: Iterable[str]) -> LandResult:
     return LandResult(state.branch, fast_forward, _rev(project, "HEAD"), deleted, kept)
 
 
+def _refuse_to_overwrite_untracked(project: Path, integration: str) -> None:
+    """Land never replaces a file of the user's that git does not track: git itself overwrites an
+    ignored one (a `.env`) without a word when the landed work adds the same path."""
+    top = Path(_git(project, "rev-parse", "--show-toplevel").stdout.strip())
+    added = _git(project, "diff", "--name-only", "-z", "--no-renames", "--diff-filter=A", "HEAD", integration)
+    in_the_way = []
+    for name in (n for n in added.stdout.split("\0") if n):
+        parts = Path(name).parts
+        blocked = [top.joinpath(*parts[:i]) for i in range(1, len(parts) + 1)]
+        if any(os.path.lexists(p) and (p == blocked[-1] or not p.is_dir()) for p in blocked):
+            in_the_way.append(name)
+    if in_the_way:
+        listed = ", ".join(in_the_way[:10]) + (f" and {len(in_the_way) - 10} more" if len(in_the_way) > 10 else "")
+        raise LandRefused(f"landing would overwrite files of yours that git does not track (untracked or ignored): "
+                          f"{listed}; move them away (or compare them with `git show {integration}:PATH`) and "
+                          "run land again")
+
+
 def _merge_into_user_branch(project: Path, run: RunInfo, branch: str) -> None:
     """A real merge in the user's checkout (their hooks run: it is their branch); a conflict is undone."""
     done = _git(project, *_identity_options(project), "merge", "--no-ff", "--no-edit", "-m",
-                f"Land {run.integration_branch}", "refs/heads/" + str(run.integration_branch), check=False)
+                f"Land {run.integration_branch}", "refs/heads/" + str(run.integration_branch), check=False,
+                user_hooks=True)
     if done.returncode == 0:
         return
     conflicts = _tree_state(project).unmerged
     if _merging(project):
-        _git(project, "merge", "--abort")
+        _git(project, "merge", "--abort", user_hooks=True)
     if conflicts:
         raise LandRefused(f"{run.integration_branch} conflicts with {branch} in: {', '.join(conflicts)}; "
                           f"merge it yourself: git merge {run.integration_branch}")

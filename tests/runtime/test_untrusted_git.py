@@ -1,0 +1,174 @@
+"""Git that the agent and the user share (issue 18), with real git: the user's hooks never run on our
+operations, half-removed conflict markers and nested repositories are refused, `land` never overwrites
+the user's untracked or ignored files, the user's stash and branches are watched and restored, the
+integration branch is ours and restored from our record, and a run survives a lost run.json, a moved
+project folder and a `git worktree add` cut short by SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.runtime.runtime_import import workspaces as ws
+from tests.runtime.test_workspaces import USER, commit_all, finish, git, isolated_git, repo  # noqa: F401
+from tests.support.project import pid_alive
+
+
+def hook(repo, name, body):
+    path = repo / ".git" / "hooks" / name
+    path.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
+# ---------------------------------------------------------------- the user's hooks
+
+
+def test_a_failing_post_checkout_hook_blocks_no_start_and_no_worktree(repo):
+    """Before: `git worktree add` ran the user's post-checkout hook; its failure failed every start."""
+    hook(repo, "post-checkout", "echo 'hook says no' >&2; exit 1")
+    run = ws.start_run(repo)
+    for sid in ("A", "B"):
+        space = ws.prepare_workspace(repo, run, sid)
+        (space.cwd / f"{sid}.txt").write_text(sid, encoding="utf-8")
+        assert ws.merge_stream(repo, run, sid).outcome is ws.MergeOutcome.MERGED
+        ws.remove_workspace(repo, sid)
+    assert ws.prepare_workspace(repo, run, "C").path.is_dir()  # a spare taken over: a checkout, no hook
+
+
+def test_a_hook_that_writes_a_file_never_dirties_our_worktrees(repo):
+    """Before: a post-merge/post-commit hook writing a file left the integration worktree dirty, so every
+    later merge failed ("has a half-done merge or changes")."""
+    for name in ("post-merge", "post-commit", "post-checkout", "reference-transaction"):
+        hook(repo, name, 'echo "$0 ran" >> hook-was-here.txt')
+    run = ws.start_run(repo)
+    for sid in ("A", "B", "C"):
+        finish(repo, run, sid, {f"{sid}.txt": sid})
+    assert not (ws.integration_path(repo) / "hook-was-here.txt").exists()
+    assert git(ws.integration_path(repo), "status", "--porcelain") == ""
+
+
+def test_the_users_hooks_still_run_on_land_in_their_own_checkout(repo):
+    hook(repo, "post-merge", 'echo landed >> "$(git rev-parse --git-dir)/post-merge-ran"')
+    run = ws.start_run(repo)
+    finish(repo, run, "A", {"a.txt": "a"})
+    ws.land(repo, run, ["A"])
+    assert (repo / ".git" / "post-merge-ran").read_text() == "landed\n"
+
+
+def test_the_notice_names_the_users_hooks_once(repo):
+    assert ws.hooks_notice(repo) is None  # only samples
+    hook(repo, "pre-commit", "exit 0")
+    hook(repo, "post-checkout", "exit 0")
+    notice = ws.hooks_notice(repo)
+    assert "post-checkout, pre-commit" in notice and "land" in notice
+
+
+# ---------------------------------------------------------------- conflict markers
+
+
+def test_a_resolution_that_only_deleted_the_closing_marker_is_refused(repo):
+    """Before: only files holding both <<<<<<< and >>>>>>> counted, so this reached the integration branch."""
+    run = ws.start_run(repo)
+    for sid, text in (("B", "line one by B\n"), ("C", "line one by C\n")):
+        space = ws.prepare_workspace(repo, run, sid)
+        (space.cwd / "shared.txt").write_text(text + "line two\n", encoding="utf-8")
+    assert ws.merge_stream(repo, run, "B").outcome is ws.MergeOutcome.MERGED
+    assert ws.merge_stream(repo, run, "C").outcome is ws.MergeOutcome.CONFLICT
+    files = ws.hand_back_conflict(repo, run, "C")
+    space = ws.workspace_of(repo, "C")
+    text = (space.cwd / "shared.txt").read_text(encoding="utf-8")
+    (space.cwd / "shared.txt").write_text("".join(ln for ln in text.splitlines(True) if not ln.startswith(">>>>>>>")))
+    git(space.cwd, "add", "shared.txt")
+    with pytest.raises(ws.WorkspaceError, match="conflict markers in: shared.txt"):
+        ws.merge_stream(repo, run, "C")  # uncommitted: the leftover commit refuses it
+    git(space.cwd, *USER, "commit", "-q", "--no-edit")
+    assert ws.hand_back_pending(repo, run, "C", files) == "conflict markers left in: shared.txt"
+
+
+def test_a_separator_line_the_file_already_had_is_not_a_marker(repo):
+    (repo / "notes.rst").write_text("Title\n=======\n\nbody\n", encoding="utf-8")  # an RST heading
+    commit_all(repo, "docs")
+    run = ws.start_run(repo)
+    for sid, text in (("B", "by B"), ("C", "by C")):
+        space = ws.prepare_workspace(repo, run, sid)
+        (space.cwd / "notes.rst").write_text(f"Title\n=======\n\n{text}\n", encoding="utf-8")
+    ws.merge_stream(repo, run, "B")
+    ws.merge_stream(repo, run, "C")
+    files = ws.hand_back_conflict(repo, run, "C")
+    space = ws.workspace_of(repo, "C")
+    (space.cwd / "notes.rst").write_text("Title\n=======\n\nby B and by C\n", encoding="utf-8")
+    commit_all(space.cwd, "resolved")
+    assert ws.hand_back_pending(repo, run, "C", files) is None
+    assert ws.merge_stream(repo, run, "C").outcome is ws.MergeOutcome.MERGED
+
+
+# ---------------------------------------------------------------- nested repositories
+
+
+@pytest.mark.parametrize("committed_by_the_agent", [False, True])
+def test_a_nested_repository_is_never_merged_as_a_bare_gitlink(repo, committed_by_the_agent):
+    """Before: `git init` in a worktree landed a gitlink (no content) and the worktree could not be removed."""
+    run = ws.start_run(repo)
+    space = ws.prepare_workspace(repo, run, "S")
+    nested = space.cwd / "vendor" / "lib"
+    nested.mkdir(parents=True)
+    git(nested, "init", "-q")
+    (nested / "code.py").write_text("x = 1\n", encoding="utf-8")
+    commit_all(nested, "the nested repository's own commit")
+    (space.cwd / "s.txt").write_text("s\n", encoding="utf-8")
+    if committed_by_the_agent:
+        git(space.cwd, "add", "-A")
+        git(space.cwd, *USER, "commit", "-q", "-m", "agent commits a gitlink")
+    tip = git(repo, "rev-parse", run.integration_branch)
+    with pytest.raises(ws.WorkspaceError) as caught:
+        ws.merge_stream(repo, run, "S")
+    assert "vendor/lib" in str(caught.value) and "a git repository of its own" in str(caught.value)
+    assert git(repo, "rev-parse", run.integration_branch) == tip
+    assert (nested / "code.py").exists()  # nothing of the agent's is lost
+
+
+def test_a_gitlink_the_project_already_had_still_merges(repo, tmp_path):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    git(sub, "init", "-q")
+    (sub / "f").write_text("f", encoding="utf-8")
+    commit_all(sub, "sub")
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "sub")
+    commit_all(repo, "a submodule on purpose")
+    run = ws.start_run(repo)
+    finish(repo, run, "S", {"s.txt": "s\n"})
+
+
+# ---------------------------------------------------------------- land and the user's untracked and ignored files
+
+
+def test_land_refuses_to_overwrite_the_users_ignored_and_untracked_files(repo):
+    """Before: a stream that `git add -f .env` replaced the user's ignored .env on land without a word."""
+    (repo / ".gitignore").write_text(".env\n", encoding="utf-8")
+    commit_all(repo, "ignore .env")
+    run = ws.start_run(repo)
+    space = ws.prepare_workspace(repo, run, "S")
+    (space.cwd / ".env").write_text("AGENT=1\n", encoding="utf-8")
+    (space.cwd / "notes.txt").write_text("agent's notes\n", encoding="utf-8")
+    git(space.cwd, "add", "-f", ".env", "notes.txt")
+    git(space.cwd, *USER, "commit", "-q", "-m", "agent commits .env")
+    assert ws.merge_stream(repo, run, "S").outcome is ws.MergeOutcome.MERGED
+    (repo / ".env").write_text("SECRET=the user's\n", encoding="utf-8")
+    (repo / "notes.txt").write_text("the user's own notes\n", encoding="utf-8")
+    head = git(repo, "rev-parse", "HEAD")
+    with pytest.raises(ws.LandRefused) as caught:
+        ws.land(repo, run, ["S"])
+    assert ".env" in str(caught.value) and "notes.txt" in str(caught.value)
+    assert (repo / ".env").read_text() == "SECRET=the user's\n"
+    assert (repo / "notes.txt").read_text() == "the user's own notes\n"
+    assert git(repo, "rev-parse", "HEAD") == head
+    (repo / ".env").unlink()
+    (repo / "notes.txt").unlink()
+    assert ws.land(repo, run, ["S"]).fast_forward
