@@ -172,3 +172,98 @@ def test_land_refuses_to_overwrite_the_users_ignored_and_untracked_files(repo):
     (repo / ".env").unlink()
     (repo / "notes.txt").unlink()
     assert ws.land(repo, run, ["S"]).fast_forward
+
+
+# ---------------------------------------------------------------- the stash and the refs the agents share
+
+
+def user_stash(repo, text="the user's half-done edit\n"):
+    (repo / "README.md").write_text(text, encoding="utf-8")
+    git(repo, *USER, "stash", "push", "-q", "-m", "user's wip")
+    return git(repo, "rev-parse", "refs/stash")
+
+
+def test_an_agent_popping_the_users_stash_gets_it_put_back_and_not_merged(repo):
+    """Before: `git stash; git stash pop` in a worktree with nothing of the agent's own took the user's
+    stash entry, and its changes were committed as leftovers and merged."""
+    entry = user_stash(repo)
+    run = ws.start_run(repo)
+    space = ws.prepare_workspace(repo, run, "S")
+    git(space.cwd, "stash", "-q")  # nothing to save
+    git(space.cwd, "stash", "pop", "-q")  # ... takes the user's entry
+    assert git(repo, "stash", "list") == ""
+    with pytest.raises(ws.WorkspaceError) as caught:
+        ws.merge_stream(repo, run, "S")
+    message = str(caught.value)
+    assert "holds the changes of your stash entry" in message and "put them back" in message
+    assert git(repo, "rev-parse", "refs/stash") == entry and "user's wip" in git(repo, "stash", "list")
+    assert "half-done" not in git(repo, "show", f"{run.integration_branch}:README.md")
+    git(space.cwd, "checkout", "-q", "--", "README.md")  # the stream takes the user's changes out
+    (space.cwd / "s.txt").write_text("s\n", encoding="utf-8")
+    assert ws.merge_stream(repo, run, "S").outcome is ws.MergeOutcome.MERGED
+
+
+def test_an_agent_clearing_the_stash_gets_every_entry_back_in_order(repo):
+    first = user_stash(repo, "one\n")
+    second = user_stash(repo, "two\n")
+    run = ws.start_run(repo)
+    space = ws.prepare_workspace(repo, run, "S")
+    git(space.cwd, "stash", "clear")
+    git(repo, "gc", "-q", "--prune=now")  # the entries are unreachable to git now, but kept by our refs
+    (space.cwd / "s.txt").write_text("s\n", encoding="utf-8")
+    result = ws.merge_stream(repo, run, "S")
+    assert result.outcome is ws.MergeOutcome.MERGED
+    assert any("2 of your stash entries were taken" in note for note in result.notes)
+    assert git(repo, "log", "-g", "--format=%H", "refs/stash").split() == [second, first]
+    ws.land(repo, run, ["S"])
+    assert not git(repo, "for-each-ref", ws.KEEP_REFS)  # the run's keep-refs go with it
+
+
+def test_an_agent_committing_on_the_users_branch_is_reported_never_reset(repo):
+    """Before: `git switch --ignore-other-worktrees main` and a commit moved the user's main unnoticed."""
+    run = ws.start_run(repo)
+    space = ws.prepare_workspace(repo, run, "S")
+    before = git(repo, "rev-parse", "main")
+    git(space.cwd, "switch", "-q", "--ignore-other-worktrees", "main")
+    (space.cwd / "oops.txt").write_text("agent on main\n", encoding="utf-8")
+    commit_all(space.cwd, "agent commits on the user's main")
+    moved = git(repo, "rev-parse", "main")
+    with pytest.raises(ws.WorkspaceError) as caught:
+        ws.merge_stream(repo, run, "S")  # its worktree is off its branch: parked, with the report
+    message = str(caught.value)
+    assert f"your branch main moved while the run went on, from {before[:12]} to {moved[:12]}" in message
+    assert ".claude/worktrees/S" in message and f"git log --stat {before[:12]}..{moved[:12]}" in message
+    assert git(repo, "rev-parse", "main") == moved  # reported, never reset: it is the user's
+
+
+def test_an_agent_committing_on_the_integration_worktree_is_undone_and_kept(repo):
+    """Before: a commit made in the integration worktree was merged silently."""
+    run = ws.start_run(repo)
+    finish(repo, run, "A", {"a.txt": "a\n"})
+    tip = git(repo, "rev-parse", run.integration_branch)
+    integ = ws.integration_path(repo)
+    (integ / "sneaky.txt").write_text("not from a stream\n", encoding="utf-8")
+    commit_all(integ, "agent commits on the integration branch")
+    (integ / "README.md").write_text("and leaves a change\n", encoding="utf-8")
+    stray = git(repo, "rev-parse", run.integration_branch)
+    space = ws.prepare_workspace(repo, run, "B")  # checked before B branches from the tip
+    (space.cwd / "b.txt").write_text("b\n", encoding="utf-8")
+    result = ws.merge_stream(repo, run, "B")
+    assert result.outcome is ws.MergeOutcome.MERGED
+    note = next(n for n in space.notes if "integration branch" in n)
+    assert f"moved from {tip[:12]} to {stray[:12]}" in note and f"restored it to {tip[:12]}" in note
+    kept = [ref for ref in git(repo, "for-each-ref", "--format=%(refname)", ws.KEEP_REFS + "stray/").split()]
+    assert len(kept) == 2 and git(repo, "rev-parse", kept[0]) == stray  # the commit and the uncommitted change
+    assert git(repo, "rev-parse", f"{run.integration_branch}^1") == tip  # B merged onto our tip
+    assert "sneaky.txt" not in git(repo, "ls-tree", "--name-only", run.integration_branch)
+
+
+def test_a_deleted_integration_branch_is_restored_before_land(repo):
+    """Before: `start` and `land` wedged on "ambiguous argument 'HEAD'"."""
+    run = ws.start_run(repo)
+    finish(repo, run, "A", {"a.txt": "a\n"})
+    tip = git(repo, "rev-parse", run.integration_branch)
+    git(repo, "update-ref", "-d", "refs/heads/" + run.integration_branch)
+    landed = ws.land(repo, run, ["A"])
+    assert any("was deleted without the orchestrator" in n for n in landed.notes)
+    assert git(repo, "rev-parse", "HEAD") == tip and (repo / "a.txt").exists()

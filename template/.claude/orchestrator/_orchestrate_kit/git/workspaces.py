@@ -24,6 +24,7 @@ Standard library only.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import re
@@ -31,7 +32,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
@@ -376,9 +377,11 @@ class RunInfo:
     isolation: str  # "worktree" or "none"
     integration_branch: Optional[str] = None
     base: Optional[str] = None  # the user's HEAD when the run began
+    notes: Tuple[str, ...] = field(default=(), compare=False)  # what start_run found and did: say once
+    continued: bool = field(default=False, compare=False)  # start_run continued an earlier run
 
     def as_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k not in ("notes", "continued")}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RunInfo":
@@ -386,30 +389,293 @@ class RunInfo:
 
 
 def start_run(project: Path, previous: Optional[RunInfo] = None) -> RunInfo:
-    """Begin a run from the user's HEAD, or continue `previous` on its integration branch."""
+    """Begin a run from the user's HEAD, or continue `previous` on its integration branch.
+
+    Without `previous` (state/run.json lost, or the project folder moved) an unlanded run found
+    in git is continued. The user's stash and refs are recorded (`watch_shared_refs` compares them
+    later); `notes` says what was found and done, once."""
     project = Path(project).resolve()
     if _git_version(project) < MIN_GIT:
         raise WorkspaceError("worktree isolation needs git {}.{} or later; upgrade git or use isolation "
                              "'none'".format(*MIN_GIT))
     ensure_ignored(project)
     _remove_half_created(project)  # recover() does this too; a creation cut short must not block us
+    notes = [n for n in (hooks_notice(project),) if n]
+    if previous is None or not previous.integration_branch:
+        previous, found = find_run(project), True
+    else:
+        found = False
     if previous is not None and previous.integration_branch:
         branch = previous.integration_branch
+        if found:
+            notes.append(f"continuing the unlanded run found in git (integration branch {branch}): the "
+                         "orchestrator's record of it (state/run.json) is gone or belongs to another folder")
+        notes += watch_shared_refs(project, previous)  # restores a deleted or moved integration branch
         if not _exists(project, "refs/heads/" + branch):
-            raise WorkspaceError(f"this run's integration branch {branch} no longer exists, so the work "
-                                 "merged into it cannot be found; start a new run")
+            raise WorkspaceError(f"this run's integration branch {branch} no longer exists and the orchestrator "
+                                 "has no record of its last commit, so the work merged into it cannot be found; "
+                                 "start a new run")
         _ensure_worktree(project, integration_path(project), branch, None)
-        return previous
-    integ = integration_path(project)
-    earlier = _registered(project).get(os.path.realpath(integ))
-    if earlier is not None and integ.is_dir():
-        old = (earlier.branch or "a detached HEAD").replace("refs/heads/", "")
-        raise WorkspaceError(f"an earlier run's integration worktree is still there (on {old}); land or "
-                             f"continue that run, or discard it with: git worktree remove {integ}")
+        return replace(previous, notes=tuple(notes), continued=True)
     base = _rev(project, "HEAD")
     branch = _new_integration_branch(project)
     _ensure_worktree(project, integration_path(project), branch, base)
-    return RunInfo("worktree", branch, base)
+    _new_record(project, branch, base)
+    return RunInfo("worktree", branch, base, tuple(notes))
+
+
+def find_run(project: Path) -> Optional[RunInfo]:
+    """The unlanded run git knows of when our own record of it is lost: the registered integration
+    worktree's branch (its base from our record in the git directory, else its fork point)."""
+    project = Path(project).resolve()
+    entry = _registered(project).get(os.path.realpath(integration_path(project)))
+    branch = (entry.branch or "").replace("refs/heads/", "", 1) if entry is not None else ""
+    if not branch.startswith(INTEGRATION_PREFIX) or not _exists(project, "refs/heads/" + branch):
+        folder = _records_folder(project)
+        records = [r for r in map(_load_record_file, sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime))
+                   if r is not None and r.prefix == _prefix(project)] if folder.is_dir() else []
+        if not records:
+            return None
+        branch = records[-1].branch
+    record = _load_record(project, branch)
+    if record is not None:
+        return RunInfo("worktree", branch, record.base)
+    fork = _git(project, "merge-base", "HEAD", "refs/heads/" + branch, check=False).stdout.strip()
+    return RunInfo("worktree", branch, fork or None)
+
+
+# ---------------------------------------------------------------- what the agents share with the user
+#
+# Every worktree shares the repository's refs with the user's checkout: an agent can pop the user's
+# stash (`git stash; git stash pop` with nothing of its own), clear it, commit on the user's branch
+# (`git switch --ignore-other-worktrees main`), commit on the integration worktree or delete its
+# branch. So the run keeps a record, in the git directory: the user's stash entries (each a commit,
+# kept reachable under refs/orchestrate-kit/stash/ so `git gc` cannot drop one an agent removed), the
+# user's branches and tags, and the integration branch's tip after each of our own operations.
+# `watch_shared_refs` compares and acts: the stash is put back (`git stash store`), a moved branch
+# or tag of the user's is reported with the commands to inspect it (never reset: it is theirs),
+# and the integration branch (ours) is restored from the record, whatever was on it kept under
+# refs/orchestrate-kit/stray/ and named.
+
+KEEP_REFS = "refs/orchestrate-kit/"
+
+
+@dataclass
+class _Record:
+    branch: str  # the run's integration branch
+    tip: str  # its commit after our last operation on it
+    base: Optional[str]  # the user's HEAD when the run began
+    user_refs: Dict[str, str]  # the user's branches and tags -> commit, as last seen
+    stash: List[Tuple[str, str]]  # the user's stash entries at the start: (commit, message), newest first
+    prefix: str = ""  # the project's folder inside the repository (a monorepo can have several projects)
+    taken: List[Tuple[str, str]] = field(default_factory=list)  # user's entries taken (and put back) this run
+    seen_stash: List[str] = field(default_factory=list)  # stash entries made since, already reported
+
+
+def _common_dir(project: Path) -> Path:
+    found = Path(_git(project, "rev-parse", "--git-common-dir").stdout.strip())
+    return found if found.is_absolute() else (Path(project) / found).resolve()
+
+
+def _records_folder(project: Path) -> Path:
+    return _common_dir(project) / "orchestrate-kit" / "runs"
+
+
+def _record_path(project: Path, branch: str) -> Path:
+    return _records_folder(project) / (branch.replace("/", "+") + ".json")
+
+
+def _load_record_file(path: Path) -> Optional[_Record]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return _Record(str(data["branch"]), str(data["tip"]), data.get("base"), dict(data.get("user_refs", {})),
+                       [(str(c), str(m)) for c, m in data.get("stash", [])], str(data.get("prefix", "")),
+                       [(str(c), str(m)) for c, m in data.get("taken", [])], list(data.get("seen_stash", [])))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _load_record(project: Path, branch: str) -> Optional[_Record]:
+    return _load_record_file(_record_path(project, branch))
+
+
+def _save_record(project: Path, record: _Record) -> None:
+    path = _record_path(project, record.branch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(record), indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _new_record(project: Path, branch: str, base: Optional[str]) -> None:
+    _save_record(project, _Record(branch, _rev(project, "refs/heads/" + branch), base, _user_refs(project),
+                                  _protect_stash(project, branch, _stash(project)), _prefix(project)))
+
+
+def _forget_record(project: Path, branch: str) -> None:
+    """The run has landed: drop its record and the refs that kept the user's stash reachable."""
+    _record_path(project, branch).unlink(missing_ok=True)
+    for ref in _refs(project, f"{KEEP_REFS}stash/{_ref_safe(branch)}/"):
+        _git(project, "update-ref", "-d", ref, check=False)
+
+
+def _ref_safe(branch: str) -> str:
+    return branch.replace("/", "+")
+
+
+def _refs(project: Path, prefix: str) -> Dict[str, str]:
+    out = _git(project, "for-each-ref", "--format=%(refname) %(objectname)", prefix).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def _user_refs(project: Path) -> Dict[str, str]:
+    """The user's branches and tags (the run's own branches left out)."""
+    ours = ("refs/heads/" + STREAM_PREFIX, "refs/heads/" + INTEGRATION_PREFIX)
+    return {ref: sha for ref, sha in {**_refs(project, "refs/heads/"), **_refs(project, "refs/tags/")}.items()
+            if not ref.startswith(ours)}
+
+
+def _stash(project: Path) -> List[Tuple[str, str]]:
+    if not _exists(project, "refs/stash"):
+        return []
+    out = _git(project, "log", "-g", "--format=%H%x00%gs", "refs/stash", check=False).stdout
+    return [tuple(line.split("\0", 1)) for line in out.splitlines() if "\0" in line]  # type: ignore[misc]
+
+
+def _protect_stash(project: Path, branch: str, stash: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    for n, (commit, _message) in enumerate(stash):
+        _git(project, "update-ref", f"{KEEP_REFS}stash/{_ref_safe(branch)}/{n}", commit)
+    return stash
+
+
+def watch_shared_refs(project: Path, run: RunInfo) -> List[str]:
+    """Compare the refs agents share with the user against the run's record; restore the stash and
+    the integration branch, report the user's moved refs. What it found and did, one line each.
+    Call before each of our operations on the integration branch (merge, land, a continued start)."""
+    project = Path(project).resolve()
+    branch = _integration(run)
+    record = _load_record(project, branch)
+    if record is None:  # a run from before the record: begin one now
+        if _exists(project, "refs/heads/" + branch):
+            _new_record(project, branch, run.base)
+        return []
+    notes = _restore_stash(project, record) + _report_user_refs(project, record)
+    notes += _restore_integration(project, record)
+    _save_record(project, record)
+    return notes
+
+
+def _restore_stash(project: Path, record: _Record) -> List[str]:
+    now = _stash(project)
+    present = {commit for commit, _message in now}
+    missing = [(c, m) for c, m in record.stash if c not in present]
+    notes = []
+    for commit, message in reversed(missing):  # oldest first: `stash store` puts each on top
+        _git(project, "stash", "store", "-q", "-m", message, commit)
+    record.taken += [entry for entry in missing if entry not in record.taken]
+    if missing:
+        notes.append(f"{len(missing)} of your stash entries were taken while the run went on (an agent's "
+                     "`git stash pop` or `git stash clear` in its worktree: the stash is shared); put them "
+                     "back: " + "; ".join(f"{m} ({c[:12]})" for c, m in missing[:3]) + ". See: git stash list")
+    own = {c for c, _m in record.stash}
+    for commit, message in now:
+        if commit not in own and commit not in record.seen_stash:
+            record.seen_stash.append(commit)
+            notes.append(f"a new stash entry appeared while the run went on (an agent's `git stash`?): "
+                         f"{message} ({commit[:12]}); it was left where it is")
+    return notes
+
+
+def _report_user_refs(project: Path, record: _Record) -> List[str]:
+    now = _user_refs(project)
+    notes = []
+    strays = {e.branch: path for path, e in _registered(project).items()
+              if Path(path).parent == (project / WORKTREES).resolve() and e.branch in record.user_refs}
+    for ref, old in sorted(record.user_refs.items()):
+        new = now.get(ref)
+        if new == old:
+            continue
+        name = ref.split("/", 2)[2]
+        where = f" (a stream's worktree has it checked out: {_short(project, Path(strays[ref]))})" \
+            if ref in strays else ""
+        if new is None:
+            notes.append(f"your {_kind(ref)} {name} was deleted while the run went on{where}; the orchestrator "
+                         f"never touches it. It pointed at {old[:12]}: git branch {name} {old} brings it back")
+        else:
+            notes.append(f"your {_kind(ref)} {name} moved while the run went on, from {old[:12]} to {new[:12]}"
+                         f"{where}; the orchestrator never moves it, so you or an agent did. Inspect it with: "
+                         f"git log --stat {old[:12]}..{new[:12]} (and git reflog {name})")
+    record.user_refs = now
+    return notes
+
+
+def _kind(ref: str) -> str:
+    return "tag" if ref.startswith("refs/tags/") else "branch"
+
+
+def _restore_integration(project: Path, record: _Record) -> List[str]:
+    """Put the integration branch back on the record's tip when something else moved or deleted it."""
+    ref = "refs/heads/" + record.branch
+    now = _rev(project, ref) if _exists(project, ref) else None
+    if now == record.tip:
+        return []
+    if now is not None and _only_our_merges(project, record.tip, now):
+        record.tip = now  # our own merge, made just before a kill cut short saving the record
+        return []
+    keep = f"{KEEP_REFS}stray/{_ref_safe(record.branch)}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    integ = integration_path(project)
+    kept = []
+    if now is not None:
+        _git(project, "update-ref", keep, now)
+        kept.append(f"its commits are kept as {keep} (git log {record.tip[:12]}..{keep})")
+    saved = _git(integ, "stash", "create", check=False).stdout.strip() if integ.is_dir() else ""
+    if saved:  # a commit of the worktree's uncommitted changes; no stash entry is made
+        _git(project, "update-ref", keep + "-uncommitted", saved)
+        kept.append(f"the uncommitted changes there as {keep}-uncommitted")
+    _git(project, "update-ref", ref, record.tip)
+    if integ.is_dir():
+        _git(integ, "reset", "--hard", "-q")  # HEAD only: moves no branch, whichever one is checked out
+        if _tree_state(integ).branch != record.branch:
+            _git(integ, "checkout", "-q", record.branch)
+    what = "was deleted" if now is None else f"moved from {record.tip[:12]} to {now[:12]}"
+    return [f"the run's integration branch {record.branch} {what} without the orchestrator (an agent working "
+            f"there?); restored it to {record.tip[:12]}" + "".join(f"; {k}" for k in kept)]
+
+
+def _holds_taken_stash(project: Path, run: RunInfo, stream_id: str) -> Optional[str]:
+    """Why a stream's worktree must not be merged: it holds the changes of a stash entry of the
+    user's that was taken this run (an agent's `git stash pop`), or None."""
+    record = _load_record(project, _integration(run))
+    path = worktree_path(project, stream_id)
+    if record is None or not record.taken or not path.is_dir():
+        return None
+    for commit, message in record.taken:
+        patch = _git(project, "diff", "--binary", f"{commit}^1", commit, check=False).stdout
+        if not patch.strip():
+            continue
+        check = subprocess.run(["git", "apply", "-R", "--check", "-"], cwd=str(path), env=_git_env(),
+                               input=patch, capture_output=True, text=True, errors="replace")
+        if check.returncode == 0:
+            return (f"{_short(project, path)} holds the changes of your stash entry '{message}' ({commit[:12]}), "
+                    "which its agent took (git stash pop); the entry is back in your stash. Take those changes "
+                    f"out of the worktree (see: git -C {path} diff {commit[:12]}^1 {commit[:12]} --stat)")
+    return None
+
+
+def _only_our_merges(project: Path, old: str, new: str) -> bool:
+    if not _is_ancestor(project, old, new):
+        return False
+    out = _git(project, "log", "--first-parent", "--format=%P%x00%s", f"{old}..{new}").stdout
+    return all(len(parents.split()) == 2 and subject.startswith("Merge stream ")
+               for parents, subject in (line.split("\0", 1) for line in out.splitlines()))
+
+
+def _moved_by_us(project: Path, branch: str) -> None:
+    """After one of our operations on the integration branch: its new tip is the record's."""
+    record = _load_record(project, branch)
+    if record is not None:
+        record.tip = _rev(project, "refs/heads/" + branch)
+        _save_record(project, record)
 
 
 def hooks_notice(project: Path) -> Optional[str]:
@@ -461,6 +727,7 @@ class Workspace:
     branch: str
     path: Path
     cwd: Path  # the project's folder inside the worktree (differs from path in a monorepo)
+    notes: Tuple[str, ...] = field(default=(), compare=False)  # what watch_shared_refs found first: say them
 
 
 def workspace_of(project: Path, stream_id: str) -> Workspace:
@@ -474,8 +741,8 @@ def prepare_workspace(project: Path, run: RunInfo, stream_id: str) -> Workspace:
     """Give the stream its worktree on its branch: the one it has, a parked one switched to the
     integration branch's tip, or a new one created from that tip."""
     project = Path(project).resolve()
-    ws = workspace_of(project, stream_id)
     start = "refs/heads/" + _integration(run)
+    ws = replace(workspace_of(project, stream_id), notes=tuple(watch_shared_refs(project, run)))  # a clean tip
     registered = _registered(project)
     if os.path.realpath(ws.path) not in registered and not ws.path.exists():
         if _take_spare(project, registered, ws.path, ws.branch, start):
@@ -588,6 +855,7 @@ class MergeResult:
     tip: str  # integration tip now
     conflicts: Tuple[str, ...] = ()
     committed_leftovers: bool = False
+    notes: Tuple[str, ...] = ()  # what watch_shared_refs found and did before this merge: say them
 
 
 def commit_leftovers(project: Path, stream_id: str) -> bool:
@@ -651,8 +919,22 @@ def _nested_repositories(project: Path, worktree: Path, paths: Sequence[str]) ->
 def merge_stream(project: Path, run: RunInfo, stream_id: str) -> MergeResult:
     """Commit the stream's leftovers, then merge its branch into the integration branch (--no-ff)."""
     project = Path(project).resolve()
+    notes = tuple(watch_shared_refs(project, run))
+    try:
+        result = _merge_stream(project, run, stream_id)
+    except WorkspaceError as exc:
+        raise WorkspaceError("; ".join((str(exc),) + notes)) from None
+    if result.outcome is MergeOutcome.MERGED:
+        _moved_by_us(project, _integration(run))
+    return replace(result, notes=notes)
+
+
+def _merge_stream(project: Path, run: RunInfo, stream_id: str) -> MergeResult:
     integ = integration_path(project)
     _integration(run)
+    holding = _holds_taken_stash(project, run, stream_id)
+    if holding:
+        raise WorkspaceError(holding)
     try:
         committed = commit_leftovers(project, stream_id)
     except WorkspaceError:
@@ -822,6 +1104,7 @@ def undo_merge(project: Path, run: RunInfo, before: str) -> None:
     if _tree_state(integ).branch != _integration(run) or _parents(integ, head)[:1] != [before]:
         raise WorkspaceError(f"{run.integration_branch} moved on since that merge; not moving it back")
     _git(integ, "reset", "--hard", "-q", before)  # our own branch in our own worktree
+    _moved_by_us(Path(project).resolve(), _integration(run))
 
 
 # ---------------------------------------------------------------- recovery
@@ -888,12 +1171,14 @@ class LandResult:
     head: str  # its new commit
     deleted: Tuple[str, ...]  # branches deleted
     kept: Tuple[Tuple[str, str], ...]  # (branch, why it was kept)
+    notes: Tuple[str, ...] = ()  # what watch_shared_refs found and did first
 
 
 def land(project: Path, run: RunInfo, stream_ids: Iterable[str]) -> LandResult:
     """Bring the integration branch into the user's current branch, then tidy the run's branches."""
     project = Path(project).resolve()
     integration = "refs/heads/" + _integration(run)
+    notes = tuple(watch_shared_refs(project, run))  # a moved or deleted integration branch is put back first
     state = _tree_state(project)
     if state.branch is None:
         raise LandRefused("HEAD is detached; check out the branch to land on (git switch BRANCH) and run land again")
@@ -908,7 +1193,8 @@ def land(project: Path, run: RunInfo, stream_ids: Iterable[str]) -> LandResult:
         _merge_into_user_branch(project, run, state.branch)
     deleted, kept = _delete_run_branches(project, run, stream_ids)
     kept += tuple(("(spare worktree)", why) for why in remove_spares(project))
-    return LandResult(state.branch, fast_forward, _rev(project, "HEAD"), deleted, kept)
+    _forget_record(project, _integration(run))
+    return LandResult(state.branch, fast_forward, _rev(project, "HEAD"), deleted, kept, notes)
 
 
 def _refuse_to_overwrite_untracked(project: Path, integration: str) -> None:
