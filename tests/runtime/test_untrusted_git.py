@@ -267,3 +267,52 @@ def test_a_deleted_integration_branch_is_restored_before_land(repo):
     landed = ws.land(repo, run, ["A"])
     assert any("was deleted without the orchestrator" in n for n in landed.notes)
     assert git(repo, "rev-parse", "HEAD") == tip and (repo / "a.txt").exists()
+
+
+# ---------------------------------------------------------------- a lost record, a moved project, a killed creation
+
+
+def test_a_moved_project_folder_is_repaired_and_its_run_continued(repo, tmp_path):
+    """Before: after moving the project, every worktree was broken until `git worktree repair`."""
+    run = ws.start_run(repo)
+    finish(repo, run, "A", {"a.txt": "a\n"})
+    space = ws.prepare_workspace(repo, run, "B")
+    (space.cwd / "b.txt").write_text("B's uncommitted work\n", encoding="utf-8")
+    moved = tmp_path / "moved" / "project"
+    moved.parent.mkdir()
+    shutil.move(str(repo), str(moved))
+    notes = ws.recover(moved)  # no saved run: the state folder is keyed by the old path
+    assert any("repaired 3 worktree(s)" in n or "repaired 2 worktree(s)" in n for n in notes), notes
+    again = ws.start_run(moved)
+    assert again.integration_branch == run.integration_branch and again.continued
+    assert (ws.worktree_path(moved, "B") / "b.txt").read_text() == "B's uncommitted work\n"
+    assert ws.merge_stream(moved, again, "B").outcome is ws.MergeOutcome.MERGED
+    assert "b.txt" in git(moved, "ls-tree", "--name-only", run.integration_branch)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="an orphaned git is found by its token on Linux only")
+def test_recovery_ends_a_git_orphaned_mid_creation_before_removing_its_folder(repo):
+    """Before: a restart right after SIGKILL during `git worktree add` crashed with OSError(39, 'Directory
+    not empty') while the orphaned git still wrote."""
+    run = ws.start_run(repo)
+    half = ws.worktree_path(repo, "half")
+    creating = ws._begin_creating(half)
+    half.mkdir()
+    writer = ("import itertools, os, sys\n"
+              "for n in itertools.count():\n"
+              "    d = os.path.join(sys.argv[1], 'd%d' % (n % 50)); os.makedirs(d, exist_ok=True)\n"
+              "    open(os.path.join(d, 'f%d' % n), 'w').close()\n")
+    orphan = subprocess.Popen([sys.executable, "-c", writer, str(half)], env={**os.environ, **creating},
+                              start_new_session=True)  # what `git worktree add` does: it keeps writing files
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(half.iterdir())) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        notes = ws.recover(repo, run)
+        assert "removed half-created worktree .claude/worktrees/half" in notes
+        assert orphan.wait(timeout=60) == -signal.SIGTERM
+        assert not half.exists()
+    finally:
+        if pid_alive(orphan.pid):
+            orphan.kill()
+    assert ws.prepare_workspace(repo, run, "half").path.is_dir()

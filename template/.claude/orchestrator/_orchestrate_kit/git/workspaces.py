@@ -11,12 +11,18 @@ checkout of the files that differ). `recover` repairs what a killed orchestrator
 left half-done. `land` brings the result into the user's branch at the end.
 
 Rules this module keeps: the user's checkout, branch, HEAD and index are touched
-only by `land`, which refuses a dirty tree or a detached HEAD; git runs from
-argument lists, never a shell, never with `--force`; the only `reset` is of the
-integration branch in its own worktree, which belongs to the orchestrator; a
-worktree with uncommitted changes is never removed. Our own bookkeeping commits
-and merges run without the user's git hooks (they are mechanical; the merge
-check is the quality gate) and with a fallback identity when git has none.
+only by `land`, which refuses a dirty tree, a detached HEAD, or landing over a
+file of the user's that git does not track; git runs from argument lists, never a
+shell, never with `--force`; the only `reset` that moves a branch is of the
+integration branch in its own worktree, which belongs to the orchestrator (the
+others: `reset --hard` to HEAD in that worktree, and unstaging a nested
+repository's gitlink in a stream's); a worktree with uncommitted changes is never
+removed. Every git command of ours runs without the user's git hooks (they are
+mechanical; the merge check is the quality gate), except `land`'s in the user's
+own checkout, and commits with a fallback identity when git has none. Agents share
+the repository's refs with the user, so the run keeps a record of the user's stash,
+branches and tags and of the integration tip (see `watch_shared_refs`); a run
+whose state was lost, or whose project folder moved, is found in git again.
 Every git failure becomes a WorkspaceError with one readable line.
 Standard library only.
 """
@@ -28,6 +34,7 @@ import json
 import os
 import posixpath
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -38,6 +45,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ..executor.processes import TOKEN_VARIABLE, signal_members, token_carriers
 from ..names import file_stem, printable
 
 WORKTREES = Path(".claude") / "worktrees"
@@ -50,6 +58,7 @@ FALLBACK_NAME, FALLBACK_EMAIL = "orchestrate-kit", "orchestrate-kit@localhost"
 NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 MIN_GIT = (2, 17)  # git worktree move/remove
 CHECK_OUTPUT_LIMIT = 64_000
+ORPHAN_GRACE = 5.0  # seconds a git orphaned mid-creation gets to end on TERM before KILL
 UNMERGED = {"DD", "AU", "UD", "UA", "DU", "AA", "UU"}
 _GIT_CONTEXT = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
 
@@ -111,7 +120,8 @@ def _git_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     return env
 
 
-def _git(cwd: Path, *args: str, check: bool = True, user_hooks: bool = False) -> subprocess.CompletedProcess:
+def _git(cwd: Path, *args: str, check: bool = True, user_hooks: bool = False,
+         env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
     """Run git in `cwd` from an argument list; a failure raises WorkspaceError unless check=False.
 
     Our own operations run without the user's hooks (NO_HOOKS): a post-checkout hook that fails
@@ -119,7 +129,7 @@ def _git(cwd: Path, *args: str, check: bool = True, user_hooks: bool = False) ->
     Only `land`, in the user's own checkout on their branch, passes `user_hooks=True`."""
     argv = ["git", *(() if user_hooks else NO_HOOKS), *args]
     try:
-        done = subprocess.run(argv, cwd=str(cwd), env=_git_env(), stdin=subprocess.DEVNULL,
+        done = subprocess.run(argv, cwd=str(cwd), env=_git_env(env), stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, errors="replace")
     except OSError as error:
         problem = "git is not installed (or not on PATH)" if Path(cwd).is_dir() else f"folder {cwd} is missing"
@@ -304,15 +314,23 @@ def _marker(path: Path) -> Path:
     return path.parent / f".{path.name}.creating"
 
 
+def _begin_creating(path: Path) -> Dict[str, str]:
+    """Write the marker, naming a token that every git we run for this creation carries in its
+    environment: a git orphaned by a SIGKILL of ours is found by it and ended before cleaning up."""
+    token = "worktree-" + secrets.token_hex(8)
+    _marker(path).write_text(json.dumps({"pid": os.getpid(), "token": token}) + "\n", encoding="utf-8")
+    return {TOKEN_VARIABLE: token}
+
+
 def _add_worktree(project: Path, path: Path, *args: str) -> None:
     """`git worktree add` into a folder that does not exist yet, undone if it fails half-way."""
     if path.exists():
         raise WorkspaceError(f"{_short(project, path)} exists but is not a worktree of this repository; "
                              "move it out of the way and start again")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _marker(path).write_text(f"{os.getpid()}\n", encoding="utf-8")
+    creating = _begin_creating(path)
     try:
-        _git(project, "worktree", "add", "-q", *args)
+        _git(project, "worktree", "add", "-q", *args, env=creating)
     except WorkspaceError:
         _undo_half_created(project, path)
         raise
@@ -320,7 +338,9 @@ def _add_worktree(project: Path, path: Path, *args: str) -> None:
 
 
 def _undo_half_created(project: Path, path: Path) -> None:
-    """Remove a worktree whose creation was interrupted (our marker says nobody worked in it)."""
+    """Remove a worktree whose creation was interrupted (our marker says nobody worked in it), once
+    the git that was creating it (orphaned when we were killed) has ended."""
+    _end_orphans(_marker(path))
     entry = _registered(project).get(os.path.realpath(path))
     if entry is not None and entry.locked:
         _git(project, "worktree", "unlock", str(path))
@@ -329,6 +349,29 @@ def _undo_half_created(project: Path, path: Path) -> None:
     if entry is not None:
         _forget(project, path)
     _marker(path).unlink(missing_ok=True)
+
+
+def _end_orphans(marker: Path) -> None:
+    """End what still carries the marker's token (TERM, then KILL after ORPHAN_GRACE) and wait for it:
+    removing a folder a git still writes into fails with "Directory not empty". Linux finds them by
+    token; elsewhere (no /proc) a killed creation may need a second start."""
+    try:
+        token = json.loads(marker.read_text(encoding="utf-8")).get("token", "")
+    except (OSError, ValueError, AttributeError):
+        return  # an older marker (a pid only) or none: nothing to look for
+    deadline = time.monotonic() + ORPHAN_GRACE
+    sent_kill = False
+    while True:
+        orphans = token_carriers(str(token))
+        if not orphans:
+            return
+        late = time.monotonic() >= deadline
+        if late and sent_kill and time.monotonic() >= deadline + ORPHAN_GRACE:
+            raise WorkspaceError(f"a git process creating {marker.name[1:-len('.creating')]} (pid "
+                                 f"{', '.join(map(str, orphans))}) does not end; end it, then start again")
+        signal_members(orphans, signal.SIGKILL if late else signal.SIGTERM)
+        sent_kill = sent_kill or late
+        time.sleep(0.05)
 
 
 def _forget(project: Path, path: Path) -> None:
@@ -821,12 +864,12 @@ def _take_spare(project: Path, registered: Mapping[str, _Registered], path: Path
                   if registered[str(s)].branch is None and not _tree_state(s).dirty), None)
     if spare is None:
         return False
-    _marker(path).write_text(f"{os.getpid()}\n", encoding="utf-8")
-    if _git(project, "worktree", "move", str(spare), str(path), check=False).returncode != 0:
+    creating = _begin_creating(path)
+    if _git(project, "worktree", "move", str(spare), str(path), check=False, env=creating).returncode != 0:
         _marker(path).unlink()
         return False
     target = [branch] if _exists(project, "refs/heads/" + branch) else ["--no-track", "-b", branch, start]
-    if _git(path, "checkout", "-q", *target, "--", check=False).returncode != 0:
+    if _git(path, "checkout", "-q", *target, "--", check=False, env=creating).returncode != 0:
         _undo_half_created(project, path)  # a clean spare: nothing of anyone's is lost
         return False
     _marker(path).unlink()
@@ -1120,7 +1163,8 @@ def recover(project: Path, previous: Optional[RunInfo] = None) -> List[str]:
     the integration worktree). Stream worktrees with work in them are never touched.
     """
     project = Path(project).resolve()
-    notes = _remove_half_created(project)
+    notes = _repair_moved(project) + _remove_half_created(project)
+    previous = previous if previous is not None and previous.integration_branch else find_run(project)
     integ = integration_path(project)
     if previous is not None and previous.integration_branch and integ.is_dir():
         notes += _clean_integration(project, integ, previous.integration_branch)
@@ -1133,6 +1177,24 @@ def recover(project: Path, previous: Optional[RunInfo] = None) -> List[str]:
             _forget(project, Path(path))
             notes.append(f"dropped the record of missing worktree {_short(project, Path(path))}")
     return notes
+
+
+def _repair_moved(project: Path) -> List[str]:
+    """Worktree folders here that git knows under another path (the project folder was moved or
+    copied): `git worktree repair` links both sides again."""
+    folder = project / WORKTREES
+    if not folder.is_dir():
+        return []
+    known = set(_registered(project))
+    moved = sorted(p for p in folder.iterdir() if (p / ".git").is_file() and os.path.realpath(p) not in known)
+    if not moved:
+        return []
+    listed = " ".join(str(p) for p in moved)
+    if _git_version(project) < (2, 30):
+        raise WorkspaceError(f"the worktrees in {_short(project, folder)} were moved with the project; git 2.30 "
+                             f"or later repairs them (git worktree repair {listed}); upgrade git, then start again")
+    _git(project, "worktree", "repair", *map(str, moved))
+    return [f"repaired {len(moved)} worktree(s) moved with the project folder (git worktree repair)"]
 
 
 def _remove_half_created(project: Path) -> List[str]:
