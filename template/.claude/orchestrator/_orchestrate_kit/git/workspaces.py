@@ -1116,8 +1116,9 @@ def merge_check_result(project: Path, check: RunningCheck, timed_out: bool = Fal
     clean for the next merge); ignored build output stays.
     """
     integ = integration_path(Path(project).resolve())
-    with open(check.log, "rb") as handle:
-        handle.seek(check.offset)
+    with open(check.log, "rb") as handle:  # only the tail: a check may print hundreds of megabytes
+        end = handle.seek(0, os.SEEK_END)
+        handle.seek(max(check.offset, end - 4 * CHECK_OUTPUT_LIMIT))  # 4 bytes at most per character
         output = handle.read().decode("utf-8", "replace")[-CHECK_OUTPUT_LIMIT:]
     if _tree_state(integ).tracked:
         _git(integ, "reset", "--hard", "-q", "HEAD")  # our own worktree
