@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.runtime.runtime_import import workspaces as ws
-from tests.runtime.test_workspaces import USER, commit_all, finish, git, isolated_git, repo  # noqa: F401
+from tests.runtime.test_workspaces import USER, commit_all, conflicting_pair, finish, git, isolated_git, repo  # noqa: F401
 from tests.support.project import pid_alive
 
 
@@ -75,11 +75,7 @@ def test_the_notice_names_the_users_hooks_once(repo):
 
 def test_a_resolution_that_only_deleted_the_closing_marker_is_refused(repo):
     """Before: only files holding both <<<<<<< and >>>>>>> counted, so this reached the integration branch."""
-    run = ws.start_run(repo)
-    for sid, text in (("B", "line one by B\n"), ("C", "line one by C\n")):
-        space = ws.prepare_workspace(repo, run, sid)
-        (space.cwd / "shared.txt").write_text(text + "line two\n", encoding="utf-8")
-    assert ws.merge_stream(repo, run, "B").outcome is ws.MergeOutcome.MERGED
+    run = conflicting_pair(repo)
     assert ws.merge_stream(repo, run, "C").outcome is ws.MergeOutcome.CONFLICT
     files = ws.hand_back_conflict(repo, run, "C")
     space = ws.workspace_of(repo, "C")
@@ -336,3 +332,18 @@ def test_a_merge_check_printing_300_MB_is_read_from_its_tail_only(repo, tmp_path
         tracemalloc.stop()
     assert result.passed and result.output.endswith("the last line\n") and len(result.output) <= ws.CHECK_OUTPUT_LIMIT
     assert peak < 20 * ws.CHECK_OUTPUT_LIMIT, peak
+
+
+def test_our_own_merge_or_undo_cut_short_by_a_kill_is_not_taken_for_an_agents(repo):
+    """A kill between our git command and saving the record leaves the record one step behind."""
+    run = ws.start_run(repo)
+    finish(repo, run, "A", {"a.txt": "a\n"})
+    record = ws._load_record(repo, run.integration_branch)
+    merged = git(repo, "rev-parse", run.integration_branch)
+    record.tip = git(repo, "rev-parse", f"{run.integration_branch}^1")  # as if killed before _moved_by_us
+    ws._save_record(repo, record)
+    assert ws.watch_shared_refs(repo, run) == []
+    assert git(repo, "rev-parse", run.integration_branch) == merged
+    git(ws.integration_path(repo), "reset", "-q", "--hard", "HEAD^1")  # undo_merge, killed before its record
+    assert ws.watch_shared_refs(repo, run) == []
+    assert git(repo, "rev-parse", run.integration_branch) == record.tip

@@ -614,7 +614,7 @@ def _restore_stash(project: Path, record: _Record) -> List[str]:
     missing = [(c, m) for c, m in record.stash if c not in present]
     notes = []
     for commit, message in reversed(missing):  # oldest first: `stash store` puts each on top
-        _git(project, "stash", "store", "-q", "-m", message, commit)
+        _git(project, *_identity_options(project), "stash", "store", "-q", "-m", message, commit)
     record.taken += [entry for entry in missing if entry not in record.taken]
     if missing:
         notes.append(f"{len(missing)} of your stash entries were taken while the run went on (an agent's "
@@ -662,8 +662,8 @@ def _restore_integration(project: Path, record: _Record) -> List[str]:
     now = _rev(project, ref) if _exists(project, ref) else None
     if now == record.tip:
         return []
-    if now is not None and _only_our_merges(project, record.tip, now):
-        record.tip = now  # our own merge, made just before a kill cut short saving the record
+    if now is not None and (_only_our_merges(project, record.tip, now) or _only_our_merges(project, now, record.tip)):
+        record.tip = now  # our own merge (or the undoing of one), made just before a kill cut short saving the record
         return []
     keep = f"{KEEP_REFS}stray/{_ref_safe(record.branch)}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     integ = integration_path(project)
