@@ -47,7 +47,7 @@ def slow_checkouts(proj: Project, seconds_per_file: float, files: int) -> None:
 @pytest.mark.xfail(strict=True, reason="in progress (house/gates helpers): worktree creation still runs inside the "
                                        "loop, so a stop waits for every creation and the workers start after it")
 def test_a_stop_while_worktrees_are_created_starts_nothing_after_it(repo):
-    slow_checkouts(repo, 1.0, 3)  # about 3 s per worktree
+    slow_checkouts(repo, 2.0, 1)  # about 2 s per worktree
     make_db(repo.db)
     for n in range(1, 6):
         add_stream(repo.db, f"S{n}", [], 1)
@@ -84,7 +84,7 @@ def check_events(proj: Project):
                                        "like a worker (token, group, adoption), so a restarted orchestrator runs a "
                                        "second one beside the orphan")
 def test_a_killed_orchestrators_merge_check_never_runs_twice_at_once(repo):
-    command = check_script(repo, 6)
+    command = check_script(repo, 4)
     repo.configure(merge_check=command)
     make_db(repo.db)
     add_stream(repo.db, "A", [], 1)
