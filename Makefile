@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test pytest bats bench bundle demo soak clean dist publish claude-cli
+.PHONY: help setup test pytest bats bench bundle demo soak clean dist publish claude-cli chromium
 
 help:
 	@echo "make demo   run the orchestrator on the built-in example project"
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
-test: claude-cli typecheck pytest bats
+test: claude-cli chromium typecheck pytest bats
 
 # The real Claude Code CLI, pinned, for the contract test (tests/contract/): installed from the npm
 # registry into the project's cache once per version and reused. Without npm the test skips and says so.
@@ -39,10 +39,22 @@ claude-cli:
 			@anthropic-ai/claude-code@$(CLAUDE_CLI_VERSION) && touch $(CLAUDE_CLI_STAMP); \
 	fi
 
+# Debian's Chromium, for the run report's test in a real headless browser (tests/report/): installed
+# with apt when it is missing and this is root with apt-get; otherwise that test skips and says why.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "chromium: not installed, and installing it needs root and apt-get: the report's browser test will be skipped"; \
+	else \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null \
+		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
+		|| echo "chromium: apt-get could not install it: the report's browser test will be skipped"; \
+	fi
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) claude-cli
+pytest: $(STAMP) claude-cli chromium
 	$(BIN)/pytest -m ''  # every test: the soak rounds and the wheel builds as well
 
 bats: $(STAMP)

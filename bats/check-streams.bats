@@ -171,7 +171,7 @@ every_state_db() {  # every_state_db [MORE_STREAMS [MORE_KEYS]]: one stream in e
   done
   COLUMNS=60 run -0 frame
   contains "…"
-  contains "skipped 1 task(s)"
+  contains "its metadata is not valid"
   row_of wide
   contains "wide  名前"
 }
@@ -180,13 +180,30 @@ every_state_db() {  # every_state_db [MORE_STREAMS [MORE_KEYS]]: one stream in e
   every_state_db
   for width in 80 60 50; do
     COLUMNS=$width run -0 frame
-    printf '%s\n' "$output" | grep -Eq '^  STATE +(PROGRESS|PROG) +TASKS( +TRY +TIME)? +STREAM$' ||
+    printf '%s\n' "$output" | grep -Eq '^  STATE +((PROGRESS|PROG) +)?TASKS( +TRY +TIME)? +STREAM$' ||
       fail "the column titles are cut at $width columns:" "$output"
   done
-  COLUMNS=60 run -0 frame
+  COLUMNS=64 run -0 frame  # a bar of 6: its title shortened, never cut
   contains "PROG "
   COLUMNS=200 run -0 frame
   contains "PROGRESS"
+}
+
+@test "at 60 columns names stay whole (the bar gives way first) and the start command stays one line" {
+  diamond_db
+  COLUMNS=60 run -0 frame
+  for label in "Stream-A  Foundation" "Stream-B  API Implementation" "Stream-C  UI Components" \
+    "Stream-Z  Integration"; do
+    row_of "${label%% *}"
+    case $row in
+      *"  $label") ;;
+      *) fail "cut at 60 columns: $label" "$output" ;;
+    esac
+  done
+  contains "  STATE     TASKS  TRY   TIME  STREAM"  # TRY and TIME kept
+  printf '%s\n' "$output" | grep -qx '  python3 .claude/orchestrator/orchestrate.py start' ||
+    fail "the start command is not a line of its own:" "$output"
+  [ "$(printf '%s\n' "$output" | "$PYTHON" "$FIXTURE" columns)" -le 60 ]
 }
 
 @test "COLUMNS=60 holds on a terminal with colours too" {

@@ -147,3 +147,33 @@ diamond_spec='{"streams": [{"id": "Stream-A", "name": "Foundation"}, {"id": "Str
   run -1 "$PROJECT/watch-status" --once
   contains "No Task Copilot database found. Looked at: $DB"
 }
+
+conflict_in() {  # conflict_in FILE LINE: merge-conflict markers as copier's upgrade leaves them, after LINE
+  "$PYTHON" - "$1" "$2" <<'PY'
+import sys
+path, after = sys.argv[1], int(sys.argv[2])
+lines = open(path, encoding="utf-8").read().splitlines(keepends=True)
+lines[after:after] = ["<<<<<<< before updating\n", "old_setting=1\n", "=======\n", "new_setting=2\n",
+                      ">>>>>>> after updating\n"]
+open(path, "w", encoding="utf-8").writelines(lines)
+PY
+}
+
+@test "conflict markers an upgrade left name the file and line, as doctor does, never a bash syntax error" {
+  diamond_db
+  local file line
+  for file in watch-status check-streams check_streams_data.py _orchestrate_kit/status.py; do
+    cp -a "$RUNTIME" "$BATS_TEST_TMPDIR/saved"
+    line=$(($(wc -l <"$RUNTIME/$file") / 2))  # the middle of the file: past anything run before it
+    conflict_in "$RUNTIME/$file" "$line"
+    run -1 --separate-stderr "$PROJECT/watch-status" --once
+    [ "$stderr" = "${stderr#*syntax error}" ] || fail "$file: a bash syntax error:" "$stderr"
+    case $stderr in
+      *"conflict markers at $RUNTIME/$file:$((line + 1)) (left by an upgrade: resolve them, then git add and commit"*) ;;
+      *) fail "$file: the marker was not named with its line ($((line + 1))):" "$stderr" ;;
+    esac
+    rm -rf "$RUNTIME"
+    mv "$BATS_TEST_TMPDIR/saved" "$RUNTIME"
+  done
+  run -0 "$PROJECT/watch-status" --once  # resolved: the frame is back
+}

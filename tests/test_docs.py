@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 RUNTIME = REPO / "template" / ".claude" / "orchestrator"
 DOCS = [REPO / "README.md", RUNTIME / "ORCHESTRATION_GUIDE.md", REPO / "docs" / "INSTALL.md",
         REPO / "template" / ".claude" / "commands" / "orchestrate.md"]
-RUNTIME_COMMANDS = ["start", "status", "stop", "logs", "plan", "land"]
+RUNTIME_COMMANDS = ["start", "status", "stop", "logs", "plan", "land", "review", "approve", "reject", "report",
+                    "history"]
 INSTALLER_COMMANDS = ["install", "upgrade", "doctor", "config", "sample-db", "install-command", "demo"]
 
 
@@ -37,6 +38,7 @@ def all_help():
     texts = [runtime_help(), installer_help()]
     texts += [runtime_help(c) for c in RUNTIME_COMMANDS] + [installer_help(c) for c in INSTALLER_COMMANDS]
     texts += [run_help([str(RUNTIME / "check-streams")]), run_help([str(RUNTIME / "watch-status")])]
+    texts += [run_help([sys.executable, str(hook)]) for hook in sorted((RUNTIME / "hooks").glob("*.py"))]
     return "\n".join(texts)
 
 
@@ -91,7 +93,8 @@ def test_every_long_flag_in_the_docs_exists_somewhere():
     allowed = {"--print", "--dangerously-skip-permissions", "--permission-mode", "--allowedTools", "--trust",
                "--UNSAFE", "--hard", "--defaults", "--diff-filter", "--name-only", "--no-index", "--strict",
                "--status",  # --status: `tc task update`
-               "--output-format", "--verbose", "--max-budget-usd", "--max-turns", "--model", "--resume"}  # Claude Code's
+               "--output-format", "--verbose", "--max-budget-usd", "--max-turns", "--model", "--resume",  # Claude Code's
+               "--fallback-model", "--name"}
     for doc in DOCS:
         for flag in set(re.findall(r"(?<![\w-])--[a-zA-Z][a-zA-Z-]*", doc_text(doc))):
             if flag in allowed and flag not in helps:

@@ -69,6 +69,32 @@ _RULE_WORDS = {
     "interval": "a number of seconds above 0, e.g. 1 or 0.5",
     "seconds": "a number of seconds, 0 or more",
 }
+# Gates before merge and the run's branches on a remote: merge_gate is an install answer; push,
+# push_remote and merge_check_timeout are the runtime's own (their choices are listed here).
+RULES.update(merge_gate="choice", push="choice", push_remote="text", merge_check_timeout="minutes")
+RUNTIME_ONLY.update({
+    "push": ("none", "push the run's branches to push_remote, never forced: none, integration (after each "
+                     "merge) or all (each stream branch too)"),
+    "push_remote": ("origin", "the git remote that push and merge_gate = pr use"),
+    "merge_check_timeout": ("30", "minutes a merge check may run before it is ended with everything it "
+                                  "started (0 = never)"),
+})
+RUNTIME_CHOICES: dict[str, tuple[str, ...]] = {"push": ("none", "integration", "all")}
+_RULE_WORDS["minutes"] = "a number of minutes, 0 or more, e.g. 30 or 0.5"
+# The run report's settings (issue 21): the Claude Code fallback model (an install question), spend
+# caps across runs, and where the ready-made notification hooks (.claude/orchestrator/hooks/) send.
+RULES.update({"fallback_model": "optional", "spend_cap_usd": "usd", "spend_cap_period": "choice",
+              "notify_slack_url": "optional", "notify_ntfy_url": "optional"})
+RUNTIME_ONLY.update({
+    "spend_cap_usd": ("0", "the most all runs of this project may spend in USD in the last spend_cap_period "
+                           "(0 = no cap); at the cap no new worker starts"),
+    "spend_cap_period": ("day", "day or week: the rolling window spend_cap_usd counts over"),
+    "notify_slack_url": ("", "the Slack-compatible incoming webhook hooks/slack.py posts to (a secret: prefer "
+                             "NOTIFY_SLACK_URL in the environment)"),
+    "notify_ntfy_url": ("", "the ntfy topic URL hooks/ntfy.py publishes to, e.g. https://ntfy.sh/your-topic"),
+})
+RUNTIME_CHOICES["spend_cap_period"] = ("day", "week")
+_RULE_WORDS["usd"] = "an amount in USD, 0 or more, e.g. 25"
 
 
 @dataclass(frozen=True)
@@ -96,7 +122,7 @@ def known(template_root: Path, questions: Mapping[str, Mapping[str, Any]]) -> di
         values = tuple(str(v) for v in (choices.values() if isinstance(choices, dict) else choices))
         found[key] = Setting(key, str(question.get("default", "")), str(question.get("help", "")), values)
     for key, (default, text) in RUNTIME_ONLY.items():
-        found[key] = Setting(key, default, text)
+        found[key] = Setting(key, default, text, RUNTIME_CHOICES.get(key, ()))
     return found
 
 

@@ -83,6 +83,14 @@ SHAPES = {
     "user-output-format-json": ({}, {}, ["--output-format", "json"]),
     "metadata-model-over-the-install's": ({"model": "sonnet"}, {}, ["--model", "opus"]),
     "metadata-permissionMode-over-the-install's": ({"permissionMode": "plan"}, {}, ["--permission-mode", "auto"]),
+    # The session named after its stream, and the install's fallback model (issue 21).
+    "name": ({}, {"name": "Stream-A", "session_id": SESSION}, []),
+    "name-hostile": ({}, {"name": "-p --model evil\n$(rm -rf ~) \x1b[31m<script>"}, []),
+    "name-on-resume": ({}, {"name": "Stream-A", "resume_session": SESSION}, []),
+    "fallback-model": ({}, {"fallback_model": "sonnet"}, []),
+    "fallback-model-list-and-metadata-model": ({"model": "sonnet"}, {"fallback_model": "haiku,opus"}, []),
+    "name-and-fallback-with-all-limits": ({"maxBudgetUsd": 1, "maxTurns": 3, "model": "sonnet"},
+                                          {"name": "Stream-Z", "fallback_model": "haiku", "budget_usd": 0.5}, []),
 }
 
 
@@ -124,6 +132,17 @@ def check_the_cli_read_our_values(argv, init):
             assert init["permissionMode"] == arg.split("=", 1)[1]
         if arg.startswith("--model="):
             assert "sonnet" in init["model"]
+
+
+def test_a_worker_session_is_named_after_its_stream_and_resumable_by_that_name(cli, tmp_path):
+    named = cc.build_argv([str(cli), *DEFAULT], cc.StreamLimits(),
+                          cc.Launch("hi", session_id=SESSION, name="Stream-A"))
+    assert "--name=Stream-A" in named
+    run_cli(named, tmp_path)
+    done = run_cli([str(cli), "--print", "--output-format=stream-json", "--verbose", "--resume=Stream-A", "--", "hi"],
+                   tmp_path)
+    init = json.loads(done.stdout.splitlines()[0])
+    assert init["subtype"] == "init" and init["session_id"] == SESSION, done.stdout[-600:] + done.stderr
 
 
 def test_resuming_a_session_the_cli_does_not_have_says_so(cli, tmp_path):

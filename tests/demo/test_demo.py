@@ -45,6 +45,7 @@ def test_demo_runs_the_documented_example_to_completion(demo_env, tmp_path):
     # Frames were drawn while it ran: a frame with A running and the others waiting.
     assert re.search(r"RUN .*Stream-A", out) and re.search(r"WAIT .*Stream-Z", out)
     assert not folder.exists()  # cleaned up without --keep
+    assert "orchestrate.py land" not in out  # the project is removed: there is nothing to land
     assert not (Path(demo_env["HOME"]) / ".claude" / "tasks").exists()  # never in the user's own ~/.claude
 
 
@@ -58,6 +59,8 @@ def test_demo_keep_leaves_project_logs_and_database(demo_env, tmp_path):
     assert "no real Claude Code runs here" in (logs / "Stream-B.log").read_text()
     assert (folder / "task-copilot" / "orchestrate-kit-demo" / "tasks.db").is_file()
     assert (project / "watch-status").is_symlink()
+    land = next(line for line in result.stdout.splitlines() if "land:" in line)
+    assert f"cd {project} && python3 .claude/orchestrator/orchestrate.py land" in land
     assert (project / ".claude" / "orchestrator" / ".copier-answers.yml").is_file()
     assert str(project) in result.stdout
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+import re
+
 from orchestrate_kit.settings import CONF, LOCAL_CONF
 
 from . import helpers
@@ -21,12 +23,17 @@ def installed(tmp_path, capsys, monkeypatch):
     return project
 
 
+def listed_as(out, key, value, source):
+    """Whether `config`'s listing shows `key = value   (source)` (keys are padded to the longest one)."""
+    return re.search(rf"^{re.escape(key)} += {re.escape(value)}   \({re.escape(source)}\)$", out, re.M) is not None
+
+
 def test_config_lists_sets_shows_and_unsets(installed, capsys, monkeypatch):
     monkeypatch.chdir(installed / ".claude")  # from a subfolder: the project is found
     listed = run(capsys, "config")
     assert listed.code == 0
-    assert "max_parallel     = 0   (orchestrator.conf)" in listed.out
-    assert "restart_delay    = 5   (default)" in listed.out
+    assert listed_as(listed.out, "max_parallel", "0", "orchestrator.conf")
+    assert listed_as(listed.out, "restart_delay", "5", "default")
 
     changed = run(capsys, "config", "max_parallel", "4")
     shown = run(capsys, "config", "max_parallel")
@@ -34,7 +41,7 @@ def test_config_lists_sets_shows_and_unsets(installed, capsys, monkeypatch):
     assert shown.out == "4\n"
     assert "max_parallel = 4\n" in (installed / LOCAL_CONF).read_text()
     assert "max_parallel = 0" in (installed / CONF).read_text()  # the template's file is left alone
-    assert "max_parallel     = 4   (orchestrator.local.conf)" in run(capsys, "config").out
+    assert listed_as(run(capsys, "config").out, "max_parallel", "4", "orchestrator.local.conf")
 
     assert run(capsys, "config", "max_parallel", "6").code == 0
     assert (installed / LOCAL_CONF).read_text().count("max_parallel") == 1  # replaced, not added twice
@@ -85,8 +92,8 @@ def test_a_setting_changed_with_config_never_conflicts_with_an_upgrade(installed
     assert "max_parallel = 3\n" in local and "worker_command = mycli -p\n" in local
     assert LOCAL_CONF not in upgraded.out  # the upgrade did not touch it
     assert yaml.safe_load((installed / ANSWERS).read_text())["_commit"] == "v2.0.0"
-    assert "max_parallel     = 3   (orchestrator.local.conf)" in run(capsys, "config", "--project",
-                                                                          str(installed)).out
+    assert listed_as(run(capsys, "config", "--project", str(installed)).out, "max_parallel", "3",
+                     "orchestrator.local.conf")
 
 
 def test_an_upgrade_gives_an_older_install_its_settings_file(installed, tmp_path, capsys, monkeypatch):
@@ -109,3 +116,15 @@ def test_every_runtime_setting_is_known_to_the_config_command():
 
     runtime_keys = {f.name for f in dataclasses.fields(runtime_settings.Settings)}
     assert runtime_keys <= set(installer_settings.RULES) | {"tracker"}
+
+
+def test_the_spend_cap_and_notification_settings_are_checked_by_config(installed, capsys):
+    assert run(capsys, "config", "--project", str(installed), "spend_cap_usd", "25").code == 0
+    assert run(capsys, "config", "--project", str(installed), "spend_cap_period", "week").code == 0
+    refused = run(capsys, "config", "--project", str(installed), "spend_cap_period", "month")
+    assert refused.code == 1 and "day, week" in refused.err
+    refused = run(capsys, "config", "--project", str(installed), "spend_cap_usd", "-3")
+    assert refused.code == 1 and "an amount in USD" in refused.err
+    assert run(capsys, "config", "--project", str(installed), "notify_ntfy_url", "https://ntfy.sh/my-topic").code == 0
+    text = (installed / LOCAL_CONF).read_text()
+    assert "spend_cap_usd = 25" in text and "spend_cap_period = week" in text and "notify_ntfy_url = https" in text

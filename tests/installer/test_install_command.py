@@ -56,8 +56,43 @@ def test_the_command_maps_to_the_runtime_cli():
         "python3 .claude/orchestrator/orchestrate.py plan",
         "./watch-status",
         "orchestrate-kit install --defaults .",
-        "uvx orchestrate-kit install --defaults .",
-        "pipx run orchestrate-kit install --defaults .",
         "orchestrate-kit doctor .",
     ):
         assert line in text, line
+
+
+def frontmatter(text: str) -> dict[str, str]:
+    head = text.split("---\n")[1]
+    return dict(line.split(": ", 1) for line in head.splitlines() if line.strip())
+
+
+def allowed_tools(text: str) -> list[str]:
+    """The `allowed-tools` entries, split at the commas between them (never inside parentheses)."""
+    entries, depth, current = [], 0, ""
+    for char in frontmatter(text)["allowed-tools"]:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            entries.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return entries + [current.strip()]
+
+
+DOWNLOADERS = ("uvx", "pipx", "pip", "npx", "npm", "curl", "wget", "uv ", "python3 -m pip")
+
+
+def test_only_the_installed_command_and_the_runtime_are_pre_approved():
+    """Nothing that downloads runs unasked: `orchestrate-kit` is not a published name anyone else can claim
+    through this file, and every pre-approved Bash rule is the installed CLI or the runtime's own script."""
+    text = COMMAND.read_text()
+    tools = allowed_tools(text)
+    assert tools == ["Bash(python3 .claude/orchestrator/orchestrate.py:*)", "Bash(orchestrate-kit:*)",
+                     "Bash(command -v orchestrate-kit)", "Bash(test -f .claude/orchestrator/orchestrate.py)"]
+    for tool in tools:
+        rule = tool[len("Bash("):-1]
+        assert not rule.startswith(DOWNLOADERS), tool
+    body = text.split("---\n", 2)[2]
+    for downloader in ("uvx orchestrate-kit", "pipx run orchestrate-kit", "pip install"):
+        assert f"`{downloader}" not in body, downloader  # never a command Claude is told to run
+    assert "do not install or download anything yourself" in body

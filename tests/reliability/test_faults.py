@@ -454,8 +454,8 @@ def test_16_backoff_and_held_are_described_in_status_and_json(project):
     project.wait_for(lambda: view(project, "B")["state"] == "held", what="B held")
     assert view(project, "B")["description"] == "stopped by you; `start STREAM` resumes it"
     text = project.orchestrate("status").stdout
-    assert re.search(r"\nA +restarting in \d+ s \(attempt 2 of 4\) ", text), text
-    assert re.search(r"\nB +stopped by you; `start STREAM` resumes it ", text), text
+    assert re.search(r"\n0 +A +restarting in \d+ s \(attempt 2 of 4\) ", text), text  # LEVEL, STREAM, STATE
+    assert re.search(r"\n0 +B +stopped by you; `start STREAM` resumes it ", text), text
     assert project.orchestrate("stop").returncode == 0
     orchestrator.wait(timeout=30)
 

@@ -84,7 +84,7 @@ def test_hostile_ids_and_names_stay_data(hostile_project, tmp_path):
     assert status.returncode == 0
     assert_inert(status.stdout)
     lines = status.stdout.splitlines()
-    header = next(n for n, line in enumerate(lines) if line.startswith("STREAM"))
+    header = next(n for n, line in enumerate(lines) if line.startswith("LEVEL"))
     rows = lines[header + 1: lines.index("", header)]
     assert len(rows) == len(project.ids) and all(" complete " in row for row in rows), status.stdout
     plan = project.orchestrate("plan")

@@ -1,4 +1,4 @@
-"""Workers that die or misbehave: each is handled as DESIGN.md says, within the restart budget.
+"""Workers that die or misbehave: each is handled as the design says, within the restart budget.
 
 Already covered in tests/runtime/test_supervision.py and not repeated here: a worker that
 fails (exit 1) and is restarted, the budget and back-off for failing workers, a worker that

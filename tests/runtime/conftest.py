@@ -1,4 +1,5 @@
-"""Fixtures for runtime tests: a fresh project per test, with the runtime, a database and the fake claude."""
+"""Fixtures for runtime tests: a fresh project per test, with the runtime, a database and the fake claude;
+`repo` is the same project as a git repository (worktree isolation's default)."""
 
 import pytest
 
@@ -10,4 +11,11 @@ def project(tmp_path):
     proj = Project.create(tmp_path)
     yield proj
     # Never leave a worker behind, whatever the test did.
+    proj.orchestrate("stop", "--grace", "1", timeout=30)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    proj = Project.create_git(tmp_path)
+    yield proj
     proj.orchestrate("stop", "--grace", "1", timeout=30)

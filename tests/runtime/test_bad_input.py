@@ -78,15 +78,43 @@ def test_no_streams_explains_the_metadata_contract(project):
     assert '"streamId"' in result.stderr
 
 
-def test_malformed_metadata_is_skipped_with_a_counted_warning(project):
+def test_each_task_with_malformed_metadata_is_named_in_plan_start_and_status(project):
     taskdb.make_db(project.db)
     taskdb.add_stream(project.db, "A", [], 1)
-    taskdb.add_task(project.db, "{broken json")
-    taskdb.add_task(project.db, '{"streamId": ["not", "a", "string"]}')
+    broken = taskdb.add_task(project.db, "{broken json", title="Wire the API")
+    listed = taskdb.add_task(project.db, '{"streamId": ["not", "a", "string"]}', title="Add the tests")
+    named = [f"task {broken} 'Wire the API': its metadata is not valid JSON",
+             f"task {listed} 'Add the tests': \"streamId\" is a list; it must be a stream id (text)"]
+    plan = project.orchestrate("plan")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    status = project.orchestrate("status").stdout
+    detached = project.orchestrate("start", "--dry-run")
     result = project.orchestrate("start")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "skipped 2 task(s)" in result.stdout
-    assert "skipped 2 task(s)" in project.orchestrate("status").stdout
+    for output in (plan.stderr, status, detached.stderr, result.stdout):
+        for text in named:
+            assert output.count(text) == 1, (text, output)  # each task once, never counted twice
+        assert "left out of every stream" in output
+
+
+def test_a_dependency_on_a_stream_whose_only_task_is_broken_says_so(project):
+    """Not "depends on unknown stream": the stream is in the plan, its one task's JSON is broken."""
+    taskdb.make_db(project.db)
+    taskdb.add_stream(project.db, "Stream-A", [], 1)
+    broken = taskdb.add_task(project.db, '{"streamId": "Stream-B", "dependencies": ["Stream-A"],}', title="API")
+    taskdb.add_stream(project.db, "Stream-C", ["Stream-B"], 1)
+    taskdb.add_stream(project.db, "Stream-D", ["Stream-Aa"], 1)
+    result = project.orchestrate("start")
+    assert_clean_failure(result, 2)
+    assert "unknown stream 'Stream-B'" not in result.stderr
+    assert (f"Stream 'Stream-C' depends on stream 'Stream-B', whose only task(s) have metadata that cannot be read "
+            f"(task {broken} 'API': its metadata is not valid JSON") in result.stderr
+    assert "Stream 'Stream-D' depends on unknown stream 'Stream-Aa' (did you mean 'Stream-A'?)" in result.stderr
+    assert project.events("start") == []
+    plan = project.orchestrate("plan")
+    assert "whose only task(s) have metadata that cannot be read" in plan.stderr and "did you mean" in plan.stderr
+    status = project.orchestrate("status").stdout
+    assert "error: Stream 'Stream-C' depends on stream 'Stream-B', whose only task(s)" in status
 
 
 def test_unknown_stream_name_for_start(project):

@@ -4,11 +4,13 @@ The same shapes run through the real CLI in tests/contract/test_claude_cli.py.
 """
 
 import math
+import shlex
 
 import pytest
 
 import tests.runtime.runtime_import  # noqa: F401  (puts the runtime on sys.path)
 from _orchestrate_kit.agent import claude as cc  # noqa: E402
+from _orchestrate_kit.agent import events as ev  # noqa: E402
 
 BASE = ["claude", "--print", "--dangerously-skip-permissions", "-p"]
 SESSION = "5b0d3c5e-8a4f-4a7e-9d61-0c2f3b7e1a90"
@@ -151,7 +153,7 @@ def test_the_budget_passed_is_rounded_down_and_replaces_the_streams_own():
 
 
 @pytest.mark.parametrize("option,origin", [
-    ("--bogus", "worker_command in orchestrator.conf"),
+    ("--bogus", "the worker_command setting"),
     ("--max-turns", "task metadata key 'maxTurns'"),
     ("--allowedTools=Edit", "task metadata key 'allowedTools'"),
     ("--verbose", "orchestrate-kit itself (please report it)"),
@@ -196,6 +198,29 @@ def test_preflight_reports_every_problem_with_its_fix():
     assert login.check == "login" and "claude /login" in login.fix and "claude setup-token" in login.fix
     assert root.check == "root" and "--dangerously-skip-permissions" in root.message
     assert "normal user" in root.fix and "IS_SANDBOX=1" in root.fix and "never sets it" in root.fix
+    # The fix is the config command, with the command it would set: orchestrator.conf is never edited.
+    assert "`orchestrate-kit config worker_command 'claude --print -p'`" in root.fix
+    assert "orchestrator.conf" not in root.fix
+
+
+@pytest.mark.parametrize("argv,without", [
+    (["claude", "--print", "--dangerously-skip-permissions", "-p"], "claude --print -p"),
+    (["claude", "-p", "--permission-mode", "bypassPermissions", "--model=opus"], "claude -p --model=opus"),
+    (["claude", "-p", "--permission-mode=bypassPermissions"], "claude -p"),
+])
+def test_the_root_fix_names_the_command_without_its_permission_skipping_flag(argv, without):
+    problem = cc.check_root(argv, 0, {})
+    assert problem is not None and f"worker_command {shlex.quote(without)}`" in problem.fix
+
+
+def test_every_form_of_the_root_refusal_gives_the_same_advice():
+    """The preflight's refusal and the one a worker prints under --no-preflight (a fatal ending)."""
+    preflight_fix = cc.check_root(BASE, 0, {}).fix
+    worker_fix = ev.FIXES[ev.FatalKind.ROOT_REFUSED]
+    for fix in (preflight_fix, worker_fix):
+        assert "normal user" in fix and "orchestrate-kit config worker_command" in fix
+        assert "IS_SANDBOX=1" in fix and "never sets it" in fix
+        assert "orchestrator.conf" not in fix
 
 
 def test_a_command_that_cannot_run_stops_preflight_early():

@@ -36,7 +36,7 @@ def test_location_from_explicit_db_path(tmp_path):
     assert (loc.workspace_id, loc.base_dir) == ("wsX", tmp_path / "base")
 
 
-def test_snapshot_counts_unions_dependencies_and_skips_bad_metadata(tmp_path):
+def test_snapshot_counts_unions_dependencies_and_names_each_task_with_bad_metadata(tmp_path):
     db = taskdb.make_db(tmp_path / "tasks.db")
     taskdb.add_task(db, {"streamId": "A", "streamName": "Foundation"}, "completed")
     taskdb.add_task(db, {"streamId": "A"}, "cancelled")
@@ -44,22 +44,48 @@ def test_snapshot_counts_unions_dependencies_and_skips_bad_metadata(tmp_path):
     taskdb.add_task(db, {"streamId": "B", "streamDependencies": ["C"]}, "pending")
     taskdb.add_task(db, {"streamId": "C"}, "blocked")
     taskdb.add_task(db, {"streamId": "C"}, "pending", archived=1)  # archived: ignored
-    for bad in ("not json", "[1, 2]", '{"streamId": 5}', '{"streamId": "Q", "dependencies": "A"}',
-                '{"streamId": "Q", "dependencies": [null]}', '{"streamId": ""}'):
-        taskdb.add_task(db, bad)
+    bad = {}
+    for text, title in (("not json", "not json"), ("[1, 2]", "a list"), ('{"streamId": 5}', "a number"),
+                        ('{"streamId": "Q", "dependencies": "A"}', "deps text"),
+                        ('{"streamId": "Q", "dependencies": [null]}', "deps null"), ('{"streamId": ""}', "empty")):
+        bad[title] = taskdb.add_task(db, text, title=title)
     taskdb.add_task(db, {})  # a plain task outside any stream: not a warning
     taskdb.add_task(db, None)
     snap = tcc.read_snapshot(db)
     # Q's tasks name their stream but not usable dependencies: Q is kept (it is not complete,
     # and the graph makes it invalid) instead of vanishing or running on guessed dependencies.
     assert list(snap.streams) == ["A", "B", "C", "Q"]
-    assert snap.streams["Q"].malformed == 2 and not snap.streams["Q"].is_complete
+    q = snap.streams["Q"]
+    assert not q.is_complete and q.bad_tasks == (
+        f"task {bad['deps text']} 'deps text': \"dependencies\" is text; it must be a list of stream or task ids",
+        f"task {bad['deps null']} 'deps null': \"dependencies\" holds null; it must hold only stream or task ids")
     a, b, c = (snap.streams[s] for s in "ABC")
     assert a.stream_name == "Foundation" and a.is_complete and a.total == 2
     assert b.dependencies == ("A", "C") and b.counts == {"in_progress": 1, "pending": 1}
-    assert c.total == 1 and not c.is_complete
-    assert snap.malformed_tasks == 6
-    assert "6 task(s)" in snap.warnings()[0]
+    assert c.total == 1 and not c.is_complete and not a.bad_tasks
+    # The four tasks in no stream are each named once, with what is wrong (Q's two are the graph's to report).
+    assert snap.malformed_tasks == 4
+    left_out = {t.title: t for t in snap.bad_tasks}
+    assert sorted(left_out) == ["a list", "a number", "empty", "not json"]
+    assert left_out["not json"].task_id == bad["not json"]
+    assert left_out["not json"].problem.startswith("its metadata is not valid JSON: Expecting value at character 0")
+    assert left_out["a list"].problem == "its metadata is a list, not a JSON object"
+    assert left_out["a number"].problem == '"streamId" is the number 5; it must be a stream id (text)'
+    assert left_out["empty"].problem == '"streamId" is an empty text; it must be a stream id (text)'
+    warnings = snap.warnings()
+    assert len(warnings) == 4 and all("it is left out of every stream" in w for w in warnings)
+    assert f"task {bad['a list']} 'a list': its metadata is a list, not a JSON object" in warnings[1]
+
+
+def test_a_stream_only_broken_tasks_name_is_unreadable_not_unknown(tmp_path):
+    """Broken JSON still shows which stream it meant: a dependency on it says so, with the task."""
+    db = taskdb.make_db(tmp_path / "tasks.db")
+    broken = taskdb.add_task(db, '{"streamId": "Stream-B" "dependencies": []}', title="Build the API")
+    snap = tcc.read_snapshot(db)
+    assert snap.streams == {} and snap.bad_tasks[0].names_stream == "Stream-B"
+    assert snap.unreadable() == {"Stream-B": (
+        f"task {broken} 'Build the API': its metadata is not valid JSON: Expecting ',' delimiter at character 24",)}
+    assert "it seems to belong to stream 'Stream-B', which is left without it" in snap.warnings()[0]
 
 
 def test_snapshot_is_one_query(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """lifecycle: every transition, back-off and budgets, holds, adoption, and the saved table. Pure, fake clock."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -311,3 +312,57 @@ def test_a_fatal_error_seen_while_the_run_was_already_stopping_the_worker_spends
     held = step(step(running(attempt=1), lc.StopRequested(S.HELD, lc.USER_STOP, deadline=110.0)),
                 lc.Exited("code 1", False, "Not logged in", "fatal"))
     assert held.state is S.HELD  # your stop still holds
+
+
+def test_each_attempt_adds_its_turns_and_tokens_to_the_row_and_they_survive_the_saved_table(tmp_path):
+    life = step(running(), lc.Exited("code 1", False, "", cost_usd=0.1, turns=3, tokens=1500), now=10)
+    life = step(step(step(life, lc.Spawning(2), now=20), lc.Spawned()), lc.Exited("code 0", True, turns=4, tokens=900))
+    assert (life.turns, life.tokens, round(life.spent_usd, 6)) == (7, 2400, 0.1)
+    path = tmp_path / "run.json"
+    lc.save_table(path, lc.Table(rows={"A": life}))
+    assert lc.load_table(path)[0].rows["A"] == life
+
+
+# ---------------------------------------------------------------- one run after another
+
+ENDED = lc.RunInfo(started_at=1.0, ended_at=9.0, exit_code=1, outcome="nothing more can progress")
+
+
+def test_a_run_cut_short_is_continued_with_its_counts():
+    """No end was saved (the orchestrator was killed): the next start goes on exactly where it was."""
+    rows = {"A": lc.Life(state=S.BACKOFF, attempts=2, failures=2, retry_at=12.0, ran=True),
+            "B": lc.Life(state=S.FAILED, attempts=3, failures=3, reason="why", ran=True)}
+    assert lc.carried_rows(lc.Table(rows=dict(rows), run=lc.RunInfo(started_at=1.0))) == rows
+
+
+def test_after_a_run_that_ended_a_new_run_starts_every_count_afresh():
+    rows = {
+        "done": lc.Life(state=S.COMPLETE, attempts=2, failures=1, ran=True, spent_usd=0.5, turns=6, tokens=900),
+        "failed": lc.Life(state=S.FAILED, attempts=3, failures=3, reason="worker exited with code 1", ran=True),
+        "retrying": lc.Life(state=S.BACKOFF, attempts=1, failures=1, retry_at=50.0, ran=True),
+        "waiting": lc.Life(state=S.WAITING, attempts=1, ran=True, last_exit="signal 15"),  # stopped by `stop`
+    }
+    assert lc.carried_rows(lc.Table(rows=rows, run=ENDED)) == {}  # fresh rows: the tracker says the rest
+
+
+def test_a_new_run_keeps_holds_and_the_merges_still_owed_with_fresh_counts():
+    conflict = ("shared.txt",)
+    rows = {
+        "held": lc.Life(state=S.HELD, attempts=2, failures=1, reason=lc.USER_STOP, ran=True, spent_usd=1.0),
+        "merging": lc.Life(state=S.MERGING, attempts=1, ran=True),
+        "parked": lc.Life(state=S.MERGE_CONFLICT, attempts=2, ran=True, reason="merge conflict in shared.txt",
+                          conflicts=conflict, handed_back=True),
+        "handed back": lc.Life(state=S.READY, attempts=1, ran=True, conflicts=conflict, handed_back=True,
+                               reason="merge conflict handed back to its agent"),
+        "its agent failed it": lc.Life(state=S.FAILED, attempts=3, failures=2, ran=True, conflicts=conflict,
+                                       handed_back=True, reason="worker exited with code 1"),
+        "limited": lc.Life(state=S.RATE_LIMITED, attempts=1, retry_at=80.0, ran=True, session_id="s-1", resume=True),
+    }
+    carried = lc.carried_rows(lc.Table(rows=rows, run=ENDED))
+    assert carried["held"] == lc.Life(state=S.HELD, reason=lc.USER_STOP, ran=True)  # held until `start STREAM`
+    assert carried["merging"] == lc.Life(state=S.MERGING, ran=True)
+    assert carried["parked"] == replace(rows["parked"], attempts=0)  # the user resolves it, then `start STREAM`
+    assert carried["handed back"] == replace(rows["handed back"], attempts=0)  # its agent's turn comes again
+    assert carried["its agent failed it"] == lc.Life(state=S.MERGING, ran=True, conflicts=conflict,
+                                                     handed_back=True)  # merged again: resolved since, or parked
+    assert carried["limited"] == lc.Life(session_id="s-1", resume=True)  # its session continues, a first attempt

@@ -39,11 +39,11 @@ def test_worker_contract_environment_prompt_and_stdin(project):
     start = next(e for e in project.events("start") if e["stream"] == "Stream-B")
     assert start["claudecode"] is False  # CLAUDECODE removed for nested claude
     assert start["stdin_devnull"] is True
-    # Claude Code workers print stream-json, in a session whose id the orchestrator chose; the prompt
-    # follows `--`, so no option can swallow it.
+    # Claude Code workers print stream-json, in a session whose id the orchestrator chose and whose name
+    # is the stream; the prompt follows `--`, so no option can swallow it.
     session = start["argv"][5]
     assert start["argv"] == ["--print", "--dangerously-skip-permissions", "-p", "--output-format=stream-json",
-                             "--verbose", session, "--"]
+                             "--verbose", session, "--name=Stream-B", "--"]
     assert re.fullmatch(r"--session-id=[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", session)
     views = {s["stream_id"]: s for s in project.status()["streams"]}
     assert views["Stream-B"]["session_id"] == session.split("=", 1)[1]

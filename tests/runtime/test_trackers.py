@@ -141,6 +141,17 @@ def test_nothing_found_lists_every_place_tried(tmp_path, proj):
     assert "TASK_DB_PATH" in message and "tc init" in message
 
 
+@pytest.mark.parametrize("workspace", ["ws", None])
+def test_task_db_path_naming_the_file_says_it_must_be_the_folder(tmp_path, proj, workspace):
+    db = taskdb.make_db(tmp_path / "tasks" / "ws" / "tasks.db")
+    env = home_env(tmp_path, TASK_DB_PATH=str(db), **({"WORKSPACE_ID": workspace} if workspace else {}))
+    loc = trackers.locate_tracker(proj, None, "mcp", env)
+    assert not loc.exists
+    message = loc.missing_message()
+    assert f"TASK_DB_PATH names the file {db}, but it must be the folder that holds <workspace>/tasks.db" in message
+    assert f"set TASK_DB_PATH={tmp_path / 'tasks'} and WORKSPACE_ID=ws, or pass --db {db}" in message
+
+
 # ---------------------------------------------------------------- generation 2: finding the file
 
 
@@ -274,6 +285,44 @@ def traced_statements(database):
 
     database._connect = traced
     return statements
+
+
+def test_tasks_with_bad_metadata_are_named_on_both_generations_with_one_more_query(tmp_path, proj):
+    """Each bad task by id and title, once; a stream whose only tasks are unreadable is named by them."""
+    mcp_db = taskdb.diamond(tmp_path / "ws" / "tasks.db")
+    mcp_bad = taskdb.add_task(mcp_db, '{"streamId": "Stream-Q", dependencies: []}', title="Fix the login")
+    mcp_inside = taskdb.add_task(mcp_db, {"streamId": "Stream-B", "streamName": 7}, title="Name it")
+    tc_db = taskdb.tc_diamond(proj)
+    row = taskdb.add_tc_stream_row(tc_db, "Stream-Q")
+    tc_bad = taskdb.add_tc_task(tc_db, "Fix the login", row, metadata="{not json")
+    tc_inside = taskdb.add_tc_task(tc_db, "Name it", None, metadata={"streamId": "Stream-B", "streamName": 7})
+    for database, bad, inside in ((trackers.Database(mcp_db), mcp_bad, mcp_inside),
+                                  (trackers.Database(tc_db), tc_bad, tc_inside)):
+        statements = traced_statements(database)
+        snap = database.snapshot()
+        (task,) = snap.bad_tasks
+        assert (task.task_id, task.title, task.names_stream) == (str(bad), "Fix the login", "Stream-Q")
+        assert task.problem.startswith("its metadata is not valid JSON")
+        assert snap.streams["Stream-B"].bad_tasks == (f"task {inside} 'Name it': \"streamName\" is the number 7; "
+                                                     "it must be text",)
+        assert list(snap.unreadable()) == ["Stream-Q"]
+        reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        assert sum("CAST(" in s for s in reads) == 1  # one query names every bad task
+        snap.streams["Stream-Z"].dependencies += ("Stream-Q",)
+        problems = sg.check_graph(snap.streams, snap.unreadable())
+        assert (f"Stream 'Stream-Z' depends on stream 'Stream-Q', whose only task(s) have metadata that cannot be "
+                f"read (task {bad} 'Fix the login': its metadata is not valid JSON") in problems.messages()[0]
+        assert problems.messages()[1] == (f"Stream 'Stream-B' cannot run until its task is fixed in Task Copilot: "
+                                          f"task {inside} 'Name it': \"streamName\" is the number 7; it must be text")
+
+
+def test_an_unknown_dependency_gets_a_did_you_mean():
+    streams = {"Stream-A": tcc.StreamRecord("Stream-A", "Stream-A", (), {"pending": 1}),
+               "Stream-B": tcc.StreamRecord("Stream-B", "Stream-B", ("Stream-a",), {"pending": 1}),
+               "Stream-C": tcc.StreamRecord("Stream-C", "Stream-C", ("Frontend",), {"pending": 1})}
+    messages = sg.check_graph(streams).messages()
+    assert messages == ["Stream 'Stream-B' depends on unknown stream 'Stream-a' (did you mean 'Stream-A'?)",
+                        "Stream 'Stream-C' depends on unknown stream 'Frontend'"]
 
 
 def test_one_grouped_query_per_snapshot_on_both_generations(tmp_path, proj):

@@ -9,19 +9,10 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
 from tests.support.project import Project, pid_alive
 from tests.support.taskdb import add_stream, add_task, diamond, make_db
 
 DIAMOND = ("Stream-A", "Stream-B", "Stream-C", "Stream-Z")
-
-
-@pytest.fixture
-def repo(tmp_path):
-    proj = Project.create_git(tmp_path)
-    yield proj
-    proj.orchestrate("stop", "--grace", "1", timeout=30)
 
 
 def user_view(proj: Project) -> tuple:

@@ -44,7 +44,7 @@ def demo(*, directory: Path | None, keep: bool, pause: float, refresh: float) ->
     root = _demo_folder(directory)
     try:
         project, env = _set_up(root, pause)
-        code = _run(project, env, refresh)
+        code = _run(project, env, refresh, keep)
         _print_epilogue(root, project, code, keep)
         return code
     finally:
@@ -91,7 +91,10 @@ def _set_up(root: Path, pause: float) -> tuple[Path, dict[str, str]]:
     return project, env
 
 
-def _run(project: Path, env: dict[str, str], refresh: float) -> int:
+LAND_COMMAND = "orchestrate.py land"  # in the orchestrator's last line: how to bring the run's work in
+
+
+def _run(project: Path, env: dict[str, str], refresh: float, keep: bool) -> int:
     """Run the orchestrator in the foreground of the demo, drawing dashboard frames meanwhile."""
     runtime = project / ".claude" / "orchestrator"
     log = project.parent / "orchestrator-output.log"
@@ -112,7 +115,8 @@ def _run(project: Path, env: dict[str, str], refresh: float) -> int:
     frames.draw(final=True)
     output.info("\nWhat the orchestrator said:")
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        output.item(line)
+        if keep or LAND_COMMAND not in line:  # without --keep the project is removed: there is nothing to land
+            output.item(line)
     return proc.returncode
 
 
@@ -161,6 +165,9 @@ def _print_epilogue(root: Path, project: Path, code: int, keep: bool) -> None:
         output.item(f"database:  {root / 'task-copilot' / WORKSPACE / 'tasks.db'}")
         output.item(f"try:       cd {shlex.quote(str(project))} && TASK_DB_PATH={shlex.quote(str(root / 'task-copilot'))} "
                     f"WORKSPACE_ID={WORKSPACE} ./watch-status --once")
+        if code == 0:
+            output.item(f"land:      cd {shlex.quote(str(project))} && python3 .claude/orchestrator/{LAND_COMMAND}"
+                        "   # the streams' work onto the demo project's own branch")
     else:
         output.info("The demo folder was removed (run `orchestrate-kit demo --keep` to explore it).")
     output.info("\nOn a real project:")

@@ -2,7 +2,7 @@
 
 Copies the template's ``.claude/commands/orchestrate.md`` into ``~/.claude/commands/``. The same
 file serves as a project command and a user command: in a project without the orchestrator,
-``/orchestrate start`` installs it (with this CLI, ``uvx`` or ``pipx run``) before starting.
+``/orchestrate start`` installs it with this CLI (never a downloaded one) before starting.
 A command file of the user's own there is never replaced unless ``--force`` says so.
 """
 

@@ -12,7 +12,7 @@ Output: one record per line, fields separated by tabs, the record type first.
     E  missing|unreadable text wide    no readable database: the message, one wrapped line a record
     H  workspace wide database wide clock orchestrator_pid|-
     T  percent done total in_progress pending blocked streams_complete streams workers_running
-       max_finished_total_width max_attempts_width
+       max_finished_total_width max_attempts_width max_label_columns
     S  level|- state finished total attempts|- running_time|- label wide
     D  text wide                       a detail line under the stream before it (what it waits on, ...)
     M  kind text wide                  a note for the foot of the frame; kind is done, warn or hint
@@ -54,8 +54,8 @@ from _orchestrate_kit.trackers.progress import progress_summary_of  # noqa: E402
 
 EXIT_FRAME, EXIT_NO_DATABASE, EXIT_INTERNAL = 0, 1, 70
 MESSAGE_INDENT = 2  # check-streams indents E and M lines by this much
-START_HINT = ("The orchestrator is not running: start it with /orchestrate start "
-              "(or python3 .claude/orchestrator/orchestrate.py start).")
+START_HINT = "The orchestrator is not running: start it with /orchestrate start, or:"
+START_COMMAND = "python3 .claude/orchestrator/orchestrate.py start"  # a line of its own: never broken in two
 
 
 def as_field(escaped: str) -> List[str]:
@@ -154,22 +154,27 @@ def display_order(views: Iterable[StreamView]) -> List[StreamView]:
 def add_report(frame: Frame, report: report_mod.StatusReport, now: float) -> None:
     views = display_order(report.board.views.values())
     orch = report.orchestrator
-    frame.add("H", *frame.text(report.location.workspace_id), *frame.text(str(report.location.path)),
+    frame.add("H", *frame.text(report.location.project_name), *frame.text(str(report.location.path)),
               time.strftime("%H:%M:%S", time.localtime(now)), orch.pid if orch else "-")
     summary = progress_summary_of(report.snapshot)
     running = sum(1 for v in views if v.state is StreamState.RUNNING)
     widest_count = max((len(f"{v.finished}/{v.total}") for v in views), default=3)
     widest_attempts = max((len(str(v.attempts)) for v in views), default=1)
     done = summary.completed_tasks + summary.cancelled_tasks
-    frame.add("T", whole_percent(done, summary.total_tasks), done,
-              summary.total_tasks, summary.in_progress_tasks, summary.pending_tasks, summary.blocked_tasks,
-              summary.completed_streams, summary.total_streams, running, widest_count, widest_attempts)
+    totals = len(frame.lines)
+    widest_label = 0
     for view in views:
-        frame.add_text("S", "-" if view.level is None else view.level, view.state.value, view.finished,
-                       view.total, view.attempts or "-", running_time(view, now), text=stream_label(view))
+        label, wide = frame.text(stream_label(view))
+        widest_label = max(widest_label, len(label) + (wide.count(",") + 1 if wide != "0" else 0))  # columns
+        frame.add("S", "-" if view.level is None else view.level, view.state.value, view.finished,
+                  view.total, view.attempts or "-", running_time(view, now), label, wide)
         detail = detail_of(view, report, now)
         if detail:
             frame.add_text("D", text=detail)
+    frame.add("T", whole_percent(done, summary.total_tasks), done,
+              summary.total_tasks, summary.in_progress_tasks, summary.pending_tasks, summary.blocked_tasks,
+              summary.completed_streams, summary.total_streams, running, widest_count, widest_attempts, widest_label)
+    frame.lines.insert(totals, frame.lines.pop())  # before the rows: the layout needs the widest label
     add_notes(frame, report, views)
 
 
@@ -186,6 +191,7 @@ def add_notes(frame: Frame, report: report_mod.StatusReport, views: List[StreamV
         frame.add_wrapped("M", "done", text=f"All {len(views)} stream(s) complete.")
     elif views and report.orchestrator is None and not any(v.state is StreamState.RUNNING for v in views):
         frame.add_wrapped("M", "hint", text=START_HINT)
+        frame.add_text("M", "hint", text=START_COMMAND)
 
 
 def build_frame(width: int, ascii_only: bool, db: Optional[str]) -> "tuple[Frame, int]":

@@ -21,8 +21,9 @@ class GraphProblems:
 
     cycles: Tuple[Tuple[str, ...], ...] = ()
     unknown: Tuple[Tuple[str, str], ...] = ()  # (stream, missing dependency)
-    malformed: Tuple[Tuple[str, int], ...] = ()  # (stream, tasks whose metadata is unusable)
+    malformed: Tuple[Tuple[str, str], ...] = ()  # (stream, one of its tasks whose metadata is unusable, named)
     conflicts: Tuple[Tuple[str, str], ...] = ()  # (stream, why no worker can run it: its worker options)
+    hints: Tuple[Tuple[str, str], ...] = ()  # (missing dependency, what it is: "did you mean ...", unreadable tasks)
 
     def reasons(self) -> Dict[str, str]:
         """stream id -> why it is invalid."""
@@ -32,9 +33,9 @@ class GraphProblems:
             for sid in cycle:
                 out.setdefault(sid, []).append(text)
         for sid, missing in self.unknown:
-            out.setdefault(sid, []).append(f"depends on unknown stream {missing!r}")
-        for sid, count in self.malformed:
-            out.setdefault(sid, []).append(f"{count} of its task(s) {MALFORMED_TEXT}")
+            out.setdefault(sid, []).append(self._unknown_text(missing))
+        for sid, task in self.malformed:
+            out.setdefault(sid, []).append(f"{task}; fix it in Task Copilot")
         for sid, text in self.conflicts:
             out.setdefault(sid, []).append(text)
         return {sid: "; ".join(texts) for sid, texts in out.items()}
@@ -44,28 +45,58 @@ class GraphProblems:
         wanted = None if streams is None else set(streams)
         lines = ["Circular dependency detected: " + " -> ".join(c + (c[0],))
                  for c in self.cycles if wanted is None or wanted & set(c)]
-        lines += [f"Stream {sid!r} depends on unknown stream {missing!r}"
+        lines += [f"Stream {sid!r} {self._unknown_text(missing)}"
                   for sid, missing in self.unknown if wanted is None or sid in wanted]
-        lines += [f"Stream {sid!r}: {count} task(s) {MALFORMED_TEXT}"
-                  for sid, count in self.malformed if wanted is None or sid in wanted]
+        lines += [f"Stream {sid!r} cannot run until its task is fixed in Task Copilot: {task}"
+                  for sid, task in self.malformed if wanted is None or sid in wanted]
         lines += [f"Stream {sid!r}: {text}" for sid, text in self.conflicts if wanted is None or sid in wanted]
         return lines
 
+    def _unknown_text(self, missing: str) -> str:
+        hint = dict(self.hints).get(missing)
+        if hint and hint.startswith(UNREADABLE):
+            return f"depends on stream {missing!r}, {hint}"
+        return f"depends on unknown stream {missing!r}" + (f" ({hint})" if hint else "")
 
-MALFORMED_TEXT = ("have metadata that is not valid stream metadata (dependencies and streamDependencies "
-                  "must be lists of stream or task ids, streamName text); fix them in Task Copilot")
+
+UNREADABLE = "whose only task(s) have metadata that cannot be read"
 
 
-def check_graph(streams: Mapping[str, StreamRecord]) -> GraphProblems:
-    """Name every cycle (one per strongly connected component) and unknown dependency."""
+def check_graph(streams: Mapping[str, StreamRecord],
+                unreadable: Mapping[str, Tuple[str, ...]] = {}) -> GraphProblems:  # noqa: B006 (never mutated)
+    """Name every cycle (one per strongly connected component), unknown dependency and task with
+    unusable metadata. `unreadable`: streams named only by tasks whose metadata cannot be read
+    (stream -> those tasks, described), so that a dependency on one says so."""
     unknown = tuple(
         (sid, dep) for sid, rec in streams.items() for dep in rec.dependencies if dep not in streams
     )
     edges = {sid: [d for d in rec.dependencies if d in streams] for sid, rec in streams.items()}
     cycles = tuple(_cycle_in(component, edges) for component in _cyclic_components(edges))
-    malformed = tuple((sid, rec.malformed) for sid, rec in streams.items() if rec.malformed)
+    malformed = tuple((sid, task) for sid, rec in streams.items() for task in rec.bad_tasks)
     conflicts = tuple((sid, text) for sid, rec in streams.items() for text in rec.conflicts)
-    return GraphProblems(tuple(sorted(cycles)), unknown, malformed, conflicts)
+    hints = tuple((missing, _hint(missing, streams, unreadable)) for missing in sorted({m for _s, m in unknown}))
+    return GraphProblems(tuple(sorted(cycles)), unknown, malformed, conflicts, tuple(h for h in hints if h[1]))
+
+
+def _hint(missing: str, streams: Mapping[str, StreamRecord], unreadable: Mapping[str, Tuple[str, ...]]) -> str:
+    """What an unknown dependency probably is: a stream whose tasks cannot be read, or a misspelling."""
+    if missing in unreadable:
+        tasks = unreadable[missing]
+        return (f"{UNREADABLE} ({'; '.join(tasks[:3])}{'; ...' if len(tasks) > 3 else ''}); "
+                "fix them in Task Copilot")
+    close = close_matches(missing, streams, 1)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def close_matches(name: str, known: Iterable[str], n: int = 3) -> List[str]:
+    """Known names `name` may be a misspelling of, closest first; a difference of case only comes first."""
+    import difflib  # only for a name that is not known: the dashboard's frames need not load it
+
+    known = list(known)
+    by_case = {k.casefold(): k for k in known}
+    same = [by_case[name.casefold()]] if name.casefold() in by_case and by_case[name.casefold()] != name else []
+    close = difflib.get_close_matches(name.casefold(), list(by_case), n=n)
+    return (same + [by_case[c] for c in close if by_case[c] not in same])[:n]
 
 
 def _cyclic_components(edges: Mapping[str, Sequence[str]]) -> List[List[str]]:
@@ -264,9 +295,10 @@ def build_board(
     now: float = 0.0,
     policy: Policy = Policy(),
     unrunnable: Mapping[str, str] = {},  # noqa: B006 (never mutated); stream -> why no worker can run it
+    unreadable: Mapping[str, Tuple[str, ...]] = {},  # noqa: B006 (never mutated); see check_graph
 ) -> Board:
     """Each stream's graph state, observed into its lifecycle row, as one view per stream."""
-    problems = check_graph(streams)
+    problems = check_graph(streams, unreadable)
     if unrunnable:
         problems = replace(problems, conflicts=problems.conflicts + tuple(sorted(unrunnable.items())))
     invalid = {s: r for s, r in problems.reasons().items() if not streams[s].is_complete}

@@ -66,6 +66,8 @@ class Life:
     complete_since: Optional[float] = None  # running: when the tracker first showed it complete
     ran: bool = False  # a worker of ours ran it: a reopened stream counts as a new attempt
     spent_usd: float = 0.0  # what its ended attempts cost (agent workers that report it)
+    turns: int = 0  # its ended attempts' agent turns (agent workers that report them)
+    tokens: int = 0  # and their tokens, input and output
     session_id: str = ""  # the agent session of its last attempt
     resume: bool = False  # the next attempt continues that session (after a usage limit)
     conflicts: Tuple[str, ...] = ()  # files of a merge conflict handed back or parked (cleared once merged)
@@ -125,6 +127,8 @@ class Exited:
     resume_at: Optional[float] = None
     cost_usd: float = 0.0  # what this attempt cost
     session_id: str = ""
+    turns: int = 0  # this attempt's agent turns and tokens, as its output reported them
+    tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -282,7 +286,7 @@ def _observe(life: Life, seen: StreamState, now: float, policy: Policy) -> Life:
 def _exited(life: Life, event: Exited, now: float, policy: Policy) -> Life:
     life = replace(life, last_exit=event.status, deadline=None, complete_since=None,
                    spent_usd=life.spent_usd + max(event.cost_usd, 0.0), session_id=event.session_id or life.session_id,
-                   resume=False)
+                   resume=False, turns=life.turns + max(event.turns, 0), tokens=life.tokens + max(event.tokens, 0))
     if life.state is StreamState.STOPPING:
         after, reason = life.after_stop, life.reason
         life = replace(life, after_stop=None)
@@ -380,6 +384,30 @@ class Table:
         return self.rows.get(stream_id, Life())
 
 
+def carried_rows(table: Table) -> Dict[str, Life]:
+    """The rows a `start` goes on with. A run cut short (its orchestrator killed: no end saved) is
+    continued as it was: attempts, back-off, failures and all. After a run that ended, a new run
+    begins: every stream's counts start afresh (a failed stream is tried again, reopened work is a
+    first attempt), and only what is still owed is carried over: a hold (until `start STREAM`), a
+    merge not yet made (merging, merge_conflict, check_failed, a conflict handed back) with its
+    files, and a usage-limited session to continue."""
+    if table.run.ended_at is None:
+        return dict(table.rows)
+    carried = {}
+    for sid, life in table.rows.items():
+        owed = replace(life, attempts=0, failures=0, retry_at=None, deadline=None, after_stop=None,
+                       complete_since=None, spent_usd=0.0, turns=0, tokens=0)
+        if life.state is StreamState.HELD or life.state is StreamState.MERGING or life.state in PARKED:
+            carried[sid] = owed
+        elif life.conflicts:  # handed back to its agent: its next attempt, or the merge tried again
+            carried[sid] = replace(owed, state=StreamState.READY if life.state is StreamState.READY
+                                   else StreamState.MERGING, reason=life.reason if life.state is StreamState.READY
+                                   else "")
+        elif life.resume and life.session_id:
+            carried[sid] = Life(session_id=life.session_id, resume=True)
+    return carried
+
+
 def table_to_json(table: Table) -> dict:
     rows = {}
     for sid, life in table.rows.items():
@@ -455,7 +483,7 @@ def _life_from(row: object) -> Optional[Life]:
         after = StreamState(row["after_stop"]) if row.get("after_stop") else None
     except ValueError:
         return None
-    counts = {k: _number(row.get(k, 0), whole=True) for k in ("attempts", "failures")}
+    counts = {k: _number(row.get(k, 0), whole=True) for k in ("attempts", "failures", "turns", "tokens")}
     if None in counts.values():
         return None
     times = {k: _number(row[k]) if row.get(k) is not None else None

@@ -20,8 +20,9 @@ DEFAULT_KEEP = 3  # rotated files kept: <name>.1 (newest) to <name>.3 (oldest)
 _BLOCK = 64 * 1024
 
 
-def tail_lines(path: Path, n: int, block: int = _BLOCK) -> List[str]:
-    """The last `n` lines of a file, read backwards in blocks (memory: those lines plus a block).
+def tail_lines(path: Path, n: int, block: int = _BLOCK, end: Optional[int] = None) -> List[str]:
+    """The last `n` lines of a file, read backwards in blocks (memory: those lines plus a block);
+    with `end`, of its first `end` bytes (what a follower has not yet to print).
 
     Lines end at "\\n"; a "\\r" before it (CRLF) is dropped, and a last line without
     a newline counts as a line. Bytes that are not UTF-8 become U+FFFD.
@@ -31,6 +32,7 @@ def tail_lines(path: Path, n: int, block: int = _BLOCK) -> List[str]:
         return []
     with open(path, "rb") as handle:
         position = handle.seek(0, os.SEEK_END)
+        position = position if end is None else min(position, end)
         ends_with_newline = position > 0 and _byte_before(handle, position) == b"\n"
         needed = n + 1 if ends_with_newline else n  # newlines: one before the first line asked for
         chunks: List[bytes] = []

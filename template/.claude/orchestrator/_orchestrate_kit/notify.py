@@ -28,13 +28,15 @@ from typing import Callable, List, Optional, Tuple
 
 HOOK_TIMEOUT = 30.0
 HOOK_OUTPUT_LIMIT = 64 * 1024  # bytes of one call's output kept in the orchestrator log
-WATCHDOG = Path(__file__).with_name("hook_watchdog.py")
+WATCHDOG = Path(__file__).resolve().with_name("hook_watchdog.py")
 
 
-def hook_argv(command: str) -> Tuple[Optional[List[str]], str]:
-    """The argv of the hook, or None and why it cannot run (a sentence with the fix)."""
+def hook_argv(command: str, cwd: Optional[Path] = None) -> Tuple[Optional[List[str]], str]:
+    """The argv of the hook, or None and why it cannot run (a sentence with the fix). Relative
+    paths are taken from `cwd` (where the hook runs)."""
     text = command.strip()
-    if os.path.isfile(os.path.expanduser(text)):  # `/my hooks/notify.sh`, unquoted: the file it names
+    here = Path(cwd) if cwd is not None else Path.cwd()
+    if (here / os.path.expanduser(text)).is_file():  # `/my hooks/notify.sh`, unquoted: the file it names
         argv = [os.path.expanduser(text)]
     else:
         try:
@@ -43,11 +45,11 @@ def hook_argv(command: str) -> Tuple[Optional[List[str]], str]:
             return None, f"on_event cannot be split into a command ({exc}): check its quotes"
     program = argv[0]
     if os.sep in program:
-        if not os.path.isfile(program):
+        if not (here / program).is_file():
             spaced = " (a path with spaces must be quoted: on_event = '/my hooks/notify.sh' --flag)" \
                 if " " in text else ""
             return None, f"on_event names {program!r}, which is not a file{spaced}"
-        if not os.access(program, os.X_OK):
+        if not os.access(here / program, os.X_OK):
             return None, f"on_event names {program!r}, which is not executable (chmod +x it)"
     elif shutil.which(program) is None:
         return None, f"on_event names {program!r}, which is not a program on PATH"
@@ -60,6 +62,7 @@ class Notifier:
     log: Path
     warn: Callable[[str], None]
     broken: bool = False
+    cwd: Optional[Path] = None  # where the hook runs: the project root, so a relative hook path works
     argv: Optional[List[str]] = field(default=None, repr=False)
 
     def fire(self, event: str, **details: object) -> None:
@@ -67,7 +70,7 @@ class Notifier:
         if not self.command.strip() or self.broken:
             return
         if self.argv is None:
-            self.argv, problem = hook_argv(self.command)
+            self.argv, problem = hook_argv(self.command, self.cwd)
             if self.argv is None:
                 self._give_up(problem)
                 return
@@ -78,7 +81,7 @@ class Notifier:
         try:
             with open(self.log, "ab") as out:
                 subprocess.Popen(watchdog, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+                                 start_new_session=True, cwd=self.cwd)
         except (OSError, ValueError) as exc:
             self._give_up(f"the on_event hook cannot run ({exc})")
 

@@ -3,6 +3,15 @@
 A request is a JSON file written atomically into the state folder's `requests/`,
 announced with SIGUSR1 (and SIGCONT, in case the orchestrator was stopped); the
 orchestrator answers in a `.reply` file beside it. Both ends are here.
+
+The review gate's requests (cli/review.py sends them once the step is in the stream's review
+record, git/gates.py, so they only wake the orchestrator: the record is what it acts on):
+    {"action": "approve", "streams": [STREAM], "commit": SHA}
+        merge exactly SHA (the reviewed commit; `gates.approve` checked the binding)
+    {"action": "reject", "streams": [STREAM], "commit": SHA, "reason": TEXT}
+        hand STREAM back to its agent with TEXT (`gates.review_feedback_text`)
+An orchestrator without gates answers "unknown request 'approve'"; the command then says
+that the next `start` acts on the record.
 Standard library only.
 """
 

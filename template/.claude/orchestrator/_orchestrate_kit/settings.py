@@ -25,6 +25,8 @@ EXIT_OK, EXIT_STUCK, EXIT_USAGE = 0, 1, 2
 # Text settings that take one of a few words.
 CHOICES = {"isolation": ("auto", "worktree", "none"), "conflicts": ("agent", "manual"),
            "tracker": ("auto", "mcp", "tc")}
+CHOICES.update({"merge_gate": ("auto", "review", "pr"), "push": ("none", "integration", "all")})  # gates (issue 20)
+CHOICES["spend_cap_period"] = ("day", "week")  # spend caps across runs (spend.py): a rolling day or week
 
 
 class UserError(Exception):
@@ -76,6 +78,17 @@ class Settings:
     isolation: str = "auto"  # worktree (one git worktree per stream), none (the project root), auto
     merge_check: str = ""  # a shell command run on the merged tree after each stream's merge
     conflicts: str = "agent"  # a merge conflict: agent (handed back to the stream's agent once) or manual
+    # Gates before merge, and the run's branches on a remote (git/gates.py, pull_requests.py, remote.py).
+    merge_gate: str = "auto"  # auto (merge at once), review (wait for `approve`), pr (a draft pull request per stream)
+    push: str = "none"  # none, integration (the integration branch after each merge) or all (and each stream branch)
+    push_remote: str = "origin"  # the git remote that push and merge_gate = pr use
+    merge_check_timeout: float = 30.0  # minutes a merge check may run before it is ended (0 = never)
+    # Spend caps across runs (spend.py), the Claude Code fallback model (agent/claude.py), the hooks' receivers.
+    spend_cap_usd: float = 0.0  # what all runs of this project may spend in the last spend_cap_period (0 = none)
+    spend_cap_period: str = "day"  # day or week, rolling
+    fallback_model: str = ""  # Claude Code workers get --fallback-model with it (empty: none)
+    notify_slack_url: str = ""  # hooks/slack.py posts here (NOTIFY_SLACK_URL in the environment wins)
+    notify_ntfy_url: str = ""  # hooks/ntfy.py publishes to this topic URL (NOTIFY_NTFY_URL wins)
 
     def worker_argv(self) -> List[str]:
         try:
@@ -181,6 +194,8 @@ class Layout:
     run_file = property(lambda self: self.state / "run.json")
     activity_file = property(lambda self: self.state / "activity.json")
     orchestrator_log = property(lambda self: self.logs / "orchestrator.log")
+    journals = property(lambda self: self.state / "journal")  # one <run id>.jsonl per run (journal.py)
+    reports = property(lambda self: self.home / "reports")  # one <run id>.html per run (report/)
 
     def log_for(self, stream_id: str) -> Path:
         return self.logs / f"{file_stem(stream_id)}.log"

@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from .agent.claude import WorkerOptionError, is_claude, parse_worker_options
 from .lifecycle import PARKED, Policy, RunInfo, StreamState, Table, load_table
@@ -113,7 +113,7 @@ def board_for(snapshot: Snapshot, table: Table, workers: Dict[str, PidRecord], s
               now: float) -> Board:
     facts = {sid: WorkerFacts(rec.pid, rec.started_at, rec.attempt) for sid, rec in workers.items()}
     return build_board(snapshot.streams, table.rows, facts, now, policy_of(settings, table.run),
-                       option_problems(snapshot, settings))
+                       option_problems(snapshot, settings), snapshot.unreadable())
 
 
 @dataclass
@@ -129,14 +129,29 @@ class StatusReport:
     notes: List[str] = field(default_factory=list)  # e.g. a damaged saved state that was ignored
     activity: Dict[str, dict] = field(default_factory=dict)  # running workers' agent activity
 
+    places: Dict[str, dict] = field(default_factory=dict)  # stream -> its branch and worktree (worktrees)
+
+    def live_activity(self, stream_id: str) -> dict:
+        """What the running worker of a stream said so far (nothing once it has ended: the saved
+        activity lags the table by up to a couple of seconds)."""
+        view = self.board.views.get(stream_id)
+        return self.activity.get(stream_id, {}) if view is not None and view.pid else {}
+
     def cost_of(self, stream_id: str) -> Optional[float]:
         """What a stream's attempts cost so far (USD), when its workers report it."""
-        live = self.activity.get(stream_id, {}).get("cost_usd")
+        live = self.live_activity(stream_id).get("cost_usd")  # its ended attempts' and the running one's
         spent = self.table.get(stream_id).spent_usd
         if isinstance(live, (int, float)):
-            return float(live)
+            return max(float(live), spent) or None
         return spent or None
-    places: Dict[str, dict] = field(default_factory=dict)  # stream -> its branch and worktree (worktrees)
+
+    def usage_of(self, stream_id: str, key: str) -> Optional[int]:
+        """A stream's agent `turns` or `tokens` so far: its ended attempts' (saved in its row) and
+        the running one's; None when no agent worker of ours has reported any."""
+        live = self.live_activity(stream_id).get(key)
+        live = live if isinstance(live, int) and not isinstance(live, bool) else None
+        saved = getattr(self.table.get(stream_id), key)
+        return None if live is None and not saved else saved + (live or 0)
 
     def to_json(self) -> dict:
         summary = progress_summary_of(self.snapshot)
@@ -148,8 +163,10 @@ class StatusReport:
             "database_notes": list(self.location.notes),
             "orchestrator": {"running": self.orchestrator is not None,
                              "pid": self.orchestrator.pid if self.orchestrator else None},
+            "project": self.location.project_name,
             "run": {**asdict(self.table.run), "cost_usd": round(sum(self.cost_of(s) or 0.0 for s in self.board.views), 6),
-                    "turns": sum(int(a.get("turns") or 0) for a in self.activity.values())},
+                    "turns": sum(self.usage_of(s, "turns") or 0 for s in self.board.views),
+                    "tokens": sum(self.usage_of(s, "tokens") or 0 for s in self.board.views)},
             "summary": asdict(summary),
             "streams": [dict(view_json(v, self), **self.places.get(v.stream_id, NO_PLACE))
                         for v in self.board.views.values()],
@@ -159,7 +176,7 @@ class StatusReport:
 
 
 def view_json(view: StreamView, report: "StatusReport") -> dict:
-    activity = report.activity.get(view.stream_id, {})
+    activity = report.live_activity(view.stream_id)
     life = report.table.get(view.stream_id)
     return {
         "stream_id": view.stream_id,
@@ -178,11 +195,22 @@ def view_json(view: StreamView, report: "StatusReport") -> dict:
         "retry_at": view.retry_at,
         "resume_at": view.retry_at if view.state is StreamState.RATE_LIMITED else None,
         "cost_usd": report.cost_of(view.stream_id),
-        "turns": activity.get("turns"),
+        "turns": report.usage_of(view.stream_id, "turns"),
+        "tokens": report.usage_of(view.stream_id, "tokens"),
         "last_activity": activity.get("last_activity"),
         "last_message": activity.get("last_message") or None,
         "session_id": activity.get("session_id") or life.session_id or None,
     }
+
+
+def as_it_ended(table: Table) -> Table:
+    """The table to show: a run that ended as it ended, except that work reopened since is plainly
+    waiting or ready (the next run's first attempt, not a retry of this one)."""
+    if table.run.ended_at is None:
+        return table
+    rows = {sid: replace(life, ran=False) if life.state is StreamState.COMPLETE else life
+            for sid, life in table.rows.items()}
+    return Table(rows, table.run)
 
 
 def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: Optional[str] = None) -> StatusReport:
@@ -193,7 +221,7 @@ def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: O
     table, notes = load_table(layout.run_file)
     if table.run.max_restarts is not None:  # the budget the run counts with (--max-restarts)
         settings = replace(settings, max_restarts=table.run.max_restarts)
-    board = board_for(snapshot, table, live_workers(layout), settings, time.time())
+    board = board_for(snapshot, as_it_ended(table), live_workers(layout), settings, time.time())
     orchestrator = live_orchestrator(layout)
     activity = load_activity(layout.activity_file) if orchestrator else {}
     return StatusReport(location, snapshot, board, orchestrator, table, layout, notes, activity)
@@ -220,23 +248,34 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def level_order(views: Iterable[StreamView]) -> List[StreamView]:
+    """By dependency level, then id; streams that cannot run (no level) last."""
+    return sorted(views, key=lambda v: (v.level is None, v.level or 0, v.stream_id))
+
+
 def render_status(report: StatusReport) -> str:
     """The plain-text status table."""
     board = report.board
-    lines = [f"Workspace: {printable(report.location.workspace_id)}   Database: {report.location.path}",
-             f"Tracker: {report.location.generation}, database {printable(report.location.how)}"]
-    lines += [f"note: {printable(n)}" for n in report.location.notes]
+    location = report.location
+    lines = [f"{where_line(location)}   Database: {location.path}",
+             f"Tracker: {location.generation}, database {printable(location.how)}"]
+    lines += [f"note: {printable(n)}" for n in location.notes]
     orch = report.orchestrator
     lines.append(f"Orchestrator: running (pid {orch.pid})" if orch else "Orchestrator: not running")
+    if not orch:
+        lines += run_lines(report.table.run)
     lines.append("")
-    rows = [("STREAM", "STATE", "TASKS", "PID", "ATTEMPTS", "NAME")]
-    for view in board.views.values():
+    rows = [("LEVEL", "STREAM", "STATE", "TASKS", "PID", "ATTEMPTS", "COST", "NAME")]
+    for view in level_order(board.views.values()):
+        cost = report.cost_of(view.stream_id)
         rows.append((
+            "-" if view.level is None else str(view.level),
             printable(view.stream_id, 40),
             printable(view.describe(), 60),
             f"{view.finished}/{view.total} ({whole_percent(view.finished, view.total)}%)",
             str(view.pid) if view.pid else "-",
             str(view.attempts),
+            f"${cost:.2f}" if cost else "-",
             printable(view.stream_name, 40) if view.stream_name != view.stream_id else "",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -246,8 +285,32 @@ def render_status(report: StatusReport) -> str:
     for view in board.in_state(*PARKED):  # the table cuts descriptions short: the next step in full
         lines.append(f"{printable(view.stream_id)}: {printable(view.describe())}")
     lines.append(overall_line(report))
-    lines += [f"warning: {w}" for w in report.snapshot.warnings() + report.notes]
+    lines += [f"error: {printable(problem)}" for problem in board.problems.messages()]  # in full, as `plan` says them
+    lines += [f"warning: {printable(w)}" for w in report.snapshot.warnings() + report.notes]
     return "\n".join(lines)
+
+
+def where_line(location: DatabaseLocation) -> str:
+    """Which project's streams these are: the workspace, or with the MCP server's default workspace
+    (a hash of the folder) the project's name, with the hash beside it."""
+    if location.project_name != location.workspace_id:
+        return (f"Project: {printable(location.project_name)} (Task Copilot workspace "
+                f"{printable(location.workspace_id)}, the server's default for this folder)")
+    return f"Workspace: {printable(location.workspace_id)}"
+
+
+def run_lines(run: RunInfo) -> List[str]:
+    """How the last run ended (why nothing runs now), and what the next `start` does."""
+    if not run.started_at:
+        return []
+    began = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started_at))
+    if run.ended_at is None:
+        return [f"Last run: started {began}, cut short (its orchestrator is gone); "
+                "the next `start` continues it with its restart counts"]
+    took = format_duration(run.ended_at - run.started_at)
+    code = f", exit {run.exit_code}" if run.exit_code is not None else ""
+    return [f"Last run: started {began}, ended after {took}{code}: {printable(run.outcome or 'ended')}; "
+            "the next `start` begins a new run (fresh restart budgets)"]
 
 
 def overall_line(report: StatusReport) -> str:

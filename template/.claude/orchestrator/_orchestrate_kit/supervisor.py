@@ -41,6 +41,7 @@ from .lifecycle import (
     StopRequested,
     StreamState,
     Table,
+    carried_rows,
     load_table,
     save_table,
     transition,
@@ -52,6 +53,7 @@ from .names import printable
 from .notify import Notifier
 from .requests import pending_requests
 from .scheduler import Decision, Pace, Spawn, decide
+from .summary import end_of_run
 from .settings import EXIT_OK, EXIT_STUCK, EXIT_USAGE, Layout, Settings, UserError
 from .status import board_for, format_duration, last_log_line, policy_of, write_orchestrator_record
 from .graph import Board
@@ -227,12 +229,14 @@ class Supervisor:
         return life
 
     def _resume(self) -> None:
-        """Continue the saved table (attempts, back-off, holds), adopt live workers, and judge
-        the workers that ended while no orchestrator ran."""
+        """Continue the saved table (attempts, back-off, holds; after a run that ended, what it
+        carries into a new one), adopt live workers, and judge the workers that ended while no
+        orchestrator ran."""
         now = self.clock()
         self.table, warnings = load_table(self.layout.run_file)
         for line in warnings:
             self.say(f"warning: {line}")
+        self.table.rows = carried_rows(self.table)  # a run that ended: a new one, with fresh counts
         self.merger.begin(self.table)  # worktrees: recover, then start or continue the integration branch
         self.policy = policy_of(self.settings, self.table.run)
         if self.table.run.ended_at is not None or not self.table.run.started_at:
@@ -301,7 +305,8 @@ class Supervisor:
             detail = printable(outcome.reason, 200)
         elif outcome.kind is EndKind.FATAL and outcome.fatal is not None:
             self._on_fatal(sid, outcome.fatal)
-        return Exited(status, complete, detail, ending, resume_at, agent.cost_usd or 0.0, agent.session_id or "")
+        return Exited(status, complete, detail, ending, resume_at, agent.cost_usd or 0.0, agent.session_id or "",
+                      agent.turns, agent.input_tokens + agent.output_tokens)
 
     def _read_outputs(self, now: float) -> None:
         """What running workers said since the last turn: a usage limit or a fatal failure acts at once."""
@@ -604,7 +609,8 @@ class Supervisor:
         self.decision = None
         self.merger.stop()  # a running merge check ends; its stream is merged again next start
         live = [sid for sid, life in self.table.rows.items() if life.state in LIVE]
-        self.say(f"stopping {len(live)} worker(s)")
+        if live:  # a fatal error seen as a worker ended leaves none: nothing to announce
+            self.say(f"stopping {len(live)} worker(s)")
         for sid in live:
             if self.table.rows[sid].state is not StreamState.STOPPING:
                 self._stop(sid, StreamState.WAITING, RUN_STOPPING, now, self.stop_grace)
@@ -648,41 +654,7 @@ class Supervisor:
         self.outputs.save_activity(self.layout.activity_file, self._spent(), run.ended_at, force=True)
         self.db.close()
         self.notifier.fire("run_finished", reason=outcome, exit_code=code, cost_usd=sum(self._spent().values()))
-        board = self.board
-        if outcome.startswith("failed: run budget"):
-            self.say(outcome)
-        if board is None or outcome == "stopped by request" or outcome.startswith("stopped: configuration"):
-            return code
-        targets = [v for v in board.views.values() if self.targets is None or v.stream_id in self.targets]
-        if code == EXIT_OK:
-            self.say(f"all {len(targets)} stream(s) complete in {format_duration(run.ended_at - run.started_at)}")
-            hint = self.merger.landing_hint()
-            if hint:
-                self.say(hint)
-            return code
-        self.say("nothing more can progress:")
-        for line in self._summary(board):
+        for line in end_of_run(self.board, self.targets, code == EXIT_OK, outcome,
+                               format_duration(run.ended_at - run.started_at), self.merger.integration_branch):
             self.say(line)
         return code
-
-    def _summary(self, board: Board) -> List[str]:
-        lines = []
-        failed = held = False
-        for view in board.views.values():
-            if self.targets is not None and view.stream_id not in self.targets or view.state is StreamState.COMPLETE:
-                continue
-            text = f"  {printable(view.stream_id)}: {printable(view.describe())}"
-            if view.state is StreamState.FAILED and view.reason:
-                text += f" ({printable(view.reason, 300)})"
-            failed |= view.state is StreamState.FAILED
-            held |= view.state is StreamState.HELD
-            outside = [d for d in view.waiting_on if self.targets is not None and d not in self.targets]
-            if outside:
-                text += " (not part of this run: " + ", ".join(printable(d) for d in outside) + ")"
-            lines.append(text)
-        if failed:
-            lines.append("  next: fix the cause (see `orchestrate.py logs STREAM`), then "
-                         "`orchestrate.py start --retry-failed`")
-        if held:
-            lines.append("  next: `orchestrate.py start STREAM` resumes a stream you stopped")
-        return lines

@@ -102,7 +102,8 @@ def build_spec(view: StreamView, attempt: int, tasks: Sequence[Tuple[str, str, s
     if workspace is not None:
         prompt += workspace_instructions(workspace, integration_branch, conflicts)
     launch = Launch(prompt, stream_json=settings.agent_events, session_id=session_id, resume_session=resume_session,
-                    budget_usd=budget_usd)
+                    budget_usd=budget_usd,
+                    name=view.stream_id, fallback_model=settings.fallback_model or None)
     argv: List[str] = [_clean(a) for a in build_argv(settings.worker_argv(), limits, launch)]
     banner = (f"\n=== orchestrate-kit: {view.stream_id!r} attempt {attempt} at "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")

@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
 from dataclasses import dataclass
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
-from .events import is_session_id
+from .events import SANDBOX_NOTE, is_session_id
 
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
 OPTION_FLAGS = {  # task metadata key -> Claude Code flag
@@ -37,6 +38,7 @@ CONTINUE_PROMPT = ("Continue where you left off: the run was paused (a usage lim
                    "Finish the remaining tasks of this stream, update each one in the tracker and commit your work.")
 MIN_BUDGET_USD = 0.01  # less than a cent left is no budget: the CLI needs a positive amount
 MAX_TURNS = 100_000
+NAME_LENGTH = 200  # characters of a stream id kept as its session's name
 _SKIP_PERMISSIONS = ("--dangerously-skip-permissions", "--allow-dangerously-skip-permissions")
 
 
@@ -193,6 +195,8 @@ class Launch:
     session_id: Optional[str] = None  # start a new session with this id (the orchestrator chose it)
     resume_session: Optional[str] = None  # continue this session instead, with CONTINUE_PROMPT (not a UUID: afresh)
     budget_usd: Optional[float] = None  # budget_left(...) for this attempt
+    name: Optional[str] = None  # the session's display name (`--name`): the stream, for `claude agents` and resume
+    fallback_model: Optional[str] = None  # the install's fallback_model (`--fallback-model`)
 
 
 def build_argv(base: Sequence[str], limits: StreamLimits, launch: Launch) -> List[str]:
@@ -218,6 +222,7 @@ def build_argv(base: Sequence[str], limits: StreamLimits, launch: Launch) -> Lis
     elif launch.session_id is not None:
         argv.append("--session-id=" + _session(launch.session_id))
     argv += limit_flags(limits, launch.budget_usd)
+    argv += session_flags(base, launch)
     argv += ["--", prompt]
     return argv
 
@@ -238,6 +243,19 @@ def limit_flags(limits: StreamLimits, budget_usd: Optional[float] = None) -> Lis
         flags.append(f"--permission-mode={limits.permission_mode}")
     if limits.allowed_tools:
         flags.append("--allowedTools=" + ",".join(limits.allowed_tools))
+    return flags
+
+
+def session_flags(base: Sequence[str], launch: Launch) -> List[str]:
+    """`--name` (the stream as one printable line, bounded: `claude agents` shows it) and `--fallback-model`,
+    unless the install's command sets them."""
+    flags = []
+    name = " ".join("".join(c if c.isprintable() else " " for c in launch.name or "").split())[:NAME_LENGTH]
+    if name and not _has_flag(base, "--name") and "-n" not in base[1:]:
+        flags.append("--name=" + name)
+    model = (launch.fallback_model or "").strip()
+    if model and not _has_flag(base, "--fallback-model"):
+        flags.append("--fallback-model=" + model)
     return flags
 
 
@@ -281,7 +299,7 @@ def option_origin(option: str, base: Sequence[str]) -> str:
     """Where an option the CLI rejected came from, for the fix text."""
     name = option.split("=", 1)[0]
     if _has_flag(base[1:], name):
-        return "worker_command in orchestrator.conf"
+        return "the worker_command setting"
     for key, flag in OPTION_FLAGS.items():
         if flag == name:
             return f"task metadata key {key!r}"
@@ -354,8 +372,8 @@ def preflight(base: Sequence[str], runner: Runner = run_command, euid: Optional[
 def check_runs(program: str, runner: Runner,
                timeout: float = 30.0) -> Tuple[Optional[str], Optional[PreflightProblem]]:
     """`program --version`: its version line, or why it does not run."""
-    fix = ("install it or correct worker_command in orchestrator.conf (the program must be on PATH and "
-           "executable); --no-preflight skips this check for other agent CLIs")
+    fix = ("install it, or correct the worker_command setting with `orchestrate-kit config worker_command '...'` "
+           "(the program must be on PATH and executable); --no-preflight skips this check for other agent CLIs")
     try:
         done = runner([program, "--version"], timeout)
     except OSError as exc:
@@ -402,8 +420,21 @@ def check_root(argv: Sequence[str], euid: int, environ: Mapping[str, str]) -> Op
         flag = "--permission-mode bypassPermissions"
     if flag is None:
         return None
+    without = shlex.join(_without_skipping(argv))
     return PreflightProblem(
         "root", f"running as root with {flag}: Claude Code refuses that flag as root/sudo",
-        f"run the orchestrator as a normal user, or remove {flag} from worker_command in orchestrator.conf "
-        "(inside a real sandbox Claude Code accepts it when you set IS_SANDBOX=1 yourself; "
-        "orchestrate-kit never sets it)")
+        f"run the orchestrator as a normal user, or set a worker command without {flag}: "
+        f"`orchestrate-kit config worker_command {shlex.quote(without)}`; {SANDBOX_NOTE}")
+
+
+def _without_skipping(argv: Sequence[str]) -> List[str]:
+    """The worker command with its permission-skipping flags taken out (for the fix text)."""
+    kept: List[str] = []
+    for arg in argv:
+        if arg in _SKIP_PERMISSIONS or arg == "--permission-mode=bypassPermissions":
+            continue
+        if arg == "bypassPermissions" and kept and kept[-1] == "--permission-mode":
+            kept.pop()
+            continue
+        kept.append(arg)
+    return kept

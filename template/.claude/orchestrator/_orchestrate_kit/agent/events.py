@@ -91,20 +91,26 @@ class FatalKind(str, Enum):
     SPEND_LIMIT = "spend_limit"  # a spend cap or no credit: the user must act, no reset time to wait for
 
 
+# The worker command is a setting: `orchestrate-kit config` changes it (orchestrator.conf is rewritten by upgrades).
+CHANGE_WORKER_COMMAND = "`orchestrate-kit config worker_command '...'`"
+SANDBOX_NOTE = ("inside a real sandbox Claude Code accepts the flag as root when you set IS_SANDBOX=1 yourself "
+                "(orchestrate-kit never sets it)")
 FIXES = {
     FatalKind.NOT_LOGGED_IN: ("log the worker's account in as the user that runs the orchestrator: "
                               "`claude /login` (or `claude setup-token` for a long-lived token), then start again"),
     FatalKind.ROOT_REFUSED: ("Claude Code refuses --dangerously-skip-permissions and --permission-mode "
-                             "bypassPermissions as root: run the orchestrator as a normal user, or remove the flag "
-                             "from worker_command in orchestrator.conf (and permissionMode from task metadata)"),
-    FatalKind.UNKNOWN_OPTION: ("remove or correct that option: it comes from worker_command in orchestrator.conf or "
-                               "from a task's metadata"),
-    FatalKind.BAD_ARGUMENT: ("correct that argument: it comes from worker_command in orchestrator.conf or from a "
-                             "task's metadata"),
+                             "bypassPermissions as root: run the orchestrator as a normal user, or set a worker "
+                             "command without the flag, e.g. `orchestrate-kit config worker_command 'claude --print "
+                             "-p'` (and drop permissionMode bypassPermissions from task metadata); " + SANDBOX_NOTE),
+    FatalKind.UNKNOWN_OPTION: ("remove or correct that option: it comes from the worker_command setting (change it "
+                               f"with {CHANGE_WORKER_COMMAND}) or from a task's metadata"),
+    FatalKind.BAD_ARGUMENT: ("correct that argument: it comes from the worker_command setting (change it with "
+                             f"{CHANGE_WORKER_COMMAND}) or from a task's metadata"),
     FatalKind.NO_PROMPT: ("the worker received no prompt: an option with a list of values (such as --allowedTools "
-                          "in worker_command) swallowed it; write it as --allowedTools=A,B"),
-    FatalKind.NOT_RUNNABLE: ("worker_command in orchestrator.conf names a program that cannot run: install it, "
-                             "put it on PATH or make it executable"),
+                          "in worker_command) swallowed it; write it as --allowedTools=A,B, with "
+                          f"{CHANGE_WORKER_COMMAND}"),
+    FatalKind.NOT_RUNNABLE: ("the worker_command setting names a program that cannot run: install it, put it on "
+                             f"PATH or make it executable, or change it with {CHANGE_WORKER_COMMAND}"),
     FatalKind.SPEND_LIMIT: ("add credit or raise the account's spend limit (claude.ai/settings/usage, or the "
                             "Anthropic Console for an API key), then start again"),
 }

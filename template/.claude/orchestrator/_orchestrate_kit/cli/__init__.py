@@ -120,7 +120,36 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     plan.set_defaults(handler="plan:cmd_plan")
 
     land = sub.add_parser("land", help="bring the finished run's integration branch into your current branch")
+    land.add_argument("--partial", action="store_true",
+                      help="land what is merged although streams of the plan are not complete (their branches "
+                           "and worktrees stay)")
     land.set_defaults(handler="land:cmd_land")
+
+    # The review gate (merge_gate = review): a stream awaiting review is merged only at the commit shown.
+    review = sub.add_parser("review", help="show what a stream awaiting review would merge, and record that commit")
+    review.add_argument("stream", metavar="STREAM", help="a stream in awaiting_review")
+    review.add_argument("--stat", action="store_true", help="the diff stat without the diff")
+    review.add_argument("--json", action="store_true", help="machine-readable output")
+    review.set_defaults(handler="review:cmd_review")
+    approve = sub.add_parser("approve", help="merge exactly the commit `review STREAM` showed (refused if it moved)")
+    approve.add_argument("stream", metavar="STREAM", help="a stream in awaiting_review, reviewed")
+    approve.set_defaults(handler="review:cmd_approve")
+    reject = sub.add_parser("reject", help="hand a stream awaiting review back to its agent, with your reason")
+    reject.add_argument("stream", metavar="STREAM", help="a stream in awaiting_review")
+    reject.add_argument("--reason", required=True, metavar="TEXT", help="why: it goes into the agent's next prompt")
+    reject.set_defaults(handler="review:cmd_reject")
+
+    report = sub.add_parser("report", help="a run's report: a timeline, costs, what each stream did, failures")
+    report.add_argument("run", nargs="?", metavar="RUN", help="a run id from `history` (or the start of one); default: the latest")
+    report.add_argument("--json", action="store_true", help="the report's data as JSON (printed unless --out)")
+    report.add_argument("--out", metavar="FILE", help="write it here (`-` prints it); default: reports/RUN.html")
+    report.set_defaults(handler="report:cmd_report")
+
+    history = sub.add_parser("history", help="this project's past runs: start, length, streams, outcome, cost")
+    history.add_argument("--json", action="store_true", help="machine-readable output")
+    history.add_argument("-n", "--limit", type=non_negative_int, default=20, metavar="N",
+                         help="show the N newest runs (0 = all; default %(default)s)")
+    history.set_defaults(handler="history:cmd_history")
     return parser
 
 

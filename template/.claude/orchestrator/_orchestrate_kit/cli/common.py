@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Iterable, List
 
+from ..graph import close_matches
 from ..lifecycle import load_table
 from ..names import printable
 from ..settings import Layout, UserError
@@ -17,7 +17,7 @@ def unknown_stream_message(names: Iterable[str], known: Iterable[str]) -> str:
     known = list(known)
     parts = []
     for name in names:
-        close = difflib.get_close_matches(name, known, n=3)
+        close = close_matches(name, known)
         parts.append(printable(name) + (f" (did you mean {', '.join(printable(c) for c in close)}?)" if close else ""))
     listed = ", ".join(printable(s) for s in known[:20]) + (", ..." if len(known) > 20 else "")
     return "unknown stream(s): " + "; ".join(parts) + (f". Known: {listed}" if known else "")

@@ -32,12 +32,12 @@ def cmd_logs(args: argparse.Namespace, layout: Layout) -> int:
                 time.sleep(0.2)
         except KeyboardInterrupt:
             return EXIT_OK
-    for line in tail_lines(path, args.lines):
-        print(printable(line))
-    if not args.follow:
-        return EXIT_OK
     with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
+        shown = handle.seek(0, os.SEEK_END)  # the tail is what is there now; -f prints the rest from here
+        for line in tail_lines(path, args.lines, end=shown):
+            print(printable(line), flush=args.follow)
+        if not args.follow:
+            return EXIT_OK
         buffered = ""
         try:
             while True:

@@ -12,7 +12,7 @@ from typing import Dict, List
 from ..agent.claude import preflight
 from ..git import workspaces
 from ..graph import critical_path
-from ..lifecycle import load_table
+from ..lifecycle import carried_rows, load_table
 from ..names import printable
 from ..scheduler import decide
 from ..settings import EXIT_OK, EXIT_STUCK, EXIT_USAGE, Layout, load_settings
@@ -41,6 +41,7 @@ def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
     task_waits = {sid: list(rec.task_waits) for sid, rec in snapshot.streams.items() if rec.task_waits}
     settings = load_settings(layout.config_files())
     table, _ = load_table(layout.run_file)
+    table.rows = carried_rows(table)  # what the next `start` would go on with
     now = time.time()
     board = board_for(snapshot, table, live_workers(layout), settings, now)
     levels: Dict[int, List[str]] = {}
@@ -74,8 +75,8 @@ def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
         if path:
             print(f"Critical path ({len(path)} stream(s) to go): " + " -> ".join(printable(s) for s in path))
         print("Would start now: " + (", ".join(printable(s) for s in ready) or "nothing"))
-        for line in claims:
-            print(f"warning: {line}", file=sys.stderr)
+        for line in snapshot.warnings() + claims:
+            print(f"warning: {printable(line)}", file=sys.stderr)
         for line in problems:
             print(f"error: {printable(line)}", file=sys.stderr)
     return EXIT_USAGE if problems or not board.views else EXIT_OK

@@ -17,7 +17,7 @@ from ..executor.processes import read_pid_file
 from ..agent.claude import preflight
 from ..git import merging, workspaces
 from ..graph import Board
-from ..lifecycle import StreamState, load_table
+from ..lifecycle import StreamState, carried_rows, load_table
 from ..names import printable
 from ..requests import send_request
 from ..scheduler import decide
@@ -77,7 +77,7 @@ def check_before_start(layout: Layout, settings: Settings, args: argparse.Namesp
         raise UserError(
             f"No streams found in Task Copilot database {location.path}. A task belongs to a stream "
             f"when its metadata has a streamId, e.g. {METADATA_EXAMPLE}"
-            + (f" ({snapshot.warnings()[0]})" if snapshot.warnings() else ""))
+            + "".join(f"\n  {printable(line)}" for line in snapshot.warnings()))
     selection = set(args.streams) if args.streams else None
     unknown = sorted((selection or set()) - set(snapshot.streams))
     if unknown:
@@ -87,17 +87,22 @@ def check_before_start(layout: Layout, settings: Settings, args: argparse.Namesp
         raise UserError(clash_message(clashes))
     for line in claim_warnings(snapshot.streams):
         print(f"{PROG}: warning: {line}", file=sys.stderr)
+    if args.detach or args.dry_run:  # a foreground run says them itself, in its log lines
+        for line in snapshot.warnings():
+            print(f"{PROG}: warning: {printable(line)}", file=sys.stderr)
     table, _ = load_table(layout.run_file)
+    table.rows = carried_rows(table)  # what this start goes on with (a new run after one that ended)
     board = board_for(snapshot, table, live_workers(layout), settings, time.time())
     scope = with_dependencies(snapshot.streams, selection) if selection else set(snapshot.streams)
     bad = {s for s in scope if board.views.get(s) and board.views[s].state is StreamState.INVALID}
     if bad:
         raise UserError("the stream graph is invalid; nothing was started:\n  "
-                        + "\n  ".join(printable(m) for m in board.problems.messages(bad)))
+                        + "\n  ".join(printable(m) for m in board.problems.messages(bad)
+                                       + ([] if args.detach or args.dry_run else snapshot.warnings())))
     command = settings.worker_argv()[0]
     if shutil.which(command) is None:
-        raise UserError(f"worker command {command!r} was not found on PATH. Install it, or set "
-                        f"worker_command in {layout.config}")
+        raise UserError(f"worker command {command!r} was not found on PATH. Install it, or set another with "
+                        "`orchestrate-kit config worker_command '...'`")
     if not args.dry_run and not args.no_preflight:
         check_worker_command(settings)
     return location, selection, board

@@ -10,7 +10,6 @@ workspaces.py and every state change goes through lifecycle.transition:
                          their worker left running has ended; the merge check is a
                          subprocess polled here, never waited on
     stop()               at shutdown: end a running check (that stream is merged again next start)
-    landing_hint()       at the end of a complete run: how to land it
 
 Merges are serialised: while a check runs on the merged tree no other stream is
 merged, so a failing check undoes exactly its own merge. With isolation `none`
@@ -23,7 +22,7 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from . import workspaces
 from ..lifecycle import PARKED, CheckFailed, Event, Life, Merged, MergeConflict, StreamState, Table
@@ -246,12 +245,6 @@ class Merger:
             workspaces.stop_merge_check(self.check.running)
             self.check = None
 
-    def landing_hint(self) -> Optional[str]:
-        if self.run is None:
-            return None
-        return (f"every stream's work is on {self.run.integration_branch}; your branch is unchanged. Bring it in "
-                "with: python3 .claude/orchestrator/orchestrate.py land")
-
 
 def _listed(files: Sequence[str]) -> str:
     shown = ", ".join(printable(f, 200) for f in files[:LISTED_FILES])
@@ -275,14 +268,16 @@ def stream_places(root: Path, run: TableRun, stream_ids: Iterable[str]) -> Dict[
     return places
 
 
-def land_run(root: Path, run: TableRun, stream_ids: Iterable[str]) -> List[str]:
-    """Land the run's integration branch into the user's branch; the lines to print. Raises UserError."""
+def land_run(root: Path, run: TableRun, landed: Iterable[str], missing: Mapping[str, str] = {}) -> List[str]:  # noqa: B006
+    """Land the run's integration branch into the user's branch; the lines to print. Raises UserError.
+    `landed`: the streams merged into it, whose branches are tidied away; `missing`: the plan's streams
+    that are not (stream -> its state), whose branches and worktrees are left as they are."""
     found = None if run.integration_branch else workspaces.find_run(root)  # run.json lost: the run is in git
     if not run.integration_branch and found is None:
         raise UserError("nothing to land: no run with worktree isolation has been started here", EXIT_STUCK)
     info = found or RunInfo("worktree", run.integration_branch, run.base)
     try:
-        result = workspaces.land(root, info, stream_ids)
+        result = workspaces.land(root, info, [sid for sid in landed if sid not in missing])
     except WorkspaceError as exc:
         raise UserError(str(exc), EXIT_STUCK) from None
     how = "fast-forwarded" if result.fast_forward else "merged"
@@ -294,4 +289,11 @@ def land_run(root: Path, run: TableRun, stream_ids: Iterable[str]) -> List[str]:
     if result.deleted:
         lines.append(f"Deleted {len(result.deleted)} branch(es) of the run: " + ", ".join(result.deleted))
     lines += [f"Kept {branch}: {printable(why)}" for branch, why in result.kept]
+    branches = set(workspaces.stream_branches(root)) if missing else set()
+    for sid in sorted(missing):
+        kept = [f"its branch {workspaces.stream_branch(sid)}"] if workspaces.stream_branch(sid) in branches else []
+        folder = workspaces.worktree_path(root, sid)
+        kept += [f"its worktree {os.path.relpath(folder, root)}"] if folder.is_dir() else []
+        lines.append(f"Not landed: {printable(sid)} ({printable(missing[sid], 200)})"
+                     + ("; kept for the next run: " + " and ".join(kept) if kept else ""))
     return lines

@@ -45,7 +45,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..executor.processes import TOKEN_VARIABLE, signal_members, token_carriers
+from ..executor.processes import (
+    TOKEN_VARIABLE,
+    PidRecord,
+    group_members,
+    process_start_time,
+    signal_members,
+    token_carriers,
+)
 from ..names import file_stem, printable
 
 WORKTREES = Path(".claude") / "worktrees"
@@ -59,6 +66,7 @@ NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 MIN_GIT = (2, 17)  # git worktree move/remove
 CHECK_OUTPUT_LIMIT = 64_000
 ORPHAN_GRACE = 5.0  # seconds a git orphaned mid-creation gets to end on TERM before KILL
+STOP_CHECK_SECONDS = 5.0  # how long stop_merge_check keeps finding and killing a check's processes
 UNMERGED = {"DD", "AU", "UD", "UA", "DU", "AA", "UU"}
 _GIT_CONTEXT = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
 
@@ -959,12 +967,17 @@ def _nested_repositories(project: Path, worktree: Path, paths: Sequence[str]) ->
             "remove its .git folder and commit them; to add it on purpose, make it a submodule")
 
 
-def merge_stream(project: Path, run: RunInfo, stream_id: str) -> MergeResult:
-    """Commit the stream's leftovers, then merge its branch into the integration branch (--no-ff)."""
+def merge_stream(project: Path, run: RunInfo, stream_id: str, commit: Optional[str] = None) -> MergeResult:
+    """Commit the stream's leftovers, then merge its branch into the integration branch (--no-ff).
+
+    With `commit` (the one a review showed and `approve` bound: git/gates.py) exactly that commit
+    is merged, whatever the branch or its worktree hold now; it must be on the stream's branch,
+    and leftovers are not committed (nobody reviewed them).
+    """
     project = Path(project).resolve()
     notes = tuple(watch_shared_refs(project, run))
     try:
-        result = _merge_stream(project, run, stream_id)
+        result = _merge_stream(project, run, stream_id, commit)
     except WorkspaceError as exc:
         raise WorkspaceError("; ".join((str(exc),) + notes)) from None
     if result.outcome is MergeOutcome.MERGED:
@@ -972,14 +985,14 @@ def merge_stream(project: Path, run: RunInfo, stream_id: str) -> MergeResult:
     return replace(result, notes=notes)
 
 
-def _merge_stream(project: Path, run: RunInfo, stream_id: str) -> MergeResult:
+def _merge_stream(project: Path, run: RunInfo, stream_id: str, commit: Optional[str]) -> MergeResult:
     integ = integration_path(project)
     _integration(run)
-    holding = _holds_taken_stash(project, run, stream_id)
+    holding = _holds_taken_stash(project, run, stream_id) if commit is None else None
     if holding:
         raise WorkspaceError(holding)
     try:
-        committed = commit_leftovers(project, stream_id)
+        committed = commit_leftovers(project, stream_id) if commit is None else False
     except WorkspaceError:
         state = _tree_state(worktree_path(project, stream_id))
         if not state.unmerged:
@@ -989,9 +1002,9 @@ def _merge_stream(project: Path, run: RunInfo, stream_id: str) -> MergeResult:
     _require_clean_integration(project)
     before = _rev(integ, "HEAD")
     branch = "refs/heads/" + stream_branch(stream_id)
-    if not _exists(project, branch):  # it never had a workspace (complete before the run began)
+    if not _exists(project, branch) and commit is None:  # it never had a workspace (complete before the run began)
         return MergeResult(MergeOutcome.MERGED, before, before)
-    stream_tip = _rev(project, branch)
+    stream_tip = _rev(project, branch) if commit is None else _commit_on_branch(project, branch, commit)
     nested = _new_gitlinks(project, f"{before}...{stream_tip}")
     if nested:  # the agent committed them itself
         raise WorkspaceError(_nested_repositories(project, worktree_path(project, stream_id), nested))
@@ -1000,8 +1013,8 @@ def _merge_stream(project: Path, run: RunInfo, stream_id: str) -> MergeResult:
         start = parents[0] if parents[1:] == [stream_tip] else before
         return MergeResult(MergeOutcome.MERGED, start, before, (), committed)
     message = f"Merge stream {printable(stream_id, 200)} ({stream_branch(stream_id)})"
-    done = _git(integ, *_commit_options(project), "merge", "--no-ff", "--no-edit", "-m", message, branch,
-                check=False)
+    done = _git(integ, *_commit_options(project), "merge", "--no-ff", "--no-edit", "-m", message,
+                branch if commit is None else stream_tip, check=False)
     if done.returncode == 0:
         return MergeResult(MergeOutcome.MERGED, before, _rev(integ, "HEAD"), (), committed)
     conflicts = _tree_state(integ).unmerged
@@ -1010,6 +1023,17 @@ def _merge_stream(project: Path, run: RunInfo, stream_id: str) -> MergeResult:
     if not conflicts:
         raise WorkspaceError(f"merging {stream_branch(stream_id)} failed: {_reason(done)}")
     return MergeResult(MergeOutcome.CONFLICT, before, before, conflicts, committed)
+
+
+def _commit_on_branch(project: Path, branch: str, commit: str) -> str:
+    """`commit` as a full id, if it is on `branch` (its tip or an ancestor of it); else WorkspaceError."""
+    name = branch[len("refs/heads/"):]
+    if not _exists(project, branch):
+        raise WorkspaceError(f"branch {name} no longer exists, so commit {commit[:12]} cannot be merged from it")
+    found = _git(project, "rev-parse", "--verify", "-q", commit + "^{commit}", check=False).stdout.strip()
+    if not found or not _is_ancestor(project, found, branch):
+        raise WorkspaceError(f"commit {commit[:12]} is not on {name}; review the stream again")
+    return found
 
 
 def _require_clean_integration(project: Path) -> None:
@@ -1081,6 +1105,8 @@ class RunningCheck:
     process: subprocess.Popen
     log: Path
     offset: int  # where the check's output starts in the log
+    token: str = ""  # in the check's environment (TOKEN_VARIABLE): finds its processes wherever they went
+    started_at: float = 0.0  # time.time() when it started: merge_check_timeout counts from here
 
 
 def start_merge_check(project: Path, command: str, log: Path) -> RunningCheck:
@@ -1089,7 +1115,9 @@ def start_merge_check(project: Path, command: str, log: Path) -> RunningCheck:
     project = Path(project).resolve()
     cwd = integration_path(project) / _prefix(project)
     shell = os.environ.get("SHELL") or "/bin/sh"
+    token = secrets.token_hex(8)
     env = {k: v for k, v in os.environ.items() if k not in _GIT_CONTEXT}
+    env[TOKEN_VARIABLE] = token
     with open(log, "ab") as handle:
         offset = handle.tell()
         try:
@@ -1097,15 +1125,19 @@ def start_merge_check(project: Path, command: str, log: Path) -> RunningCheck:
                                        stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as error:
             raise WorkspaceError(f"cannot run the merge check with {shell}: {error.strerror}") from None
-    return RunningCheck(process, Path(log), offset)
+    return RunningCheck(process, Path(log), offset, token, time.time())
 
 
 def stop_merge_check(check: RunningCheck) -> None:
-    """Kill the check's whole process group (a check has nothing to save) and reap it."""
-    try:
-        os.killpg(check.process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    """Kill the check's whole process tree at once (a check has nothing to save) and reap it: its
+    process group, and (Linux) every process carrying its token, even one in a session of its own."""
+    give_up = time.monotonic() + STOP_CHECK_SECONDS
+    while True:
+        members = sorted(set(group_members(check.process.pid)) | set(token_carriers(check.token)))
+        if not members or time.monotonic() > give_up:
+            break
+        signal_members(members, signal.SIGKILL, check.process.pid)
+        time.sleep(0.01)  # a process forked just before the KILL is found on the next pass
     check.process.wait()
 
 
@@ -1116,10 +1148,7 @@ def merge_check_result(project: Path, check: RunningCheck, timed_out: bool = Fal
     clean for the next merge); ignored build output stays.
     """
     integ = integration_path(Path(project).resolve())
-    with open(check.log, "rb") as handle:  # only the tail: a check may print hundreds of megabytes
-        end = handle.seek(0, os.SEEK_END)
-        handle.seek(max(check.offset, end - 4 * CHECK_OUTPUT_LIMIT))  # 4 bytes at most per character
-        output = handle.read().decode("utf-8", "replace")[-CHECK_OUTPUT_LIMIT:]
+    output = _log_tail(check.log, check.offset, CHECK_OUTPUT_LIMIT)
     if _tree_state(integ).tracked:
         _git(integ, "reset", "--hard", "-q", "HEAD")  # our own worktree
     code = None if timed_out else check.process.returncode
@@ -1137,6 +1166,58 @@ def run_merge_check(project: Path, command: str, timeout: float, log: Path) -> C
         with open(log, "a", encoding="utf-8") as handle:
             handle.write(f"\n[merge check stopped after {timeout:g} s]\n")
         return merge_check_result(project, check, timed_out=True)
+
+
+# A check cannot hang the run: the supervisor asks each turn whether it is overdue (its own clock,
+# no waiting) and ends it with its whole tree; its output is read from the end of the log, so a
+# check that printed 300 MB costs CHECK_OUTPUT_LIMIT characters of memory, not 300 MB.
+
+
+def check_overdue(check: RunningCheck, now: float, timeout: float) -> bool:
+    """Whether a check started at `check.started_at` has run `timeout` seconds by `now` (0: never)."""
+    return timeout > 0 and now - check.started_at >= timeout
+
+
+def end_overdue_check(project: Path, check: RunningCheck, now: float, timeout: float) -> Optional[CheckResult]:
+    """End an overdue check with its whole process tree and say so in the stream's log; its result
+    (timed_out, with the output it printed), or None while it is within its time."""
+    if not check_overdue(check, now, timeout):
+        return None
+    stop_merge_check(check)
+    try:
+        with open(check.log, "a", encoding="utf-8") as handle:
+            handle.write(f"\n[merge check {check_timeout_text(timeout)}; it and every process it started "
+                         "were ended]\n")
+    except OSError:
+        pass  # the result still says it timed out
+    return merge_check_result(project, check, timed_out=True)
+
+
+def merge_check_record(check: RunningCheck, label: str = "merge-check") -> PidRecord:
+    """A pid record of the running check (pid, start time, token) to write in the state folder with
+    executor/processes.py's write_pid_file (not in pids/, which holds the workers'): an orchestrator
+    killed during a check leaves it behind, and the next start ends what is left of that check with
+    `signal_worker(record, SIGKILL)` before it recovers the integration worktree."""
+    pid = check.process.pid
+    return PidRecord(pid, process_start_time(pid) or "", label, 0, check.started_at, check.token)
+
+
+def check_timeout_text(timeout: float) -> str:
+    """"timed out after 30 min": for the log, the stream's reason and the message."""
+    if timeout < 60:
+        return f"timed out after {timeout:g} s"
+    if timeout < 3600:
+        return f"timed out after {timeout / 60:.3g} min"
+    return f"timed out after {timeout / 3600:.3g} h"
+
+
+def _log_tail(path: Path, offset: int, limit: int) -> str:
+    """The last `limit` characters written to `path` after `offset`, reading at most 4 bytes each."""
+    with open(path, "rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        start = max(offset, end - 4 * limit)
+        handle.seek(start)
+        return handle.read(end - start).decode("utf-8", "replace")[-limit:]
 
 
 def undo_merge(project: Path, run: RunInfo, before: str) -> None:

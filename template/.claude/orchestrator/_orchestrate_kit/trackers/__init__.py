@@ -23,6 +23,7 @@ from . import tc as tracker_tc
 from .snapshot import (  # noqa: F401  (the names the rest of the runtime imports from here)
     BUSY_TIMEOUT_SECONDS,
     FINISHED_STATUSES,
+    BadTask,
     TASK_STATUSES,
     WORKER_OPTION_KEYS,
     DatabaseBusy,
@@ -62,8 +63,23 @@ class TrackerLocation:
     def exists(self) -> bool:
         return self.path.is_file()
 
+    @property
+    def project_name(self) -> str:
+        """What to call these streams' project in a title: the workspace, except for the MCP
+        server's default workspace, a hash of the folder, where the folder's name says more."""
+        if self.generation == "mcp" and self.workspace_id == tracker_mcp.md5_workspace(
+                tracker_mcp.server_folder(self.project_root)):
+            return self.project_root.name
+        return self.workspace_id
+
     def missing_message(self) -> str:
         """Why no database was found: every place tried, and how to point at one."""
+        base = self.base_dir
+        if self.generation == "mcp" and base is not None and (base.is_file() or base.suffix == ".db"):
+            return (f"No Task Copilot database found: TASK_DB_PATH names the file {base}, but it must be the "
+                    "folder that holds <workspace>/tasks.db (the server opens $TASK_DB_PATH/$WORKSPACE_ID/tasks.db)."
+                    f" For that file set TASK_DB_PATH={base.parent.parent} and WORKSPACE_ID={base.parent.name}, "
+                    f"or pass --db {base}. Looked at: {'; '.join(self.tried)}")
         return (f"No Task Copilot database found. Looked at: {'; '.join(self.tried)}. Point at yours with "
                 "--db PATH; for the Task Copilot MCP server with TASK_DB_PATH (the folder that holds "
                 "<workspace>/tasks.db) and WORKSPACE_ID, in the environment or .mcp.json; for tc, run "
@@ -236,7 +252,7 @@ class Database:
             conn.execute("BEGIN")
             try:
                 snap = build_snapshot(queries.rows(conn), lambda ids: queries.lookup(conn, ids),
-                                      lambda: queries.cross_waits(conn))
+                                      lambda: queries.cross_waits(conn), lambda texts: queries.tasks_with(conn, texts))
                 version = conn.execute("PRAGMA data_version").fetchone()[0]
             finally:
                 conn.execute("COMMIT")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .snapshot import FINISHED_STATUSES, TaskRef, chunks
+from .snapshot import FINISHED_STATUSES, BadRow, TaskRef, as_bytes, chunks
 
 SERVER_KEY = "task-copilot"
 SETTINGS = ("TASK_DB_PATH", "WORKSPACE_ID")
@@ -233,6 +233,17 @@ class Queries:
 
     def cross_waits(self, conn: sqlite3.Connection) -> Iterable:
         return ()
+
+    def tasks_with(self, conn: sqlite3.Connection, texts: List[str]) -> List[BadRow]:
+        """(id, title, metadata, -, -) of the live tasks whose metadata is one of these texts (compared
+        as bytes: a text that is not UTF-8 must match too)."""
+        archived = "AND COALESCE(archived, 0) = 0" if self.has_archived else ""
+        found: List[BadRow] = []
+        for part in chunks(texts):
+            sql = (f"SELECT id, title, metadata, NULL, NULL FROM tasks WHERE CAST(metadata AS BLOB) IN "
+                   f"({','.join('?' * len(part))}) {archived}")
+            found += conn.execute(sql, [as_bytes(t) for t in part]).fetchall()
+        return found
 
     def stream_tasks(self, conn: sqlite3.Connection, stream_id: str) -> List[Tuple[str, str, str]]:
         archived = "AND COALESCE(archived, 0) = 0" if self.has_archived else ""

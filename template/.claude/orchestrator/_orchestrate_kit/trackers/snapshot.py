@@ -9,13 +9,19 @@ options}); generation 2 also links tasks to a `streams` row. An adapter
     grouped rows  (metadata, row name, row status, task status, count)
     references    task id -> TaskRef, for dependency entries that name no stream
     cross waits   (waiting task's TaskRef, depended-on task's TaskRef) still open
+    bad tasks     (id, title, metadata, row name, row status) of the tasks whose metadata text
+                  is unusable: only asked for when there are some, to name each one
 
-Each distinct metadata text is parsed once (`classify`).
+Each distinct metadata text is parsed once (`classify`), and says what is wrong with it.
+A task with unusable metadata is reported once: inside a stream it makes that stream invalid
+(`StreamRecord.bad_tasks`, reported by the graph); in no stream it is left out of the plan
+(`Snapshot.bad_tasks`, a warning), and a stream only such tasks name is `unreadable`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +56,7 @@ class StreamRecord:
     stream_name: str
     dependencies: Tuple[str, ...]  # stream ids, plus entries that name no stream or task (the graph reports them)
     counts: Dict[str, int] = field(default_factory=dict)
-    malformed: int = 0  # its tasks whose other metadata is unusable (counted in `counts` too)
+    bad_tasks: Tuple[str, ...] = ()  # its tasks whose other metadata is unusable, each named (counted in `counts` too)
     task_waits: Tuple[str, ...] = ()  # unfinished tasks of other streams (or none) it waits on
     paused: bool = False  # generation 2: its `streams` row is paused (shown, not started)
     worker_options: Dict[str, object] = field(default_factory=dict)  # raw metadata values, see WORKER_OPTION_KEYS
@@ -73,21 +79,60 @@ class StreamRecord:
         return self.counts.get(status, 0)
 
 
+@dataclass(frozen=True)
+class BadTask:
+    """A task whose metadata cannot be used, and what is wrong with it."""
+
+    task_id: str
+    title: str
+    problem: str  # "its metadata is not valid JSON (...)", "its dependencies must be ...", ...
+    stream_id: Optional[str] = None  # the stream it is counted in (it makes that stream invalid)
+    names_stream: Optional[str] = None  # in no stream: the streamId its metadata seems to give
+
+    def describe(self) -> str:
+        return f"task {self.task_id} {self.title!r}: {self.problem}"
+
+
+BAD_TASKS_LISTED = 20  # warning lines before "and N more"
+
+
 @dataclass
 class Snapshot:
-    """All streams at one moment, plus what was skipped on the way."""
+    """All streams at one moment, plus the tasks left out of them (their metadata is unusable)."""
 
     streams: Dict[str, StreamRecord]
-    malformed_tasks: int = 0
+    bad_tasks: Tuple[BadTask, ...] = ()  # in no stream: left out of the plan
     data_version: Tuple[int, ...] = ()
 
+    @property
+    def malformed_tasks(self) -> int:
+        """How many tasks were left out of every stream."""
+        return len(self.bad_tasks)
+
     def warnings(self) -> List[str]:
-        if not self.malformed_tasks:
-            return []
-        return [
-            f"skipped {self.malformed_tasks} task(s) whose metadata is not valid stream "
-            "metadata (needs a JSON object with a string streamId and list dependencies)"
-        ]
+        """One line per task left out, naming it and what to fix."""
+        lines = []
+        for task in self.bad_tasks[:BAD_TASKS_LISTED]:
+            named = task.names_stream
+            where = (f"it seems to belong to stream {named!r}, which is left without it" if named
+                     else "it is left out of every stream")
+            lines.append(f"{task.describe()}; {where}: fix its metadata in Task Copilot "
+                         f"(e.g. {METADATA_SHAPE})")
+        left = len(self.bad_tasks) - BAD_TASKS_LISTED
+        if left > 0:
+            lines.append(f"and {left} more task(s) whose metadata is not valid stream metadata")
+        return lines
+
+    def unreadable(self) -> Dict[str, Tuple[str, ...]]:
+        """Streams no readable task has, named only by tasks left out: stream id -> those tasks."""
+        out: Dict[str, List[str]] = {}
+        for task in self.bad_tasks:
+            if task.names_stream and task.names_stream not in self.streams:
+                out.setdefault(task.names_stream, []).append(task.describe())
+        return {sid: tuple(texts) for sid, texts in out.items()}
+
+
+METADATA_SHAPE = '{"streamId": "Stream-B", "dependencies": ["Stream-A"]}'
 
 
 def percentage(done: int, total: int) -> float:
@@ -114,12 +159,15 @@ class Meta(NamedTuple):
     stream_name: Optional[str]
     dependencies: Tuple[str, ...]
     options: Tuple[Tuple[str, str, object], ...]  # (key, canonical JSON, raw value)
-    problem: bool  # unusable (bad JSON, bad streamId, dependencies not a list, ...)
+    problem: str  # what makes it unusable (bad JSON, bad streamId, dependencies not a list, ...); "" if nothing
     claims_stream: bool  # not a plain task: it has a streamId key, or is not a JSON object at all
     files: Tuple[str, ...] = ()  # its `files` metadata (text entries only; anything else is ignored)
+    names_stream: Optional[str] = None  # unusable metadata: the streamId it seems to give, for the messages
 
 
-_PLAIN = Meta(None, None, (), (), False, False)
+_PLAIN = Meta(None, None, (), (), "", False)
+# A streamId in text that is not JSON (a missing comma, a stray quote elsewhere): for the message only.
+_STREAM_ID_TEXT = re.compile(r'"streamId"\s*:\s*"([^"\\]{1,200})"')
 
 
 def _decode(raw: bytes) -> str:
@@ -153,30 +201,64 @@ def _dependency_list(value: object) -> Optional[List[str]]:
     return out
 
 
+def _kind(value: object) -> str:
+    """A JSON value's kind, for a message: 'the number 5', 'an empty text', 'a list', ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the value {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return "an empty text" if not value else "text that is not valid UTF-8" if not _is_text(value) else "text"
+    return {list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _dependency_problem(key: str, value: object) -> str:
+    if isinstance(value, list):
+        bad = next(item for item in value if not (isinstance(item, int) and not isinstance(item, bool)
+                                                  or isinstance(item, str) and item and _is_text(item)))
+        return f'"{key}" holds {_kind(bad)}; it must hold only stream or task ids'
+    return f'"{key}" is {_kind(value)}; it must be a list of stream or task ids'
+
+
+def _unusable(problem: str, sid: Optional[str] = None, names: Optional[str] = None,
+              options: Tuple[Tuple[str, str, object], ...] = ()) -> Meta:
+    return Meta(sid, None, (), options, problem, True, (), names if names and _is_text(names) else None)
+
+
 def classify(text: Optional[str]) -> Meta:
-    """Parse one task's metadata text; never raises."""
+    """Parse one task's metadata text; never raises. An unusable one says what is wrong with it."""
     if text is None or text.strip() in ("", "null"):
         return _PLAIN
     try:
         meta = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
-        return Meta(None, None, (), (), True, True)
+    except ValueError as exc:
+        found = _STREAM_ID_TEXT.search(text)
+        where = f": {exc.msg} at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
+        return _unusable(f"its metadata is not valid JSON{where}", names=found.group(1) if found else None)
+    except RecursionError:  # nested deeper than Python's stack
+        return _unusable("its metadata is nested too deeply to read")
     if not isinstance(meta, dict):
-        return Meta(None, None, (), (), True, True)
+        return _unusable(f"its metadata is {_kind(meta)}, not a JSON object")
     claims = "streamId" in meta
     sid = meta.get("streamId")
     if claims and not (isinstance(sid, str) and sid and _is_text(sid)):
-        return Meta(None, None, (), (), True, True)
-    deps = _dependency_list(meta.get("dependencies"))
-    more = _dependency_list(meta.get("streamDependencies"))
-    name = meta.get("streamName")
+        return _unusable(f'"streamId" is {_kind(sid)}; it must be a stream id (text)')
     options = tuple((key, json.dumps(meta[key], sort_keys=True), meta[key])
                     for key in WORKER_OPTION_KEYS if key in meta)
-    if deps is None or more is None or not (name is None or isinstance(name, str)):
-        return Meta(sid, None, (), options, True, claims)
+    problems = [_dependency_problem(key, meta.get(key)) for key in ("dependencies", "streamDependencies")
+                if _dependency_list(meta.get(key)) is None]
+    name = meta.get("streamName")
+    if not (name is None or isinstance(name, str)):
+        problems.append(f'"streamName" is {_kind(name)}; it must be text')
+    if problems:
+        return _unusable("; ".join(problems), sid, options=options)._replace(claims_stream=claims)
+    deps = _dependency_list(meta.get("dependencies")) or []
+    more = _dependency_list(meta.get("streamDependencies")) or []
     files = meta.get("files")
     claimed = tuple(f for f in files if isinstance(f, str) and f and _is_text(f)) if isinstance(files, list) else ()
-    return Meta(sid, name if name and _is_text(name) else None, tuple(deps) + tuple(more), options, False, claims,
+    return Meta(sid, name if name and _is_text(name) else None, tuple(deps) + tuple(more), options, "", claims,
                 claimed)
 
 
@@ -212,7 +294,7 @@ class _Fold:
         self.conflicts: Dict[str, List[str]] = {}
         self.files: Dict[str, Set[str]] = {}
         self.parsed: Dict[Optional[str], Meta] = {}
-        self.malformed = 0
+        self.bad_texts: Set[str] = set()  # unusable metadata texts of tasks we count: each task is named later
 
     def meta(self, text: Optional[str]) -> Meta:
         if text not in self.parsed:
@@ -226,8 +308,8 @@ class _Fold:
         if sid == _ARCHIVED:
             return
         if sid is None:
-            if meta.problem and meta.claims_stream:
-                self.malformed += n  # belongs to no stream we can name: skipped, with the warning
+            if meta.problem and meta.claims_stream and metadata is not None:
+                self.bad_texts.add(metadata)  # belongs to no stream we can name: left out, with a warning
             return
         record = self.streams.get(sid)
         if record is None:
@@ -241,8 +323,8 @@ class _Fold:
             record.stream_name = name
         self._add_options(sid, meta.options)
         if meta.problem:
-            record.malformed += n
-            self.malformed += n
+            if metadata is not None:
+                self.bad_texts.add(metadata)  # counted in its stream, which it makes invalid
             return
         self.dependencies[sid].update(meta.dependencies)
         if meta.files:
@@ -263,16 +345,22 @@ def _id_order(task_id: str) -> Tuple:
     return (0, int(task_id), "") if task_id.isdigit() else (1, 0, task_id)
 
 
+BadRow = Tuple[object, Optional[str], Optional[str], Optional[str], Optional[str]]  # id, title, metadata, row
+
+
 def build_snapshot(
     rows: Iterable[Sequence],
     lookup: Callable[[List[str]], Dict[str, TaskRef]],
     cross_waits: Callable[[], Iterable[Tuple[str, TaskRef, TaskRef]]] = lambda: (),
+    tasks_with: Callable[[List[str]], Iterable[BadRow]] = lambda _texts: (),
 ) -> Snapshot:
     """Fold grouped rows into streams; resolve dependency entries into streams, task waits or unknowns.
 
     rows: (metadata, row name, row status, task status, count). lookup: task id -> TaskRef for
     entries that name no stream (one small query). cross_waits: (depended-on task id, waiting
     task, depended-on task) for open task-level dependencies (generation 2's task_dependencies).
+    tasks_with: (id, title, metadata, row name, row status) of the tasks with these metadata texts,
+    asked only when some text is unusable, so that each such task is named.
     """
     fold = _Fold()
     for metadata, row_name, row_status, status, n in rows:
@@ -295,13 +383,33 @@ def build_snapshot(
         owner = stream_of(fold.meta(target.metadata), target.row_name, target.row_status)
         if sid in streams and owner not in (sid, _ARCHIVED) and not target.finished:
             waits[sid].add(dep_id)
+    left_out, inside = _bad_tasks(fold, tasks_with(sorted(fold.bad_texts)) if fold.bad_texts else ())
     for sid, record in streams.items():
         record.dependencies = tuple(sorted(fold.dependencies[sid]))
         record.task_waits = tuple(sorted(waits[sid], key=_id_order))
         record.worker_options = {key: raw for key, (_canonical, raw) in fold.options[sid].items()}
         record.conflicts = tuple(fold.conflicts.get(sid, ()))
         record.files = tuple(sorted(fold.files.get(sid, ())))
-    return Snapshot({sid: streams[sid] for sid in sorted(streams)}, fold.malformed)
+        record.bad_tasks = tuple(task.describe() for task in inside.get(sid, ()))
+    return Snapshot({sid: streams[sid] for sid in sorted(streams)}, tuple(left_out))
+
+
+def _bad_tasks(fold: _Fold, found: Iterable[BadRow]) -> Tuple[List[BadTask], Dict[str, List[BadTask]]]:
+    """Each task with unusable metadata, once: left out of every stream, or inside its stream."""
+    left_out: List[BadTask] = []
+    inside: Dict[str, List[BadTask]] = {}
+    for task_id, title, metadata, row_name, row_status in sorted(found, key=lambda r: _id_order(str(r[0]))):
+        meta = fold.meta(metadata)
+        sid = stream_of(meta, row_name, row_status)
+        if not meta.problem or sid == _ARCHIVED:
+            continue
+        # In no stream: the stream its broken text names, or (tc) the streams row it is linked to.
+        task = BadTask(str(task_id), title or "", meta.problem, sid, meta.names_stream or row_name)
+        if sid in fold.streams:
+            inside.setdefault(sid, []).append(task)
+        elif sid is None and meta.claims_stream:
+            left_out.append(task)
+    return left_out, inside
 
 
 # ---------------------------------------------------------------- connections
@@ -324,6 +432,11 @@ def translate(exc: sqlite3.DatabaseError, path: Path) -> DatabaseError:
     if "no such function: json" in text:
         return DatabaseError("this Python's SQLite has no JSON support (SQLite 3.38+ or the JSON1 extension is needed)")
     return DatabaseError(f"cannot read Task Copilot database {path}: {text}")
+
+
+def as_bytes(text: str) -> bytes:
+    """A text read through `connect_readonly` as the bytes the database holds."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:

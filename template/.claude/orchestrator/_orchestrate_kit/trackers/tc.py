@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .snapshot import FINISHED_STATUSES, TaskRef, chunks, connect_readonly
+from .snapshot import FINISHED_STATUSES, BadRow, TaskRef, as_bytes, chunks, connect_readonly
 
 DB_PARTS = (".copilot", "tasks.db")
 REQUIRED_TABLES = ("tasks", "streams", "task_dependencies")
@@ -102,6 +102,15 @@ class Queries:
     def cross_waits(self, conn: sqlite3.Connection) -> Iterable[Tuple[str, TaskRef, TaskRef]]:
         return [(str(dep_id), TaskRef(t_meta, t_name, t_status, False), TaskRef(d_meta, d_name, d_status, False))
                 for dep_id, t_meta, t_name, t_status, d_meta, d_name, d_status in conn.execute(_CROSS_WAITS_SQL)]
+
+    def tasks_with(self, conn: sqlite3.Connection, texts: List[str]) -> List[BadRow]:
+        """(id, title, metadata, streams row name, its status) of the tasks whose metadata is one of these."""
+        found: List[BadRow] = []
+        for part in chunks(texts):
+            sql = ("SELECT t.id, t.title, t.metadata, s.name, s.status FROM tasks t LEFT JOIN streams s "
+                   f"ON s.id = t.stream_id WHERE CAST(t.metadata AS BLOB) IN ({','.join('?' * len(part))})")
+            found += conn.execute(sql, [as_bytes(t) for t in part]).fetchall()
+        return found
 
     def stream_tasks(self, conn: sqlite3.Connection, stream_id: str) -> List[Tuple[str, str, str]]:
         sql = (f"SELECT t.id, t.title, t.status FROM tasks t LEFT JOIN streams s ON s.id = t.stream_id "

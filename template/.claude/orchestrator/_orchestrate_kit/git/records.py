@@ -1,0 +1,46 @@
+"""Small per-stream JSON records under the state folder, each replaced atomically: review decisions, pull request links.
+
+One file per stream, named by `names.file_stem`, so any stream id gets its own file inside
+the folder. A reader sees the old record or the new one, never half of one; a record it
+cannot use (missing, damaged, hand-edited into another stream's) reads as none. They live
+in the state folder (inside the git directory), where an agent's `git clean` cannot reach
+them, so they survive an orchestrator restart. Standard library only, Python 3.9+.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..names import file_stem
+
+
+def record_path(folder: Path, stream_id: str) -> Path:
+    return Path(folder) / f"{file_stem(stream_id)}.json"
+
+
+def save_record(folder: Path, stream_id: str, data: Dict[str, Any]) -> None:
+    """Write the stream's record (its `stream_id` included) through a temporary file. Raises OSError."""
+    path = record_path(folder, stream_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(dict(data, stream_id=stream_id), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_record(folder: Path, stream_id: str) -> Optional[Dict[str, Any]]:
+    """The stream's record, or None when there is none it can use."""
+    try:
+        data = json.loads(record_path(folder, stream_id).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("stream_id") == stream_id else None
+
+
+def remove_record(folder: Path, stream_id: str) -> None:
+    try:
+        record_path(folder, stream_id).unlink()
+    except FileNotFoundError:
+        pass

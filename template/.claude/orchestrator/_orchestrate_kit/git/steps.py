@@ -1,0 +1,98 @@
+"""The gate, push and pull request steps by name, with JSON in and out: how the loop runs them as child processes.
+
+The orchestrator's loop never waits on git or a network. It starts a step as a short child
+process with a deadline of its own and reads its answer when it has exited:
+
+    python3 -m _orchestrate_kit.git.steps < {"step": "push", "args": {...}}     (cwd: the runtime folder)
+    -> one JSON object on stdout: the step's result, or {"error": "one line"}
+
+`run_step(name, args)` is the same in-process (for tests and for `start`'s checks). Every
+step takes plain JSON arguments (paths as strings) and returns a JSON object; none raises for
+a problem of git, gh or the remote. The steps:
+
+    check_remote        {"project", "remote"}                       -> {"problem": text or null}
+    gh_problem          {"project", "remote"}                       -> {"problem": text or null}
+    push                {"project", "branches", "remote"}           -> {"pushes": [PushResult...]}
+    fetch               {"project", "branch", "remote"}             -> FetchResult
+    open_pull_request   {"project", "state", "stream_id", "branch", "base", "remote", "title", "body"} -> Opened
+    pull_request_state  {"project", "url"}                          -> PullRequestState
+Standard library only, Python 3.9+.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping
+
+from . import pull_requests, remote
+
+Step = Callable[[Mapping[str, Any]], Dict[str, Any]]
+
+
+def _check_remote(a: Mapping[str, Any]) -> Dict[str, Any]:
+    return {"problem": remote.check_remote(Path(a["project"]), a.get("remote", remote.DEFAULT_REMOTE))}
+
+
+def _gh_problem(a: Mapping[str, Any]) -> Dict[str, Any]:
+    return {"problem": pull_requests.gh_problem(Path(a["project"]), a.get("remote", remote.DEFAULT_REMOTE))}
+
+
+def _push(a: Mapping[str, Any]) -> Dict[str, Any]:
+    pushed = remote.push_branches(Path(a["project"]), [str(b) for b in a["branches"]],
+                                  a.get("remote", remote.DEFAULT_REMOTE))
+    return {"pushes": [p.as_dict() for p in pushed]}
+
+
+def _fetch(a: Mapping[str, Any]) -> Dict[str, Any]:
+    return remote.fetch_branch(Path(a["project"]), str(a["branch"]), a.get("remote", remote.DEFAULT_REMOTE)).as_dict()
+
+
+def _open_pull_request(a: Mapping[str, Any]) -> Dict[str, Any]:
+    return pull_requests.open_pull_request(
+        Path(a["project"]), Path(a["state"]), str(a["stream_id"]), str(a["branch"]), str(a["base"]),
+        a.get("remote", remote.DEFAULT_REMOTE), str(a.get("title", "")), str(a.get("body", ""))).as_dict()
+
+
+def _pull_request_state(a: Mapping[str, Any]) -> Dict[str, Any]:
+    return pull_requests.pull_request_state(Path(a["project"]), str(a["url"])).as_dict()
+
+
+STEPS: Dict[str, Step] = {
+    "check_remote": _check_remote,
+    "gh_problem": _gh_problem,
+    "push": _push,
+    "fetch": _fetch,
+    "open_pull_request": _open_pull_request,
+    "pull_request_state": _pull_request_state,
+}
+
+
+def run_step(name: str, args: Mapping[str, Any]) -> Dict[str, Any]:
+    """One step's JSON result; {"error": ...} for an unknown step or arguments that do not fit."""
+    step = STEPS.get(name)
+    if step is None:
+        return {"error": f"unknown step {name!r}; the steps: {', '.join(sorted(STEPS))}"}
+    try:
+        return step(args)
+    except (KeyError, TypeError, ValueError) as exc:
+        return {"error": f"the {name} step's arguments do not fit: {type(exc).__name__}: {exc}"}
+
+
+def main(stdin=None, stdout=None) -> int:
+    """Read {"step": NAME, "args": {...}} from stdin, print the step's JSON result on one line."""
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    try:
+        request = json.loads(stdin.read())
+        name, args = str(request["step"]), request.get("args") or {}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        result: Dict[str, Any] = {"error": f"the step request is not {{\"step\": NAME, \"args\": {{...}}}}: {exc}"}
+    else:
+        result = run_step(name, args) if isinstance(args, dict) else {"error": "args must be a JSON object"}
+    stdout.write(json.dumps(result) + "\n")
+    return 1 if "error" in result else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Fixtures for the whole suite: the tests get a home of their own, never the user's.
+
+For the whole session HOME is a fresh temporary folder, and the XDG folders, git's global and
+system configuration and every GIT_* variable from the outside are gone, as copier's and
+pre-commit's own suites isolate themselves. A user who runs orchestrate-kit (or git, or Claude
+Code) in their real home while the tests run therefore changes nothing the tests see, and nothing
+a test does can reach that home through HOME. Single tests may still set a HOME of their own (the
+installer tests do, per test; real-process tests pass one to each command).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+OUTSIDE_PREFIXES = ("GIT_", "XDG_", "COPIER_")
+OUTSIDE_NAMES = {"TASK_DB_PATH", "WORKSPACE_ID", "NO_COLOR"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory) -> Path:
+    """A home for the whole session; HOME outside the suite is never read or written."""
+    outside = os.environ.get("HOME")
+    home = tmp_path_factory.mktemp("session-home")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(OUTSIDE_PREFIXES) or name in OUTSIDE_NAMES:
+                patch.delenv(name)
+        patch.setenv("HOME", str(home))
+        patch.setenv("GIT_CONFIG_NOSYSTEM", "1")  # /etc/gitconfig is the machine's, not the test's
+        assert Path.home() == home and str(home) != outside
+        yield home

@@ -1,0 +1,65 @@
+"""git/steps.py: a gate, push or pull request step run as the loop will run it, a child process with JSON in and out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.runtime.test_workspaces import git, isolated_git, repo  # noqa: F401
+from tests.runtime.runtime_import import workspaces as ws
+from tests.support.fake_github import FakeGitHub
+from tests.support.project import RUNTIME
+from _orchestrate_kit.git import steps
+
+
+@pytest.fixture
+def bare(repo, tmp_path):
+    path = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(path))
+    git(repo, "remote", "add", "origin", str(path))
+    return path
+
+
+def child_step(request, timeout=120):
+    """The step as a child process of its own, the runtime folder as its cwd (as users have it)."""
+    done = subprocess.run([sys.executable, "-m", "_orchestrate_kit.git.steps"], cwd=RUNTIME, input=json.dumps(request),
+                          capture_output=True, text=True, timeout=timeout)
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_a_push_step_in_a_child_process_pushes_and_answers_in_json(repo, bare):
+    run = ws.start_run(repo)
+    code, answer = child_step({"step": "push", "args": {"project": str(repo), "branches": [run.integration_branch]}})
+    assert code == 0 and answer["pushes"][0]["status"] == "pushed" and answer["pushes"][0]["ok"] is True
+    assert git(bare, "rev-parse", run.integration_branch) == answer["pushes"][0]["commit"]
+    code, answer = child_step({"step": "check_remote", "args": {"project": str(repo), "remote": "nowhere"}})
+    assert code == 0 and "no git remote named 'nowhere'" in answer["problem"]
+
+
+def test_pull_request_steps_run_in_process_like_in_a_child(repo, bare, tmp_path, monkeypatch):
+    hub = FakeGitHub(tmp_path, bare)
+    for key, value in hub.environment().items():
+        monkeypatch.setenv(key, value)
+    run = ws.start_run(repo)
+    assert steps.run_step("gh_problem", {"project": str(repo)}) == {"problem": None}
+    opened = steps.run_step("open_pull_request", {"project": str(repo), "state": str(tmp_path / "state"),
+                                                  "stream_id": "A", "branch": run.integration_branch,
+                                                  "base": "main"})
+    assert opened["ok"] is False and "No commits between main and" in opened["reason"]  # gh's own reason
+    assert [p["status"] for p in opened["pushes"]] == ["pushed", "pushed"]
+    seen = steps.run_step("pull_request_state", {"project": str(repo), "url": "https://github.com/x/y/pull/9"})
+    assert seen["state"] == "unknown"
+    fetched = steps.run_step("fetch", {"project": str(repo), "branch": "main"})
+    assert fetched["ok"] is True and fetched["moved"] is False and fetched["after"] == run.base
+
+
+def test_a_request_that_does_not_fit_is_an_error_line_not_a_traceback():
+    assert child_step({"step": "rebase", "args": {}})[1]["error"].startswith("unknown step 'rebase'; the steps: ")
+    code, answer = child_step({"step": "push", "args": {"project": "/x"}})
+    assert code == 1 and "arguments do not fit: KeyError" in answer["error"]
+    done = subprocess.run([sys.executable, "-m", "_orchestrate_kit.git.steps"], cwd=RUNTIME, input="not json",
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "is not" in json.loads(done.stdout)["error"] and done.stderr == ""
