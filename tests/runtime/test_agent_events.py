@@ -10,6 +10,7 @@ import tests.runtime.runtime_import  # noqa: F401  (puts the runtime on sys.path
 from _orchestrate_kit.agent import events as ev  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "support" / "claude-samples"
+SESSION = "5b0d3c5e-8a4f-4a7e-9d61-0c2f3b7e1a90"
 
 
 def utc(text):
@@ -147,7 +148,7 @@ def test_text_mode_ends_that_look_like_errors_are_not_argument_errors(line, kind
 
 def test_an_error_line_after_events_is_a_crash_not_a_parse_error():
     stream = ev.AgentStream()
-    stream.feed(event(type="system", subtype="init", session_id="s"), 0.0)
+    stream.feed(event(type="system", subtype="init", session_id=SESSION), 0.0)
     stream.feed("Error: something broke", 1.0)
     assert stream.outcome(1).kind is ev.EndKind.CRASH
 
@@ -160,12 +161,12 @@ def assistant(text, message_id="m1", model="claude-sonnet-5", usage=None, **extr
     return event(type="assistant", message={
         "id": message_id, "model": model, "role": "assistant",
         "content": [{"type": "text", "text": text}],
-        "usage": usage or {"input_tokens": 0, "output_tokens": 0}}, session_id="s1", **extra)
+        "usage": usage or {"input_tokens": 0, "output_tokens": 0}}, session_id=SESSION, **extra)
 
 
 def result(**fields):
     base = {"type": "result", "subtype": "success", "is_error": False, "num_turns": 3, "result": "done",
-            "session_id": "s1", "total_cost_usd": 0.25, "terminal_reason": "completed",
+            "session_id": SESSION, "total_cost_usd": 0.25, "terminal_reason": "completed",
             "usage": {"input_tokens": 10, "cache_read_input_tokens": 90, "output_tokens": 40}}
     base.update(fields)
     return event(**base)
@@ -173,8 +174,8 @@ def result(**fields):
 
 def test_progress_session_turns_tokens_cost_and_last_message():
     stream = ev.AgentStream()
-    stream.feed(event(type="system", subtype="init", session_id="abc", model="x"), 10.0)
-    assert stream.session_id == "abc" and stream.cost_usd is None
+    stream.feed(event(type="system", subtype="init", session_id=SESSION, model="x"), 10.0)
+    assert stream.session_id == SESSION and stream.cost_usd is None
     stream.feed(assistant("Reading the\n   code", "m1", usage={"input_tokens": 5, "cache_read_input_tokens": 20,
                                                                 "output_tokens": 7}), 11.0)
     # the CLI repeats a message's usage on each content block: counted once
@@ -234,8 +235,9 @@ def test_no_credit_is_fatal_as_soon_as_the_cli_says_so():
 
 def test_a_rejected_rate_limit_event_gives_the_reset_when_the_text_does_not():
     stream = ev.AgentStream()
-    stream.feed(event(type="rate_limit_event", rate_limit_info={"status": "rejected", "resetsAt": 1771390800}), 0.0)
-    signal = stream.feed(result(is_error=True, api_error_status=429, result="API Error: Request rejected (429)"), 1.0)
+    now = 1771390800 - 3600
+    stream.feed(event(type="rate_limit_event", rate_limit_info={"status": "rejected", "resetsAt": 1771390800}), now)
+    signal = stream.feed(result(is_error=True, api_error_status=429, result="API Error: Request rejected (429)"), now)
     assert signal == ev.UsageLimit("API Error: Request rejected (429)", 1771390800.0)
 
 

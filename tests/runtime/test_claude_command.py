@@ -104,12 +104,17 @@ def test_a_session_id_chosen_by_the_orchestrator_is_passed():
 
 @pytest.mark.parametrize("launch", [
     cc.Launch("go", session_id="not-a-uuid"),
-    cc.Launch("go", resume_session="--bogus"),
     cc.Launch("go", session_id=SESSION, resume_session=SESSION),
 ])
-def test_session_ids_must_be_uuids_and_one_kind(launch):
+def test_session_ids_we_choose_must_be_uuids_and_one_kind(launch):
     with pytest.raises(ValueError):
         cc.build_argv(BASE, cc.StreamLimits(), launch)
+
+
+def test_a_session_to_resume_that_is_not_a_uuid_is_not_resumed():
+    """It came from a worker's output (by way of run.json): the stream starts afresh, nothing raises."""
+    argv = cc.build_argv(BASE, cc.StreamLimits(), cc.Launch("go", resume_session="--bogus"))
+    assert "--bogus" not in " ".join(argv) and argv[-2:] == ["--", "go"]
 
 
 def test_a_streams_permission_mode_replaces_the_installs_permission_flags():

@@ -172,21 +172,27 @@ def test_worktrees_are_ignored_even_without_the_installed_gitignore(repo):
     assert ".claude/worktrees/" in (repo / ".git" / "info" / "exclude").read_text(encoding="utf-8")
 
 
-def test_a_lost_integration_branch_is_a_clear_error(repo):
+def test_a_lost_integration_branch_is_restored_from_the_record_else_a_clear_error(repo):
     run = ws.start_run(repo)
+    tip = git(repo, "rev-parse", run.integration_branch)
     git(ws.integration_path(repo), "switch", "-q", "--detach")
     git(repo, "branch", "-q", "-D", run.integration_branch)
+    again = ws.start_run(repo, run)
+    assert git(repo, "rev-parse", run.integration_branch) == tip
+    assert any("was deleted without the orchestrator" in note for note in again.notes)
+    git(ws.integration_path(repo), "switch", "-q", "--detach")
+    git(repo, "branch", "-q", "-D", run.integration_branch)
+    shutil.rmtree(repo / ".git" / "orchestrate-kit")  # our record of it gone too
     with pytest.raises(ws.WorkspaceError, match="no longer exists"):
         ws.start_run(repo, run)
 
 
-def test_a_new_run_over_an_unlanded_one_is_refused_clearly(repo):
+def test_a_new_start_over_an_unlanded_run_continues_it(repo):
+    """run.json lost (or the project folder moved): the run is found in git and continued."""
     run = ws.start_run(repo)
-    with pytest.raises(ws.WorkspaceError) as caught:
-        ws.start_run(repo)
-    message = str(caught.value)
-    assert f"an earlier run's integration worktree is still there (on {run.integration_branch})" in message
-    assert "\n" not in message
+    again = ws.start_run(repo)
+    assert again == run
+    assert any("continuing the unlanded run found in git" in note for note in again.notes)
 
 
 def test_a_stream_that_never_had_a_workspace_merges_as_nothing(repo):

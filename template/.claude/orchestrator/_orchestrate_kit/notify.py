@@ -1,11 +1,15 @@
 """The `on_event` hook: a user's command told about what happened, which can never stall the run.
 
 The command (setting `on_event`) is split like a shell would split it but run
-without one; the event is described in its environment (`ORCHESTRATE_EVENT`,
+without one; a whole setting that names an existing file is that file, spaces and
+all. The event is described in its environment (`ORCHESTRATE_EVENT`,
 `STREAM_ID`, `STREAM_NAME`, `REASON`, `COST_USD`, ...). It runs in a session of
-its own with no input; its output goes to the orchestrator log. A hook that is
-still running after `HOOK_TIMEOUT` seconds is killed by its watchdog; one that
-cannot start is reported once. Events: run_finished, stream_failed, usage_limit,
+its own with no input, under a watchdog (hook_watchdog.py) that gives it a token
+as workers have: the hook and everything it started (a `setsid` daemon too, on
+Linux) end by HOOK_TIMEOUT seconds, and at most HOOK_OUTPUT_LIMIT bytes of what
+it prints per event reach the orchestrator log. A hook that cannot run (missing,
+not executable, a path with spaces that names nothing) is reported once, clearly,
+and sent no more events. Events: run_finished, stream_failed, usage_limit,
 usage_limit_resumed, configuration_error (and, with worktrees, merge_conflict
 and check_failed). Standard library only, Python 3.9+.
 """
@@ -13,26 +17,43 @@ and check_failed). Standard library only, Python 3.9+.
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
+import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Tuple
 
 HOOK_TIMEOUT = 30.0
+HOOK_OUTPUT_LIMIT = 64 * 1024  # bytes of one call's output kept in the orchestrator log
+WATCHDOG = Path(__file__).resolve().with_name("hook_watchdog.py")
 
 
-# The hook runs under a tiny watchdog of its own that kills it (and its group) after the timeout,
-# so a hook outliving the orchestrator still ends, and the loop never waits for one.
-_WATCHDOG = (
-    "import os,signal,subprocess,sys\n"
-    "p=subprocess.Popen(sys.argv[2:],start_new_session=True)\n"
-    "try: p.wait(float(sys.argv[1]))\n"
-    "except subprocess.TimeoutExpired:\n"
-    "    sys.stderr.write('orchestrate: the on_event hook ran over %ss; killed it\\n' % sys.argv[1])\n"
-    "    os.killpg(p.pid,signal.SIGKILL); p.wait()\n"
-)
+def hook_argv(command: str, cwd: Optional[Path] = None) -> Tuple[Optional[List[str]], str]:
+    """The argv of the hook, or None and why it cannot run (a sentence with the fix). Relative
+    paths are taken from `cwd` (where the hook runs)."""
+    text = command.strip()
+    here = Path(cwd) if cwd is not None else Path.cwd()
+    if (here / os.path.expanduser(text)).is_file():  # `/my hooks/notify.sh`, unquoted: the file it names
+        argv = [os.path.expanduser(text)]
+    else:
+        try:
+            argv = shlex.split(text)
+        except ValueError as exc:
+            return None, f"on_event cannot be split into a command ({exc}): check its quotes"
+    program = argv[0]
+    if os.sep in program:
+        if not (here / program).is_file():
+            spaced = " (a path with spaces must be quoted: on_event = '/my hooks/notify.sh' --flag)" \
+                if " " in text else ""
+            return None, f"on_event names {program!r}, which is not a file{spaced}"
+        if not os.access(here / program, os.X_OK):
+            return None, f"on_event names {program!r}, which is not executable (chmod +x it)"
+    elif shutil.which(program) is None:
+        return None, f"on_event names {program!r}, which is not a program on PATH"
+    return argv, ""
 
 
 @dataclass
@@ -42,24 +63,31 @@ class Notifier:
     warn: Callable[[str], None]
     broken: bool = False
     cwd: Optional[Path] = None  # where the hook runs: the project root, so a relative hook path works
+    argv: Optional[List[str]] = field(default=None, repr=False)
 
     def fire(self, event: str, **details: object) -> None:
         """Start the hook for `event` under its watchdog and return at once."""
         if not self.command.strip() or self.broken:
             return
+        if self.argv is None:
+            self.argv, problem = hook_argv(self.command, self.cwd)
+            if self.argv is None:
+                self._give_up(problem)
+                return
         env = dict(os.environ, ORCHESTRATE_EVENT=event)
         env.update({key.upper(): _text(value) for key, value in details.items() if value is not None})
+        watchdog = [sys.executable, "-I", "-S", str(WATCHDOG), str(HOOK_TIMEOUT), str(HOOK_OUTPUT_LIMIT),
+                    "hook-" + secrets.token_hex(8), "--", *self.argv]
         try:
-            argv = shlex.split(self.command)
-            if not argv:
-                return
             with open(self.log, "ab") as out:
-                subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHDOG, str(HOOK_TIMEOUT), *argv], env=env,
-                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                subprocess.Popen(watchdog, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True, cwd=self.cwd)
         except (OSError, ValueError) as exc:
-            self.broken = True
-            self.warn(f"the on_event hook cannot run ({exc}); no more events are sent to it this run")
+            self._give_up(f"the on_event hook cannot run ({exc})")
+
+    def _give_up(self, problem: str) -> None:
+        self.broken = True
+        self.warn(f"{problem}; no more events are sent to it this run")
 
 
 def _text(value: object) -> str:

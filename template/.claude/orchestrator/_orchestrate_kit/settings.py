@@ -37,6 +37,24 @@ class UserError(Exception):
         self.code = code
 
 
+class NotAFolder(UserError, OSError):
+    """A folder the runtime writes to is something else (a file, a FIFO): an OSError to code that
+    copes with those, a clear line with a fix to the user."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path} is not a folder, but the orchestrator keeps its files there: move it away "
+                         f"(mv {shlex.quote(str(path))} {shlex.quote(str(path) + '.moved')}) and run the command again", EXIT_STUCK)
+        self.path = path
+
+
+def blocking_part(folder: Path) -> Path:
+    """The first part of `folder`'s path that exists and is not a folder (or `folder` itself)."""
+    for part in reversed((folder, *folder.parents)):
+        if part.exists() and not part.is_dir():
+            return part
+    return folder
+
+
 @dataclass(frozen=True)
 class Settings:
     """Install answers (orchestrator.conf, then orchestrator.local.conf), overridden by flags."""
@@ -191,7 +209,10 @@ class Layout:
     def make_dirs(self) -> None:
         """Create (or re-create, after an agent's `git clean`) every folder the runtime writes to."""
         for folder in (self.logs, self.pids, self.state, self.requests):
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise NotAFolder(blocking_part(folder)) from None
 
 
 def layout_for(home: Path) -> Layout:

@@ -66,7 +66,7 @@ class Supervisor:
         self.store = TableFile(layout.run_file, self.announce.warn)
         self.table = Table()
         self.policy = policy_of(settings)
-        self.outputs = WorkerOutputs()
+        self.outputs = WorkerOutputs(note=lambda sid, text: self.announce.warn(f"{printable(sid)}'s worker: {text}"))
         self.board: Optional[Board] = None
         self.dirty = True  # something the board shows changed: decide again
         self.due: Optional[float] = None  # decide again by then at the latest

@@ -92,8 +92,11 @@ def workspace_instructions(workspace: Workspace, integration_branch: str, confli
     """The prompt's part about the worker's own git worktree (worktree isolation), and a handed-back conflict."""
     text = (f"You work in your own git worktree, {workspace.path}, on branch {workspace.branch}; other streams "
             "work in other worktrees at the same time. Commit your work on this branch as you go (git add, "
-            "git commit). Never switch branches, rebase, push, or touch other worktrees or the project's "
-            "main checkout: the orchestrator merges your branch once the stream is complete.\n")
+            "git commit). Never switch branches (not even with --ignore-other-worktrees), rebase, push, or touch "
+            "other worktrees or the project's main checkout: the orchestrator merges your branch once the stream "
+            "is complete. Never use git stash: the stash is shared with the user's checkout, so a stash pop can "
+            "take the user's own work. Never run git init or clone a repository inside the worktree: git would "
+            "keep only a pointer to it, not its files.\n")
     if conflicts:
         listed = "\n".join(f"- {_cut(f, 300)}" for f in conflicts[:PROMPT_TASKS])
         text += (f"Your stream's tasks are done, but merging {workspace.branch} into {integration_branch} "

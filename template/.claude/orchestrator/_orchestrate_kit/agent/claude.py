@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shlex
 import subprocess
 from dataclasses import dataclass
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
-from .events import SANDBOX_NOTE
+from .events import SANDBOX_NOTE, is_session_id
 
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
 OPTION_FLAGS = {  # task metadata key -> Claude Code flag
@@ -40,7 +39,6 @@ CONTINUE_PROMPT = ("Continue where you left off: the run was paused (a usage lim
 MIN_BUDGET_USD = 0.01  # less than a cent left is no budget: the CLI needs a positive amount
 MAX_TURNS = 100_000
 NAME_LENGTH = 200  # characters of a stream id kept as its session's name
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _SKIP_PERMISSIONS = ("--dangerously-skip-permissions", "--allow-dangerously-skip-permissions")
 
 
@@ -195,7 +193,7 @@ class Launch:
     prompt: str
     stream_json: bool = True  # the install answer: Claude workers emit events
     session_id: Optional[str] = None  # start a new session with this id (the orchestrator chose it)
-    resume_session: Optional[str] = None  # continue this session instead, with CONTINUE_PROMPT
+    resume_session: Optional[str] = None  # continue this session instead, with CONTINUE_PROMPT (not a UUID: afresh)
     budget_usd: Optional[float] = None  # budget_left(...) for this attempt
     name: Optional[str] = None  # the session's display name (`--name`): the stream, for `claude agents` and resume
     fallback_model: Optional[str] = None  # the install's fallback_model (`--fallback-model`)
@@ -216,8 +214,10 @@ def build_argv(base: Sequence[str], limits: StreamLimits, launch: Launch) -> Lis
         if not _has_flag(base, "--verbose"):
             argv.append("--verbose")
     prompt = launch.prompt
-    if launch.resume_session is not None:
-        argv.append("--resume=" + _session(launch.resume_session))
+    # A session to resume comes from a worker's output by way of run.json: one that is not a UUID
+    # (an older run.json, an edited one) cannot be resumed, and a stream must not crash the run for it.
+    if launch.resume_session is not None and is_session_id(launch.resume_session):
+        argv.append("--resume=" + launch.resume_session)
         prompt = CONTINUE_PROMPT
     elif launch.session_id is not None:
         argv.append("--session-id=" + _session(launch.session_id))
@@ -280,7 +280,8 @@ def _dollars(amount: float) -> str:
 
 
 def _session(session_id: str) -> str:
-    if not _UUID.fullmatch(session_id):
+    """A session id we chose ourselves: anything but a UUID is a bug here."""
+    if not is_session_id(session_id):
         raise ValueError(f"session id {session_id!r} is not a UUID")
     return session_id
 

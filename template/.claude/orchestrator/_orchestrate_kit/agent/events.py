@@ -18,17 +18,30 @@ message's usage on every content block it streams).
 
 Event shapes are those of Claude Code 2.1 (see tests/support/claude-samples/); unknown event
 types and fields are ignored, since the format drifts between versions.
+
+A worker is an untrusted program: it prints whatever its agent or its tools print. So
+- values are validated where they are read: a session id that is not a UUID, a cost that is not a
+  finite amount in [0, MAX_COST_USD], a count that is not a whole number in [0, MAX_COUNT] is dropped
+  with a note (`AgentStream.take_notes`), never raised and never kept;
+- the CLI's failure texts count only where the CLI itself puts them: its `result` event and its
+  synthetic error messages (an assistant event with `error`), or, before the first event (text
+  mode, or the CLI refusing to start), a whole line in the CLI's own form: the startup refusals only
+  among the first lines. An agent quoting them in its text, its tool output or a broken event line
+  (one that starts with `{` but does not parse: a cut-off event) changes nothing;
+- a usage limit's reset more than MAXIMUM_LIMIT_WAIT away is clamped to it, with a note.
 """
 
 from __future__ import annotations
 
 import calendar
 import json
+import math
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Optional, Set, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 try:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,6 +56,14 @@ DEFAULT_LIMIT_WAIT = 15 * 60.0
 # shows minutes, not seconds, and the line may be read late), not tomorrow's: wait a little.
 RESET_LATE_TOLERANCE = 15 * 60.0
 MINIMUM_LIMIT_WAIT = 60.0
+
+# A reset further away than this is not believed (a weekly limit is real, but so is a worker quoting
+# `|9999999999`): wait this long, then the streams start again; if the limit still holds, they pause
+# again at no cost.
+MAXIMUM_LIMIT_WAIT = 24 * 3600.0
+MAX_COST_USD = 100_000.0  # more than any one session costs: a larger total_cost_usd is not a cost
+MAX_COUNT = 10 ** 12  # turns and tokens: more is not a count
+_RECENT_MESSAGE_IDS = 64  # the CLI repeats a message's usage on its consecutive blocks: remember a few
 
 LAST_MESSAGE_LENGTH = 160
 _PARSE_ERROR_LINES = 5  # a CLI parse error is among the first lines a worker prints
@@ -145,30 +166,38 @@ _WALL_LIMIT = re.compile(
     r"(?:(?P<month>[A-Z][a-z]{2})[a-z]*\.? (?P<day>\d{1,2}),? at )?"
     r"(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<ampm>am|pm|AM|PM)?\s*"
     r"\((?P<zone>[A-Za-z0-9_+\-/]+)\)")
-_HTTP_429 = re.compile(r"\b429\b.*rate_limit_error")
+# The usage-limit messages as whole lines, as the CLI prints them: anchored at the start, so a line
+# that quotes one (`grep` output, a sentence, a log line) is not one.
+_LIMIT_LINES = (
+    re.compile(r"^Claude AI usage limit reached\|\d{9,13}$"),
+    re.compile(r"^(?:You've hit your (?:[\w-]+ )?limit|(?:[\w-]+ )?[Ll]imit reached)\s*·\s*resets\s"),
+    re.compile(r"^API Error: 429\b.*rate_limit_error"),
+)
 # The CLI's own words, anchored: a worker's text may mention logins, never start like this.
 _NOT_LOGGED_IN = re.compile(r"^(?:Not logged in|Invalid API key) · ")
 # A result event that is an error speaks for the CLI, so its text may say more.
 _AUTH_FAILED_RESULT = re.compile(
     r"^(?:Not logged in|Invalid API key|Failed to authenticate|OAuth token has expired)")
-_ROOT_REFUSED = re.compile(r"cannot be used with root/sudo privileges")
+_ROOT_REFUSED = re.compile(r"^--[\w-]+(?: \w+)? cannot be used with root/sudo privileges")
 _UNKNOWN_OPTION = re.compile(r"^error: unknown option '([^']*)'")
 _NO_PROMPT = re.compile(r"^Error: Input must be provided")
 _NOT_RUNNABLE = re.compile(r"^orchestrate: cannot run worker command")
 _PARSE_ERROR = re.compile(r"^(?:error|Error): ")
 _NO_SESSION = re.compile(r"^No conversation found with session ID")
-_SPEND_LIMIT = re.compile(r"hit your (?:[\w-]+ )?spend limit|^Credit balance is too low")
+_SPEND_LIMIT = re.compile(r"^(?:You've hit your (?:[\w-]+ )?spend limit|Credit balance is too low)")
 # Text-mode ends the CLI prints as `Error: ...`: not argument errors.
 _BUDGET_TEXT = re.compile(r"^Error: Exceeded USD budget")
 _MAX_TURNS_TEXT = re.compile(r"^Error: Reached max turns")
 _FATAL_TEXTS = (  # checked in this order: the first that matches names the failure
-    (_NOT_LOGGED_IN, FatalKind.NOT_LOGGED_IN),
-    (_ROOT_REFUSED, FatalKind.ROOT_REFUSED),
-    (_UNKNOWN_OPTION, FatalKind.UNKNOWN_OPTION),
-    (_NO_PROMPT, FatalKind.NO_PROMPT),
-    (_NOT_RUNNABLE, FatalKind.NOT_RUNNABLE),
-    (_SPEND_LIMIT, FatalKind.SPEND_LIMIT),
+    # (pattern, kind, only among the first lines: the CLI refusing to start says so at once)
+    (_NOT_LOGGED_IN, FatalKind.NOT_LOGGED_IN, False),
+    (_ROOT_REFUSED, FatalKind.ROOT_REFUSED, True),
+    (_UNKNOWN_OPTION, FatalKind.UNKNOWN_OPTION, True),
+    (_NO_PROMPT, FatalKind.NO_PROMPT, True),
+    (_NOT_RUNNABLE, FatalKind.NOT_RUNNABLE, True),
+    (_SPEND_LIMIT, FatalKind.SPEND_LIMIT, False),
 )
+_SESSION_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_abbr) if name}
 
 
@@ -255,21 +284,48 @@ def _next_date(zone, month_name: str, day: int, hour: int, minute: int, now: flo
     return None
 
 
+def is_session_id(value: object) -> bool:
+    """Whether `value` can be a Claude Code session id (a UUID): the only kind we put in an argv."""
+    return isinstance(value, str) and _SESSION_ID.fullmatch(value) is not None
+
+
+def bounded_reset(resume_at: Optional[float], now: float) -> Tuple[Optional[float], str]:
+    """A reset time we can wait for, and a note when the one given was not: one in the past is
+    unknown (None), one more than MAXIMUM_LIMIT_WAIT away is clamped to it."""
+    if resume_at is None:
+        return None, ""
+    if resume_at <= now:
+        return None, ""
+    if resume_at - now > MAXIMUM_LIMIT_WAIT:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(min(resume_at, 253402300799)))
+        return now + MAXIMUM_LIMIT_WAIT, (f"the usage limit's reset ({when} UTC) is more than "
+                                          f"{MAXIMUM_LIMIT_WAIT / 3600:g} hours away: waiting {MAXIMUM_LIMIT_WAIT / 3600:g} hours")
+    return resume_at, ""
+
+
+def is_limit_line(line: str) -> bool:
+    """Whether a whole line is one of the CLI's usage-limit messages (not a line quoting one)."""
+    return "imit" in line and any(pattern.search(line) for pattern in _LIMIT_LINES)
+
+
 def limit_in_text(line: str, now: float, hint: Optional[float] = None) -> Optional[UsageLimit]:
-    """A usage limit in one line of text (any of the forms users see), or None."""
-    if "imit" not in line:  # limit, Limit, rate_limit_error: most lines leave here
+    """A usage limit in one whole line the CLI printed (any of the forms users see), or None; its
+    reset is the line's, else `hint`, bounded by `bounded_reset`."""
+    if not is_limit_line(line):
         return None
-    if _UNIX_LIMIT.search(line) or _WALL_LIMIT.search(line) or _HTTP_429.search(line):
-        reset = parse_limit_reset(line, now)
-        return UsageLimit(_one_line(line), reset if reset is not None else hint)
-    return None
+    reset = parse_limit_reset(line, now)
+    return UsageLimit(_one_line(line), bounded_reset(reset if reset is not None else hint, now)[0])
 
 
-def fatal_in_text(line: str) -> Optional[Fatal]:
-    """A configuration failure in one line the CLI (or our launcher) prints, or None."""
+def fatal_in_text(line: str, first_lines: bool = True) -> Optional[Fatal]:
+    """A configuration failure in one whole line the CLI (or our launcher) prints, or None.
+
+    `first_lines`: the line is among the first a worker printed, where the CLI's refusals to start
+    (root, an unknown option, no prompt) and our launcher's "cannot run" appear; later, only the
+    failures a CLI meets while it works (not logged in, a spend limit) count."""
     text = line.strip()
-    for pattern, kind in _FATAL_TEXTS:
-        if pattern.search(text):
+    for pattern, kind, at_start_only in _FATAL_TEXTS:
+        if (first_lines or not at_start_only) and pattern.search(text):
             return Fatal(kind, _one_line(text), FIXES[kind])
     return None
 
@@ -287,14 +343,14 @@ class AgentStream:
 
     __slots__ = ("session_id", "turns", "input_tokens", "output_tokens", "cost_usd", "last_activity",
                  "last_message", "result", "limit", "fatal", "events", "text_lines", "first_text",
-                 "last_text", "_message_ids", "_limit_hint")
+                 "last_text", "_message_ids", "_limit_hint", "_notes", "_noted")
 
     def __init__(self) -> None:
-        self.session_id: Optional[str] = None
+        self.session_id: Optional[str] = None  # always a UUID (is_session_id)
         self.turns = 0
         self.input_tokens = 0
         self.output_tokens = 0
-        self.cost_usd: Optional[float] = None  # the result's total_cost_usd
+        self.cost_usd: Optional[float] = None  # the result's total_cost_usd: finite, in [0, MAX_COST_USD]
         self.last_activity: Optional[float] = None  # time of the last line, as the caller gave it
         self.last_message = ""  # the last assistant text, one short line
         self.result: Optional[ResultInfo] = None
@@ -304,8 +360,10 @@ class AgentStream:
         self.text_lines = 0  # non-JSON lines seen
         self.first_text = ""  # the first and last non-JSON lines, for the end's reason
         self.last_text = ""
-        self._message_ids: Set[str] = set()
+        self._message_ids: Dict[str, None] = {}  # the last few, oldest first
         self._limit_hint: Optional[float] = None  # resetsAt of a rejected rate_limit_event
+        self._notes: List[str] = []
+        self._noted: set = set()  # what was noted once already (a worker repeating itself is noted once)
 
     def feed(self, line: str, now: float) -> Optional[Signal]:
         """Take one output line read at `now`; return a usage limit or fatal failure the first time one shows."""
@@ -320,31 +378,55 @@ class AgentStream:
                 return None
             try:
                 event = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 event = None
             if isinstance(event, dict):
                 self.events += 1
                 return self._event(event, now)
+            self._count_text(line)
+            return None  # a broken or cut-off event: whatever it quotes is no signal
+        self._count_text(line)
         return self._text(line, now)
+
+    def note(self, key: str, text: str) -> None:
+        """Say something about what the worker printed (once per `key`), for the caller to pass on."""
+        if key not in self._noted:
+            self._noted.add(key)
+            self._notes.append(text)
+
+    def take_notes(self) -> List[str]:
+        """The notes since the last call (values dropped, limits clamped, lines skipped)."""
+        notes, self._notes = self._notes, []
+        return notes
 
     # -- plain text
 
-    def _text(self, line: str, now: float) -> Optional[Signal]:
+    def _count_text(self, line: str) -> None:
         self.text_lines += 1
         if self.text_lines == 1:
             self.first_text = _one_line(line)
         self.last_text = _one_line(line)
+
+    def _text(self, line: str, now: float) -> Optional[Signal]:
+        """A text line is the CLI's own only before its first event (text mode, or a refusal to start)."""
+        if self.events:
+            return None  # stream-json: the CLI reports in its events; other text is its tools' or agent's
         if self.fatal is None:
-            fatal = fatal_in_text(line)
+            fatal = fatal_in_text(line, first_lines=self.text_lines <= _PARSE_ERROR_LINES)
             if fatal is not None:
                 self.fatal = fatal
                 return fatal
-        if self.limit is None:
-            limit = limit_in_text(line, now, self._limit_hint)
-            if limit is not None:
-                self.limit = limit
-                return limit
+        if self.limit is None and is_limit_line(line):
+            return self._limit(line, parse_limit_reset(line, now), now)
         return None
+
+    def _limit(self, text: str, reset: Optional[float], now: float) -> UsageLimit:
+        """The limit the CLI reported: its reset (else the rate_limit_event's), bounded, noted when clamped."""
+        resume_at, note = bounded_reset(reset if reset is not None else self._limit_hint, now)
+        if note:
+            self.note("limit reset", note)
+        self.limit = UsageLimit(_one_line(text), resume_at)
+        return self.limit
 
     # -- stream-json events
 
@@ -355,7 +437,7 @@ class AgentStream:
         if kind == "result":
             return self._result(event, now)
         if kind == "system" and event.get("subtype") == "init":
-            self.session_id = _text_or(event.get("session_id"), self.session_id)
+            self._session(event.get("session_id"))
         elif kind == "rate_limit_event":
             self._rate_limit_info(event.get("rate_limit_info"))
         return None
@@ -368,7 +450,7 @@ class AgentStream:
         if text:
             self.last_message = _one_line(text)
         self._count_usage(message)
-        error = event.get("error")
+        error = event.get("error")  # set by the CLI on its own (synthetic) error messages only
         if error == "authentication_failed" and self.fatal is None:
             self.fatal = Fatal(FatalKind.NOT_LOGGED_IN, _one_line(text or "authentication_failed"),
                                FIXES[FatalKind.NOT_LOGGED_IN])
@@ -377,9 +459,7 @@ class AgentStream:
             self.fatal = Fatal(FatalKind.SPEND_LIMIT, _one_line(text or "billing_error"), FIXES[FatalKind.SPEND_LIMIT])
             return self.fatal
         if error == "rate_limit" and self.limit is None:
-            reset = parse_limit_reset(text, now)
-            self.limit = UsageLimit(_one_line(text or "rate_limit"), reset if reset is not None else self._limit_hint)
-            return self.limit
+            return self._limit(text or "rate_limit", parse_limit_reset(text, now), now)
         return None
 
     def _count_usage(self, message: dict) -> None:
@@ -387,14 +467,16 @@ class AgentStream:
         if isinstance(message_id, str):
             if message_id in self._message_ids:
                 return
-            self._message_ids.add(message_id)
+            self._message_ids[message_id] = None
+            if len(self._message_ids) > _RECENT_MESSAGE_IDS:
+                del self._message_ids[next(iter(self._message_ids))]
         if message.get("model") == "<synthetic>":
             return  # the CLI's own error messages: no API turn, no tokens
         self.turns += 1
         usage = message.get("usage")
         if isinstance(usage, dict):
-            self.input_tokens += _tokens(usage)
-            self.output_tokens += _count(usage.get("output_tokens"))
+            self.input_tokens += self._tokens(usage)
+            self.output_tokens += self._count("output_tokens", usage.get("output_tokens")) or 0
 
     def _result(self, event: dict, now: float) -> Optional[Signal]:
         status = event.get("api_error_status")
@@ -407,17 +489,17 @@ class AgentStream:
             first_error=_first_error(event.get("errors")),
         )
         self.result = info
-        self.session_id = _text_or(event.get("session_id"), self.session_id)
-        turns = event.get("num_turns")
-        if isinstance(turns, int) and not isinstance(turns, bool):
-            self.turns = turns
-        cost = event.get("total_cost_usd")
-        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
-            self.cost_usd = float(cost)
+        self._session(event.get("session_id"))
+        if "num_turns" in event:
+            turns = self._count("num_turns", event["num_turns"])
+            if turns is not None:
+                self.turns = turns
+        if "total_cost_usd" in event:
+            self._cost(event["total_cost_usd"])
         usage = event.get("usage")
         if isinstance(usage, dict):
-            self.input_tokens = max(self.input_tokens, _tokens(usage))
-            self.output_tokens = max(self.output_tokens, _count(usage.get("output_tokens")))
+            self.input_tokens = max(self.input_tokens, self._tokens(usage))
+            self.output_tokens = max(self.output_tokens, self._count("output_tokens", usage.get("output_tokens")) or 0)
         if info.text and not info.is_error:
             self.last_message = info.text
         if not info.is_error:
@@ -429,21 +511,50 @@ class AgentStream:
         if self.fatal is None and _SPEND_LIMIT.search(info.text):
             self.fatal = Fatal(FatalKind.SPEND_LIMIT, info.text, FIXES[FatalKind.SPEND_LIMIT])
             return self.fatal
-        if self.limit is None:
-            limit = limit_in_text(info.text, now, self._limit_hint)
-            if limit is None and info.api_error_status == 429:
-                limit = UsageLimit(info.text or "HTTP 429", self._limit_hint)
-            if limit is not None:
-                self.limit = limit
-                return limit
+        if self.limit is None and (is_limit_line(info.text) or info.api_error_status == 429):
+            return self._limit(info.text or "HTTP 429", parse_limit_reset(info.text, now), now)
         return None
 
     def _rate_limit_info(self, info: object) -> None:
         """Remember a rejected window's reset time; the limit itself is signalled by the error that follows."""
         if isinstance(info, dict) and info.get("status") == "rejected":
-            resets = info.get("resetsAt")
-            if isinstance(resets, (int, float)) and not isinstance(resets, bool) and resets > 0:
-                self._limit_hint = resets / 1000.0 if resets > 1e11 else float(resets)
+            resets = _number(info.get("resetsAt"))
+            if resets is not None and 0 < resets < 1e15:
+                self._limit_hint = resets / 1000.0 if resets > 1e11 else resets
+
+    # -- validation: a value we cannot use is dropped with a note
+
+    def _session(self, value: object) -> None:
+        if value is None:
+            return
+        if is_session_id(value):
+            self.session_id = value  # type: ignore[assignment]
+        else:
+            self.note("session_id", f"ignored a session id that is not a UUID ({_shown(value)}): "
+                                    "this worker's session cannot be resumed")
+
+    def _cost(self, value: object) -> None:
+        cost = _number(value)
+        if cost is not None and 0 <= cost <= MAX_COST_USD:
+            self.cost_usd = cost
+        else:
+            self.note("total_cost_usd", f"ignored total_cost_usd {_shown(value)}: not a cost "
+                                        f"(a finite amount from 0 to {MAX_COST_USD:g} USD)")
+
+    def _count(self, name: str, value: object) -> Optional[int]:
+        """A whole number from 0 to MAX_COUNT; None when it is missing, and when it is anything else
+        (noted)."""
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
+            return value
+        self.note(name, f"ignored {name} {_shown(value)}: not a count")
+        return None
+
+    def _tokens(self, usage: dict) -> int:
+        """Input tokens including the cached ones: what the turn read."""
+        return sum(self._count(key, usage.get(key)) or 0
+                   for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
 
     # -- the end
 
@@ -505,14 +616,20 @@ def _first_error(errors: object) -> str:
     return ""
 
 
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+def _number(value: object) -> Optional[float]:
+    """`value` as a float when it is a finite int or float (not a bool), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
-def _tokens(usage: dict) -> int:
-    """Input tokens including the cached ones: what the turn read."""
-    return (_count(usage.get("input_tokens")) + _count(usage.get("cache_read_input_tokens"))
-            + _count(usage.get("cache_creation_input_tokens")))
+def _shown(value: object) -> str:
+    """A value as a note shows it: short, one line."""
+    if isinstance(value, str):
+        return _one_line(repr(value[:80]), 60)
+    if isinstance(value, (bool, int, float)) or value is None:
+        return _one_line(repr(value), 60)
+    return f"a JSON {type(value).__name__}"
 
 
 def _text_or(value: object, default):

@@ -9,11 +9,16 @@ import time
 
 from ..logfiles import tail_lines
 from ..names import printable
-from ..settings import EXIT_OK, EXIT_STUCK, Layout, UserError
+from ..settings import EXIT_OK, EXIT_STUCK, Layout, NotAFolder, UserError, blocking_part
 from .common import PROG, known_streams, unknown_stream_message
 
 def cmd_logs(args: argparse.Namespace, layout: Layout) -> int:
     path = layout.orchestrator_log if args.stream == "orchestrator" else layout.log_for(args.stream)
+    blocked = blocking_part(layout.logs)
+    if blocked.exists() and not blocked.is_dir():
+        raise NotAFolder(blocked)  # no log can ever be there: say so, never wait for one
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path} is not a log file (it is a folder or a special file): move it away", EXIT_STUCK)
     if not path.is_file():
         known = known_streams(layout) if args.stream != "orchestrator" else [args.stream]
         if args.stream not in known:

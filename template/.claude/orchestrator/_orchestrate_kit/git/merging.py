@@ -104,7 +104,9 @@ class Merger:
         except WorkspaceError as exc:
             raise UserError(f"cannot set up the stream worktrees: {exc}", EXIT_STUCK) from None
         saved.isolation, saved.integration_branch, saved.base = "worktree", self.run.integration_branch, self.run.base
-        verb = "continuing" if previous else "created"
+        for note in self.run.notes:  # the user's hooks skipped; a run found in git; shared refs put back
+            self.say(f"note: {printable(note, 600)}")
+        verb = "continuing" if self.run.continued else "created"
         self.say(f"{verb} integration branch {self.run.integration_branch} (from {str(self.run.base)[:12]}); "
                  "each stream works in its own worktree under .claude/worktrees/")
 
@@ -128,6 +130,8 @@ class Merger:
             workspace = workspaces.prepare_workspace(self.root, self.run, stream_id)
         except WorkspaceError as exc:
             raise UserError(f"its worktree could not be prepared: {exc}") from None
+        for note in workspace.notes:  # the user's stash or refs, or our integration branch, changed by someone
+            self.say(f"warning: {printable(note, 600)}")
         refusal = self.location.worker_refusal(workspace.cwd)
         if refusal:
             raise UserError(f"a worker in its worktree could not open the database: {refusal}")
@@ -176,6 +180,8 @@ class Merger:
                     self._park(sid, life.conflicts, f"merge conflict still open ({pending})", apply, now)
                     return
             result = workspaces.merge_stream(self.root, self.run, sid)
+            for note in result.notes:  # the user's stash or refs, or our integration branch, changed by someone
+                self.say(f"warning: {printable(note, 600)}")
             if result.outcome is MergeOutcome.MERGED:
                 self._merged(sid, result, apply, now)
                 return
@@ -314,15 +320,20 @@ def land_run(root: Path, run: TableRun, landed: Iterable[str], missing: Mapping[
     """Land the run's integration branch into the user's branch; the lines to print. Raises UserError.
     `landed`: the streams merged into it, whose branches are tidied away; `missing`: the plan's streams
     that are not (stream -> its state), whose branches and worktrees are left as they are."""
-    if not run.integration_branch:
+    found = None if run.integration_branch else workspaces.find_run(root)  # run.json lost: the run is in git
+    if not run.integration_branch and found is None:
         raise UserError("nothing to land: no run with worktree isolation has been started here", EXIT_STUCK)
-    info = RunInfo("worktree", run.integration_branch, run.base)
+    info = found or RunInfo("worktree", run.integration_branch, run.base)
     try:
         result = workspaces.land(root, info, [sid for sid in landed if sid not in missing])
     except WorkspaceError as exc:
         raise UserError(str(exc), EXIT_STUCK) from None
     how = "fast-forwarded" if result.fast_forward else "merged"
-    lines = [f"Landed {run.integration_branch} on {result.branch} ({how}; now at {result.head[:12]})."]
+    lines = [f"note: {printable(n, 600)}" for n in result.notes]
+    if found is not None:
+        lines.append(f"note: the orchestrator's record of the run (state/run.json) is gone; landing the run found in "
+                     f"git, {info.integration_branch}")
+    lines.append(f"Landed {info.integration_branch} on {result.branch} ({how}; now at {result.head[:12]}).")
     if result.deleted:
         lines.append(f"Deleted {len(result.deleted)} branch(es) of the run: " + ", ".join(result.deleted))
     lines += [f"Kept {branch}: {printable(why)}" for branch, why in result.kept]

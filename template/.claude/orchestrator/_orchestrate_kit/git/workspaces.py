@@ -11,12 +11,18 @@ checkout of the files that differ). `recover` repairs what a killed orchestrator
 left half-done. `land` brings the result into the user's branch at the end.
 
 Rules this module keeps: the user's checkout, branch, HEAD and index are touched
-only by `land`, which refuses a dirty tree or a detached HEAD; git runs from
-argument lists, never a shell, never with `--force`; the only `reset` is of the
-integration branch in its own worktree, which belongs to the orchestrator; a
-worktree with uncommitted changes is never removed. Our own bookkeeping commits
-and merges run without the user's git hooks (they are mechanical; the merge
-check is the quality gate) and with a fallback identity when git has none.
+only by `land`, which refuses a dirty tree, a detached HEAD, or landing over a
+file of the user's that git does not track; git runs from argument lists, never a
+shell, never with `--force`; the only `reset` that moves a branch is of the
+integration branch in its own worktree, which belongs to the orchestrator (the
+others: `reset --hard` to HEAD in that worktree, and unstaging a nested
+repository's gitlink in a stream's); a worktree with uncommitted changes is never
+removed. Every git command of ours runs without the user's git hooks (they are
+mechanical; the merge check is the quality gate), except `land`'s in the user's
+own checkout, and commits with a fallback identity when git has none. Agents share
+the repository's refs with the user, so the run keeps a record of the user's stash,
+branches and tags and of the integration tip (see `watch_shared_refs`); a run
+whose state was lost, or whose project folder moved, is found in git again.
 Every git failure becomes a WorkspaceError with one readable line.
 Standard library only.
 """
@@ -24,6 +30,7 @@ Standard library only.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import re
@@ -32,7 +39,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
@@ -58,6 +65,7 @@ FALLBACK_NAME, FALLBACK_EMAIL = "orchestrate-kit", "orchestrate-kit@localhost"
 NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 MIN_GIT = (2, 17)  # git worktree move/remove
 CHECK_OUTPUT_LIMIT = 64_000
+ORPHAN_GRACE = 5.0  # seconds a git orphaned mid-creation gets to end on TERM before KILL
 STOP_CHECK_SECONDS = 5.0  # how long stop_merge_check keeps finding and killing a check's processes
 UNMERGED = {"DD", "AU", "UD", "UA", "DU", "AA", "UU"}
 _GIT_CONTEXT = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
@@ -114,12 +122,22 @@ def integration_path(project: Path) -> Path:
 # ---------------------------------------------------------------- running git
 
 
-def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run git in `cwd` from an argument list; a failure raises WorkspaceError unless check=False."""
+def _git_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _GIT_CONTEXT}
-    env.update(GIT_TERMINAL_PROMPT="0", GIT_EDITOR=":", GIT_MERGE_AUTOEDIT="no")
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_EDITOR=":", GIT_MERGE_AUTOEDIT="no", **(extra or {}))
+    return env
+
+
+def _git(cwd: Path, *args: str, check: bool = True, user_hooks: bool = False,
+         env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
+    """Run git in `cwd` from an argument list; a failure raises WorkspaceError unless check=False.
+
+    Our own operations run without the user's hooks (NO_HOOKS): a post-checkout hook that fails
+    would fail every `worktree add`, one that writes a file would leave our worktrees dirty.
+    Only `land`, in the user's own checkout on their branch, passes `user_hooks=True`."""
+    argv = ["git", *(() if user_hooks else NO_HOOKS), *args]
     try:
-        done = subprocess.run(["git", *args], cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,
+        done = subprocess.run(argv, cwd=str(cwd), env=_git_env(env), stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, errors="replace")
     except OSError as error:
         problem = "git is not installed (or not on PATH)" if Path(cwd).is_dir() else f"folder {cwd} is missing"
@@ -177,8 +195,8 @@ def _identity_options(project: Path) -> Tuple[str, ...]:
 
 
 def _commit_options(project: Path) -> Tuple[str, ...]:
-    """Options for our own bookkeeping commits and merges: no user hooks, an identity."""
-    return NO_HOOKS + _identity_options(project)
+    """Options for our own bookkeeping commits and merges: an identity (`_git` skips the hooks)."""
+    return _identity_options(project)
 
 
 @lru_cache(maxsize=None)
@@ -240,17 +258,37 @@ def _merging(cwd: Path) -> bool:
     return _exists(cwd, "MERGE_HEAD")
 
 
-def _files_with_markers(cwd: Path, files: Iterable[str]) -> List[str]:
-    """Files that still hold both ends of a conflict block."""
+_MARKER = re.compile(r"^(?:<{7}|>{7}|\|{7})(?: |$)", re.M)  # conflict start, end, diff3 base: never content
+_SEPARATOR = re.compile(r"^={7}$", re.M)  # between the sides: also an RST heading or a banner
+
+
+def _files_with_markers(cwd: Path, files: Iterable[str], sides: Sequence[str] = ()) -> List[str]:
+    """Files that still hold a conflict marker line: any `<<<<<<<`, `>>>>>>>` or `|||||||` line, or more
+    `=======` lines than the file has on either side of the merge (`sides`: the merged commits), so a
+    resolution that deleted only one end of a block is caught, and a heading the file had is not."""
     found = []
     for name in files:
         try:
             text = (Path(cwd) / name).read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
-        if re.search(r"^<{7}( |$)", text, re.M) and re.search(r"^>{7}( |$)", text, re.M):
+        if _MARKER.search(text):
+            found.append(name)
+            continue
+        separators = len(_SEPARATOR.findall(text))
+        if separators and separators > max((_separators_in(cwd, side, name) for side in sides), default=0):
             found.append(name)
     return found
+
+
+def _separators_in(cwd: Path, commit: str, name: str) -> int:
+    done = _git(cwd, "show", f"{commit}:{name}", check=False)
+    return len(_SEPARATOR.findall(done.stdout)) if done.returncode == 0 else 0
+
+
+def _last_merge_sides(cwd: Path) -> List[str]:
+    """The parents of the latest merge commit on HEAD (the two sides a resolution joined)."""
+    return _git(cwd, "log", "--merges", "-n", "1", "--format=%P", "HEAD", check=False).stdout.split()
 
 
 # ---------------------------------------------------------------- worktrees
@@ -284,15 +322,23 @@ def _marker(path: Path) -> Path:
     return path.parent / f".{path.name}.creating"
 
 
+def _begin_creating(path: Path) -> Dict[str, str]:
+    """Write the marker, naming a token that every git we run for this creation carries in its
+    environment: a git orphaned by a SIGKILL of ours is found by it and ended before cleaning up."""
+    token = "worktree-" + secrets.token_hex(8)
+    _marker(path).write_text(json.dumps({"pid": os.getpid(), "token": token}) + "\n", encoding="utf-8")
+    return {TOKEN_VARIABLE: token}
+
+
 def _add_worktree(project: Path, path: Path, *args: str) -> None:
     """`git worktree add` into a folder that does not exist yet, undone if it fails half-way."""
     if path.exists():
         raise WorkspaceError(f"{_short(project, path)} exists but is not a worktree of this repository; "
                              "move it out of the way and start again")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _marker(path).write_text(f"{os.getpid()}\n", encoding="utf-8")
+    creating = _begin_creating(path)
     try:
-        _git(project, "worktree", "add", "-q", *args)
+        _git(project, "worktree", "add", "-q", *args, env=creating)
     except WorkspaceError:
         _undo_half_created(project, path)
         raise
@@ -300,7 +346,9 @@ def _add_worktree(project: Path, path: Path, *args: str) -> None:
 
 
 def _undo_half_created(project: Path, path: Path) -> None:
-    """Remove a worktree whose creation was interrupted (our marker says nobody worked in it)."""
+    """Remove a worktree whose creation was interrupted (our marker says nobody worked in it), once
+    the git that was creating it (orphaned when we were killed) has ended."""
+    _end_orphans(_marker(path))
     entry = _registered(project).get(os.path.realpath(path))
     if entry is not None and entry.locked:
         _git(project, "worktree", "unlock", str(path))
@@ -309,6 +357,29 @@ def _undo_half_created(project: Path, path: Path) -> None:
     if entry is not None:
         _forget(project, path)
     _marker(path).unlink(missing_ok=True)
+
+
+def _end_orphans(marker: Path) -> None:
+    """End what still carries the marker's token (TERM, then KILL after ORPHAN_GRACE) and wait for it:
+    removing a folder a git still writes into fails with "Directory not empty". Linux finds them by
+    token; elsewhere (no /proc) a killed creation may need a second start."""
+    try:
+        token = json.loads(marker.read_text(encoding="utf-8")).get("token", "")
+    except (OSError, ValueError, AttributeError):
+        return  # an older marker (a pid only) or none: nothing to look for
+    deadline = time.monotonic() + ORPHAN_GRACE
+    sent_kill = False
+    while True:
+        orphans = token_carriers(str(token))
+        if not orphans:
+            return
+        late = time.monotonic() >= deadline
+        if late and sent_kill and time.monotonic() >= deadline + ORPHAN_GRACE:
+            raise WorkspaceError(f"a git process creating {marker.name[1:-len('.creating')]} (pid "
+                                 f"{', '.join(map(str, orphans))}) does not end; end it, then start again")
+        signal_members(orphans, signal.SIGKILL if late else signal.SIGTERM)
+        sent_kill = sent_kill or late
+        time.sleep(0.05)
 
 
 def _forget(project: Path, path: Path) -> None:
@@ -357,9 +428,11 @@ class RunInfo:
     isolation: str  # "worktree" or "none"
     integration_branch: Optional[str] = None
     base: Optional[str] = None  # the user's HEAD when the run began
+    notes: Tuple[str, ...] = field(default=(), compare=False)  # what start_run found and did: say once
+    continued: bool = field(default=False, compare=False)  # start_run continued an earlier run
 
     def as_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k not in ("notes", "continued")}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RunInfo":
@@ -367,30 +440,310 @@ class RunInfo:
 
 
 def start_run(project: Path, previous: Optional[RunInfo] = None) -> RunInfo:
-    """Begin a run from the user's HEAD, or continue `previous` on its integration branch."""
+    """Begin a run from the user's HEAD, or continue `previous` on its integration branch.
+
+    Without `previous` (state/run.json lost, or the project folder moved) an unlanded run found
+    in git is continued. The user's stash and refs are recorded (`watch_shared_refs` compares them
+    later); `notes` says what was found and done, once."""
     project = Path(project).resolve()
     if _git_version(project) < MIN_GIT:
         raise WorkspaceError("worktree isolation needs git {}.{} or later; upgrade git or use isolation "
                              "'none'".format(*MIN_GIT))
     ensure_ignored(project)
     _remove_half_created(project)  # recover() does this too; a creation cut short must not block us
+    notes = [n for n in (hooks_notice(project),) if n]
+    if previous is None or not previous.integration_branch:
+        previous, found = find_run(project), True
+    else:
+        found = False
     if previous is not None and previous.integration_branch:
         branch = previous.integration_branch
+        if found:
+            notes.append(f"continuing the unlanded run found in git (integration branch {branch}): the "
+                         "orchestrator's record of it (state/run.json) is gone or belongs to another folder")
+        notes += watch_shared_refs(project, previous)  # restores a deleted or moved integration branch
         if not _exists(project, "refs/heads/" + branch):
-            raise WorkspaceError(f"this run's integration branch {branch} no longer exists, so the work "
-                                 "merged into it cannot be found; start a new run")
+            raise WorkspaceError(f"this run's integration branch {branch} no longer exists and the orchestrator "
+                                 "has no record of its last commit, so the work merged into it cannot be found; "
+                                 "start a new run")
         _ensure_worktree(project, integration_path(project), branch, None)
-        return previous
-    integ = integration_path(project)
-    earlier = _registered(project).get(os.path.realpath(integ))
-    if earlier is not None and integ.is_dir():
-        old = (earlier.branch or "a detached HEAD").replace("refs/heads/", "")
-        raise WorkspaceError(f"an earlier run's integration worktree is still there (on {old}); land or "
-                             f"continue that run, or discard it with: git worktree remove {integ}")
+        return replace(previous, notes=tuple(notes), continued=True)
     base = _rev(project, "HEAD")
     branch = _new_integration_branch(project)
     _ensure_worktree(project, integration_path(project), branch, base)
-    return RunInfo("worktree", branch, base)
+    _new_record(project, branch, base)
+    return RunInfo("worktree", branch, base, tuple(notes))
+
+
+def find_run(project: Path) -> Optional[RunInfo]:
+    """The unlanded run git knows of when our own record of it is lost: the registered integration
+    worktree's branch (its base from our record in the git directory, else its fork point)."""
+    project = Path(project).resolve()
+    entry = _registered(project).get(os.path.realpath(integration_path(project)))
+    branch = (entry.branch or "").replace("refs/heads/", "", 1) if entry is not None else ""
+    if not branch.startswith(INTEGRATION_PREFIX) or not _exists(project, "refs/heads/" + branch):
+        folder = _records_folder(project)
+        records = [r for r in map(_load_record_file, sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime))
+                   if r is not None and r.prefix == _prefix(project)] if folder.is_dir() else []
+        if not records:
+            return None
+        branch = records[-1].branch
+    record = _load_record(project, branch)
+    if record is not None:
+        return RunInfo("worktree", branch, record.base)
+    fork = _git(project, "merge-base", "HEAD", "refs/heads/" + branch, check=False).stdout.strip()
+    return RunInfo("worktree", branch, fork or None)
+
+
+# ---------------------------------------------------------------- what the agents share with the user
+#
+# Every worktree shares the repository's refs with the user's checkout: an agent can pop the user's
+# stash (`git stash; git stash pop` with nothing of its own), clear it, commit on the user's branch
+# (`git switch --ignore-other-worktrees main`), commit on the integration worktree or delete its
+# branch. So the run keeps a record, in the git directory: the user's stash entries (each a commit,
+# kept reachable under refs/orchestrate-kit/stash/ so `git gc` cannot drop one an agent removed), the
+# user's branches and tags, and the integration branch's tip after each of our own operations.
+# `watch_shared_refs` compares and acts: the stash is put back (`git stash store`), a moved branch
+# or tag of the user's is reported with the commands to inspect it (never reset: it is theirs),
+# and the integration branch (ours) is restored from the record, whatever was on it kept under
+# refs/orchestrate-kit/stray/ and named.
+
+KEEP_REFS = "refs/orchestrate-kit/"
+
+
+@dataclass
+class _Record:
+    branch: str  # the run's integration branch
+    tip: str  # its commit after our last operation on it
+    base: Optional[str]  # the user's HEAD when the run began
+    user_refs: Dict[str, str]  # the user's branches and tags -> commit, as last seen
+    stash: List[Tuple[str, str]]  # the user's stash entries at the start: (commit, message), newest first
+    prefix: str = ""  # the project's folder inside the repository (a monorepo can have several projects)
+    taken: List[Tuple[str, str]] = field(default_factory=list)  # user's entries taken (and put back) this run
+    seen_stash: List[str] = field(default_factory=list)  # stash entries made since, already reported
+
+
+def _common_dir(project: Path) -> Path:
+    found = Path(_git(project, "rev-parse", "--git-common-dir").stdout.strip())
+    return found if found.is_absolute() else (Path(project) / found).resolve()
+
+
+def _records_folder(project: Path) -> Path:
+    return _common_dir(project) / "orchestrate-kit" / "runs"
+
+
+def _record_path(project: Path, branch: str) -> Path:
+    return _records_folder(project) / (branch.replace("/", "+") + ".json")
+
+
+def _load_record_file(path: Path) -> Optional[_Record]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return _Record(str(data["branch"]), str(data["tip"]), data.get("base"), dict(data.get("user_refs", {})),
+                       [(str(c), str(m)) for c, m in data.get("stash", [])], str(data.get("prefix", "")),
+                       [(str(c), str(m)) for c, m in data.get("taken", [])], list(data.get("seen_stash", [])))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _load_record(project: Path, branch: str) -> Optional[_Record]:
+    return _load_record_file(_record_path(project, branch))
+
+
+def _save_record(project: Path, record: _Record) -> None:
+    path = _record_path(project, record.branch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(record), indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _new_record(project: Path, branch: str, base: Optional[str]) -> None:
+    _save_record(project, _Record(branch, _rev(project, "refs/heads/" + branch), base, _user_refs(project),
+                                  _protect_stash(project, branch, _stash(project)), _prefix(project)))
+
+
+def _forget_record(project: Path, branch: str) -> None:
+    """The run has landed: drop its record and the refs that kept the user's stash reachable."""
+    _record_path(project, branch).unlink(missing_ok=True)
+    for ref in _refs(project, f"{KEEP_REFS}stash/{_ref_safe(branch)}/"):
+        _git(project, "update-ref", "-d", ref, check=False)
+
+
+def _ref_safe(branch: str) -> str:
+    return branch.replace("/", "+")
+
+
+def _refs(project: Path, prefix: str) -> Dict[str, str]:
+    out = _git(project, "for-each-ref", "--format=%(refname) %(objectname)", prefix).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def _user_refs(project: Path) -> Dict[str, str]:
+    """The user's branches and tags (the run's own branches left out)."""
+    ours = ("refs/heads/" + STREAM_PREFIX, "refs/heads/" + INTEGRATION_PREFIX)
+    return {ref: sha for ref, sha in {**_refs(project, "refs/heads/"), **_refs(project, "refs/tags/")}.items()
+            if not ref.startswith(ours)}
+
+
+def _stash(project: Path) -> List[Tuple[str, str]]:
+    if not _exists(project, "refs/stash"):
+        return []
+    out = _git(project, "log", "-g", "--format=%H%x00%gs", "refs/stash", check=False).stdout
+    return [(commit, subject) for commit, _, subject in (line.partition("\0") for line in out.splitlines() if "\0" in line)]
+
+
+def _protect_stash(project: Path, branch: str, stash: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    for n, (commit, _message) in enumerate(stash):
+        _git(project, "update-ref", f"{KEEP_REFS}stash/{_ref_safe(branch)}/{n}", commit)
+    return stash
+
+
+def watch_shared_refs(project: Path, run: RunInfo) -> List[str]:
+    """Compare the refs agents share with the user against the run's record; restore the stash and
+    the integration branch, report the user's moved refs. What it found and did, one line each.
+    Call before each of our operations on the integration branch (merge, land, a continued start)."""
+    project = Path(project).resolve()
+    branch = _integration(run)
+    record = _load_record(project, branch)
+    if record is None:  # a run from before the record: begin one now
+        if _exists(project, "refs/heads/" + branch):
+            _new_record(project, branch, run.base)
+        return []
+    notes = _restore_stash(project, record) + _report_user_refs(project, record)
+    notes += _restore_integration(project, record)
+    _save_record(project, record)
+    return notes
+
+
+def _restore_stash(project: Path, record: _Record) -> List[str]:
+    now = _stash(project)
+    present = {commit for commit, _message in now}
+    missing = [(c, m) for c, m in record.stash if c not in present]
+    notes = []
+    for commit, message in reversed(missing):  # oldest first: `stash store` puts each on top
+        _git(project, *_identity_options(project), "stash", "store", "-q", "-m", message, commit)
+    record.taken += [entry for entry in missing if entry not in record.taken]
+    if missing:
+        notes.append(f"{len(missing)} of your stash entries were taken while the run went on (an agent's "
+                     "`git stash pop` or `git stash clear` in its worktree: the stash is shared); put them "
+                     "back: " + "; ".join(f"{m} ({c[:12]})" for c, m in missing[:3]) + ". See: git stash list")
+    own = {c for c, _m in record.stash}
+    for commit, message in now:
+        if commit not in own and commit not in record.seen_stash:
+            record.seen_stash.append(commit)
+            notes.append(f"a new stash entry appeared while the run went on (an agent's `git stash`?): "
+                         f"{message} ({commit[:12]}); it was left where it is")
+    return notes
+
+
+def _report_user_refs(project: Path, record: _Record) -> List[str]:
+    now = _user_refs(project)
+    notes = []
+    strays = {e.branch: path for path, e in _registered(project).items()
+              if Path(path).parent == (project / WORKTREES).resolve() and e.branch in record.user_refs}
+    for ref, old in sorted(record.user_refs.items()):
+        new = now.get(ref)
+        if new == old:
+            continue
+        name = ref.split("/", 2)[2]
+        where = f" (a stream's worktree has it checked out: {_short(project, Path(strays[ref]))})" \
+            if ref in strays else ""
+        if new is None:
+            notes.append(f"your {_kind(ref)} {name} was deleted while the run went on{where}; the orchestrator "
+                         f"never touches it. It pointed at {old[:12]}: git branch {name} {old} brings it back")
+        else:
+            notes.append(f"your {_kind(ref)} {name} moved while the run went on, from {old[:12]} to {new[:12]}"
+                         f"{where}; the orchestrator never moves it, so you or an agent did. Inspect it with: "
+                         f"git log --stat {old[:12]}..{new[:12]} (and git reflog {name})")
+    record.user_refs = now
+    return notes
+
+
+def _kind(ref: str) -> str:
+    return "tag" if ref.startswith("refs/tags/") else "branch"
+
+
+def _restore_integration(project: Path, record: _Record) -> List[str]:
+    """Put the integration branch back on the record's tip when something else moved or deleted it."""
+    ref = "refs/heads/" + record.branch
+    now = _rev(project, ref) if _exists(project, ref) else None
+    if now == record.tip:
+        return []
+    if now is not None and (_only_our_merges(project, record.tip, now) or _only_our_merges(project, now, record.tip)):
+        record.tip = now  # our own merge (or the undoing of one), made just before a kill cut short saving the record
+        return []
+    keep = f"{KEEP_REFS}stray/{_ref_safe(record.branch)}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    integ = integration_path(project)
+    kept = []
+    if now is not None:
+        _git(project, "update-ref", keep, now)
+        kept.append(f"its commits are kept as {keep} (git log {record.tip[:12]}..{keep})")
+    saved = _git(integ, "stash", "create", check=False).stdout.strip() if integ.is_dir() else ""
+    if saved:  # a commit of the worktree's uncommitted changes; no stash entry is made
+        _git(project, "update-ref", keep + "-uncommitted", saved)
+        kept.append(f"the uncommitted changes there as {keep}-uncommitted")
+    _git(project, "update-ref", ref, record.tip)
+    if integ.is_dir():
+        _git(integ, "reset", "--hard", "-q")  # HEAD only: moves no branch, whichever one is checked out
+        if _tree_state(integ).branch != record.branch:
+            _git(integ, "checkout", "-q", record.branch)
+    what = "was deleted" if now is None else f"moved from {record.tip[:12]} to {now[:12]}"
+    return [f"the run's integration branch {record.branch} {what} without the orchestrator (an agent working "
+            f"there?); restored it to {record.tip[:12]}" + "".join(f"; {k}" for k in kept)]
+
+
+def _holds_taken_stash(project: Path, run: RunInfo, stream_id: str) -> Optional[str]:
+    """Why a stream's worktree must not be merged: it holds the changes of a stash entry of the
+    user's that was taken this run (an agent's `git stash pop`), or None."""
+    record = _load_record(project, _integration(run))
+    path = worktree_path(project, stream_id)
+    if record is None or not record.taken or not path.is_dir():
+        return None
+    for commit, message in record.taken:
+        patch = _git(project, "diff", "--binary", f"{commit}^1", commit, check=False).stdout
+        if not patch.strip():
+            continue
+        check = subprocess.run(["git", "apply", "-R", "--check", "-"], cwd=str(path), env=_git_env(),
+                               input=patch, capture_output=True, text=True, errors="replace")
+        if check.returncode == 0:
+            return (f"{_short(project, path)} holds the changes of your stash entry '{message}' ({commit[:12]}), "
+                    "which its agent took (git stash pop); the entry is back in your stash. Take those changes "
+                    f"out of the worktree (see: git -C {path} diff {commit[:12]}^1 {commit[:12]} --stat)")
+    return None
+
+
+def _only_our_merges(project: Path, old: str, new: str) -> bool:
+    if not _is_ancestor(project, old, new):
+        return False
+    out = _git(project, "log", "--first-parent", "--format=%P%x00%s", f"{old}..{new}").stdout
+    return all(len(parents.split()) == 2 and subject.startswith("Merge stream ")
+               for parents, subject in (line.split("\0", 1) for line in out.splitlines()))
+
+
+def _moved_by_us(project: Path, branch: str) -> None:
+    """After one of our operations on the integration branch: its new tip is the record's."""
+    record = _load_record(project, branch)
+    if record is not None:
+        record.tip = _rev(project, "refs/heads/" + branch)
+        _save_record(project, record)
+
+
+def hooks_notice(project: Path) -> Optional[str]:
+    """One line for the start of a run when the user has git hooks: ours skip them (or None)."""
+    project = Path(project).resolve()
+    # user_hooks=True: asked with our override, git would answer /dev/null
+    folder = project / _git(project, "rev-parse", "--git-path", "hooks", user_hooks=True).stdout.strip()
+    try:
+        names = sorted(p.name for p in folder.iterdir()
+                       if p.is_file() and not p.name.endswith(".sample") and os.access(p, os.X_OK))
+    except OSError:
+        return None
+    if not names:
+        return None
+    return (f"your git hooks ({', '.join(names)}) do not run on the orchestrator's own git operations in "
+            f"{WORKTREES.as_posix()}/ (creating worktrees, committing leftovers, merging); they run on the "
+            "agents' own commits and on `land` in your checkout")
 
 
 def _new_integration_branch(project: Path) -> str:
@@ -425,6 +778,7 @@ class Workspace:
     branch: str
     path: Path
     cwd: Path  # the project's folder inside the worktree (differs from path in a monorepo)
+    notes: Tuple[str, ...] = field(default=(), compare=False)  # what watch_shared_refs found first: say them
 
 
 def workspace_of(project: Path, stream_id: str) -> Workspace:
@@ -438,8 +792,8 @@ def prepare_workspace(project: Path, run: RunInfo, stream_id: str) -> Workspace:
     """Give the stream its worktree on its branch: the one it has, a parked one switched to the
     integration branch's tip, or a new one created from that tip."""
     project = Path(project).resolve()
-    ws = workspace_of(project, stream_id)
     start = "refs/heads/" + _integration(run)
+    ws = replace(workspace_of(project, stream_id), notes=tuple(watch_shared_refs(project, run)))  # a clean tip
     registered = _registered(project)
     if os.path.realpath(ws.path) not in registered and not ws.path.exists():
         if _take_spare(project, registered, ws.path, ws.branch, start):
@@ -518,12 +872,12 @@ def _take_spare(project: Path, registered: Mapping[str, _Registered], path: Path
                   if registered[str(s)].branch is None and not _tree_state(s).dirty), None)
     if spare is None:
         return False
-    _marker(path).write_text(f"{os.getpid()}\n", encoding="utf-8")
-    if _git(project, "worktree", "move", str(spare), str(path), check=False).returncode != 0:
+    creating = _begin_creating(path)
+    if _git(project, "worktree", "move", str(spare), str(path), check=False, env=creating).returncode != 0:
         _marker(path).unlink()
         return False
     target = [branch] if _exists(project, "refs/heads/" + branch) else ["--no-track", "-b", branch, start]
-    if _git(path, "checkout", "-q", *target, "--", check=False).returncode != 0:
+    if _git(path, "checkout", "-q", *target, "--", check=False, env=creating).returncode != 0:
         _undo_half_created(project, path)  # a clean spare: nothing of anyone's is lost
         return False
     _marker(path).unlink()
@@ -552,6 +906,7 @@ class MergeResult:
     tip: str  # integration tip now
     conflicts: Tuple[str, ...] = ()
     committed_leftovers: bool = False
+    notes: Tuple[str, ...] = ()  # what watch_shared_refs found and did before this merge: say them
 
 
 def commit_leftovers(project: Path, stream_id: str) -> bool:
@@ -575,15 +930,41 @@ def commit_leftovers(project: Path, stream_id: str) -> bool:
         return False
     if merging:
         touched = _git(ws.path, "diff", "--name-only", "-z", "HEAD").stdout.split("\0")
-        marked = _files_with_markers(ws.path, [f for f in touched if f])
+        marked = _files_with_markers(ws.path, [f for f in touched if f], ("HEAD", "MERGE_HEAD"))
         if marked:
             raise WorkspaceError(f"{_short(project, ws.path)} still has conflict markers in: {', '.join(marked)}")
     _git(ws.path, "add", "-A")
+    nested = _new_gitlinks(ws.path, "HEAD", cached=True)
+    if nested:
+        _git(ws.path, "reset", "-q", "HEAD", "--", *nested)  # unstage them (the index only: files, refs stay)
+        raise WorkspaceError(_nested_repositories(project, ws.path, nested))
     if not merging and _git(ws.path, "diff", "--cached", "--quiet", check=False).returncode == 0:
         return False  # only changes git does not commit (e.g. inside a submodule)
     message = f"Work left uncommitted by stream {printable(stream_id, 200)}"
     _git(ws.path, *_commit_options(project), "commit", "-q", "--no-verify", "-m", message)
     return True
+
+
+def _new_gitlinks(cwd: Path, base: str, cached: bool = False) -> List[str]:
+    """Paths that become gitlinks (another repository's commit, mode 160000) since `base`: in the
+    index (`cached`) or in the commits `base` names (`A...B`)."""
+    args = ["diff", "--raw", "-z", "--no-renames", *(["--cached"] if cached else []), base]
+    fields = _git(cwd, *args).stdout.split("\0")
+    found = []
+    for meta, path in zip(fields[0::2], fields[1::2]):
+        modes = meta.lstrip(":").split(" ")
+        if len(modes) >= 2 and modes[1] == "160000" and modes[0] != "160000":
+            found.append(path)
+    return found
+
+
+def _nested_repositories(project: Path, worktree: Path, paths: Sequence[str]) -> str:
+    # Parked, not committed with their content: that would mean deleting or moving the nested
+    # repository's .git (its history, the agent's to keep) or making it a submodule nobody asked for.
+    listed = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    return (f"{listed} in {_short(project, worktree)} is a git repository of its own (a `git init` or a "
+            "clone?): git would merge only a pointer to it (a gitlink), not its files. To keep its files, "
+            "remove its .git folder and commit them; to add it on purpose, make it a submodule")
 
 
 def merge_stream(project: Path, run: RunInfo, stream_id: str, commit: Optional[str] = None) -> MergeResult:
@@ -594,8 +975,22 @@ def merge_stream(project: Path, run: RunInfo, stream_id: str, commit: Optional[s
     and leftovers are not committed (nobody reviewed them).
     """
     project = Path(project).resolve()
+    notes = tuple(watch_shared_refs(project, run))
+    try:
+        result = _merge_stream(project, run, stream_id, commit)
+    except WorkspaceError as exc:
+        raise WorkspaceError("; ".join((str(exc),) + notes)) from None
+    if result.outcome is MergeOutcome.MERGED:
+        _moved_by_us(project, _integration(run))
+    return replace(result, notes=notes)
+
+
+def _merge_stream(project: Path, run: RunInfo, stream_id: str, commit: Optional[str]) -> MergeResult:
     integ = integration_path(project)
     _integration(run)
+    holding = _holds_taken_stash(project, run, stream_id) if commit is None else None
+    if holding:
+        raise WorkspaceError(holding)
     try:
         committed = commit_leftovers(project, stream_id) if commit is None else False
     except WorkspaceError:
@@ -610,6 +1005,9 @@ def merge_stream(project: Path, run: RunInfo, stream_id: str, commit: Optional[s
     if not _exists(project, branch) and commit is None:  # it never had a workspace (complete before the run began)
         return MergeResult(MergeOutcome.MERGED, before, before)
     stream_tip = _rev(project, branch) if commit is None else _commit_on_branch(project, branch, commit)
+    nested = _new_gitlinks(project, f"{before}...{stream_tip}")
+    if nested:  # the agent committed them itself
+        raise WorkspaceError(_nested_repositories(project, worktree_path(project, stream_id), nested))
     if _is_ancestor(integ, stream_tip, before):  # nothing new, or merged before a restart
         parents = _parents(integ, before)
         start = parents[0] if parents[1:] == [stream_tip] else before
@@ -683,7 +1081,7 @@ def hand_back_pending(project: Path, run: RunInfo, stream_id: str, files: Iterab
         return f"the worktree is on {state.branch or 'a detached HEAD'}, not {ws.branch}"
     if not _is_ancestor(ws.path, "refs/heads/" + _integration(run), "HEAD"):
         return f"{run.integration_branch} is not merged into {ws.branch} (was the merge aborted?)"
-    marked = _files_with_markers(ws.path, files)
+    marked = _files_with_markers(ws.path, files, _last_merge_sides(ws.path))
     if marked:
         return f"conflict markers left in: {', '.join(marked)}"
     return None
@@ -850,6 +1248,7 @@ def undo_merge(project: Path, run: RunInfo, before: str) -> None:
     if _tree_state(integ).branch != _integration(run) or _parents(integ, head)[:1] != [before]:
         raise WorkspaceError(f"{run.integration_branch} moved on since that merge; not moving it back")
     _git(integ, "reset", "--hard", "-q", before)  # our own branch in our own worktree
+    _moved_by_us(Path(project).resolve(), _integration(run))
 
 
 # ---------------------------------------------------------------- recovery
@@ -865,7 +1264,8 @@ def recover(project: Path, previous: Optional[RunInfo] = None) -> List[str]:
     the integration worktree). Stream worktrees with work in them are never touched.
     """
     project = Path(project).resolve()
-    notes = _remove_half_created(project)
+    notes = _repair_moved(project) + _remove_half_created(project)
+    previous = previous if previous is not None and previous.integration_branch else find_run(project)
     integ = integration_path(project)
     if previous is not None and previous.integration_branch and integ.is_dir():
         notes += _clean_integration(project, integ, previous.integration_branch)
@@ -878,6 +1278,24 @@ def recover(project: Path, previous: Optional[RunInfo] = None) -> List[str]:
             _forget(project, Path(path))
             notes.append(f"dropped the record of missing worktree {_short(project, Path(path))}")
     return notes
+
+
+def _repair_moved(project: Path) -> List[str]:
+    """Worktree folders here that git knows under another path (the project folder was moved or
+    copied): `git worktree repair` links both sides again."""
+    folder = project / WORKTREES
+    if not folder.is_dir():
+        return []
+    known = set(_registered(project))
+    moved = sorted(p for p in folder.iterdir() if (p / ".git").is_file() and os.path.realpath(p) not in known)
+    if not moved:
+        return []
+    listed = " ".join(str(p) for p in moved)
+    if _git_version(project) < (2, 30):
+        raise WorkspaceError(f"the worktrees in {_short(project, folder)} were moved with the project; git 2.30 "
+                             f"or later repairs them (git worktree repair {listed}); upgrade git, then start again")
+    _git(project, "worktree", "repair", *map(str, moved))
+    return [f"repaired {len(moved)} worktree(s) moved with the project folder (git worktree repair)"]
 
 
 def _remove_half_created(project: Path) -> List[str]:
@@ -916,37 +1334,60 @@ class LandResult:
     head: str  # its new commit
     deleted: Tuple[str, ...]  # branches deleted
     kept: Tuple[Tuple[str, str], ...]  # (branch, why it was kept)
+    notes: Tuple[str, ...] = ()  # what watch_shared_refs found and did first
 
 
 def land(project: Path, run: RunInfo, stream_ids: Iterable[str]) -> LandResult:
     """Bring the integration branch into the user's current branch, then tidy the run's branches."""
     project = Path(project).resolve()
     integration = "refs/heads/" + _integration(run)
+    notes = tuple(watch_shared_refs(project, run))  # a moved or deleted integration branch is put back first
     state = _tree_state(project)
     if state.branch is None:
         raise LandRefused("HEAD is detached; check out the branch to land on (git switch BRANCH) and run land again")
     if state.tracked:
         raise LandRefused(f"your working tree has uncommitted changes ({', '.join(state.tracked[:3])}); "
                           "commit or stash them and run land again")
+    _refuse_to_overwrite_untracked(project, integration)
     fast_forward = _is_ancestor(project, "HEAD", integration)
     if fast_forward:
-        _git(project, "merge", "--ff-only", "-q", integration)
+        _git(project, "merge", "--ff-only", "-q", integration, user_hooks=True)
     else:
         _merge_into_user_branch(project, run, state.branch)
     deleted, kept = _delete_run_branches(project, run, stream_ids)
     kept += tuple(("(spare worktree)", why) for why in remove_spares(project))
-    return LandResult(state.branch, fast_forward, _rev(project, "HEAD"), deleted, kept)
+    _forget_record(project, _integration(run))
+    return LandResult(state.branch, fast_forward, _rev(project, "HEAD"), deleted, kept, notes)
+
+
+def _refuse_to_overwrite_untracked(project: Path, integration: str) -> None:
+    """Land never replaces a file of the user's that git does not track: git itself overwrites an
+    ignored one (a `.env`) without a word when the landed work adds the same path."""
+    top = Path(_git(project, "rev-parse", "--show-toplevel").stdout.strip())
+    added = _git(project, "diff", "--name-only", "-z", "--no-renames", "--diff-filter=A", "HEAD", integration)
+    in_the_way = []
+    for name in (n for n in added.stdout.split("\0") if n):
+        parts = Path(name).parts
+        blocked = [top.joinpath(*parts[:i]) for i in range(1, len(parts) + 1)]
+        if any(os.path.lexists(p) and (p == blocked[-1] or not p.is_dir()) for p in blocked):
+            in_the_way.append(name)
+    if in_the_way:
+        listed = ", ".join(in_the_way[:10]) + (f" and {len(in_the_way) - 10} more" if len(in_the_way) > 10 else "")
+        raise LandRefused(f"landing would overwrite files of yours that git does not track (untracked or ignored): "
+                          f"{listed}; move them away (or compare them with `git show {integration}:PATH`) and "
+                          "run land again")
 
 
 def _merge_into_user_branch(project: Path, run: RunInfo, branch: str) -> None:
     """A real merge in the user's checkout (their hooks run: it is their branch); a conflict is undone."""
     done = _git(project, *_identity_options(project), "merge", "--no-ff", "--no-edit", "-m",
-                f"Land {run.integration_branch}", "refs/heads/" + str(run.integration_branch), check=False)
+                f"Land {run.integration_branch}", "refs/heads/" + str(run.integration_branch), check=False,
+                user_hooks=True)
     if done.returncode == 0:
         return
     conflicts = _tree_state(project).unmerged
     if _merging(project):
-        _git(project, "merge", "--abort")
+        _git(project, "merge", "--abort", user_hooks=True)
     if conflicts:
         raise LandRefused(f"{run.integration_branch} conflicts with {branch} in: {', '.join(conflicts)}; "
                           f"merge it yourself: git merge {run.integration_branch}")

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from .snapshot import FINISHED_STATUSES, BadRow, TaskRef, as_bytes, chunks
 
 SERVER_KEY = "task-copilot"
 SETTINGS = ("TASK_DB_PATH", "WORKSPACE_ID")
+MAX_CONFIG_BYTES = 1 << 20  # an .mcp.json is a few hundred bytes; more is not one we read
 _EXPANSION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -55,11 +57,13 @@ def read_server_entry(project_root: Path) -> Tuple[Optional[ServerEntry], str]:
     and a note for the places-tried list."""
     path = project_root / ".mcp.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_config_file(path))
     except FileNotFoundError:
         return None, f"{path} (no such file)"
     except (OSError, ValueError) as exc:
         return None, f"{path} (unreadable, ignored: {exc})"
+    except RecursionError:
+        return None, f"{path} (nested too deeply to read, ignored)"
     servers = data.get("mcpServers") if isinstance(data, dict) else None
     if not isinstance(servers, dict):
         return None, f"{path} (no mcpServers)"
@@ -78,6 +82,26 @@ def read_server_entry(project_root: Path) -> Tuple[Optional[ServerEntry], str]:
     env = env if isinstance(env, dict) else {}
     pairs = tuple((k, env[k]) for k in SETTINGS if isinstance(env.get(k), str))
     return ServerEntry(chosen, pairs), f"{path} (server {chosen!r})"
+
+
+def read_config_file(path: Path, limit: int = MAX_CONFIG_BYTES) -> str:
+    """A small configuration file's text, opened only if it is a regular file of at most `limit` bytes:
+    a FIFO or a device would block every command, a huge file would fill memory. Raises OSError
+    (FileNotFoundError when it is missing) or ValueError (not UTF-8)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"not a regular file (mode {stat.filemode(info.st_mode)})")
+        if info.st_size > limit:
+            raise OSError(f"{info.st_size} bytes, more than the {limit} a configuration file can have")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise OSError(f"more than the {limit} bytes a configuration file can have")
+    return data.decode("utf-8")
 
 
 def md5_workspace(folder: Path) -> str:

@@ -238,6 +238,8 @@ def classify(text: Optional[str]) -> Meta:
         found = _STREAM_ID_TEXT.search(text)
         where = f": {exc.msg} at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
         return _unusable(f"its metadata is not valid JSON{where}", names=found.group(1) if found else None)
+    except RecursionError:  # nested deeper than Python's stack
+        return _unusable("its metadata is nested too deeply to read")
     if not isinstance(meta, dict):
         return _unusable(f"its metadata is {_kind(meta)}, not a JSON object")
     claims = "streamId" in meta
