@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -52,7 +54,7 @@ def test_bad_keys_and_values_change_nothing(installed, capsys):
     assert typo.code == 1 and "no setting max_paralel" in typo.err and "max_parallel" in typo.err
     assert word.code == 1 and "poll_interval must be a number of seconds above 0" in word.err
     assert zero.code == 1 and "refresh_interval must be" in zero.err
-    assert quotes.code == 1 and "not a command line" in quotes.err
+    assert quotes.code == 1 and "worker_command must be a command line" in quotes.err and "check its quotes" in quotes.err
     assert snapshot(installed) == before
 
 
@@ -105,7 +107,12 @@ def test_every_runtime_setting_is_known_to_the_config_command():
     import dataclasses
 
     from orchestrate_kit import settings as installer_settings
+    from orchestrate_kit import copier_runner
     from tests.runtime.runtime_import import settings as runtime_settings
+    from tests.runtime.runtime_import import validate as runtime_validate
 
     runtime_keys = {f.name for f in dataclasses.fields(runtime_settings.Settings)}
-    assert runtime_keys <= set(installer_settings.RULES) | {"tracker"}
+    known = installer_settings.known(helpers.REPO, copier_runner.questions(helpers.REPO))
+    assert runtime_keys == set(known) == set(runtime_validate.RULES)
+    validate = installer_settings.runtime_validate(helpers.REPO)
+    assert Path(validate.__file__).resolve() == Path(runtime_validate.__file__).resolve()  # the runtime's own file

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import copier_runner, git, output, settings, store
+from ..errors import UserError
 from ..project import (
     ORCHESTRATOR_DIR, STATE_DIRS, Layout, add_run_bit, fix_link, link_problems, scripts_without_run_bit,
 )
@@ -68,7 +69,7 @@ def doctor(*, project: Path, fix: bool) -> int:
             _run_bits(project, layout),
             *_links(project, layout),
             _gitignore(project),
-            _worker(project, _effective_worker_command(project, answers)),
+            _worker(project, _effective_worker_command(project, answers, template.root)),
             _local_settings(project, template.root),
             _runtime(project, markers),
         ]
@@ -298,26 +299,33 @@ def _markers_check(markers: list[str]) -> Check:
     return Check(OK, "conflict markers", "none")
 
 
-def _effective_worker_command(project: Path, answers: dict[str, Any]) -> str:
+def _effective_worker_command(project: Path, answers: dict[str, Any], template_root: Path) -> str:
     """worker_command as the runtime will read it: orchestrator.local.conf wins over the answers."""
     command = str(answers.get("worker_command", ""))
-    for _, key, value in settings.read_conf(project / settings.LOCAL_CONF):
-        if key == "worker_command":
-            command = value
+    try:
+        lines = settings.read_conf(template_root, project / settings.LOCAL_CONF)
+    except UserError:
+        lines = []  # the settings check names the broken line
+    for line in lines:
+        if line.key == "worker_command":
+            command = line.value
     return command
 
 
 def _local_settings(project: Path, template_root: Path) -> Check:
-    """orchestrator.local.conf: keys the runtime knows (it ignores others, so a typo goes unseen)."""
-    path = project / settings.LOCAL_CONF
-    if not path.is_file():
-        return Check(WARN, "your settings", f"no {settings.LOCAL_CONF}; `orchestrate-kit config KEY VALUE` makes it")
-    known = settings.known(template_root, copier_runner.questions(template_root))
-    unknown = [f"{key} (line {number})" for number, key, _ in settings.read_conf(path) if key not in known]
+    """Both conf files: every line is `key = value` and every key a setting (the runtime reads past
+    others, so a misspelt one would change nothing unseen)."""
+    label = "your settings"
+    try:
+        unknown = settings.unknown_keys(template_root, project)
+        count = len(settings.read_conf(template_root, project / settings.LOCAL_CONF))
+    except UserError as error:
+        return Check(FAIL, label, error.message)
     if unknown:
-        return Check(WARN, "your settings", f"{settings.LOCAL_CONF} has keys no setting has: {', '.join(unknown)}")
-    count = len(settings.read_conf(path))
-    return Check(OK, "your settings", f"{count} in {settings.LOCAL_CONF}")
+        return Check(WARN, label, "; ".join(unknown))
+    if not (project / settings.LOCAL_CONF).is_file():
+        return Check(WARN, label, f"no {settings.LOCAL_CONF}; `orchestrate-kit config KEY VALUE` makes it")
+    return Check(OK, label, f"{count} in {settings.LOCAL_CONF}")
 
 
 def _source(answers: dict[str, Any], store_was_there: bool) -> Check:
