@@ -22,11 +22,12 @@ from typing import Dict, List, Optional, Tuple, Union
 
 Value = Union[int, float, bool, str]
 
-# The number grammar, written for Python's `re` and for copier.yml's validators (Jinja's regex_search,
-# which is Python's `re` too) alike: spaces around the number, at most 15 digits before the point
-# (always finite, never needed larger).
-WHOLE = r"^\s*[0-9]{1,15}\s*$"
-DECIMAL = r"^\s*([0-9]{1,15}(\.[0-9]+)?|\.[0-9]+)\s*$"
+# The number grammar, matched against the text with the spaces around it stripped. copier.yml's
+# validators use these very patterns (`x | trim | regex_search(...)`: Jinja's trim is str.strip and
+# its regex_search Python's `re`), so they are written without backslashes, which Jinja's string
+# literals would take for escapes. At most 15 digits before the point: always finite.
+WHOLE = "^[0-9]{1,15}$"
+DECIMAL = "^([0-9]{1,15}([.][0-9]+)?|[.][0-9]+)$"
 
 
 class InvalidValue(ValueError):
@@ -73,6 +74,7 @@ BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "n
 def number(text: str, whole: bool, above_zero: bool = False) -> Optional[Union[int, float]]:
     """`text` read as a plain decimal (a whole one for `whole`), spaces around it ignored; None when it
     is not one, or is 0 and must be `above_zero`. The one number grammar of every setting and flag."""
+    text = text.strip()
     if not re.search(WHOLE if whole else DECIMAL, text):
         return None
     parsed: Union[int, float] = int(text) if whole else float(text)

@@ -27,7 +27,7 @@ def setting_type(key: str):
         try:
             return validate.check(key, text)
         except validate.InvalidValue as exc:
-            raise argparse.ArgumentTypeError(f"{exc}, not {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{exc}, not {text.strip()!r}") from None
     parse.__name__ = key  # argparse names the type in its own messages
     return parse
 
