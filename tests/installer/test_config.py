@@ -116,3 +116,35 @@ def test_every_runtime_setting_is_known_to_the_config_command():
     assert runtime_keys == set(known) == set(runtime_validate.RULES)
     validate = installer_settings.runtime_validate(helpers.REPO)
     assert Path(validate.__file__).resolve() == Path(runtime_validate.__file__).resolve()  # the runtime's own file
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["changed-since-its-commit", "never-committed"])
+def test_an_uncommitted_settings_file_does_not_stop_an_upgrade(installed, tmp_path, capsys, monkeypatch, committed):
+    """Issue 19: `config` then `upgrade` refused ("uncommitted changes ... M orchestrator.local.conf")."""
+    if not committed:
+        git(installed, "rm", "--cached", "--quiet", LOCAL_CONF)
+        git(installed, "commit", "--quiet", "-m", "the settings file was never committed")
+    assert run(capsys, "config", "--project", str(installed), "max_parallel", "3").code == 0
+    mine = (installed / LOCAL_CONF).read_text()
+    use(monkeypatch, helpers.make_version(tmp_path / "pkg-2", "2.0.0", edit=helpers.v2_edit))
+
+    upgraded = run(capsys, "upgrade", str(installed))
+
+    assert upgraded.code == 0, upgraded.err
+    assert yaml.safe_load((installed / ANSWERS).read_text())["_commit"] == "v2.0.0"
+    assert (installed / LOCAL_CONF).read_text() == mine  # as the user left it, still theirs to commit
+    status = git(installed, "status", "--porcelain", "--", LOCAL_CONF)
+    assert status.startswith(" M" if committed else "??")
+
+
+def test_other_uncommitted_changes_still_stop_an_upgrade(installed, tmp_path, capsys, monkeypatch):
+    assert run(capsys, "config", "--project", str(installed), "max_parallel", "3").code == 0
+    (installed / "scratch.txt").write_text("not committed\n")
+    use(monkeypatch, helpers.make_version(tmp_path / "pkg-2", "2.0.0", edit=helpers.v2_edit))
+    before = snapshot(installed)
+
+    upgraded = run(capsys, "upgrade", str(installed))
+
+    assert upgraded.code == 1 and "uncommitted changes" in upgraded.err and "scratch.txt" in upgraded.err
+    assert LOCAL_CONF not in upgraded.err  # not what blocks it
+    assert snapshot(installed) == before

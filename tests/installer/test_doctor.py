@@ -277,7 +277,8 @@ def test_a_typo_in_your_settings_is_a_warning(project, capsys):
 
     assert result.code == 0
     (warned,) = [entry for entry in lines(result, "warn") if "your settings" in entry]
-    assert "max_paralel (line 4)" in warned
+    assert ".claude/orchestrator/orchestrator.local.conf:4: max_paralel is not a setting, so it changes nothing; " \
+        "did you mean max_parallel?" in warned
 
 
 def test_doctor_runs_the_runtimes_preflight_of_a_claude_worker(tmp_path, capsys, monkeypatch, repo_template):

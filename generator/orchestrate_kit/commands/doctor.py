@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import copier_runner, git, output, settings, store
+from .. import copier_runner, git, output, retired, settings, store
 from ..errors import UserError
 from ..project import (
     ORCHESTRATOR_DIR, STATE_DIRS, Layout, add_run_bit, fix_link, link_problems, scripts_without_run_bit,
@@ -66,6 +66,7 @@ def doctor(*, project: Path, fix: bool) -> int:
             source,
             _markers_check(markers),
             _files(project, layout),
+            _old_modules(project, layout),
             _run_bits(project, layout),
             *_links(project, layout),
             _gitignore(project),
@@ -165,6 +166,16 @@ def _files(project: Path, layout: Layout) -> Check:
     if missing:
         return Check(FAIL, "files", "missing " + ", ".join(missing))
     return Check(OK, "files", f"{len(layout.files)} present")
+
+
+def _old_modules(project: Path, layout: Layout) -> Check:
+    """Flat modules of the layout before the private package, still in the project: an edited one an
+    upgrade kept, or what a plain `copier update` left. Nothing imports them any more."""
+    left = retired.leftovers(project, layout.modes)
+    if left:
+        return Check(WARN, "old modules", ", ".join(f"{rel} (its code is now in {retired.MOVED[rel]})" for rel in left)
+                     + ": nothing runs them; carry any change of yours over, then delete them")
+    return Check(OK, "old modules", "none")
 
 
 def _run_bits(project: Path, layout: Layout) -> Check:
