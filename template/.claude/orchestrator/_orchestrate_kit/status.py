@@ -24,7 +24,7 @@ from .executor.processes import (
     runs_script,
     write_pid_file,
 )
-from .settings import EXIT_STUCK, Layout, Settings, UserError, load_settings
+from .settings import EXIT_STUCK, Layout, Settings, UserError, load_settings, setting_warnings
 from .graph import Board, StreamView, WorkerFacts, build_board
 from .agent.output import load_activity
 from .trackers import (
@@ -191,6 +191,7 @@ def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: O
     snapshot = take_snapshot(location)
     settings = load_settings(layout.config_files())
     table, notes = load_table(layout.run_file)
+    notes = setting_warnings(layout.config_files()) + notes  # a misspelt setting changes nothing: say so
     if table.run.max_restarts is not None:  # the budget the run counts with (--max-restarts)
         settings = replace(settings, max_restarts=table.run.max_restarts)
     board = board_for(snapshot, table, live_workers(layout), settings, time.time())

@@ -21,7 +21,7 @@ from ..lifecycle import StreamState, load_table
 from ..names import printable
 from ..requests import send_request
 from ..scheduler import decide
-from ..settings import EXIT_OK, EXIT_STUCK, Layout, Settings, UserError, database_lock_path, load_settings
+from ..settings import EXIT_OK, EXIT_STUCK, Layout, Settings, UserError, database_lock_path, load_settings, setting_warnings
 from ..status import (
     METADATA_EXAMPLE,
     board_for,
@@ -85,7 +85,7 @@ def check_before_start(layout: Layout, settings: Settings, args: argparse.Namesp
     clashes = workspaces.name_clashes(snapshot.streams) if settings.isolation == "worktree" else []
     if clashes:
         raise UserError(clash_message(clashes))
-    for line in claim_warnings(snapshot.streams):
+    for line in claim_warnings(snapshot.streams) + setting_warnings(layout.config_files()):
         print(f"{PROG}: warning: {line}", file=sys.stderr)
     table, _ = load_table(layout.run_file)
     board = board_for(snapshot, table, live_workers(layout), settings, time.time())
