@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 from . import validate
 from .logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES
-from .names import file_stem
+from .names import safe_name
 
 EXIT_OK, EXIT_STUCK, EXIT_USAGE = 0, 1, 2
 CHOICES = validate.CHOICES  # text settings that take one of a few words
@@ -156,10 +156,10 @@ class Layout:
     orchestrator_log = property(lambda self: self.logs / "orchestrator.log")
 
     def log_for(self, stream_id: str) -> Path:
-        return self.logs / f"{file_stem(stream_id)}.log"
+        return self.logs / f"{safe_name(stream_id)}.log"
 
     def pid_for(self, stream_id: str) -> Path:
-        return self.pids / f"{file_stem(stream_id)}.pid"
+        return self.pids / f"{safe_name(stream_id)}.pid"
 
     def config_files(self) -> List[Path]:
         return [self.config, self.local_config]

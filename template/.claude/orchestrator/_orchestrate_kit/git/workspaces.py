@@ -23,7 +23,6 @@ Standard library only.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import re
@@ -37,7 +36,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..names import file_stem, printable
+from ..names import printable, safe_name
 
 WORKTREES = Path(".claude") / "worktrees"
 INTEGRATION_FOLDER = "_integration"  # no safe name starts with "_", so no stream gets this folder
@@ -62,22 +61,6 @@ class LandRefused(WorkspaceError):
 
 
 # ---------------------------------------------------------------- names
-
-
-def safe_name(stream_id: str) -> str:
-    """The branch and folder name for a stream id: valid for git refs, distinct per id.
-
-    Plain ids keep their file name (`Stream-A`). Anything else becomes a
-    sanitised prefix plus '+' and a hash of the id; '+' never occurs in a plain
-    id and the prefix never starts with '_', '.' or '-'. (`file_stem`'s '~' is
-    not allowed in ref names.)
-    """
-    stem = file_stem(stream_id)
-    if "~" not in stem and not stem.endswith((".lock", ".")):
-        return stem
-    prefix = re.sub(r"[^A-Za-z0-9_-]+", "_", stream_id)[:40].strip("_-") or "stream"
-    digest = hashlib.sha256(stream_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"{prefix}+{digest}"
 
 
 def name_clashes(stream_ids: Iterable[str]) -> List[Tuple[str, ...]]:
