@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
+
+from . import atomic
 
 MAX_BACKOFF_SECONDS = 120.0
 
@@ -392,16 +393,7 @@ def table_to_json(table: Table) -> dict:
 
 def save_table(path: Path, table: Table) -> None:
     """Write atomically: a reader sees the old table or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(table_to_json(table), indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    atomic.write_text(path, json.dumps(table_to_json(table), indent=1, sort_keys=True))
 
 
 def load_table(path: Path) -> Tuple[Table, List[str]]:

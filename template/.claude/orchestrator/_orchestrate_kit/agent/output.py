@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from .. import atomic
 from .events import AgentStream, Outcome, Signal
 
 READ_LIMIT = 1 << 20  # bytes read from one log per turn: a chatty worker cannot starve the loop
@@ -112,10 +113,8 @@ class WorkerOutputs:
                          "tokens": agent.input_tokens + agent.output_tokens,
                          "cost_usd": round(spent.get(sid, 0.0) + (agent.cost_usd or 0.0), 6),
                          "last_activity": tail.grew_at, "last_message": agent.last_message}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(data), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic.write_text(path, json.dumps(data))
         except OSError:
             return
         self.saved_at, self.changed = now, False
