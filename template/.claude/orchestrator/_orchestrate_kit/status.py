@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .agent.claude import WorkerOptionError, is_claude, parse_worker_options
 from .lifecycle import PARKED, Policy, RunInfo, StreamState, Table, load_table
 from .names import printable
 from .executor.processes import (
@@ -26,7 +25,6 @@ from .executor.processes import (
 )
 from .settings import EXIT_STUCK, Layout, Settings, UserError, load_settings, setting_warnings
 from .graph import Board, StreamView, WorkerFacts, build_board
-from .agent.output import load_activity
 from .trackers import (
     CHOICES as TRACKER_CHOICES,
     DatabaseBusy,
@@ -95,6 +93,10 @@ def policy_of(settings: Settings, run: Optional[RunInfo] = None) -> Policy:
 
 def option_problems(snapshot: Snapshot, settings: Settings) -> Dict[str, str]:
     """Streams whose task metadata sets worker limits that are not valid: they are invalid, with why."""
+    if not any(record.worker_options for record in snapshot.streams.values()):
+        return {}  # the usual case: the dashboard need not load Claude's argument building at all
+    from .agent.claude import WorkerOptionError, is_claude, parse_worker_options
+
     try:
         claude = is_claude(settings.worker_argv())
     except UserError:
@@ -196,7 +198,11 @@ def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: O
         settings = replace(settings, max_restarts=table.run.max_restarts)
     board = board_for(snapshot, table, live_workers(layout), settings, time.time())
     orchestrator = live_orchestrator(layout)
-    activity = load_activity(layout.activity_file) if orchestrator else {}
+    activity = {}
+    if orchestrator:  # agents' activity exists only while a run does; its reader brings the event parser
+        from .agent.output import load_activity
+
+        activity = load_activity(layout.activity_file)
     return StatusReport(location, snapshot, board, orchestrator, table, layout, notes, activity)
 
 
