@@ -31,9 +31,8 @@ CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 def runtime(home: str):
     """The project's runtime modules (a copy of template/), imported from HOME, and its layout."""
     sys.path.insert(0, home)
-    import lifecycle  # noqa: E402
-    import processes  # noqa: E402
-    import settings  # noqa: E402
+    from _orchestrate_kit import lifecycle, settings  # noqa: E402
+    from _orchestrate_kit.executor import processes  # noqa: E402
 
     layout = settings.layout_for(Path(home))
     layout.make_dirs()
