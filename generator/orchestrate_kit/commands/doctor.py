@@ -24,7 +24,7 @@ from ..project import (
 )
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
-# The runtime supports these (DESIGN.md): Python 3.9+ and bash 3.2+ (macOS defaults).
+# The runtime supports these (the design): Python 3.9+ and bash 3.2+ (macOS defaults).
 MIN_PYTHON = (3, 9)
 MIN_BASH = (3, 2)
 PLAN_TIMEOUT = 60  # seconds; a plan reads one database snapshot
