@@ -33,7 +33,7 @@ def safe_name(stream_id: str) -> str:
 
 def printable(text: str, limit: int = 0) -> str:
     """Text from the database made safe for a terminal: control characters escaped."""
-    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    out = text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     if limit and len(out) > limit:
         out = out[: max(limit - 1, 0)] + "…"
     return out
