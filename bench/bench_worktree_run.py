@@ -1,7 +1,8 @@
 """The hand-off with the real orchestrator: a dependency's worker ends -> its dependent's worker runs.
 
 A 4-stream chain of fake workers (each writes a file in its folder), in a small git repository,
-with worktree isolation (commit, merge, worktree for the next stream) and with isolation none.
+with the installed defaults (worktree isolation: commit, merge, worktree for the next stream; the
+spawn gap and the preflight), and with `isolation = none` (a row that says so).
 Each hand-off is the dependent worker's process creation minus the dependency worker's last
 event; the median over the chain's 3 hand-offs and the rounds.
 """
@@ -17,8 +18,8 @@ from typing import List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.installed import changes, installed_project  # noqa: E402
 from tests.support import taskdb  # noqa: E402
-from tests.support.project import Project  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CHAIN = [f"chain-{i}" for i in range(4)]
@@ -26,8 +27,7 @@ CHAIN = [f"chain-{i}" for i in range(4)]
 
 def _handoffs(isolation: str) -> List[float]:
     with tempfile.TemporaryDirectory() as tmp:
-        project = Project.create_git(Path(tmp))
-        project.configure(poll_interval=1, isolation=isolation)
+        project = installed_project(Path(tmp), **({} if isolation == "worktree" else {"isolation": isolation}))
         taskdb.make_db(project.db)
         for i, sid in enumerate(CHAIN):
             taskdb.add_stream(project.db, sid, CHAIN[i - 1:i], 1)
@@ -42,9 +42,10 @@ def _handoffs(isolation: str) -> List[float]:
 
 def run() -> List[Tuple[str, str]]:
     rows = []
-    for isolation in ("none", "worktree"):
+    for isolation in ("worktree", "none"):
         values = [v for _ in range(ROUNDS) for v in _handoffs(isolation)]
-        rows.append((f"hand-off, isolation {isolation} (median of {len(values)})",
+        name = "installed defaults (worktrees)" if isolation == "worktree" else changes(isolation=isolation)[2:]
+        rows.append((f"hand-off, {name} (median of {len(values)})",
                      f"{statistics.median(values) * 1000:.0f} ms (max {max(values) * 1000:.0f} ms)"))
     return rows
 
