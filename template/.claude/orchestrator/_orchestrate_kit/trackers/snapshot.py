@@ -20,6 +20,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
+from urllib.parse import quote
 
 BUSY_TIMEOUT_SECONDS = 2.0
 FINISHED_STATUSES = ("completed", "cancelled")
@@ -311,10 +312,7 @@ def build_snapshot(
 
 def connect_readonly(path: Path, busy_timeout: float) -> sqlite3.Connection:
     """A read-only connection that survives text that is not UTF-8."""
-    # SQLite's URI reads %HH and ends the path at ? or #: those three escaped, the path is exact (and
-    # urllib.parse, 10 ms of a dashboard frame's imports, is not needed).
-    uri = str(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
-    conn = sqlite3.connect(f"file:{uri}?mode=ro", uri=True, timeout=busy_timeout)
+    conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=busy_timeout)
     conn.text_factory = _decode  # one task's bad bytes must not make the whole database unreadable
     return conn
 
