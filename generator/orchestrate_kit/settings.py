@@ -48,6 +48,12 @@ RUNTIME_ONLY = {
     "log_max_bytes": ("10485760", "a stream's log is rotated before an attempt once it is this many bytes"),
     "log_keep": ("3", "rotated logs kept per stream (<stream>.log.1 ...)"),
     "spawn_gap": ("2", "seconds between two worker starts, so a wave of ready streams is staggered"),
+    # The run's branches on a remote, and the merge check's limit (gates, issue 20).
+    "push": ("none", "push the run's branches to push_remote, never forced: none, integration (after each "
+                     "merge) or all (each stream branch too)"),
+    "push_remote": ("origin", "the git remote that push and merge_gate = pr use"),
+    "merge_check_timeout": ("30", "minutes a merge check may run before it is ended with everything it "
+                                  "started (0 = never)"),
 }
 
 
@@ -93,8 +99,9 @@ def known(template_root: Path, questions: Mapping[str, Mapping[str, Any]]) -> di
         choices = question.get("choices") or ()
         values = tuple(str(v) for v in (choices.values() if isinstance(choices, dict) else choices))
         found[key] = Setting(key, str(question.get("default", "")), str(question.get("help", "")), values)
+    rules = runtime_validate(template_root).RULES
     for key, (default, text) in RUNTIME_ONLY.items():
-        found[key] = Setting(key, default, text)
+        found[key] = Setting(key, default, text, tuple(rules[key].choices) if key in rules else ())
     return found
 
 

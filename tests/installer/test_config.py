@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,17 @@ def installed(tmp_path, capsys, monkeypatch):
     return project
 
 
+def listed_as(out, key, value, source):
+    """Whether `config`'s listing shows `key = value   (source)` (keys are padded to the longest one)."""
+    return re.search(rf"^{re.escape(key)} += {re.escape(value)}   \({re.escape(source)}\)$", out, re.M) is not None
+
+
 def test_config_lists_sets_shows_and_unsets(installed, capsys, monkeypatch):
     monkeypatch.chdir(installed / ".claude")  # from a subfolder: the project is found
     listed = run(capsys, "config")
     assert listed.code == 0
-    assert "max_parallel     = 0   (orchestrator.conf)" in listed.out
-    assert "restart_delay    = 5   (default)" in listed.out
+    assert listed_as(listed.out, "max_parallel", "0", "orchestrator.conf")
+    assert listed_as(listed.out, "restart_delay", "5", "default")
 
     changed = run(capsys, "config", "max_parallel", "4")
     shown = run(capsys, "config", "max_parallel")
@@ -36,7 +42,7 @@ def test_config_lists_sets_shows_and_unsets(installed, capsys, monkeypatch):
     assert shown.out == "4\n"
     assert "max_parallel = 4\n" in (installed / LOCAL_CONF).read_text()
     assert "max_parallel = 0" in (installed / CONF).read_text()  # the template's file is left alone
-    assert "max_parallel     = 4   (orchestrator.local.conf)" in run(capsys, "config").out
+    assert listed_as(run(capsys, "config").out, "max_parallel", "4", "orchestrator.local.conf")
 
     assert run(capsys, "config", "max_parallel", "6").code == 0
     assert (installed / LOCAL_CONF).read_text().count("max_parallel") == 1  # replaced, not added twice
@@ -87,8 +93,8 @@ def test_a_setting_changed_with_config_never_conflicts_with_an_upgrade(installed
     assert "max_parallel = 3\n" in local and "worker_command = mycli -p\n" in local
     assert LOCAL_CONF not in upgraded.out  # the upgrade did not touch it
     assert yaml.safe_load((installed / ANSWERS).read_text())["_commit"] == "v2.0.0"
-    assert "max_parallel     = 3   (orchestrator.local.conf)" in run(capsys, "config", "--project",
-                                                                          str(installed)).out
+    assert listed_as(run(capsys, "config", "--project", str(installed)).out, "max_parallel", "3",
+                     "orchestrator.local.conf")
 
 
 def test_an_upgrade_gives_an_older_install_its_settings_file(installed, tmp_path, capsys, monkeypatch):

@@ -56,6 +56,11 @@ class Settings:
     isolation: str = "auto"  # worktree (one git worktree per stream), none (the project root), auto
     merge_check: str = ""  # a shell command run on the merged tree after each stream's merge
     conflicts: str = "agent"  # a merge conflict: agent (handed back to the stream's agent once) or manual
+    # Gates before merge, and the run's branches on a remote (git/gates.py, pull_requests.py, remote.py).
+    merge_gate: str = "auto"  # auto (merge at once), review (wait for `approve`), pr (a draft pull request per stream)
+    push: str = "none"  # none, integration (the integration branch after each merge) or all (and each stream branch)
+    push_remote: str = "origin"  # the git remote that push and merge_gate = pr use
+    merge_check_timeout: float = 30.0  # minutes a merge check may run before it is ended (0 = never)
 
     def worker_argv(self) -> List[str]:
         try:

@@ -37,8 +37,9 @@ class InvalidValue(ValueError):
 
 @dataclass(frozen=True)
 class Rule:
-    """What one setting takes. `kind`: whole (0 or more), decimal, boolean, choice, command, optional
-    (a command or nothing); `above_zero` refuses 0 for a decimal; `fits` says what fits, in words."""
+    """What one setting takes. `kind`: whole (0 or more), decimal, boolean, choice, name (one word),
+    command, optional (a command or nothing); `above_zero` refuses 0 for a decimal; `fits` says what
+    fits, in words."""
 
     kind: str
     fits: str
@@ -66,6 +67,11 @@ RULES: Dict[str, Rule] = {
     "isolation": Rule("choice", "one of auto, worktree, none", choices=("auto", "worktree", "none")),
     "merge_check": Rule("optional", "a command on one line, or nothing"),
     "conflicts": Rule("choice", "one of agent, manual", choices=("agent", "manual")),
+    # Gates before merge and the run's branches on a remote (issue 20).
+    "merge_gate": Rule("choice", "one of auto, review, pr", choices=("auto", "review", "pr")),
+    "push": Rule("choice", "one of none, integration, all", choices=("none", "integration", "all")),
+    "push_remote": Rule("name", "a git remote's name, e.g. origin"),
+    "merge_check_timeout": Rule("decimal", "a number of minutes, 0 or more (0 = never), e.g. 30 or 0.5"),
 }
 CHOICES = {key: rule.choices for key, rule in RULES.items() if rule.kind == "choice"}
 BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -100,6 +106,10 @@ def check(key: str, text: str) -> Value:
         return BOOLEANS[value.lower()]
     if rule.kind == "choice":
         if value not in rule.choices:
+            raise refused
+        return value
+    if rule.kind == "name":
+        if not value or any(c.isspace() for c in value):
             raise refused
         return value
     if rule.kind == "command" or (rule.kind == "optional" and value):
