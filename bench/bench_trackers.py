@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support import taskdb  # noqa: E402
+from bench.installed import CONF, default_conf  # noqa: E402
 from tests.support.project import RUNTIME, install_runtime  # noqa: E402
 
 STREAMS, TASKS = 1000, 10
@@ -103,6 +104,7 @@ def run():
         gen1_project, gen2_project = Path(tmp) / "gen1", Path(tmp) / "gen2"
         for project in (gen1_project, gen2_project):
             install_runtime(project / ".claude" / "orchestrator")
+            (project / CONF).write_text(default_conf(), encoding="utf-8")  # the installed settings
         base = Path(tmp) / "tasks"
         build_gen1(base / WORKSPACE / "tasks.db")
         gen2_db = build_gen2(gen2_project)

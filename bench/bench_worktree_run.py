@@ -1,7 +1,9 @@
 """The hand-off with the real orchestrator: a dependency's worker ends -> its dependent's worker runs.
 
 A 4-stream chain of fake workers (each writes a file in its folder), in a small git repository,
-with worktree isolation (commit, merge, worktree for the next stream) and with isolation none.
+with the installed defaults (worktree isolation: commit, merge, worktree for the next stream; the
+spawn gap and the preflight), then with `spawn_gap = 0`, then also `isolation = none` (each row
+says what it changes).
 Each hand-off is the dependent worker's process creation minus the dependency worker's last
 event; the median over the chain's 3 hand-offs and the rounds.
 """
@@ -17,17 +19,16 @@ from typing import List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.installed import changes, installed_project  # noqa: E402
 from tests.support import taskdb  # noqa: E402
-from tests.support.project import Project  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CHAIN = [f"chain-{i}" for i in range(4)]
 
 
-def _handoffs(isolation: str) -> List[float]:
+def _handoffs(**changed: object) -> List[float]:
     with tempfile.TemporaryDirectory() as tmp:
-        project = Project.create_git(Path(tmp))
-        project.configure(poll_interval=1, isolation=isolation)
+        project = installed_project(Path(tmp), **changed)
         taskdb.make_db(project.db)
         for i, sid in enumerate(CHAIN):
             taskdb.add_stream(project.db, sid, CHAIN[i - 1:i], 1)
@@ -40,11 +41,16 @@ def _handoffs(isolation: str) -> List[float]:
         return [starts[CHAIN[i + 1]] - ends[CHAIN[i]] for i in range(len(CHAIN) - 1)]
 
 
+# The installed defaults, then without the pacing (the worktree steps alone), then without worktrees.
+ROWS = ({}, {"spawn_gap": 0}, {"spawn_gap": 0, "isolation": "none"})
+
+
 def run() -> List[Tuple[str, str]]:
     rows = []
-    for isolation in ("none", "worktree"):
-        values = [v for _ in range(ROUNDS) for v in _handoffs(isolation)]
-        rows.append((f"hand-off, isolation {isolation} (median of {len(values)})",
+    for changed in ROWS:
+        values = [v for _ in range(ROUNDS) for v in _handoffs(**changed)]
+        name = "installed defaults (worktrees)" if not changed else changes(**changed)[2:]
+        rows.append((f"hand-off, {name} (median of {len(values)})",
                      f"{statistics.median(values) * 1000:.0f} ms (max {max(values) * 1000:.0f} ms)"))
     return rows
 

@@ -144,7 +144,7 @@ def check_data(data: Mapping[str, str], template_root: Path) -> dict[str, Any]:
         )
     # Settings get the same check as `orchestrate-kit config` (one message for a typo or a bad number).
     rules = settings.known(template_root, known)
-    return {key: settings.check_value(rules[key], value) if key in rules and isinstance(value, str)
+    return {key: settings.check_value(template_root, rules[key], value) if key in rules and isinstance(value, str)
             else _cast(key, value, known[key]) for key, value in data.items()}
 
 
@@ -193,7 +193,7 @@ def read_answers(project: Path, answers_file: str, template_root: Path) -> dict[
             try:
                 _cast(key, value, known[key])
                 if key in rules and value is not None:
-                    settings.check_value(rules[key], str(value))
+                    settings.check_value(template_root, rules[key], str(value))
             except UserError as error:
                 raise UserError(f"{answers_file}: {error.message}", hint=how_to_fix) from None
     return data

@@ -26,6 +26,16 @@ def git(*args: str, cwd: Path | str, env: dict[str, str] | None = None, stdin: s
     return str(result)
 
 
+def git_bytes(*args: str, cwd: Path | str) -> bytes:
+    """Run ``git ARGS`` in ``cwd`` and return its stdout as bytes (a file's content, unchanged)."""
+    try:
+        command = sh.Command("git")
+    except sh.CommandNotFound:
+        raise UserError("git is not on PATH.", hint="install git (copier needs it too)") from None
+    result = command("--no-pager", *args, _cwd=str(cwd), _tty_out=False, _tty_in=False, _return_cmd=True)
+    return bytes(result.stdout)
+
+
 def toplevel(path: Path) -> Path | None:
     """The root of the git work tree that holds ``path``, or None outside git."""
     try:

@@ -13,13 +13,17 @@ runtime, the second after the first so that its keys win:
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import functools
+import hashlib
+import importlib.util
 import os
 import re
-import shlex
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .errors import UserError
@@ -33,27 +37,9 @@ LOCAL_HEADER = """\
 # `orchestrate-kit config KEY VALUE`, or edit this file; upgrades never write it.
 """
 
-# How each setting's value is checked; install questions not named here are text (or choices).
-RULES = {
-    "worker_command": "command",
-    "max_parallel": "count",
-    "max_restarts": "count",
-    "poll_interval": "interval",
-    "refresh_interval": "interval",
-    "restart_delay": "seconds",
-    "stop_grace": "seconds",
-    "finish_grace": "seconds",
-    "log_max_bytes": "count",
-    "log_keep": "count",
-    "agent_events": "boolean",
-    "stall_timeout": "seconds",
-    "spawn_gap": "seconds",
-    "max_cost_usd": "seconds",
-    "on_event": "optional",  # a command, or empty for none
-    "isolation": "choice",
-    "merge_check": "optional",  # a command, or empty for none
-    "conflicts": "choice",
-}
+# The runtime's own module that checks every setting's value and reads the conf files: the installer
+# runs it from the template it carries, so both accept and refuse exactly the same values.
+VALIDATE = f"template/{ORCHESTRATOR_DIR}/_orchestrate_kit/validate.py"
 # Settings the runtime reads that are not install questions (their defaults are the runtime's).
 RUNTIME_ONLY = {
     "restart_delay": ("5", "seconds before the first restart of a failed worker; doubles each time"),
@@ -62,39 +48,39 @@ RUNTIME_ONLY = {
     "log_max_bytes": ("10485760", "a stream's log is rotated before an attempt once it is this many bytes"),
     "log_keep": ("3", "rotated logs kept per stream (<stream>.log.1 ...)"),
     "spawn_gap": ("2", "up to 8 ready streams start at once; the rest of a larger wave one every this many seconds"),
-}
-_RULE_WORDS = {
-    "boolean": "true or false",
-    "count": "0 or a positive whole number",
-    "interval": "a number of seconds above 0, e.g. 1 or 0.5",
-    "seconds": "a number of seconds, 0 or more",
-}
-# Gates before merge and the run's branches on a remote: merge_gate is an install answer; push,
-# push_remote and merge_check_timeout are the runtime's own (their choices are listed here).
-RULES.update(merge_gate="choice", push="choice", push_remote="text", merge_check_timeout="minutes")
-RUNTIME_ONLY.update({
+    # The run's branches on a remote, and the merge check's limit (gates, issue 20).
     "push": ("none", "push the run's branches to push_remote, never forced: none, integration (after each "
                      "merge) or all (each stream branch too)"),
     "push_remote": ("origin", "the git remote that push and merge_gate = pr use"),
     "merge_check_timeout": ("30", "minutes a merge check may run before it is ended with everything it "
                                   "started (0 = never)"),
-})
-RUNTIME_CHOICES: dict[str, tuple[str, ...]] = {"push": ("none", "integration", "all")}
-_RULE_WORDS["minutes"] = "a number of minutes, 0 or more, e.g. 30 or 0.5"
-# The run report's settings (issue 21): the Claude Code fallback model (an install question), spend
-# caps across runs, and where the ready-made notification hooks (.claude/orchestrator/hooks/) send.
-RULES.update({"fallback_model": "optional", "spend_cap_usd": "usd", "spend_cap_period": "choice",
-              "notify_slack_url": "optional", "notify_ntfy_url": "optional"})
-RUNTIME_ONLY.update({
+    # The run report's (issue 21): spend caps across runs, and where the ready-made notification
+    # hooks (.claude/orchestrator/hooks/) send.
     "spend_cap_usd": ("0", "the most all runs of this project may spend in USD in the last spend_cap_period "
                            "(0 = no cap); at the cap no new worker starts"),
     "spend_cap_period": ("day", "day or week: the rolling window spend_cap_usd counts over"),
     "notify_slack_url": ("", "the Slack-compatible incoming webhook hooks/slack.py posts to (a secret: prefer "
                              "NOTIFY_SLACK_URL in the environment)"),
     "notify_ntfy_url": ("", "the ntfy topic URL hooks/ntfy.py publishes to, e.g. https://ntfy.sh/your-topic"),
-})
-RUNTIME_CHOICES["spend_cap_period"] = ("day", "week")
-_RULE_WORDS["usd"] = "an amount in USD, 0 or more, e.g. 25"
+}
+
+
+def runtime_validate(template_root: Path) -> ModuleType:
+    """``validate.py`` of the runtime in the template at ``template_root``, loaded once per path."""
+    return _load_validate(str((template_root / VALIDATE).resolve()))
+
+
+@functools.lru_cache(maxsize=None)
+def _load_validate(path: str) -> ModuleType:
+    name = "orchestrate_kit._validate_" + hashlib.sha256(path.encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        raise UserError(f"This orchestrate-kit's template has no {VALIDATE} (a broken build or install).",
+                        hint="reinstall it: pip install --force-reinstall orchestrate-kit")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass(frozen=True)
@@ -121,61 +107,56 @@ def known(template_root: Path, questions: Mapping[str, Mapping[str, Any]]) -> di
         choices = question.get("choices") or ()
         values = tuple(str(v) for v in (choices.values() if isinstance(choices, dict) else choices))
         found[key] = Setting(key, str(question.get("default", "")), str(question.get("help", "")), values)
+    rules = runtime_validate(template_root).RULES
     for key, (default, text) in RUNTIME_ONLY.items():
-        found[key] = Setting(key, default, text, RUNTIME_CHOICES.get(key, ()))
+        found[key] = Setting(key, default, text, tuple(rules[key].choices) if key in rules else ())
     return found
 
 
-def check_value(setting: Setting, value: str) -> str:
-    """The value as it will be written (stripped), or a UserError that says what fits."""
+def check_value(template_root: Path, setting: Setting, value: str) -> str:
+    """The value as it will be written (stripped), or a UserError that says what fits: the runtime's own
+    check (validate.py), so a value the installer writes is one the runtime reads."""
+    validate = runtime_validate(template_root)
     value = value.strip()
-    rule = RULES.get(setting.key, "choice" if setting.choices else "text")
-    if "\n" in value or (not value and rule != "optional"):
-        raise UserError(f"{setting.key} needs a value on one line.", hint=f"e.g. {setting.key} {setting.default}")
-    if rule == "command":
-        try:
-            ok = bool(shlex.split(value))
-        except ValueError:
-            ok = False
-        if not ok:
-            raise UserError(f"worker_command {value!r} is not a command line (check its quotes).")
-    elif rule == "choice" and value not in setting.choices:
-        raise UserError(f"{setting.key} must be one of {', '.join(setting.choices)}, not {value!r}.")
-    elif rule in _RULE_WORDS and not _fits(rule, value):
-        raise UserError(f"{setting.key} must be {_RULE_WORDS[rule]}, not {value!r}.")
+    try:
+        if setting.key in validate.RULES:
+            validate.check(setting.key, value)
+        elif "\n" in value or not value or (setting.choices and value not in setting.choices):
+            raise validate.InvalidValue(f"{setting.key} must be "
+                                        + (f"one of {', '.join(setting.choices)}" if setting.choices else
+                                           "text on one line"))
+    except validate.InvalidValue as error:
+        raise UserError(f"{error}, not {value!r}.") from None
     return value
 
 
-def _fits(rule: str, value: str) -> bool:
-    if rule == "count":
-        return value.isascii() and value.isdigit()
-    if rule == "boolean":
-        return value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0")
+def read_conf(template_root: Path, path: Path) -> list[Any]:
+    """The ``key = value`` lines of a conf file (none if missing), read by the runtime's own reader;
+    a UserError names a line that is not ``key = value``."""
+    validate = runtime_validate(template_root)
     try:
-        number = float(value)
-    except ValueError:
-        return False
-    return math.isfinite(number) and (number > 0 if rule == "interval" else number >= 0)
+        return list(validate.read_conf(path))
+    except validate.ConfError as error:
+        raise UserError(str(error) + ".", hint="fix that line, or remove it") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"Cannot read {path}: {error}.") from None
 
 
-def read_conf(path: Path) -> list[tuple[int, str, str]]:
-    """``(line number, key, value)`` for each ``key = value`` line of a conf file (none if missing)."""
-    if not path.is_file():
-        return []
-    found = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        key, sep, value = line.strip().partition("=")
-        if sep and not line.lstrip().startswith("#"):
-            found.append((number, key.strip(), value.strip()))
-    return found
+def unknown_keys(template_root: Path, project: Path) -> list[str]:
+    """A warning for each key of the project's conf files that no setting has (file, line, did you mean)."""
+    validate = runtime_validate(template_root)
+    lines = [dataclasses.replace(line, path=Path(rel))  # named as the user sees them, from the project
+             for rel in (CONF, LOCAL_CONF) for line in read_conf(template_root, project / rel)]
+    return list(validate.unknown_keys(lines))
 
 
-def effective(project: Path, settings: Mapping[str, Setting]) -> dict[str, tuple[str, str]]:
+def effective(template_root: Path, project: Path, settings: Mapping[str, Setting]) -> dict[str, tuple[str, str]]:
     """Each setting's value and where it comes from, as the runtime will see it."""
     values = {key: (s.default, "default") for key, s in settings.items()}
     for rel in (CONF, LOCAL_CONF):
-        for _, key, value in read_conf(project / rel):
-            values[key] = (value, Path(rel).name)
+        for line in read_conf(template_root, project / rel):
+            if line.key in settings:
+                values[line.key] = (line.value, Path(rel).name)
     return values
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -59,7 +62,7 @@ def test_bad_keys_and_values_change_nothing(installed, capsys):
     assert typo.code == 1 and "no setting max_paralel" in typo.err and "max_parallel" in typo.err
     assert word.code == 1 and "poll_interval must be a number of seconds above 0" in word.err
     assert zero.code == 1 and "refresh_interval must be" in zero.err
-    assert quotes.code == 1 and "not a command line" in quotes.err
+    assert quotes.code == 1 and "worker_command must be a command line" in quotes.err and "check its quotes" in quotes.err
     assert snapshot(installed) == before
 
 
@@ -112,10 +115,47 @@ def test_every_runtime_setting_is_known_to_the_config_command():
     import dataclasses
 
     from orchestrate_kit import settings as installer_settings
+    from orchestrate_kit import copier_runner
     from tests.runtime.runtime_import import settings as runtime_settings
+    from tests.runtime.runtime_import import validate as runtime_validate
 
     runtime_keys = {f.name for f in dataclasses.fields(runtime_settings.Settings)}
-    assert runtime_keys <= set(installer_settings.RULES) | {"tracker"}
+    known = installer_settings.known(helpers.REPO, copier_runner.questions(helpers.REPO))
+    assert runtime_keys == set(known) == set(runtime_validate.RULES)
+    validate = installer_settings.runtime_validate(helpers.REPO)
+    assert Path(validate.__file__).resolve() == Path(runtime_validate.__file__).resolve()  # the runtime's own file
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["changed-since-its-commit", "never-committed"])
+def test_an_uncommitted_settings_file_does_not_stop_an_upgrade(installed, tmp_path, capsys, monkeypatch, committed):
+    """Issue 19: `config` then `upgrade` refused ("uncommitted changes ... M orchestrator.local.conf")."""
+    if not committed:
+        git(installed, "rm", "--cached", "--quiet", LOCAL_CONF)
+        git(installed, "commit", "--quiet", "-m", "the settings file was never committed")
+    assert run(capsys, "config", "--project", str(installed), "max_parallel", "3").code == 0
+    mine = (installed / LOCAL_CONF).read_text()
+    use(monkeypatch, helpers.make_version(tmp_path / "pkg-2", "2.0.0", edit=helpers.v2_edit))
+
+    upgraded = run(capsys, "upgrade", str(installed))
+
+    assert upgraded.code == 0, upgraded.err
+    assert yaml.safe_load((installed / ANSWERS).read_text())["_commit"] == "v2.0.0"
+    assert (installed / LOCAL_CONF).read_text() == mine  # as the user left it, still theirs to commit
+    status = git(installed, "status", "--porcelain", "--", LOCAL_CONF)
+    assert status.startswith(" M" if committed else "??")
+
+
+def test_other_uncommitted_changes_still_stop_an_upgrade(installed, tmp_path, capsys, monkeypatch):
+    assert run(capsys, "config", "--project", str(installed), "max_parallel", "3").code == 0
+    (installed / "scratch.txt").write_text("not committed\n")
+    use(monkeypatch, helpers.make_version(tmp_path / "pkg-2", "2.0.0", edit=helpers.v2_edit))
+    before = snapshot(installed)
+
+    upgraded = run(capsys, "upgrade", str(installed))
+
+    assert upgraded.code == 1 and "uncommitted changes" in upgraded.err and "scratch.txt" in upgraded.err
+    assert LOCAL_CONF not in upgraded.err  # not what blocks it
+    assert snapshot(installed) == before
 
 
 def test_the_spend_cap_and_notification_settings_are_checked_by_config(installed, capsys):

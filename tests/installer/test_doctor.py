@@ -272,12 +272,18 @@ def test_a_missing_template_store_is_explained(project, capsys, fake_home):
 def test_a_typo_in_your_settings_is_a_warning(project, capsys):
     local = project / ".claude/orchestrator/orchestrator.local.conf"
     local.write_text(local.read_text() + "max_paralel = 3\n")
+    conf = project / ".claude/orchestrator/orchestrator.conf"
+    conf.write_text(conf.read_text() + "executr = ray\n")
+    line = len(conf.read_text().splitlines())
 
     result = run(capsys, "doctor", str(project))
 
     assert result.code == 0
     (warned,) = [entry for entry in lines(result, "warn") if "your settings" in entry]
-    assert "max_paralel (line 4)" in warned
+    assert f".claude/orchestrator/orchestrator.conf:{line}: executr is not a setting, so it changes nothing; " \
+        "the settings are: worker_command, max_parallel" in warned
+    assert ".claude/orchestrator/orchestrator.local.conf:4: max_paralel is not a setting, so it changes nothing; " \
+        "did you mean max_parallel?" in warned
 
 
 def test_doctor_runs_the_runtimes_preflight_of_a_claude_worker(tmp_path, capsys, monkeypatch, repo_template):

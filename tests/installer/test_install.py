@@ -215,8 +215,8 @@ def test_bad_data_values_are_refused(tmp_path, capsys, monkeypatch, repo_templat
     no_equals = run(capsys, "install", "--defaults", str(project), "--data", "max_parallel")
 
     assert not_a_number.code == 1
-    assert "max_parallel must be 0 or a positive whole number, not 'lots'" in not_a_number.err
-    assert negative.code == 1 and "max_restarts must be 0 or a positive whole number, not '-1'" in negative.err
+    assert "max_parallel must be 0 (unlimited) or a positive whole number, e.g. 4, not 'lots'" in not_a_number.err
+    assert negative.code == 1 and "max_restarts must be 0 or a positive whole number, e.g. 10, not '-1'" in negative.err
     assert zero_interval.code == 1 and "refresh_interval must be a number of seconds above 0" in zero_interval.err
     assert no_equals.code == 2 and "KEY=VALUE" in no_equals.err and "usage:" in no_equals.err
     assert snapshot(project) == {}

@@ -218,11 +218,11 @@ def test_not_a_git_repository(tmp_path, capsys, monkeypatch, versions):
         ("_src_path: ~/.local/share/orchestrate-kit/template\nmax_parallel: 0\n", "has no _commit"),
         (
             "_commit: v1.0.0\n_src_path: ~/.local/share/orchestrate-kit/template\nmax_parallel: lots\n",
-            "max_parallel must be 0 or a positive whole number",
+            "max_parallel must be 0 (unlimited) or a positive whole number",
         ),
         (
             "_commit: v1.0.0\n_src_path: ~/.local/share/orchestrate-kit/template\nmax_parallel: -3\n",
-            "max_parallel must be 0 or a positive whole number, not '-3'",
+            "max_parallel must be 0 (unlimited) or a positive whole number, e.g. 4, not '-3'",
         ),
     ],
 )

@@ -13,7 +13,7 @@ if str(RUNTIME) not in sys.path:
 from _orchestrate_kit import cli as orchestrate  # noqa: E402,F401
 from _orchestrate_kit import graph as stream_graph  # noqa: E402,F401
 from _orchestrate_kit import lifecycle, logfiles, scheduler, settings, supervisor, watch  # noqa: E402,F401
-from _orchestrate_kit import names  # noqa: E402,F401
+from _orchestrate_kit import atomic, dashboard, names, validate  # noqa: E402,F401
 from _orchestrate_kit import status as status_report  # noqa: E402,F401
 from _orchestrate_kit import summary  # noqa: E402,F401
 import _orchestrate_kit.executor as executor_api  # noqa: E402,F401

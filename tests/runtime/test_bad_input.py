@@ -137,7 +137,7 @@ def test_broken_config_file(project):
     (project.home / "orchestrator.conf").write_text("max_parallel = lots\n")
     result = project.orchestrate("start")
     assert_clean_failure(result, 2)
-    assert "max_parallel must be a number" in result.stderr
+    assert "orchestrator.conf:1: max_parallel must be 0 (unlimited) or a positive whole number" in result.stderr
 
 
 @pytest.mark.parametrize("args", [[], ["frobnicate"], ["start", "--max-parallel", "-1"], ["logs"],

@@ -20,7 +20,9 @@ def config(*, project: Path, key: str | None, value: str | None, unset: bool) ->
         raise UserError(f"The orchestrator is not installed in {project}.", hint=f"orchestrate-kit install {project}")
     root = store.packaged_template().root
     known = settings.known(root, copier_runner.questions(root))
-    values = settings.effective(project, known)
+    values = settings.effective(root, project, known)
+    for warning in settings.unknown_keys(root, project):
+        output.warn(warning)
     if key is None:
         if unset:
             raise UserError("--unset needs the KEY to remove.", hint="e.g. orchestrate-kit config --unset max_parallel")
@@ -29,21 +31,23 @@ def config(*, project: Path, key: str | None, value: str | None, unset: bool) ->
             output.info(f"{name:<{width}} = {current}   ({source})")
         return 0
     if key not in known:
-        raise UserError(f"There is no setting {key}.", hint=f"the settings are: {', '.join(known)}")
+        guess = settings.runtime_validate(root).closest(key, list(known))
+        raise UserError(f"There is no setting {key}" + (f"; did you mean {guess}?" if guess else "."),
+                        hint=f"the settings are: {', '.join(known)}")
     if unset or value is not None:
-        return _change(project, known[key], None if unset else value)
+        return _change(root, project, known[key], None if unset else value)
     output.info(values[key][0])
     return 0
 
 
-def _change(project: Path, setting: settings.Setting, value: str | None) -> int:
+def _change(root: Path, project: Path, setting: settings.Setting, value: str | None) -> int:
     local = settings.LOCAL_CONF
     if value is None:
         settings.set_value(project, setting.key, None)
-        now, source = settings.effective(project, {setting.key: setting})[setting.key]
+        now, source = settings.effective(root, project, {setting.key: setting})[setting.key]
         output.success(f"Removed {setting.key} from {local}; it is now {now} (from {source})")
     else:
-        value = settings.check_value(setting, value)
+        value = settings.check_value(root, setting, value)
         settings.set_value(project, setting.key, value)
         output.success(f"Set {setting.key} = {value} in {local}")
     output.info("A running orchestrator uses it from its next start; commit the file to share it.")

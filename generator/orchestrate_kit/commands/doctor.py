@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import copier_runner, git, output, settings, store
+from .. import copier_runner, git, output, retired, settings, store
+from ..errors import UserError
 from ..project import (
     ORCHESTRATOR_DIR, STATE_DIRS, Layout, add_run_bit, fix_link, link_problems, scripts_without_run_bit,
 )
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
-# The runtime supports these (the design; docs/ARCHITECTURE.md): Python 3.9+ and bash 3.2+ (macOS defaults).
+# The runtime supports these (the design): Python 3.9+ and bash 3.2+ (macOS defaults).
 MIN_PYTHON = (3, 9)
 MIN_BASH = (3, 2)
 PLAN_TIMEOUT = 60  # seconds; a plan reads one database snapshot
@@ -65,10 +66,11 @@ def doctor(*, project: Path, fix: bool) -> int:
             source,
             _markers_check(markers),
             _files(project, layout),
+            _old_modules(project, layout),
             _run_bits(project, layout),
             *_links(project, layout),
             _gitignore(project),
-            _worker(project, _effective_worker_command(project, answers)),
+            _worker(project, _effective_worker_command(project, answers, template.root)),
             _local_settings(project, template.root),
             _runtime(project, markers),
         ]
@@ -164,6 +166,16 @@ def _files(project: Path, layout: Layout) -> Check:
     if missing:
         return Check(FAIL, "files", "missing " + ", ".join(missing))
     return Check(OK, "files", f"{len(layout.files)} present")
+
+
+def _old_modules(project: Path, layout: Layout) -> Check:
+    """Flat modules of the layout before the private package, still in the project: an edited one an
+    upgrade kept, or what a plain `copier update` left. Nothing imports them any more."""
+    left = retired.leftovers(project, layout.modes)
+    if left:
+        return Check(WARN, "old modules", ", ".join(f"{rel} (its code is now in {retired.MOVED[rel]})" for rel in left)
+                     + ": nothing runs them; carry any change of yours over, then delete them")
+    return Check(OK, "old modules", "none")
 
 
 def _run_bits(project: Path, layout: Layout) -> Check:
@@ -298,26 +310,33 @@ def _markers_check(markers: list[str]) -> Check:
     return Check(OK, "conflict markers", "none")
 
 
-def _effective_worker_command(project: Path, answers: dict[str, Any]) -> str:
+def _effective_worker_command(project: Path, answers: dict[str, Any], template_root: Path) -> str:
     """worker_command as the runtime will read it: orchestrator.local.conf wins over the answers."""
     command = str(answers.get("worker_command", ""))
-    for _, key, value in settings.read_conf(project / settings.LOCAL_CONF):
-        if key == "worker_command":
-            command = value
+    try:
+        lines = settings.read_conf(template_root, project / settings.LOCAL_CONF)
+    except UserError:
+        lines = []  # the settings check names the broken line
+    for line in lines:
+        if line.key == "worker_command":
+            command = line.value
     return command
 
 
 def _local_settings(project: Path, template_root: Path) -> Check:
-    """orchestrator.local.conf: keys the runtime knows (it ignores others, so a typo goes unseen)."""
-    path = project / settings.LOCAL_CONF
-    if not path.is_file():
-        return Check(WARN, "your settings", f"no {settings.LOCAL_CONF}; `orchestrate-kit config KEY VALUE` makes it")
-    known = settings.known(template_root, copier_runner.questions(template_root))
-    unknown = [f"{key} (line {number})" for number, key, _ in settings.read_conf(path) if key not in known]
+    """Both conf files: every line is `key = value` and every key a setting (the runtime reads past
+    others, so a misspelt one would change nothing unseen)."""
+    label = "your settings"
+    try:
+        unknown = settings.unknown_keys(template_root, project)
+        count = len(settings.read_conf(template_root, project / settings.LOCAL_CONF))
+    except UserError as error:
+        return Check(FAIL, label, error.message)
     if unknown:
-        return Check(WARN, "your settings", f"{settings.LOCAL_CONF} has keys no setting has: {', '.join(unknown)}")
-    count = len(settings.read_conf(path))
-    return Check(OK, "your settings", f"{count} in {settings.LOCAL_CONF}")
+        return Check(WARN, label, "; ".join(unknown))
+    if not (project / settings.LOCAL_CONF).is_file():
+        return Check(WARN, label, f"no {settings.LOCAL_CONF}; `orchestrate-kit config KEY VALUE` makes it")
+    return Check(OK, label, f"{count} in {settings.LOCAL_CONF}")
 
 
 def _source(answers: dict[str, Any], store_was_there: bool) -> Check:

@@ -23,7 +23,7 @@ from typing import Any
 
 import sh
 
-from .. import copier_runner, git, output, settings, store
+from .. import copier_runner, git, output, retired, settings, store
 from ..errors import UserError
 from ..project import COMMAND_FILE, Layout, refuse_unwritable, users_own
 from .install_command import MARK
@@ -75,21 +75,24 @@ def upgrade(*, project: Path, data: Mapping[str, str], to: str | None) -> int:
         defaults=True,  # keep the previous answers; new questions take their defaults
         exclude=tuple("/" + rel for rel in own),  # anchored, as at install
     )
+    kept = retired.edited_dropped(project, installed, target, answers)  # before copier removes them
     mark = _mark_path(project)
     mark.write_text(f"{installed} -> {target}\n")
-    try:
-        with _stops_as_interrupts():
-            copier_runner.update(options)
-    except BaseException as error:
-        if _roll_back(project):
-            mark.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise UserError(f"Cannot write to {project}: {error.strerror or error}; it was put back as it was.",
-                            hint="make it writable (chmod -R u+w), or upgrade as its owner") from None
-        raise
+    with _local_settings_aside(project, mark):  # put back after any roll-back, which would undo it
+        try:
+            with _stops_as_interrupts():
+                copier_runner.update(options)
+        except BaseException as error:
+            if _roll_back(project):
+                mark.unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise UserError(f"Cannot write to {project}: {error.strerror or error}; it was put back as it "
+                                "was.", hint="make it writable (chmod -R u+w), or upgrade as its owner") from None
+            raise
     mark.unlink(missing_ok=True)
+    retired.put_back(project, kept)
     settings.ensure_local(project)  # a project installed before orchestrator.local.conf existed gets one
-    return _report(project, installed, target)
+    return _report(project, installed, target, kept)
 
 
 def _users_own(project: Path, layout: Layout) -> list[str]:
@@ -110,22 +113,77 @@ def _mark_path(project: Path) -> Path:
     return git_dir / f"orchestrate-kit-upgrade-{name}"
 
 
+@contextmanager
+def _local_settings_aside(project: Path, mark: Path) -> Iterator[None]:
+    """orchestrator.local.conf as the last commit has it while copier runs, the user's again after.
+
+    Upgrades never write the user's settings file, so a change to it (``orchestrate-kit config``
+    writes one) must not stop an upgrade; but copier refuses any uncommitted change. Its text waits
+    beside the upgrade's mark, so even a SIGKILL loses nothing (the next upgrade puts it back).
+    """
+    path = project / settings.LOCAL_CONF
+    if not _local_settings_changed(project):
+        yield
+        return
+    aside = _aside_path(mark)
+    aside.write_bytes(path.read_bytes())
+    if _committed(project, settings.LOCAL_CONF):
+        git.git("checkout", "--quiet", "--", settings.LOCAL_CONF, cwd=project)
+    else:
+        path.unlink()
+    try:
+        yield
+    finally:
+        _put_local_settings_back(project, aside)
+
+
+def _local_settings_changed(project: Path) -> bool:
+    return any(line[3:] == settings.LOCAL_CONF for line in git.dirty_files(project))
+
+
+def _aside_path(mark: Path) -> Path:
+    return mark.with_name(mark.name + ".local.conf")
+
+
+def _put_local_settings_back(project: Path, aside: Path) -> None:
+    if aside.is_file():
+        path = project / settings.LOCAL_CONF
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(aside.read_bytes())
+        aside.unlink()
+
+
+def _committed(project: Path, rel: str) -> bool:
+    try:
+        git.git("cat-file", "-e", f"HEAD:{rel}", cwd=project)
+    except sh.ErrorReturnCode:
+        return False
+    return True
+
+
 def _check_interrupted(project: Path) -> None:
     """An earlier upgrade that was killed while copier wrote: say how to restore, or forget it."""
     if git.toplevel(project) is None:
         return
     mark = _mark_path(project)
-    if not mark.exists():
-        return
-    dirty = git.dirty_files(project)
+    aside = _aside_path(mark)
+    if not mark.exists() and not aside.exists():
+        return  # nothing to look at (and nothing to write: the project may be read-only)
+    dirty = _blocking(git.dirty_files(project)) if mark.exists() else []
     if not dirty:
         mark.unlink(missing_ok=True)  # it stopped before writing, or the user restored the tree
+        if aside.is_file() and not _local_settings_changed(project):
+            _put_local_settings_back(project, aside)  # the user's settings, which that upgrade kept aside
+        elif aside.is_file():
+            output.warn(f"{aside} holds your {settings.LOCAL_CONF} from an interrupted upgrade; the file has "
+                        "changed since, so it was left there for you to compare")
         return
+    kept = f" Your uncommitted {settings.LOCAL_CONF} waits in {aside} and comes back then." if aside.is_file() else ""
     raise UserError(
         f"An earlier upgrade ({mark.read_text().strip()}) was interrupted while it wrote, and may have "
         "left the project half-upgraded; nothing changed now. Files that differ from your last commit:",
         details=dirty,
-        hint=f"restore the committed state with `{RESTORE}` (in {project}), then upgrade again",
+        hint=f"restore the committed state with `{RESTORE}` (in {project}), then upgrade again.{kept}",
     )
 
 
@@ -154,13 +212,18 @@ def _check_git(project: Path) -> None:
             f"{project} is not a git repository, and upgrades need git to merge your edits.",
             hint="git init && git add -A && git commit -m 'Before orchestrate-kit upgrade', then upgrade again",
         )
-    dirty = git.dirty_files(project)
+    dirty = _blocking(git.dirty_files(project))
     if dirty:
         raise UserError(
             "The project has uncommitted changes, and an upgrade merges into a clean tree; nothing changed:",
             details=dirty,
             hint="commit them (git add -A && git commit) or put them aside (git stash -u), then upgrade again",
         )
+
+
+def _blocking(dirty: list[str]) -> list[str]:
+    """The uncommitted changes an upgrade must refuse: all but the user's settings file, never written."""
+    return [line for line in dirty if line[3:] != settings.LOCAL_CONF]
 
 
 def _target(to: str | None, current: str) -> str:
@@ -210,7 +273,9 @@ def _roll_back(project: Path) -> bool:
     return True
 
 
-def _report(project: Path, installed: str, target: str) -> int:
+def _report(project: Path, installed: str, target: str, kept: list[retired.Kept]) -> int:
+    for item in kept:
+        output.warn(item.advice(target))
     conflicts = git.conflicted_files(project)
     # copier can leave .rej files even in inline mode (copier issue #2386): count them too.
     rejects = sorted(line[3:] for line in git.dirty_files(project) if line.endswith(".rej"))

@@ -5,17 +5,21 @@ The picture comes from `status_report.collect_status`, the very code behind
 `orchestrate.py status`, so the two never disagree: one Python process and one
 database query per frame, whatever the number of streams.
 
-    python3 check_streams_data.py [--width COLUMNS] [--ascii] [--db PATH]
+    python3 check_streams_data.py [--width COLUMNS] [--ascii] [--draw [--colour]] [--db PATH]
 
 Output: one record per line, fields separated by tabs, the record type first.
 
     E  missing|unreadable text wide    no readable database: the message, one wrapped line a record
     H  workspace wide database wide clock orchestrator_pid|-
     T  percent done total in_progress pending blocked streams_complete streams workers_running
-       max_finished_total_width max_attempts_width max_label_columns
     S  level|- state finished total attempts|- running_time|- label wide
     D  text wide                       a detail line under the stream before it (what it waits on, ...)
     M  kind text wide                  a note for the foot of the frame; kind is done, warn or hint
+    ROWS                               with --draw, in place of S and D, after every other record: the
+                                       lines that follow, up to END, are the stream lines drawn (column
+                                       titles, level headings, rows, details; in colour with --colour),
+                                       which check-streams prints as they are (10,000 bash loop turns
+                                       were most of a frame)
     END                                the last line: without it the frame is incomplete
 
 Text from the database, the environment or a log is data, never code or
@@ -34,7 +38,6 @@ and how to point at one); 2 usage; 70 an internal error (one line on stderr).
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import textwrap
@@ -46,6 +49,7 @@ from typing import Iterable, List, Optional
 sys.path.insert(0, str(Path(__file__).absolute().parent))
 
 from _orchestrate_kit import status as report_mod  # noqa: E402  (the runtime folder is put on sys.path first)
+from _orchestrate_kit.dashboard import Drawing  # noqa: E402
 from _orchestrate_kit.graph import StreamState, StreamView  # noqa: E402
 from _orchestrate_kit.names import printable  # noqa: E402
 from _orchestrate_kit.settings import UserError, default_layout  # noqa: E402
@@ -66,13 +70,20 @@ def as_field(escaped: str) -> List[str]:
     return [escaped, ",".join(wide) or "0"]
 
 
-class Frame:
-    """The records of one frame, escaped as they are added."""
+def wide_list(wide: str) -> List[int]:
+    """A `wide` field back as character indexes."""
+    return [] if wide == "0" else [int(i) for i in wide.split(",")]
 
-    def __init__(self, width: int, ascii_only: bool):
+
+class Frame:
+    """The records of one frame, escaped as they are added; with a `drawing`, stream lines drawn (R)."""
+
+    def __init__(self, width: int, ascii_only: bool, drawing: Optional[Drawing] = None):
         self.width = width
         self.ascii_only = ascii_only
+        self.drawing = drawing
         self.lines: List[str] = []
+        self.drawn: List[str] = []  # with a drawing: the stream lines, sent after every record
 
     def escape(self, value: str) -> str:
         """Text made inert: backslashes doubled, non-printables (and with --ascii non-ASCII) escaped."""
@@ -98,13 +109,20 @@ class Frame:
             self.add(kind, *fields, *as_field(line))
 
     def output(self) -> bytes:
-        return ("\n".join(self.lines + ["END"]) + "\n").encode("utf-8")
+        rows = ["ROWS"] + self.drawn if self.drawing is not None else []
+        return ("\n".join(self.lines + rows + ["END"]) + "\n").encode("utf-8")
 
 
 def stream_label(view: StreamView) -> str:
     if view.stream_name and view.stream_name != view.stream_id:
         return f"{view.stream_id}  {view.stream_name}"
     return view.stream_id
+
+
+# The states whose streams get a detail line (see detail_of).
+DETAILED = frozenset((StreamState.WAITING, StreamState.INVALID, StreamState.HELD, StreamState.BACKOFF,
+                      StreamState.RATE_LIMITED, StreamState.MERGE_CONFLICT, StreamState.CHECK_FAILED,
+                      StreamState.FAILED, StreamState.RUNNING))
 
 
 def detail_of(view: StreamView, report: report_mod.StatusReport, now: float) -> Optional[str]:
@@ -158,23 +176,39 @@ def add_report(frame: Frame, report: report_mod.StatusReport, now: float) -> Non
               time.strftime("%H:%M:%S", time.localtime(now)), orch.pid if orch else "-")
     summary = progress_summary_of(report.snapshot)
     running = sum(1 for v in views if v.state is StreamState.RUNNING)
-    widest_count = max((len(f"{v.finished}/{v.total}") for v in views), default=3)
-    widest_attempts = max((len(str(v.attempts)) for v in views), default=1)
     done = summary.completed_tasks + summary.cancelled_tasks
-    totals = len(frame.lines)
-    widest_label = 0
-    for view in views:
-        label, wide = frame.text(stream_label(view))
-        widest_label = max(widest_label, len(label) + (wide.count(",") + 1 if wide != "0" else 0))  # columns
-        frame.add("S", "-" if view.level is None else view.level, view.state.value, view.finished,
-                  view.total, view.attempts or "-", running_time(view, now), label, wide)
-        detail = detail_of(view, report, now)
-        if detail:
-            frame.add_text("D", text=detail)
     frame.add("T", whole_percent(done, summary.total_tasks), done,
               summary.total_tasks, summary.in_progress_tasks, summary.pending_tasks, summary.blocked_tasks,
-              summary.completed_streams, summary.total_streams, running, widest_count, widest_attempts, widest_label)
-    frame.lines.insert(totals, frame.lines.pop())  # before the rows: the layout needs the widest label
+              summary.completed_streams, summary.total_streams, running)
+    lines, text, drawing, drawn = frame.lines, frame.text, frame.drawing, frame.drawn
+    labels = [text(stream_label(view)) for view in views]
+    if drawing is not None:
+        drawing.layout(max((len(f"{v.finished}/{v.total}") for v in views), default=3),
+                       max((len(str(v.attempts)) for v in views), default=1),
+                       max((len(label) + len(wide_list(wide)) for label, wide in labels), default=0))
+        if views:
+            drawn += ["", drawing.columns_line()]
+    level = None
+    for view, (label, wide) in zip(views, labels):  # the hot loop at 10,000 streams: one f-string a line
+        shown_level = "-" if view.level is None else str(view.level)
+        attempts = str(view.attempts) if view.attempts else "-"
+        if drawing is None:
+            lines.append(f"S\t{shown_level}\t{view.state.value}\t{view.finished}\t{view.total}\t{attempts}\t"
+                         f"{running_time(view, now)}\t{label}\t{wide}")
+        else:
+            if shown_level != level:
+                level = shown_level
+                drawn.append(drawing.heading(level))
+            drawn.append(drawing.row(view.state.value, view.finished, view.total, attempts, running_time(view, now),
+                                     label, wide_list(wide)))
+        if view.state in DETAILED:
+            detail = detail_of(view, report, now)
+            if detail:
+                detail, wide = text(detail)
+                if drawing is None:
+                    lines.append(f"D\t{detail}\t{wide}")
+                else:
+                    drawn.append(drawing.detail(detail, wide_list(wide)))
     add_notes(frame, report, views)
 
 
@@ -194,8 +228,9 @@ def add_notes(frame: Frame, report: report_mod.StatusReport, views: List[StreamV
         frame.add_text("M", "hint", text=START_COMMAND)
 
 
-def build_frame(width: int, ascii_only: bool, db: Optional[str]) -> "tuple[Frame, int]":
-    frame = Frame(width, ascii_only)
+def build_frame(width: int, ascii_only: bool, db: Optional[str], draw: bool = False,
+                colour: bool = False) -> "tuple[Frame, int]":
+    frame = Frame(width, ascii_only, Drawing(width, ascii_only, colour) if draw else None)
     layout = default_layout()
     problem = "missing"
     try:
@@ -209,17 +244,56 @@ def build_frame(width: int, ascii_only: bool, db: Optional[str]) -> "tuple[Frame
     return frame, EXIT_FRAME
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+class Options:
+    """The command line: check-streams passes `--width N [--ascii] [--draw [--colour]] [--db PATH]`."""
+
+    def __init__(self) -> None:
+        self.width, self.ascii, self.draw, self.colour = 80, False, False, False
+        self.db: Optional[str] = None
+
+
+def parse_args(argv: List[str]) -> Options:
+    """The options as check-streams passes them, read by hand: argparse is a twentieth of a frame.
+    Anything else (--help, a mistake) goes to argparse, for its usage and its messages."""
+    options, rest = Options(), list(argv)
+    try:
+        while rest:
+            arg = rest.pop(0)
+            if arg in ("--ascii", "--draw", "--colour"):
+                setattr(options, arg[2:], True)
+            elif arg in ("--width", "--db") and rest and not rest[0].startswith("-"):
+                value = rest.pop(0)
+                if arg == "--db":
+                    options.db = value
+                else:
+                    options.width = int(value)
+            else:
+                raise ValueError(arg)
+    except ValueError:
+        return full_parser().parse_args(argv, namespace=options)
+    return options
+
+
+def full_parser():
+    import argparse
+
     parser = argparse.ArgumentParser(prog="check_streams_data.py", description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=80, help="terminal columns (messages are wrapped to fit)")
     parser.add_argument("--ascii", action="store_true", help="escape every non-ASCII character")
+    parser.add_argument("--draw", action="store_true",
+                        help="the stream lines drawn for check-streams (R records) instead of S and D records")
+    parser.add_argument("--colour", action="store_true", help="with --draw: in colour")
     parser.add_argument("--db", metavar="PATH", help="the tasks.db to read (default: from TASK_DB_PATH and WORKSPACE_ID)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    options = parse_args(sys.argv[1:] if argv is None else argv)
     # A frame takes a fraction of a second: let it finish, and let the shell
     # around it (watch-status) decide what Ctrl-C does, with no traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        frame, code = build_frame(args.width, args.ascii, args.db)
+        frame, code = build_frame(options.width, options.ascii, options.db, options.draw, options.colour)
         sys.stdout.buffer.write(frame.output())
         sys.stdout.flush()
     except BrokenPipeError:

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
+from . import atomic
 from .executor import Ended
 
 MAX_BACKOFF_SECONDS = 120.0
@@ -601,16 +601,7 @@ def table_to_json(table: Table) -> dict:
 
 def save_table(path: Path, table: Table) -> None:
     """Write atomically: a reader sees the old table or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(table_to_json(table), sort_keys=True), encoding="utf-8")  # no indent: C-fast
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    atomic.write_text(path, json.dumps(table_to_json(table), sort_keys=True))  # no indent: C-fast
 
 
 def load_table(path: Path) -> Tuple[Table, List[str]]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Collection, List, Optional, Tuple
 
+from . import atomic
 from .executor.processes import PidRecord
 from .names import printable
 from .settings import EXIT_STUCK, Layout, UserError
@@ -39,9 +40,7 @@ def post_request(layout: Layout, orchestrator: PidRecord, payload: dict) -> Path
     layout.requests.mkdir(parents=True, exist_ok=True)
     name = f"{time.time():.6f}-{secrets.token_hex(4)}"
     path = layout.requests / f"{name}.json"
-    tmp = layout.requests / f".{name}.tmp"
-    tmp.write_text(json.dumps(payload), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(payload))
     os.kill(orchestrator.pid, signal.SIGCONT)
     os.kill(orchestrator.pid, signal.SIGUSR1)
     return path

@@ -11,22 +11,18 @@ Standard library only, Python 3.9+.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import shlex
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from . import validate
 from .logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES
-from .names import file_stem
+from .names import safe_name
 
 EXIT_OK, EXIT_STUCK, EXIT_USAGE = 0, 1, 2
-# Text settings that take one of a few words.
-CHOICES = {"isolation": ("auto", "worktree", "none"), "conflicts": ("agent", "manual"),
-           "tracker": ("auto", "mcp", "tc")}
-CHOICES.update({"merge_gate": ("auto", "review", "pr"), "push": ("none", "integration", "all")})  # gates (issue 20)
-CHOICES["spend_cap_period"] = ("day", "week")  # spend caps across runs (spend.py): a rolling day or week
+CHOICES = validate.CHOICES  # text settings that take one of a few words
 
 
 class UserError(Exception):
@@ -101,52 +97,45 @@ class Settings:
 
 
 def load_settings(paths: Sequence[Path]) -> Settings:
-    """Read `key = value` lines from each file in turn, later files winning; unknown keys are
-    ignored so older runtimes read newer files."""
-    types = {f.name: f.type for f in fields(Settings)}
+    """Read `key = value` lines from each file in turn, later files winning. A key no setting has
+    is read past (older runtimes read newer files); `setting_warnings` names it."""
     values: Dict[str, object] = {}
-    for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            continue
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read {path}: {exc}") from None
-        for number, line in enumerate(text.splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            key, sep, value = (part.strip() for part in line.partition("="))
-            if not sep:
-                raise UserError(f"{path}:{number}: expected `key = value`, got {line!r}")
-            if key in types:
-                values[key] = setting_value(key, value, str(types[key]), f"{path}:{number}")
+    for line in conf_lines(paths):
+        if line.key in validate.RULES:
+            values[line.key] = setting_value(line.key, line.value, line.where)
     return Settings(**values)  # type: ignore[arg-type]
 
 
-BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+def conf_lines(paths: Sequence[Path]) -> List[validate.Line]:
+    """Every `key = value` line of the conf files, in order; a UserError for an unreadable file or a
+    line that is not `key = value`."""
+    lines: List[validate.Line] = []
+    for path in paths:
+        try:
+            lines += validate.read_conf(path)
+        except validate.ConfError as exc:
+            raise UserError(str(exc)) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read {path}: {exc}") from None
+    return lines
 
 
-def setting_value(key: str, value: str, kind: str, where: str) -> object:
-    """One setting parsed and checked; `where` names its file and line (or the flag)."""
-    if kind == "str":
-        if key in CHOICES and value not in CHOICES[key]:
-            raise UserError(f"{where}: {key} must be one of {', '.join(CHOICES[key])}, not {value!r}")
-        return value
-    if kind == "bool":
-        answer = BOOLEANS.get(value.lower())
-        if answer is None:
-            raise UserError(f"{where}: {key} must be true or false, got {value!r}")
-        return answer
+def setting_warnings(paths: Sequence[Path]) -> List[str]:
+    """A line for each key in the conf files that no setting has, with its file, line and the closest
+    name ("did you mean max_parallel?"); none when the files cannot be read (`load_settings` says why)."""
     try:
-        number = int(value) if kind == "int" else float(value)
-    except ValueError:
-        raise UserError(f"{where}: {key} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise UserError(f"{where}: {key} must be a finite number, got {value!r}")
-    if number < 0 or (key.endswith("interval") and number == 0):
-        raise UserError(f"{where}: {key} must be {'more than 0' if key.endswith('interval') else '0 or more'}")
-    return number
+        return validate.unknown_keys(conf_lines(paths))
+    except UserError:
+        return []
+
+
+def setting_value(key: str, value: str, where: str) -> object:
+    """One setting parsed and checked (validate.py: the installer checks with the same code);
+    `where` names its file and line, or the flag."""
+    try:
+        return validate.check(key, value)
+    except validate.InvalidValue as exc:
+        raise UserError(f"{where}: {exc}, not {value!r}") from None
 
 
 # ================================================================ layout
@@ -198,10 +187,10 @@ class Layout:
     reports = property(lambda self: self.home / "reports")  # one <run id>.html per run (report/)
 
     def log_for(self, stream_id: str) -> Path:
-        return self.logs / f"{file_stem(stream_id)}.log"
+        return self.logs / f"{safe_name(stream_id)}.log"
 
     def pid_for(self, stream_id: str) -> Path:
-        return self.pids / f"{file_stem(stream_id)}.pid"
+        return self.pids / f"{safe_name(stream_id)}.pid"
 
     def config_files(self) -> List[Path]:
         return [self.config, self.local_config]

@@ -14,14 +14,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional
 
-from .agent.claude import WorkerOptionError, is_claude, parse_worker_options
 from .executor import Handle, read_workers
 from .executor.processes import PidRecord, process_start_time, read_pid_file, runs_script, write_pid_file
 from .lifecycle import PARKED, Policy, RunInfo, RunLife, RunState, StreamState, Table, describe_run, load_table, run_json
 from .names import printable
-from .settings import EXIT_STUCK, Layout, Settings, UserError, load_settings
+from .settings import EXIT_STUCK, Layout, Settings, UserError, load_settings, setting_warnings
 from .graph import Board, StreamView, build_board
-from .agent.output import load_activity
 from .trackers import (
     CHOICES as TRACKER_CHOICES,
     DatabaseBusy,
@@ -85,6 +83,10 @@ def policy_of(settings: Settings, run: Optional[RunInfo] = None) -> Policy:
 
 def option_problems(snapshot: Snapshot, settings: Settings) -> Dict[str, str]:
     """Streams whose task metadata sets worker limits that are not valid: they are invalid, with why."""
+    if not any(record.worker_options for record in snapshot.streams.values()):
+        return {}  # the usual case: the dashboard need not load Claude's argument building at all
+    from .agent.claude import WorkerOptionError, is_claude, parse_worker_options
+
     try:
         claude = is_claude(settings.worker_argv())
     except UserError:
@@ -210,11 +212,16 @@ def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: O
     snapshot = take_snapshot(location)
     settings = load_settings(layout.config_files())
     table, notes = load_table(layout.run_file)
+    notes = setting_warnings(layout.config_files()) + notes  # a misspelt setting changes nothing: say so
     if table.run.max_restarts is not None:  # the budget the run counts with (--max-restarts)
         settings = replace(settings, max_restarts=table.run.max_restarts)
     board = board_for(snapshot, as_it_ended(table), read_workers(layout), settings, time.time())
     orchestrator = live_orchestrator(layout)
-    activity = load_activity(layout.activity_file) if orchestrator else {}
+    activity = {}
+    if orchestrator:  # agents' activity exists only while a run does; its reader brings the event parser
+        from .agent.output import load_activity
+
+        activity = load_activity(layout.activity_file)
     return StatusReport(location, snapshot, board, orchestrator, table, layout, notes, activity)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .. import atomic
 from .events import AgentStream, Outcome, Signal
 
 READ_LIMIT = 1 << 20  # bytes read from one log per turn: a chatty worker cannot starve the loop
@@ -174,10 +175,8 @@ class WorkerOutputs:
                          "tokens": agent.input_tokens + agent.output_tokens,
                          "cost_usd": None if cost is None else round(cost, 6),
                          "last_activity": _finite(tail.grew_at), "last_message": agent.last_message}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(data, allow_nan=False), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic.write_text(path, json.dumps(data, allow_nan=False))
         except (OSError, ValueError):
             return
         self.saved_at, self.changed = now, False

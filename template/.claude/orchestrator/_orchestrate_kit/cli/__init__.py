@@ -7,47 +7,37 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import os
 import sys
 import traceback
 from pathlib import Path
 from typing import List, Optional, Set
 
+from .. import validate
 from ..settings import CHOICES, EXIT_OK, Layout, Settings, UserError, default_layout, load_settings
 from .common import PROG
 
 TRACKER_CHOICES = CHOICES["tracker"]
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+def setting_type(key: str):
+    """The argparse type of a flag that sets `key`: checked by validate.py, as the conf files and the
+    installer check it, so a value is accepted or refused the same way (and with the same words) everywhere."""
+    def parse(text: str):
+        try:
+            return validate.check(key, text)
+        except validate.InvalidValue as exc:
+            raise argparse.ArgumentTypeError(f"{exc}, not {text.strip()!r}") from None
+    parse.__name__ = key  # argparse names the type in its own messages
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text!r}")
-    return value
+def line_count(text: str) -> int:
+    """The argparse type of `logs -n` and `history -n`: a whole number, read as every setting's number is."""
+    value = validate.number(text, whole=True)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive whole number, e.g. 40, not {text!r}")
+    return int(value)
 
 
 def project_settings(layout: Layout) -> Settings:
@@ -72,9 +62,9 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     start = sub.add_parser("start", help="run every stream (or the named ones) as its dependencies complete")
     start.add_argument("streams", nargs="*", metavar="STREAM", help="only these streams (their incomplete dependencies are not started)")
     start.add_argument("--detach", action="store_true", help="run in the background (log: logs/orchestrator.log) and return at once")
-    start.add_argument("--max-parallel", type=non_negative_int, metavar="N", help=f"most workers at once (0 = unlimited; default {defaults.max_parallel})")
-    start.add_argument("--max-restarts", type=non_negative_int, metavar="N", help=f"restarts per stream before it is failed (default {defaults.max_restarts})")
-    start.add_argument("--poll-interval", type=positive_float, metavar="S", help=f"seconds between database checks (default {defaults.poll_interval:g})")
+    start.add_argument("--max-parallel", type=setting_type("max_parallel"), metavar="N", help=f"most workers at once (0 = unlimited; default {defaults.max_parallel})")
+    start.add_argument("--max-restarts", type=setting_type("max_restarts"), metavar="N", help=f"restarts per stream before it is failed (default {defaults.max_restarts})")
+    start.add_argument("--poll-interval", type=setting_type("poll_interval"), metavar="S", help=f"seconds between database checks (default {defaults.poll_interval:g})")
     start.add_argument("--db", metavar="PATH", help="the tasks.db to use (default: from TASK_DB_PATH and WORKSPACE_ID)")
     start.add_argument("--tracker", choices=TRACKER_CHOICES,
                        help="which Task Copilot: mcp (the MCP server) or tc (the tc CLI); default: the tracker setting, auto")
@@ -82,7 +72,7 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
                        help="worktree: each stream in its own git worktree, merged in dependency order; none: all "
                             f"in the project root (default: the isolation setting, {defaults.isolation})")
     start.add_argument("--dry-run", action="store_true", help="print what would start; start nothing")
-    start.add_argument("--max-cost-usd", type=non_negative_float, metavar="USD",
+    start.add_argument("--max-cost-usd", type=setting_type("max_cost_usd"), metavar="USD",
                        help=f"stop starting workers once the run has cost this much (0 = no limit; default "
                             f"{defaults.max_cost_usd:g})")
     start.add_argument("--no-preflight", action="store_true",
@@ -99,14 +89,14 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
 
     stop = sub.add_parser("stop", help="stop the orchestrator and its workers (or one stream's worker)")
     stop.add_argument("stream", nargs="?", metavar="STREAM", help="stop only this stream's worker; it is not restarted")
-    stop.add_argument("--grace", type=positive_float, default=defaults.stop_grace, metavar="S",
+    stop.add_argument("--grace", type=setting_type("stop_grace"), default=defaults.stop_grace, metavar="S",
                       help="seconds between TERM and KILL (default %(default)g)")
     stop.set_defaults(handler="stop:cmd_stop")
 
     logs = sub.add_parser("logs", help="show (or follow) one stream's log, or the orchestrator's")
     logs.add_argument("stream", metavar="STREAM", help="a stream id, or `orchestrator` for the background run's log")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C ends)")
-    logs.add_argument("-n", "--lines", type=non_negative_int, default=40, metavar="N", help="lines to show (default %(default)s)")
+    logs.add_argument("-n", "--lines", type=line_count, default=40, metavar="N", help="lines to show (default %(default)s)")
     logs.set_defaults(handler="logs:cmd_logs")
 
     check = sub.add_parser("preflight", help="check that the worker command runs, is logged in and may run as you")
@@ -147,7 +137,7 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
 
     history = sub.add_parser("history", help="this project's past runs: start, length, streams, outcome, cost")
     history.add_argument("--json", action="store_true", help="machine-readable output")
-    history.add_argument("-n", "--limit", type=non_negative_int, default=20, metavar="N",
+    history.add_argument("-n", "--limit", type=line_count, default=20, metavar="N",
                          help="show the N newest runs (0 = all; default %(default)s)")
     history.set_defaults(handler="history:cmd_history")
     return parser

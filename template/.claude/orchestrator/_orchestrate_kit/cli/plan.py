@@ -16,7 +16,7 @@ from ..lifecycle import carried_rows, load_table
 from ..names import printable
 from ..executor import read_workers
 from ..scheduler import first_starts
-from ..settings import EXIT_OK, EXIT_STUCK, EXIT_USAGE, Layout, load_settings
+from ..settings import EXIT_OK, EXIT_STUCK, EXIT_USAGE, Layout, load_settings, setting_warnings
 from ..status import board_for, open_database, take_snapshot
 from .start import claim_warnings, clash_message
 
@@ -56,7 +56,7 @@ def cmd_plan(args: argparse.Namespace, layout: Layout) -> int:
     if settings.isolation != "none" and workspaces.default_isolation(layout.root) == "worktree":
         clashes = workspaces.name_clashes(snapshot.streams)
         problems += [clash_message(clashes)] if clashes else []
-    claims = claim_warnings(snapshot.streams)
+    claims = claim_warnings(snapshot.streams) + setting_warnings(layout.config_files())
     if args.json:
         print(json.dumps({
             "database": str(location.path), "tracker": location.generation, "database_found_by": location.how,

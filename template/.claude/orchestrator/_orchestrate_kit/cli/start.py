@@ -22,7 +22,8 @@ from ..lifecycle import StreamState, carried_rows, load_table
 from ..names import printable
 from ..requests import send_request
 from ..scheduler import first_starts
-from ..settings import EXIT_OK, EXIT_STUCK, Layout, Settings, UserError, database_lock_path, load_settings
+from ..settings import (EXIT_OK, EXIT_STUCK, Layout, Settings, UserError, database_lock_path, load_settings,
+                        setting_warnings)
 from ..status import (
     METADATA_EXAMPLE,
     board_for,
@@ -85,7 +86,7 @@ def check_before_start(layout: Layout, settings: Settings, args: argparse.Namesp
     clashes = workspaces.name_clashes(snapshot.streams) if settings.isolation == "worktree" else []
     if clashes:
         raise UserError(clash_message(clashes))
-    for line in claim_warnings(snapshot.streams):
+    for line in claim_warnings(snapshot.streams) + setting_warnings(layout.config_files()):
         print(f"{PROG}: warning: {line}", file=sys.stderr)
     if args.detach or args.dry_run:  # a foreground run says them itself, in its log lines
         for line in snapshot.warnings():

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..git import merging
 from ..settings import EXIT_OK, Layout
 from ..status import collect_status, render_status
 
 def cmd_status(args: argparse.Namespace, layout: Layout) -> int:
     report = collect_status(layout, args.db, args.tracker)
     if args.json:
+        from ..git import merging  # worktrees and branches: only the JSON names them
+
         report.places = merging.stream_places(layout.root, report.table.run, report.board.views)
         print(json.dumps(report.to_json(), indent=2))
         return EXIT_OK

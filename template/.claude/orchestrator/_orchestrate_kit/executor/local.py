@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import AbstractSet, Callable, Dict, List, Optional
 
 from ..logfiles import rotate_log
-from ..names import file_stem
+from ..names import safe_name
 from . import Adoption, Ended, Handle, Output, WorkerSpec
 from .processes import (
     TOKEN_VARIABLE,
@@ -93,7 +93,7 @@ class LocalExecutor:
     repaired_at: float = 0.0
 
     def pid_path(self, stream_id: str) -> Path:
-        return self.pids / f"{file_stem(stream_id)}.pid"
+        return self.pids / f"{safe_name(stream_id)}.pid"
 
     # ---------------------------------------------------------------- starting
 

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
+from .. import atomic
+
 _HAS_PROC = os.path.isdir("/proc/self")
 ORCHESTRATOR_SCRIPT = "orchestrate.py"
 TOKEN_VARIABLE = "ORCHESTRATE_KIT_TOKEN"
@@ -209,9 +211,7 @@ def members_of(record: PidRecord) -> List[int]:
 
 def write_pid_file(path: Path, record: PidRecord) -> None:
     """Write atomically: a reader sees the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(record)) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(asdict(record)) + "\n")
 
 
 def read_pid_file(path: Path) -> Optional[PidRecord]:

@@ -1,6 +1,6 @@
 """Small per-stream JSON records under the state folder, each replaced atomically: review decisions, pull request links.
 
-One file per stream, named by `names.file_stem`, so any stream id gets its own file inside
+One file per stream, named by `names.safe_name`, so any stream id gets its own file inside
 the folder. A reader sees the old record or the new one, never half of one; a record it
 cannot use (missing, damaged, hand-edited into another stream's) reads as none. They live
 in the state folder (inside the git directory), where an agent's `git clean` cannot reach
@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..names import file_stem
+from ..names import safe_name
 
 
 def record_path(folder: Path, stream_id: str) -> Path:
-    return Path(folder) / f"{file_stem(stream_id)}.json"
+    return Path(folder) / f"{safe_name(stream_id)}.json"
 
 
 def save_record(folder: Path, stream_id: str, data: Dict[str, Any]) -> None:

@@ -29,7 +29,6 @@ Standard library only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -53,7 +52,7 @@ from ..executor.processes import (
     signal_members,
     token_carriers,
 )
-from ..names import file_stem, printable
+from ..names import printable, safe_name
 
 WORKTREES = Path(".claude") / "worktrees"
 INTEGRATION_FOLDER = "_integration"  # no safe name starts with "_", so no stream gets this folder
@@ -80,22 +79,6 @@ class LandRefused(WorkspaceError):
 
 
 # ---------------------------------------------------------------- names
-
-
-def safe_name(stream_id: str) -> str:
-    """The branch and folder name for a stream id: valid for git refs, distinct per id.
-
-    Plain ids keep their file name (`Stream-A`). Anything else becomes a
-    sanitised prefix plus '+' and a hash of the id; '+' never occurs in a plain
-    id and the prefix never starts with '_', '.' or '-'. (`file_stem`'s '~' is
-    not allowed in ref names.)
-    """
-    stem = file_stem(stream_id)
-    if "~" not in stem and not stem.endswith((".lock", ".")):
-        return stem
-    prefix = re.sub(r"[^A-Za-z0-9_-]+", "_", stream_id)[:40].strip("_-") or "stream"
-    digest = hashlib.sha256(stream_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"{prefix}+{digest}"
 
 
 def name_clashes(stream_ids: Iterable[str]) -> List[Tuple[str, ...]]:
