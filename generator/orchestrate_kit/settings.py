@@ -100,14 +100,16 @@ def known(template_root: Path, questions: Mapping[str, Mapping[str, Any]]) -> di
     """
     conf = (template_root / "template" / (CONF + ".jinja")).read_text(encoding="utf-8")
     in_conf = set(re.findall(r"(?m)^([a-z_]+) = \{\{", conf))
+    rules = runtime_validate(template_root).RULES
     found = {}
     for key, question in questions.items():
         if key not in in_conf:
             continue
         choices = question.get("choices") or ()
         values = tuple(str(v) for v in (choices.values() if isinstance(choices, dict) else choices))
+        # A question not asked at install has no choices of its own: the runtime's rule has them.
+        values = values or (tuple(rules[key].choices) if key in rules else ())
         found[key] = Setting(key, str(question.get("default", "")), str(question.get("help", "")), values)
-    rules = runtime_validate(template_root).RULES
     for key, (default, text) in RUNTIME_ONLY.items():
         found[key] = Setting(key, default, text, tuple(rules[key].choices) if key in rules else ())
     return found

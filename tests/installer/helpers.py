@@ -141,8 +141,11 @@ def init_repo(path: Path) -> Path:
 
 
 def commit_all(path: Path, message: str = "commit") -> None:
+    """Commit everything, with an identity of its own: a module-scoped fixture runs before the per-test
+    HOME (and its git identity) exists."""
     git(path, "add", "-A")
-    git(path, "commit", "--quiet", "--allow-empty", "-m", message)
+    git(path, "-c", "user.name=Test User", "-c", "user.email=test@example.invalid", "commit", "--quiet",
+        "--allow-empty", "-m", message)
 
 
 def tagged_template_repo(path: Path, versions: list[tuple[str, Callable[[Path], None] | None]]) -> Path:

@@ -25,7 +25,7 @@ def test_the_gate_settings_are_known_with_their_defaults_and_choices(known):
 @pytest.mark.parametrize("key, value", [("merge_gate", "review"), ("push", "integration"), ("push_remote", "upstream"),
                                         ("merge_check_timeout", "0.5"), ("merge_check_timeout", "0")])
 def test_good_values_are_taken(known, key, value):
-    assert settings.check_value(known[key], f" {value} ") == value
+    assert settings.check_value(REPO, known[key], f" {value} ") == value
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -36,4 +36,4 @@ def test_good_values_are_taken(known, key, value):
 ])
 def test_bad_values_say_what_fits(known, key, value, message):
     with pytest.raises(UserError, match=message):
-        settings.check_value(known[key], value)
+        settings.check_value(REPO, known[key], value)

@@ -29,9 +29,9 @@ def test_the_gate_settings_are_read_with_fractions_of_minutes(tmp_path):
 @pytest.mark.parametrize("line, message", [
     ("merge_gate = manual", "merge_gate must be one of auto, review, pr, not 'manual'"),
     ("push = yes", "push must be one of none, integration, all, not 'yes'"),
-    ("merge_check_timeout = -1", "merge_check_timeout must be 0 or more"),
-    ("merge_check_timeout = soon", "merge_check_timeout must be a number, got 'soon'"),
-    ("merge_check_timeout = inf", "merge_check_timeout must be a finite number"),
+    ("merge_check_timeout = -1", "merge_check_timeout must be a number of minutes, 0 or more (0 = never), e.g. 30 or 0.5, not '-1'"),
+    ("merge_check_timeout = soon", "merge_check_timeout must be a number of minutes, 0 or more (0 = never), e.g. 30 or 0.5, not 'soon'"),
+    ("merge_check_timeout = inf", "merge_check_timeout must be a number of minutes, 0 or more (0 = never), e.g. 30 or 0.5, not 'inf'"),
 ])
 def test_a_bad_value_names_its_file_line_and_what_fits(tmp_path, line, message):
     with pytest.raises(st.UserError) as caught:
