@@ -2,9 +2,9 @@
 
 `TrackerWatch` reads the database again only when its files changed (a cheap
 `stat` of the file and its WAL and the WAL's header), when asked to (a worker
-ended: its last writes decide its stream), or every SAFETY_REFRESH_SECONDS.
-`check_own_files` re-creates what an agent's `git clean` or `rm` took: folders,
-locks, the orchestrator's record. Standard library only, Python 3.9+.
+ended: its last writes decide its stream), or every SAFETY_REFRESH_SECONDS, when
+it also re-creates what an agent's `git clean` or `rm` took (`check_own_files`:
+folders, locks, the orchestrator's record). Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
@@ -54,8 +54,10 @@ def database_signature(path: Path) -> tuple:
 class TrackerWatch:
     """The latest snapshot of the tracker, and whether it is current."""
 
-    def __init__(self, reader: Reader, signature: Callable[[], tuple], say: Callable[[str], None]):
+    def __init__(self, reader: Reader, signature: Callable[[], tuple], say: Callable[[str], None],
+                 own_files: Callable[[Callable[[str], None]], None] = lambda _warn: None):
         self.reader, self.signature, self.say = reader, signature, say
+        self.own_files = own_files  # re-creates the loop's own files; called with `warn` at each safety look
         self.snapshot: Optional[Snapshot] = None
         self.fresh = False  # the last read succeeded
         self.force = True  # read at the next look even if the files look unchanged
@@ -72,6 +74,8 @@ class TrackerWatch:
 
     def look(self, now: float) -> bool:
         """Read the database if anything says it changed; True when a new snapshot was read."""
+        if self.due_for_safety(now):  # what an agent's `git clean` took is put back first
+            self.own_files(self.warn)
         signature = self.signature()
         changed = signature != self.seen
         if not (self.force or self.due_for_safety(now) or not self.fresh or changed):
@@ -99,6 +103,19 @@ class TrackerWatch:
 
     def close(self) -> None:
         self.reader.close()
+
+
+def keep_own_files(layout: Layout, locks: Iterable[Lock], forget_run_file: Callable[[], None]) \
+        -> Callable[[Callable[[str], None]], None]:
+    """What `TrackerWatch` calls at each safety look: `check_own_files`, and a run table that was
+    removed (an agent's `git clean`?) is written again at the next save."""
+    locks = list(locks)
+
+    def check(warn: Callable[[str], None]) -> None:
+        check_own_files(layout, locks, warn)
+        if not layout.run_file.exists():
+            forget_run_file()
+    return check
 
 
 def check_own_files(layout: Layout, locks: Iterable[Lock], warn: Callable[[str], None]) -> None:
