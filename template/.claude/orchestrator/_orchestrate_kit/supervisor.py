@@ -63,7 +63,7 @@ class Supervisor:
                                        open_check_executor(layout, settings.stop_grace, clock))
         self.store = TableFile(layout.run_file, self.announce.warn)
         self.tracker = TrackerWatch(reader or location.open(), signature or (lambda: database_signature(location.path)),
-                                    reporter.say, keep_own_files(layout, locks, self.store.forget))
+                                    reporter.say, keep_own_files(layout, locks, self.store.forget), location.path)
         self.table = Table()
         self.policy = policy_of(settings)
         self.outputs = WorkerOutputs(note=lambda sid, text: self.announce.warn(f"{printable(sid)}'s worker: {text}"))
@@ -226,7 +226,7 @@ class Supervisor:
                 if before.state not in LIVE:
                     self._apply(sid, Adopted(before.attempts), now)
                 verdict = judge_exit(ended, stream, self.outputs.finish(sid, ended.returncode, now),
-                                     last_log_line(self.layout.log_for(sid)), now)
+                                     last_log_line(self.layout.log_for(sid)), now, self.tracker.write_problem)
                 if verdict.limit is not None:
                     self._on_limit(sid, verdict.limit_message, verdict.limit, now)
                 if verdict.fatal is not None:
