@@ -9,7 +9,7 @@ import pytest
 
 from tests.runtime.runtime_import import lifecycle as lc
 from tests.runtime.runtime_import import supervisor as sv
-from tests.support.loop_harness import Harness
+from tests.support.loop_harness import FakeMerger, Harness
 
 S = lc.StreamState
 PAIR = {"A": [], "B": []}
@@ -112,3 +112,21 @@ def test_an_interrupt_is_not_a_stream_bug(tmp_path, monkeypatch, error):
     h.executor.exit("A", 1)
     with pytest.raises(error):
         h.settle()
+
+
+def test_an_error_merging_one_stream_parks_it_with_its_work_kept_and_the_others_merge(tmp_path, monkeypatch):
+    merger = FakeMerger()
+    h = Harness(tmp_path, {"A": [], "B": [], "C": ["B"]}, merger=merger)
+    h.settle()
+    monkeypatch.setattr(merger, "merge", only_for("A", merger.merge))
+    h.finish("A")
+    assert h.state("A") is S.MERGE_CONFLICT  # parked: its branch is kept for `start A` to merge again
+    assert h.row("A").reason.startswith("internal error while merging it: Injected: injected fault for A")
+    assert "stream A, while merging it" in crash_log(h)
+    h.finish("B")
+    assert merger.merged == ["B"] and h.state("B") is S.COMPLETE
+    assert h.executor.spawns()[-1] == ("C", 1)
+    monkeypatch.undo()
+    assert h.request({"action": "start", "streams": ["A"]})
+    assert merger.merged == ["B", "A"] and h.state("A") is S.COMPLETE
+    assert h.finish("C") == 0

@@ -1,13 +1,15 @@
 """The loop's last-resort guard: a bug met while handling one stream fails that stream, not the run.
 
 Everything the supervisor does for one stream (building its spec and starting it,
-reading its output) runs inside `StreamGuard.stream(sid, doing, now)`, and judging its
-worker's exit inside `StreamGuard.judging(sid, now)`. An unexpected exception there is a bug of ours, or an input nobody foresaw: the
+reading its output, merging its branch) runs inside `StreamGuard.stream(sid, doing,
+now)`, and judging its worker's exit inside `StreamGuard.judging(sid, now)`. An
+unexpected exception there is a bug of ours, or an input nobody foresaw: the
 orchestrator must not die of it while other workers run unsupervised. The stream fails
 with the reason (its worker, if one runs, is stopped first: TERM, KILL after the stop
-grace, and the stream is failed once it is gone), the traceback goes to
-`state/crash.log`, one line is said, and the loop goes on with the others. `start STREAM`
-or `--retry-failed` runs it again. A stream whose tasks turn out complete completes as
+grace, and the stream is failed once it is gone; a stream being merged is parked as a
+merge problem instead, its work kept), the traceback goes to `state/crash.log`, one
+line is said, and the loop goes on with the others. `start STREAM` or `--retry-failed`
+runs it again (merges it again). A stream whose tasks turn out complete completes as
 usual. Standard library only, Python 3.9+.
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Callable, ContextManager, Dict, Iterator, Mapping
 
 from .executor import Ended, Executor
-from .lifecycle import LIVE, Event, Exited, GiveUp, Life, StopRequested, StreamState
+from .lifecycle import LIVE, Event, Exited, GiveUp, Life, MergeConflict, StopRequested, StreamState
 from .logfiles import rotate_log
 from .names import printable
 
@@ -77,6 +79,9 @@ class StreamGuard:
             self.failing[sid] = reason
             return
         self.failing.pop(sid, None)
+        if life.state is StreamState.MERGING:  # its work is done and kept: parked until `start STREAM`
+            self.apply(sid, MergeConflict((), reason), now)
+            return
         if life.state in LIVE:  # its exit, consumed here; or a worker that never started
             life = self.apply(sid, Exited(Ended(why=reason), complete=False, detail=reason), now)
         if life.state not in DONE and life.state is not StreamState.FAILED:

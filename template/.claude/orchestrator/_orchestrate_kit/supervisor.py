@@ -38,7 +38,7 @@ from .scheduler import Decision, Facts, Finish, GiveUp, Kill, Merge, Shutdown, S
 from .settings import Layout, Settings, UserError
 from .status import board_for, last_log_line, policy_of
 from .summary import closing_lines, outcome_of
-from .trackers import DatabaseError, DatabaseLocation, Snapshot
+from .trackers import DatabaseLocation, Snapshot
 from .wakeup import Inbox
 from .watch import Reader, TrackerWatch, database_signature, keep_own_files
 from .worker_spec import build_spec, choose_session, stream_budgets, stream_limits
@@ -278,7 +278,8 @@ class Supervisor:
                 self._apply(action.stream_id, Failed(action.reason), now)
                 self.announce.gave_up(action.stream_id)
             elif isinstance(action, Merge):
-                self.merger.merge(action.stream_id, self.table.get(action.stream_id), self._apply, now)
+                with self.guard.stream(action.stream_id, "merging it", now):
+                    self.merger.merge(action.stream_id, self.table.get(action.stream_id), self._apply, now)
             elif isinstance(action, Spawn):
                 with self.guard.stream(action.stream_id, "starting its worker", now):
                     self._spawn(action, now)
@@ -305,10 +306,7 @@ class Supervisor:
         sid, life = spawn.stream_id, self.table.get(spawn.stream_id)
         resume, session = choose_session(life.session_id, life.resume, self.settings)
         self._apply(sid, Spawning(spawn.attempt, resume or session or ""), now)
-        try:
-            tasks = self.tracker.reader.stream_tasks(sid)
-        except DatabaseError:
-            tasks = []
+        tasks = self.tracker.stream_tasks(sid)
         try:
             self.layout.logs.mkdir(parents=True, exist_ok=True)
             workspace = self.merger.prepare(sid)  # its worktree (None: the project root)

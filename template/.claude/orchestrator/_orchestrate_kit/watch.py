@@ -104,6 +104,14 @@ class TrackerWatch:
         self.snapshot, self.last_warning = snapshot, ""
         return True
 
+    def stream_tasks(self, stream_id: str) -> List[Tuple[str, str, str]]:
+        """A stream's tasks for its worker's prompt; none when the database cannot be read just now
+        (the worker reads them itself)."""
+        try:
+            return self.reader.stream_tasks(stream_id)
+        except DatabaseError:
+            return []
+
     def warn(self, message: str) -> None:
         if message != self.last_warning:
             self.say(f"warning: {message}")
