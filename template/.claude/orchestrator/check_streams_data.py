@@ -288,7 +288,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     # around it (watch-status) decide what Ctrl-C does, with no traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        frame, code = build_frame(options.width, options.ascii, options.db, options.draw, options.colour)
+        with report_mod.one_read():
+            frame, code = build_frame(options.width, options.ascii, options.db, options.draw, options.colour)
         sys.stdout.buffer.write(frame.output())
         sys.stdout.flush()
     except BrokenPipeError:
