@@ -312,15 +312,16 @@ def build_board(
     problems = check_graph(streams, unreadable)
     if unrunnable:
         problems = replace(problems, conflicts=problems.conflicts + tuple(sorted(unrunnable.items())))
-    invalid = {s: r for s, r in problems.reasons().items() if not streams[s].is_complete}
+    complete = frozenset(sid for sid, rec in streams.items() if rec.is_complete)  # asked of every dependency
+    invalid = {s: r for s, r in problems.reasons().items() if s not in complete}
     order = topological_order(streams, invalid)
     levels = dependency_levels(streams, order)
     paths = remaining_paths(streams, order)
     views, observed = {}, {}
     unmerged = _unmerged(streams, rows, now, policy)
     for sid, rec in streams.items():
-        seen, waiting_on, reason = _graph_state_of(rec, streams, invalid.get(sid), unmerged)
-        life = observed[sid] = transition(rows.get(sid, NO_ROW), Observed(seen), now, policy)
+        seen, waiting_on, reason = _graph_state_of(rec, complete, invalid.get(sid), unmerged)
+        life = observed[sid] = transition(rows.get(sid, NO_ROW), _OBSERVED[seen], now, policy)
         worker = workers.get(sid)
         shown = _shown_state(life, seen, worker)
         shown_life = life if shown is life.state else Life(state=shown)
@@ -375,24 +376,26 @@ def _shown_state(life: Life, seen: StreamState, worker: Optional[Handle]) -> Str
     return life.state
 
 
+_OBSERVED = {state: Observed(state) for state in StreamState}  # one event per state (frozen: shared)
 PAUSED_TEXT = "paused in Task Copilot (its streams row); resume it there to run it"
 
 
 def _graph_state_of(
     rec: StreamRecord,
-    streams: Mapping[str, StreamRecord],
+    complete: AbstractSet[str],
     invalid_reason: Optional[str],
     unmerged: AbstractSet[str] = frozenset(),
 ) -> Tuple[StreamState, Tuple[str, ...], str]:
     """What the tracker and the graph alone say of a stream: complete, invalid, waiting or ready.
-    A dependency complete in the tracker but still `unmerged` (worktrees) is waited on too."""
+    `complete`: the streams the tracker shows complete. A dependency complete in the tracker but
+    still `unmerged` (worktrees) is waited on too."""
     if rec.is_complete:
         return StreamState.COMPLETE, (), ""
     if invalid_reason:
         return StreamState.INVALID, (), invalid_reason
     if rec.paused:
         return StreamState.WAITING, (), PAUSED_TEXT
-    waiting_on = tuple(d for d in rec.dependencies if not streams[d].is_complete or d in unmerged)
+    waiting_on = tuple([d for d in rec.dependencies if d not in complete or d in unmerged])
     waiting_on += tuple(f"task {t}" for t in rec.task_waits)
     if waiting_on:
         return StreamState.WAITING, waiting_on, ""
