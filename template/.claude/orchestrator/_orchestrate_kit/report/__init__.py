@@ -72,7 +72,7 @@ def load_report(layout: Layout, run_id: str, warn: Callable[[str], None] = lambd
 def _table_states(layout: Layout, run_id: str) -> Dict[str, str]:
     """Final states from the saved table, when the table is this run's (the run row holds its id)."""
     table, _warnings = load_table(layout.run_file)
-    if getattr(table.run, "run_id", None) != run_id:
+    if table.run_life.run_id != run_id:
         return {}
     return {sid: life.state.value for sid, life in table.rows.items()}
 
