@@ -31,6 +31,7 @@ from .record import RunRecord
 from .scheduler import RUN_STOPPING
 from .settings import Layout, Settings
 from .spend import gauge_text
+from .summary import STOPPED
 from .trackers import StreamRecord
 
 # Entering these states is news for whoever watches: the event, and whether a person must act.
@@ -177,13 +178,24 @@ class Announcer:
             self.say(f"the spend cap has room again ({figures}); workers start again")
 
     def finished(self, outcome: str, exit_code: int, cost_usd: float, lines: List[str], board: Optional[Board]) -> None:
-        """The run's end: its last journal line and report, the closing lines, and `run_finished`."""
+        """The run's end: its last journal line and report, the closing lines, and `run_finished`,
+        which needs a person when the run did not complete and nobody stopped it on purpose."""
+        lines = lines + self._cap_lines(outcome)
         report = self.record.finished(exit_code, outcome, cost_usd, board)
         shown = os.path.relpath(report, self.root) if report is not None else ""
         for line in lines + ([f"report: {shown}"] if report is not None else []):
             self.say(line)
-        self.notifier.fire("run_finished", False, reason=outcome, exit_code=exit_code, cost_usd=cost_usd,
-                           report=str(report or ""), summary="\n".join(lines))
+        self.notifier.fire("run_finished", exit_code != 0 and outcome != STOPPED, reason=outcome,
+                           exit_code=exit_code, cost_usd=cost_usd, report=str(report or ""), summary="\n".join(lines))
+
+    def _cap_lines(self, outcome: str) -> List[str]:
+        """A run that ends at the spend cap with work left says so, and when the next run has room."""
+        standing = self.record.standing(self.record.clock())
+        if standing is None or not standing.reached or outcome == "all complete":
+            return []
+        when = f" (~{time.strftime('%H:%M', time.localtime(standing.lifts_at))})" if standing.lifts_at else ""
+        return [f"the spend cap is reached ({gauge_text(standing.spent_usd, standing.cap_usd, standing.period)}): "
+                f"the next run starts workers once old spending leaves the window{when}"]
 
     def limit(self, sid: str, message: str, until: float, known: bool) -> None:
         when = time.strftime("%H:%M:%S", time.localtime(until))
