@@ -134,3 +134,41 @@ def test_the_spend_cap_needs_you_once_and_a_stop_at_it_is_your_own(tmp_path, hoo
     cap, end = by_event(found)["spend_cap_reached"], by_event(found)["run_finished"]
     assert cap["ORCHESTRATE_NEEDS_YOU"] == "1" and "spend cap reached: 0.50 of 0.50 USD in the last day" in cap["REASON"]
     assert end["ORCHESTRATE_NEEDS_YOU"] == "0" and "the spend cap is reached" in end["SUMMARY"]
+
+
+def test_a_real_run_s_merge_conflict_needs_you_and_the_hook_runs_in_the_project_folder(tmp_path):
+    """The real orchestrator, started from a subfolder, with the hook named relative to the project."""
+    from tests.support.project import Project
+    from tests.support.taskdb import diamond
+
+    repo = Project.create_git(tmp_path, {"conflicts": "manual", "on_event": "hooks/tell.sh"})
+    try:
+        diamond(repo.db)
+        repo.plan({"Stream-A": ["ok"], "Stream-B": ["edit-shared"], "Stream-C": ["edit-shared"], "Stream-Z": ["write"]})
+        out = tmp_path / "hook-calls.jsonl"
+        (repo.root / "hooks").mkdir()
+        script = repo.root / "hooks" / "tell.sh"
+        script.write_text("#!/bin/sh\n"
+                          f'printf \'{{"event": "%s", "needs_you": "%s", "stream": "%s", "cwd": "%s"}}\\n\' '
+                          f'"$ORCHESTRATE_EVENT" "$ORCHESTRATE_NEEDS_YOU" "$STREAM_ID" "$PWD" >> {json.dumps(str(out))}\n')
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+        elsewhere = repo.root / "src" / "deep"
+        elsewhere.mkdir(parents=True)
+
+        result = repo.orchestrate("start", cwd=elsewhere, timeout=180)
+
+        assert result.returncode == 1, result.stdout + result.stderr
+        parked = [sid for sid, state in repo.states().items() if state == "merge_conflict"]
+        assert len(parked) == 1
+        found = []
+        deadline = time.monotonic() + 60  # a guard against a hook that never ran
+        while len(found) < 2 or not any(c["event"] == "run_finished" for c in found):
+            assert time.monotonic() < deadline, found
+            found = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+            time.sleep(0.05)
+        events = {c["event"]: c for c in found}
+        assert events["merge_conflict"]["needs_you"] == "1" and events["merge_conflict"]["stream"] == parked[0]
+        assert events["run_finished"]["needs_you"] == "1"
+        assert {c["cwd"] for c in found} == {str(repo.root)}
+    finally:
+        repo.orchestrate("stop", "--grace", "1", timeout=30)
