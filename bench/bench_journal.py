@@ -39,8 +39,9 @@ BEFORE = os.environ.get("BENCH_BEFORE_RUNTIME", "")
 INSTALLED_ROUNDS = int(os.environ.get("BENCH_INSTALLED_ROUNDS", "3"))
 
 
-def _loop_run(journal_on: bool) -> Tuple[float, int, float]:
-    """(loop CPU seconds, turns, CPU seconds of the run's end) for one scripted run of STREAMS streams."""
+def _loop_run(journal_on: bool) -> Tuple[float, int, float, int]:
+    """(loop CPU seconds, turns, CPU seconds of the run's end, journal lines) for one scripted run of
+    STREAMS streams."""
     with tempfile.TemporaryDirectory(prefix="bench-journal.") as tmp:
         h = Harness(Path(tmp), {f"S{i:03d}": [] for i in range(STREAMS)}, max_parallel=PARALLEL)
         record = h.supervisor.announce.record
@@ -63,7 +64,9 @@ def _loop_run(journal_on: bool) -> Tuple[float, int, float]:
                 cpu += took
                 turns += 1
         assert code == 0 and all(life.state.value == "complete" for life in h.supervisor.table.rows.values())
-        return cpu, turns, end_cpu
+        journals = list(h.layout.journals.glob("*.jsonl")) if h.layout.journals.is_dir() else []
+        lines = sum(path.read_bytes().count(b"\n") for path in journals)
+        return cpu, turns, end_cpu, lines
 
 
 def loop_rows() -> List[Tuple[str, str]]:
@@ -71,15 +74,18 @@ def loop_rows() -> List[Tuple[str, str]]:
     figures: Dict[bool, Tuple[float, float]] = {}
     for on in (False, True):
         runs = [_loop_run(on) for _ in range(ROUNDS)]
-        per_turn = statistics.median(cpu / turns for cpu, turns, _ in runs)
-        end = statistics.median(end for _, _, end in runs)
+        per_turn = statistics.median(cpu / turns for cpu, turns, _, _ in runs)
+        end = statistics.median(end for _, _, end, _ in runs)
         figures[on] = (per_turn, end)
-        turns = statistics.median(turns for _, turns, _ in runs)
+        turns = statistics.median(turns for _, turns, _, _ in runs)
+        lines = statistics.median(lines for _, _, _, lines in runs)
         label = "journal on (installed)" if on else "journal off"
         rows.append((f"loop turn, {STREAMS} streams x {PARALLEL} at once, {label}",
-                     f"{per_turn * 1000:.3f} ms CPU per turn ({turns:.0f} turns, median of {ROUNDS})"))
+                     f"{per_turn * 1000:.3f} ms CPU per turn ({turns:.0f} turns, {lines:.0f} journal lines, "
+                     f"median of {ROUNDS})"))
         rows.append((f"the run's end (its last turn), {label}", f"{end * 1000:.1f} ms CPU"))
-    rows.append(("the journal's cost per turn", f"{(figures[True][0] - figures[False][0]) * 1000:+.3f} ms CPU"))
+    rows.append(("the journal's cost per turn", f"{(figures[True][0] - figures[False][0]) * 1000:+.3f} ms CPU "
+                 f"({(figures[True][0] - figures[False][0]) / figures[False][0] * 100:+.1f} %)"))
     rows.append(("the journal's cost per run (its end: last line and report)",
                  f"{(figures[True][1] - figures[False][1]) * 1000:+.1f} ms CPU"))
     return rows
