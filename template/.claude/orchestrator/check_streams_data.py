@@ -216,6 +216,10 @@ def add_notes(frame: Frame, report: report_mod.StatusReport, views: List[StreamV
         frame.add_wrapped("M", "warn", text=problem)
     for warning in report.snapshot.warnings():
         frame.add_wrapped("M", "warn", text=warning)
+    if report.spend is not None:  # the spend cap across runs: spent / cap in its window, in 60 columns
+        reached = "; reached: nothing new starts" if report.spend.reached else ""
+        frame.add_wrapped("M", "warn" if report.spend.reached else "hint",
+                          text=f"Spend cap {report.spend.gauge(10)}{reached}")
     if report.board.all_complete():
         frame.add_wrapped("M", "done", text=f"All {len(views)} stream(s) complete.")
     elif views and report.orchestrator is None and not any(v.state is StreamState.RUNNING for v in views):

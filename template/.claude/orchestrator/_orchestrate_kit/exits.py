@@ -35,6 +35,7 @@ class Verdict:
     limit: Optional[LimitHit] = None  # the account's usage limit: the run pauses
     limit_message: str = ""
     fatal: Optional[Fatal] = None  # a configuration failure: the run stops
+    agent: Optional[AgentStream] = None  # its output's own account (tokens, result), for the journal
 
 
 def limit_until(resume_at: Optional[float], now: float) -> LimitHit:
@@ -77,4 +78,4 @@ def _judged(ended: Ended, stream: Optional[StreamRecord], agent_end: Optional[Tu
         fatal = outcome.fatal
     exited = Exited(ended, complete, detail, ending, limit.until if limit else None, agent.cost_usd or 0.0,
                     agent.session_id or "", agent.turns, agent.input_tokens + agent.output_tokens)
-    return Verdict(exited, limit, outcome.reason if limit else "", fatal)
+    return Verdict(exited, limit, outcome.reason if limit else "", fatal, agent)

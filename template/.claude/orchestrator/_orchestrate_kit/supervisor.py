@@ -27,10 +27,11 @@ from .exits import judge_exit, limit_until
 from .git.merging import Merger
 from .graph import Board
 from .guard import StreamGuard
+from .journal import new_run_id
 from .lifecycle import (LIVE, USER_STOP, Adopted, Event, FatalSeen, GiveUp as Failed, Hold, Life, LimitHit, LimitLifted,
                         Paced, Release, RunBegins, RunEnds, RunEvent, RunState, Spawned, SpawnFailed, Spawning,
-                        StopAsked, StopRequested, StopSignal, StreamState, Table, TableFile, Tick, carried_rows,
-                        transition, transition_run)
+                        SpendCap, StopAsked, StopRequested, StopSignal, StreamState, Table, TableFile, Tick,
+                        carried_rows, transition, transition_run)
 from .locks import Lock
 from .names import printable
 from .requests import Asked, asked, serve_requests
@@ -57,11 +58,12 @@ class Supervisor:
         self.layout, self.settings, self.location, self.clock = layout, settings, location, clock
         self.targets = set(targets) if targets is not None else None
         self.releasing = (set(release), retry_failed)  # what `start` asked to run again
-        self.announce = Announcer.of(reporter, settings.on_event, layout)
+        self.announce = Announcer.of(reporter, settings, layout, clock)  # lines, on_event and the run's journal
+        journal = self.announce.record.journal  # written once the table is saved: never ahead of it
         self.executor = executor or open_executor(layout, settings.stop_grace, clock)
         self.merger = merger or Merger(layout.root, settings, location, reporter.say, layout.log_for,
-                                       open_check_executor(layout, settings.stop_grace, clock))
-        self.store = TableFile(layout.run_file, self.announce.warn)
+                                       open_check_executor(layout, settings.stop_grace, clock), journal)
+        self.store = TableFile(layout.run_file, self.announce.warn, journal.flush)
         self.tracker = TrackerWatch(reader or location.open(), signature or (lambda: database_signature(location.path)),
                                     reporter.say, keep_own_files(layout, locks, self.store.forget), location.path)
         self.table = Table()
@@ -102,17 +104,15 @@ class Supervisor:
         self.merger.begin(self.table)  # worktrees: recover, then start or continue the integration branch
         self.policy = policy_of(self.settings, self.table.run)
         self.table.run.max_restarts = self.settings.max_restarts  # status shows "attempt a of b" with it
-        self._apply_run(RunBegins(), now)
+        self._apply_run(RunBegins(new_run_id(now)), now)
+        self.announce.record.begin(self.table, self.tracker.reader, self.targets, self.location.generation, now)
         release, retry_failed = self.releasing
         for sid, life in list(self.table.rows.items()):
             if sid in release or (retry_failed and life.state is StreamState.FAILED):
                 self._apply(sid, Release(), now)
         adoption = self.executor.adopt()
-        for note in adoption.notes:
-            self.announce.say(note)
         for handle in adoption.live:
             self._apply(handle.stream_id, Adopted(handle.attempt), now)
-            self.announce.say(f"adopted running worker of {printable(handle.stream_id)} ({handle.where})")
             output = self.executor.output(handle)
             self.outputs.watch(handle.stream_id, output.path, output.offset, now)
         for handle, ended in adoption.ended:
@@ -122,6 +122,7 @@ class Supervisor:
         for sid, life in self.table.rows.items():
             if life.state in LIVE and sid not in recorded:
                 self.exits[sid] = Ended(why="its worker record was lost")
+        self.announce.adopted(adoption, self.table)  # said, and attempts whose start the journal never got
         self.store.save(self.table)
 
     def turn(self) -> Optional[int]:
@@ -155,8 +156,9 @@ class Supervisor:
     # ---------------------------------------------------------------- transitions
 
     def _apply(self, stream_id: str, event: Event, now: float) -> Life:
-        life = transition(self.table.get(stream_id), event, now, self.policy)
-        self.table.rows[stream_id] = life
+        before = self.table.get(stream_id)
+        self.table.rows[stream_id] = life = transition(before, event, now, self.policy)
+        self.announce.changed(stream_id, before, life)  # said, notified and journaled
         self.dirty = True
         return life
 
@@ -164,10 +166,7 @@ class Supervisor:
         before = self.table.run_life
         self.table.run_life = after = transition_run(before, event, now)
         self.dirty |= after != before
-        if after.state is not before.state and after.state is RunState.STOPPING:
-            live = sum(1 for life in self.table.rows.values() if life.state in LIVE)
-            if live:  # none left (a fatal error seen as the last worker ended): nothing to announce
-                self.announce.say(f"stopping {live} worker(s)")
+        self.announce.run_changed(before, after, self.table.rows, now)
 
     # ---------------------------------------------------------------- what happened
 
@@ -222,9 +221,9 @@ class Supervisor:
         for sid, ended in self.exits.items():
             with self.guard.judging(sid, now):
                 stream = snapshot.streams.get(sid) if snapshot else None
+                if self.table.get(sid).state not in LIVE:
+                    self._apply(sid, Adopted(self.table.get(sid).attempts), now)
                 before = self.table.get(sid)
-                if before.state not in LIVE:
-                    self._apply(sid, Adopted(before.attempts), now)
                 verdict = judge_exit(ended, stream, self.outputs.finish(sid, ended.returncode, now),
                                      last_log_line(self.layout.log_for(sid)), now, self.tracker.write_problem)
                 if verdict.limit is not None:
@@ -232,7 +231,7 @@ class Supervisor:
                 if verdict.fatal is not None:
                     self._on_fatal(sid, verdict.fatal, now)
                 after = self._apply(sid, verdict.exited, now)
-                self.announce.exit(sid, ended, stream, after, self.policy, tracked=snapshot is not None)
+                self.announce.exit(sid, ended, stream, before, after, self.policy, verdict, now, snapshot is not None)
         self.exits.clear()
 
     # ---------------------------------------------------------------- deciding and acting
@@ -257,11 +256,13 @@ class Supervisor:
         if snapshot is not None:
             self.announce.board_changes(self.board, board)
             self.board = board
+        self.announce.observed(self.table.rows, board)
         self.table.rows, self.dirty = dict(board.rows), False
         facts = Facts(self._run_budget_left(), stream_budgets(snapshot, self.settings) if snapshot else {},
                       self.outputs.last_output(), self.executor.cleaning_up(), self.merger.busy, bool(self.exits),
-                      self.tracker.fresh)
+                      self.tracker.fresh, *self.announce.record.spend_left(now, self.outputs.live_cost()))
         decision = decide(board, self.table.run_life, self.settings, now, facts, self.targets)
+        self._apply_run(SpendCap(decision.capped, facts.spend_lifts_at), now)  # the run's row says so
         self.due = decision.wake_at
         return decision
 
@@ -323,8 +324,8 @@ class Supervisor:
         self._apply(sid, Spawned(), now)
         output = self.executor.output(handle)
         self.outputs.watch(sid, output.path, output.offset, now)
-        self.announce.started(handle, spec.log_path, resume, life.state is StreamState.RATE_LIMITED,
-                              self.board.views[sid].stream_name)
+        self.announce.started(handle, spec, resume, life.state is StreamState.RATE_LIMITED,
+                              self.board.views[sid].stream_name, session or "")
 
     def _finish(self, finish: Finish, now: float) -> int:
         spent = sum(self._spent().values())
@@ -332,10 +333,8 @@ class Supervisor:
         self._apply_run(RunEnds(finish.exit_code, outcome), now)
         self.store.save(self.table)
         self.tracker.close()
-        self.announce.notifier.fire("run_finished", reason=outcome, exit_code=finish.exit_code, cost_usd=spent)
-        for line in closing_lines(finish, outcome, self.board, self.table.run_life, self.targets,
-                                  self.merger.integration_branch):
-            self.announce.say(line)
+        self.announce.finished(outcome, finish.exit_code, spent, closing_lines(  # and the run's report
+            finish, outcome, self.board, self.table.run_life, self.targets, self.merger.integration_branch), self.board)
         return finish.exit_code
 
     def _spent(self) -> Dict[str, float]:
