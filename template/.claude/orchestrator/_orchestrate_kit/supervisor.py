@@ -1,15 +1,13 @@
 """The supervisor: a thin loop that gathers events, applies transitions, asks the scheduler, acts.
 
-Each turn: stop signals and user requests (files in the state folder, announced
-by SIGUSR1), worker exits (their SIGCHLD wakes the loop), what workers said
-(their logs), a database change (watch.py), and the clock. Exits are judged
-against a fresh read of the tracker (exits.py). Every change of a stream's row
-goes through `lifecycle.transition`, of the run's row through `transition_run`;
-everything to do comes from `scheduler.decide`, carried out through the executor
-(workers) and the merger (git). Nothing here waits for a worker: stopping is a
-state with a deadline. Signal handlers only note what arrived. Clock, executor,
-merger and tracker reader are injectable: tests drive it turn by turn (`begin`,
-`turn`). Standard library only, Python 3.9+.
+Each turn: stop signals and user requests (files in the state folder, announced by SIGUSR1),
+worker exits (their SIGCHLD wakes the loop), what workers said (their logs), a database change
+(watch.py), and the clock. Exits are judged against a fresh read of the tracker (exits.py). Every
+change of a stream's row goes through `lifecycle.transition`, of the run's row through
+`transition_run`; everything to do comes from `scheduler.decide`, carried out through the executor
+(workers) and the merger (git: merges, the merge gate). Nothing here waits for a worker: stopping
+is a state with a deadline. Signal handlers only note what arrived. Clock, executor, merger and
+tracker reader are injectable: tests drive it turn by turn (`begin`, `turn`). Stdlib only, 3.9+.
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ from .lifecycle import (LIVE, USER_STOP, Adopted, Event, FatalSeen, GiveUp as Fa
 from .locks import Lock
 from .names import printable
 from .requests import Asked, asked, serve_requests
-from .scheduler import Decision, Facts, Finish, GiveUp, Kill, Merge, Shutdown, Spawn, Stop, decide, earliest
+from .scheduler import GIT_ACTIONS, Decision, Facts, Finish, GiveUp, Kill, Shutdown, Spawn, Stop, decide, earliest
 from .settings import Layout, Settings, UserError
 from .status import board_for, last_log_line, policy_of
 from .summary import closing_lines, outcome_of
@@ -60,7 +58,8 @@ class Supervisor:
         self.announce = Announcer.of(reporter, settings.on_event, layout)
         self.executor = executor or open_executor(layout, settings.stop_grace, clock)
         self.merger = merger or Merger(layout.root, settings, location, reporter.say, layout.log_for,
-                                       open_check_executor(layout, settings.stop_grace, clock))
+                                       open_check_executor(layout, settings.stop_grace, clock), layout.state,
+                                       self.announce.notifier.fire)
         self.tracker = TrackerWatch(reader or location.open(),
                                     signature or (lambda: database_signature(location.path)), reporter.say)
         self.store = TableFile(layout.run_file, self.announce.warn)
@@ -137,7 +136,7 @@ class Supervisor:
         self._read_outputs(now)
         self._look(now)
         busy = self.merger.busy
-        self.merger.poll(self._apply, now)
+        self.merger.poll(self._apply, now, self.table.rows)
         self.dirty |= self.merger.busy != busy
         stopping = self.table.run_life.state is RunState.STOPPING  # then judged even without the tracker
         if self.exits and (self.tracker.fresh or stopping):
@@ -279,8 +278,8 @@ class Supervisor:
             elif isinstance(action, GiveUp):
                 self._apply(action.stream_id, Failed(action.reason), now)
                 self.announce.gave_up(action.stream_id)
-            elif isinstance(action, Merge):
-                self.merger.merge(action.stream_id, self.table.get(action.stream_id), self._apply, now)
+            elif isinstance(action, GIT_ACTIONS):  # merges and the merge gate's steps
+                self.merger.act(action, self.table.rows, self._apply, now)
             elif isinstance(action, Spawn):
                 self._spawn(action, now)
             elif isinstance(action, Shutdown):
@@ -316,7 +315,8 @@ class Supervisor:
             limits = stream_limits(self.tracker.snapshot.streams.get(sid), is_claude(self.settings.worker_argv()))
             spec = build_spec(self.board.views[sid], spawn.attempt, tasks, self.layout, self.settings, self.location,
                               limits, resume, spawn.budget_usd, session, warn=self.announce.warn, workspace=workspace,
-                              conflicts=life.conflicts, integration_branch=self.merger.integration_branch)
+                              conflicts=life.conflicts, integration_branch=self.merger.integration_branch,
+                              feedback=life.feedback)
             handle = self.executor.spawn(spec, before_go=lambda _handle: self.store.save(self.table))
         except (OSError, UserError) as exc:
             failed = self._apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)

@@ -34,6 +34,8 @@ from ..lifecycle import RunInfo as TableRun
 from ..names import printable
 from ..settings import EXIT_STUCK, Settings, UserError
 from ..trackers import DatabaseLocation
+from ..scheduler import Gate, GitAction, Merge
+from .gating import Gating, Notify
 from .workspaces import MergeOutcome, RunInfo, Workspace, WorkspaceError
 
 Apply = Callable[[str, Event, float], Life]
@@ -71,12 +73,14 @@ class Merger:
     """The run's integration branch and the one merge check in progress (worktree isolation)."""
 
     def __init__(self, root: Path, settings: Settings, location: DatabaseLocation,
-                 say: Callable[[str], None], log_for: Callable[[str], Path], checks: Executor):
+                 say: Callable[[str], None], log_for: Callable[[str], Path], checks: Executor,
+                 state: Optional[Path] = None, notify: Notify = lambda event, **details: None):
         self.root, self.settings, self.location = Path(root), settings, location
         self.say, self.log_for = say, log_for
         self.checks = checks  # runs merge checks, and records them as workers are recorded
         self.run: Optional[RunInfo] = None
         self.check: Optional[_Check] = None
+        self.gating = Gating(self.root, state if state is not None else self.root, say, notify)
 
     @property
     def active(self) -> bool:
@@ -148,15 +152,24 @@ class Merger:
         """A merge check runs: nothing else is merged until it has ended (and its merge may be undone)."""
         return self.check is not None
 
+    def act(self, action: GitAction, rows: Mapping[str, Life], apply: Apply, now: float) -> None:
+        """Carry out one of decide's merge or gate steps."""
+        if isinstance(action, Merge):
+            self.merge(action.stream_id, rows.get(action.stream_id, Life()), apply, now)
+        elif isinstance(action, Gate) and self.run is not None:
+            self.gating.gate(action.stream_id, self.run, apply, now)
+
     def merge(self, sid: str, life: Life, apply: Apply, now: float) -> None:
         """Merge one stream in `merging` (decide chose it: nothing of its worker is left running)."""
         if self.run is not None and self.check is None:
             self._merge(sid, life, apply, now)
 
-    def poll(self, apply: Apply, now: float) -> None:
-        """Each turn: settle the stream whose check has ended."""
+    def poll(self, apply: Apply, now: float, rows: Mapping[str, Life] = {}) -> None:  # noqa: B006
+        """Each turn: settle the stream whose check has ended; act on review decisions."""
         if self.run is None:
             return
+        if self.settings.merge_gate == "review":
+            self.gating.poll(rows, apply, now)
         self.checks.tick()
         check = self.check
         if check is None:
@@ -179,7 +192,7 @@ class Merger:
                 if pending:
                     self._park(sid, life.conflicts, f"merge conflict still open ({pending})", apply, now)
                     return
-            result = workspaces.merge_stream(self.root, self.run, sid)
+            result = workspaces.merge_stream(self.root, self.run, sid, life.commit or None)  # approved: exactly it
             for note in result.notes:  # the user's stash or refs, or our integration branch, changed by someone
                 self.say(f"warning: {printable(note, 600)}")
             if result.outcome is MergeOutcome.MERGED:
@@ -246,6 +259,7 @@ class Merger:
 
     def _accept(self, sid: str, apply: Apply, now: float) -> None:
         apply(sid, Merged(), now)
+        self.gating.merged(sid)
         self.say(f"{printable(sid)} merged into {self.integration_branch}")
         try:
             workspaces.remove_workspace(self.root, sid)
