@@ -177,3 +177,35 @@ def test_an_approval_made_while_no_orchestrator_ran_is_merged_at_the_next_start(
     h2.tracker.complete("A")
     h2.settle()
     assert again.merged == ["A"] and again.commits == [commit] and h2.executor.spawns() == [("B", 1)]
+
+
+# ---------------------------------------------------------------- merge_gate = pr (pure)
+
+PR = replace(REVIEW, merge_gate="pr", pr_poll_interval=30.0)
+URL = "https://github.com/o/r/pull/7"
+
+
+def test_a_pull_request_is_awaited_then_merged_or_closed_and_handed_back():
+    opened = step(merging(), lc.PullRequestOpened(URL, COMMIT))
+    assert (opened.state, opened.pull_request, opened.commit) == (S.AWAITING_PR, URL, COMMIT)
+    assert lc.describe(opened, 100.0, 2) == f"awaiting its pull request {URL}"
+    assert step(opened, lc.Merged()).state is S.COMPLETE and step(opened, lc.Merged()).pull_request == URL
+    closed = step(opened, lc.PullRequestClosed(URL))
+    assert closed.state is S.PR_CLOSED and "closed without merging" in closed.reason
+    back = step(closed, lc.Release())
+    assert back.state is S.READY and back.resume and "gh pr view https://github.com/o/r/pull/7 --comments" in back.feedback
+
+
+def test_decide_polls_pull_requests_at_the_interval_and_the_run_waits_for_them():
+    rows = {"A": step(merging(), lc.PullRequestOpened(URL, COMMIT))}
+    first = sch.decide(board(rows, complete="A"), lc.RunLife(), PR, 100.0, sch.Facts())
+    assert first.poll == sch.PollPullRequests() and first.finish is None  # an open pull request may merge
+    later = sch.decide(board(rows, complete="A"), lc.RunLife(), PR, 110.0, sch.Facts(polled_at=100.0))
+    assert later.poll is None and later.wake_at == 130.0
+    running = sch.decide(board(rows, complete="A"), lc.RunLife(), PR, 140.0, sch.Facts(polled_at=100.0, polling=True))
+    assert running.poll is None
+    gated = sch.decide(board({"A": merging()}, complete="A"), lc.RunLife(), PR, 100.0, sch.Facts())
+    assert gated.gate == [sch.Gate("A")]
+    stepping = sch.decide(board({"A": merging()}, complete="A"), lc.RunLife(), PR, 100.0,
+                          sch.Facts(stepping=frozenset({"A"}), step_deadline=700.0))
+    assert stepping.gate == [] and stepping.finish is None and stepping.wake_at == 700.0

@@ -97,6 +97,7 @@ class FakeMerger:
         self.verdict: Optional[bool] = None
         self.stopped = 0
         self.gated: List[str] = []  # streams taken to review
+        self.polls = 0
         self.commits: List[str] = []  # the commit each merge was told to merge ('' : the branch's tip)
         self.gating = None  # set by the Harness: the real git.gating.Gating over its state folder
 
@@ -116,6 +117,8 @@ class FakeMerger:
     def act(self, action, rows, apply, now) -> None:
         if isinstance(action, sch.Merge):
             self.merge(action.stream_id, rows.get(action.stream_id, lc.Life()), apply, now)
+        elif isinstance(action, sch.PollPullRequests):
+            self.polls += 1
         elif isinstance(action, sch.Gate):  # merge_gate = review: its work "committed" at a scripted commit
             self.gated.append(action.stream_id)
             apply(action.stream_id, lc.AwaitReview(f"c0ffee{len(self.gated):02d}" + "0" * 32, "1 file changed"), now)
@@ -128,6 +131,13 @@ class FakeMerger:
             self.checking = sid
         else:
             apply(sid, lc.Merged(), now)
+
+    @property
+    def activity(self) -> tuple:
+        return (self.busy,)
+
+    def facts(self) -> dict:
+        return {}
 
     def check_done(self, passed: bool = True) -> None:
         self.verdict = passed

@@ -8,7 +8,7 @@ the account's usage limit and its probe, pacing, what an ended worker left
 still being ended (that stream is neither respawned nor merged yet), merges
 (in critical-path order, one at a time while a merge check runs), the merge
 gate's steps (a review's commit, a pull request opened, pull requests polled
-every PR_POLL_SECONDS), workers that
+every pr_poll_interval), workers that
 linger after their stream completed, stalls, stopping deadlines (KILL), and
 when the run is over and with which exit code. It does no I/O and reads no
 clock: `now` and the facts the loop observed come in.
@@ -39,7 +39,6 @@ LINGERING = "is complete but its worker is still running; stopping it"
 VANISHED = "disappeared from the database; stopping its worker"
 RUN_STOPPING = "the run is stopping"
 AWAITING_REVIEW = "awaiting review"  # Finish.why: nothing else can progress while streams wait for a person
-PR_POLL_SECONDS = 30.0  # how often the pull requests of streams awaiting theirs are asked about (one step)
 
 
 # ---------------------------------------------------------------- actions
@@ -131,6 +130,7 @@ class Facts:
     stepping: AbstractSet[str] = frozenset()  # streams whose git step runs (or is being ended): nothing new for them
     polled_at: Optional[float] = None  # when the pull requests were last asked about (None: not yet this run)
     polling: bool = False  # that step runs now
+    step_deadline: Optional[float] = None  # the earliest deadline of a git step that runs: decide again then
 
 
 @dataclass
@@ -172,7 +172,8 @@ def decide(board: Board, run: RunLife, settings: Settings, now: float, facts: Fa
         decision.finish = _stopped(board, run, facts)
         return decision
     _choose_merges(decision, board, settings, facts)
-    _choose_poll(decision, board, now, facts)
+    _choose_poll(decision, board, settings, now, facts)
+    decision.wake_at = earliest(decision.wake_at, facts.step_deadline)
     if facts.merge_ready:
         _choose_spawns(decision, board, run, settings, now, targets, facts, busy)
     elif startable(board, now, targets):
@@ -265,11 +266,11 @@ def _choose_merges(decision: Decision, board: Board, settings: Settings, facts: 
         decision.merge = merges[:1] if settings.merge_check.strip() else merges
 
 
-def _choose_poll(decision: Decision, board: Board, now: float, facts: Facts) -> None:
-    """Pull requests are asked about every PR_POLL_SECONDS while a stream awaits its own."""
+def _choose_poll(decision: Decision, board: Board, settings: Settings, now: float, facts: Facts) -> None:
+    """Pull requests are asked about every pr_poll_interval seconds while a stream awaits its own."""
     if facts.polling or not any(life.state is StreamState.AWAITING_PR for life in board.rows.values()):
         return
-    due = now if facts.polled_at is None else facts.polled_at + PR_POLL_SECONDS
+    due = now if facts.polled_at is None else facts.polled_at + max(settings.pr_poll_interval, 1.0)
     if due <= now:
         decision.poll = PollPullRequests()
     else:

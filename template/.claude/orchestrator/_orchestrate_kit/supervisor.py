@@ -135,9 +135,9 @@ class Supervisor:
                 self.tracker.expect_change()  # its last writes may be in the database: look again
         self._read_outputs(now)
         self._look(now)
-        busy = self.merger.busy
+        busy = self.merger.activity
         self.merger.poll(self._apply, now, self.table.rows)
-        self.dirty |= self.merger.busy != busy
+        self.dirty |= self.merger.activity != busy
         stopping = self.table.run_life.state is RunState.STOPPING  # then judged even without the tracker
         if self.exits and (self.tracker.fresh or stopping):
             self._settle_exits(self.tracker.snapshot, now)
@@ -261,7 +261,7 @@ class Supervisor:
         self.table.rows, self.dirty = dict(board.rows), False
         facts = Facts(self._run_budget_left(), stream_budgets(snapshot, self.settings) if snapshot else {},
                       self.outputs.last_output(), self.executor.cleaning_up(), self.merger.busy, bool(self.exits),
-                      self.tracker.fresh)
+                      self.tracker.fresh, **self.merger.facts())
         decision = decide(board, self.table.run_life, self.settings, now, facts, self.targets)
         self.due = decision.wake_at
         return decision
@@ -284,9 +284,9 @@ class Supervisor:
                 self._spawn(action, now)
             elif isinstance(action, Shutdown):
                 self.executor.shutdown(action.deadline)
-                busy = self.merger.busy
+                busy = self.merger.activity
                 self.merger.stop()  # a running merge check ends; its stream is merged again next start
-                self.dirty |= self.merger.busy != busy
+                self.dirty |= self.merger.activity != busy
             elif isinstance(action, Finish):
                 return self._finish(action, now)
         if decision.credit != self.table.run_life.credit or decision.spawn:

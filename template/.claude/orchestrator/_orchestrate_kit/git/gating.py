@@ -1,68 +1,216 @@
-"""The merge gate in the loop (merge_gate = review): a finished stream waits for a person before it merges.
+"""The merge gate in the loop: a finished stream waits for a person (review) or its pull request (pr).
 
 The Merger (merging.py) hands these the scheduler's gate steps; every state change goes
 through lifecycle.transition (the `apply` the supervisor gives):
 
-    gate(stream, ...)    a `Gate` action: commit what its worker left, then `AwaitReview` with the
-                         stream branch's commit and its diff stat (`awaiting_review`; on_event
-                         `needs_review`)
-    poll(rows, ...)      each turn: a decision recorded for a stream awaiting review (git/gates.py's
-                         record, written by `approve` / `reject`, with or without a running
-                         orchestrator) becomes `Approved` (it merges exactly the reviewed commit)
-                         or `Rejected` (back to its agent, the reason in its next prompt)
-    merged(stream)       once merged: its review record is done with
+    gate(stream, ...)    a `Gate` action: commit what its worker left, then
+                         review: `AwaitReview` with the stream branch's commit and its diff stat
+                           (`awaiting_review`; on_event `needs_review`)
+                         pr: an observed step (stepper.py) pushes its branch and the integration
+                           branch to push_remote and opens its draft pull request with gh; its
+                           answer is `PullRequestOpened` (`awaiting_pr`; on_event `pull_request`)
+    poll_pull_requests   a `PollPullRequests` action: one step asks gh about every stream's pull
+                         request and, once one is merged, fetches the integration branch back
+    poll(rows, ...)      each turn: the steps that ended (merged -> `Merged`, closed ->
+                         `PullRequestClosed`, parked); and a decision recorded for a stream
+                         awaiting review (git/gates.py's record, written by `approve` / `reject`,
+                         with or without a running orchestrator) becomes `Approved` (it merges
+                         exactly the reviewed commit) or `Rejected` (back to its agent, the reason
+                         in its next prompt)
+    facts()              for decide: streams whose step runs, whether a poll runs and when the last
+                         began, the earliest step deadline
+    refusal(...)         for `start`: why this gate cannot work here (gh, its login, the remote)
 
-The record is read again each turn for the streams awaiting review (one small file each, only
-while some do), so a request only needs to wake the loop and nothing is missed between two
+The review record is read again each turn for the streams awaiting review (one small file each,
+only while some do), so a request only needs to wake the loop and nothing is missed between two
 turns. A record is cleared when its stream next goes to review (a stale decision never judges
 new work) and once it is merged, never before its transition is saved: a kill in between
-leaves the decision to be read again. Standard library only, Python 3.9+.
+leaves the decision to be read again. A killed orchestrator's pull request is found again
+(pull_requests.py never opens a second one). Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional
 
-from . import bounded, gates, workspaces
-from ..lifecycle import Approved, AwaitReview, Event, Life, MergeConflict, Merged, Rejected, StreamState
+from . import bounded, gates, pull_requests, remote, workspaces
+from ..lifecycle import (Approved, AwaitReview, Event, Life, MergeConflict, Merged, PullRequestClosed, PullRequestOpened,
+                         Rejected, StreamState)
 from ..names import printable
+from ..settings import Settings
+from .stepper import Stepper
 from .workspaces import RunInfo, WorkspaceError
 
 Apply = Callable[[str, Event, float], Life]
 Notify = Callable[..., None]
 ORCHESTRATE = "orchestrate.py"
+POLL = "\0poll"  # the pull request poll's step key (no stream id is this)
+OPEN_TIMEOUT = 2 * remote.NETWORK_TIMEOUT + 3 * pull_requests.GH_TIMEOUT  # two pushes, a list and a create
+FETCH_TIMEOUT = remote.NETWORK_TIMEOUT
+
+
+def refusal(root: Path, settings: Settings, isolation: str) -> Optional[str]:
+    """Why merge_gate (or push) cannot work in this project, with the fix; None when it can."""
+    if settings.merge_gate in ("review", "pr") and isolation != "worktree":
+        return (f"merge_gate is {settings.merge_gate}, which needs worktree isolation (each stream on a branch "
+                "of its own), and this run has none; use --isolation worktree, or set merge_gate to auto")
+    if settings.merge_gate == "pr" or settings.push != "none":
+        why = "merge_gate is pr" if settings.merge_gate == "pr" else f"push is {settings.push}"
+        problem = remote.check_remote(root, settings.push_remote)
+        if problem:
+            return f"{why}, which pushes to the remote {settings.push_remote!r}: {problem}"
+    if settings.merge_gate == "pr":
+        return pull_requests.gh_problem(root, settings.push_remote)
+    return None
 
 
 class Gating:
-    """The review gate's steps for one run's integration branch."""
+    """The merge gate's steps for one run's integration branch."""
 
-    def __init__(self, root: Path, state: Path, say: Callable[[str], None], notify: Notify):
+    def __init__(self, root: Path, state: Path, say: Callable[[str], None], notify: Notify,
+                 settings: Settings = Settings(), log_for: Optional[Callable[[str], Path]] = None,
+                 clock: Callable[[], float] = time.time):
         self.root, self.state, self.say, self.notify = Path(root), Path(state), say, notify
+        self.settings, self.log_for = settings, log_for
+        self.steps = Stepper(clock)
+        self.commits: Dict[str, str] = {}  # a stream whose pull request is being opened -> its commit
+        self.polled_at: Optional[float] = None
+        self.polled: Dict[str, str] = {}  # the running poll's pull requests: URL -> stream
+        self.unknown: Dict[str, str] = {}  # URL -> the last reason gh could not say (said once)
 
     def gate(self, sid: str, run: RunInfo, apply: Apply, now: float) -> None:
-        """Take a finished stream (in `merging`, no approval yet) to review: its work committed first."""
+        """Take a finished stream (in `merging`, no approval yet) to its gate: its work committed first."""
         gates.clear(self.state, sid)  # a decision about earlier work does not judge this work
         try:
             committed = workspaces.commit_leftovers(self.root, sid)
         except WorkspaceError as exc:
-            apply(sid, MergeConflict((), f"its work could not be taken to review: {exc}; fix it in its worktree "
+            apply(sid, MergeConflict((), f"its work could not be taken to its gate: {exc}; fix it in its worktree "
                                          f"and commit, then run `{ORCHESTRATE} start {printable(sid)}`"), now)
-            self.say(f"{printable(sid)}: its work could not be taken to review: {printable(str(exc), 500)}")
+            self.say(f"{printable(sid)}: its work could not be taken to its gate: {printable(str(exc), 500)}")
             return
         commit = bounded.rev(self.root, "refs/heads/" + workspaces.stream_branch(sid))
-        if not commit:  # it never had a branch (complete before the run began): nothing of ours to review
+        if not commit:  # it never had a branch (complete before the run began): nothing of ours to gate
             apply(sid, Merged(), now)
+            return
+        left = "committed what its worker left uncommitted; " if committed else ""
+        if self.settings.merge_gate == "pr":
+            self._open(sid, run, commit, left, apply, now)
             return
         try:
             stat = gates.shortstat(self.root, run, sid)
         except gates.GateError:
             stat = ""
         apply(sid, AwaitReview(commit, stat), now)
-        left = "committed what its worker left uncommitted; " if committed else ""
         self.say(f"{printable(sid)}: {left}awaiting review of {commit[:12]} ({stat or 'no changes'}): "
                  f"`{ORCHESTRATE} review {printable(sid)}`, then approve or reject")
         self.notify("needs_review", stream_id=sid, commit=commit, diff_stat=stat)
+
+    def _open(self, sid: str, run: RunInfo, commit: str, left: str, apply: Apply, now: float) -> None:
+        base = run.integration_branch or ""
+        summary = gates.last_result_text(self.log_for(sid)) if self.log_for else None
+        title, body = pull_requests.pull_request_text(sid, sid, base, summary)
+        args = {"project": str(self.root), "state": str(self.state), "stream_id": sid,
+                "branch": workspaces.stream_branch(sid), "base": base, "remote": self.settings.push_remote,
+                "title": title, "body": body}
+        try:
+            self.steps.start(sid, "open_pull_request", args, OPEN_TIMEOUT)
+        except OSError as exc:
+            self._park(sid, f"its pull request could not be opened: {exc}", apply, now)
+            return
+        self.commits[sid] = commit
+        self.say(f"{printable(sid)}: {left}pushing {workspaces.stream_branch(sid)} to {self.settings.push_remote} "
+                 "and opening its draft pull request")
+
+    def poll_pull_requests(self, rows: Mapping[str, Life], run: RunInfo, now: float) -> None:
+        """Ask about every pull request a stream awaits (one step), fetching the integration branch if one merged."""
+        urls = {life.pull_request: sid for sid, life in rows.items()
+                if life.state is StreamState.AWAITING_PR and life.pull_request}
+        self.polled_at = now
+        if not urls or self.steps.running(POLL):
+            return
+        args = {"project": str(self.root), "urls": sorted(urls), "branch": run.integration_branch or "",
+                "remote": self.settings.push_remote}
+        try:
+            self.steps.start(POLL, "poll_pull_requests", args, pull_requests.GH_TIMEOUT * len(urls) + FETCH_TIMEOUT)
+        except OSError as exc:
+            self.say(f"warning: the pull requests could not be asked about: {exc}")
+            return
+        self.polled = urls
+
+    def facts(self) -> Dict[str, Any]:
+        deadline = self.steps.next_deadline()
+        return {"stepping": frozenset(k for k in self.steps.keys() if k != POLL),
+                "polling": self.steps.running(POLL), "polled_at": self.polled_at,
+                "step_deadline": deadline if deadline != float("inf") else None}
+
+    def stop(self) -> None:
+        self.steps.stop()
+
+    def ended_steps(self, rows: Mapping[str, Life], apply: Apply, now: float) -> List[str]:
+        """Settle the steps that ended; the streams whose pull request merged (the merger accepts them)."""
+        merged: List[str] = []
+        for key, result in self.steps.finished():
+            if key == POLL:
+                merged += self._polled(result, rows, apply, now)
+            else:
+                self._opened(key, result, rows, apply, now)
+        return merged
+
+    def _opened(self, sid: str, result: Dict[str, Any], rows: Mapping[str, Life], apply: Apply, now: float) -> None:
+        commit = self.commits.pop(sid, "")
+        life = rows.get(sid)
+        if life is None or life.state is not StreamState.MERGING:
+            return
+        if result.get("stopped"):
+            return  # the run is stopping: it stays merging, and its pull request is opened (or found) next start
+        if not result.get("ok"):
+            why = result.get("reason") or result.get("error") or "no reason given"
+            self._park(sid, f"its pull request could not be opened: {why}", apply, now)
+            return
+        url = str(result.get("url", ""))
+        apply(sid, PullRequestOpened(url, commit), now)
+        verb = "opened" if result.get("created") else "found"
+        self.say(f"{printable(sid)}: draft pull request {verb}: {printable(url, 300)}; it merges once that "
+                 "pull request is merged")
+        self.notify("pull_request", stream_id=sid, url=url, commit=commit)
+
+    def _polled(self, result: Dict[str, Any], rows: Mapping[str, Life], apply: Apply, now: float) -> List[str]:
+        urls, self.polled = self.polled, {}
+        if "error" in result:
+            if not result.get("stopped"):
+                self.say(f"warning: asking about the pull requests failed: {printable(str(result['error']), 300)}")
+            return []
+        fetched = result.get("fetch") or {}
+        merged = []
+        for seen in result.get("states") or []:
+            url, state = str(seen.get("url", "")), seen.get("state")
+            sid = urls.get(url)
+            life = rows.get(sid) if sid is not None else None
+            if sid is None or life is None or life.state is not StreamState.AWAITING_PR:
+                continue
+            if state == "merged" and fetched.get("ok"):
+                merged.append(sid)
+            elif state == "merged":
+                self.say(f"warning: {printable(sid)}'s pull request is merged, but fetching "
+                         f"{fetched.get('branch', 'the integration branch')} failed: "
+                         f"{printable(str(fetched.get('reason', '')), 300)}; tried again at the next poll")
+            elif state == "closed":
+                pull_requests.forget(self.state, sid)
+                apply(sid, PullRequestClosed(url), now)
+                self.say(f"{printable(sid)}: its pull request {printable(url, 300)} was closed without merging; "
+                         f"`{ORCHESTRATE} start {printable(sid)}` hands it back to its agent")
+                self.notify("pr_closed", stream_id=sid, url=url)
+            elif state == "unknown" and self.unknown.get(url) != seen.get("reason"):
+                self.unknown[url] = str(seen.get("reason", ""))
+                self.say(f"warning: {printable(sid)}'s pull request: {printable(self.unknown[url], 300)}")
+        return merged
+
+    def _park(self, sid: str, why: str, apply: Apply, now: float) -> None:
+        reason = f"{why}; fix it, then run `{ORCHESTRATE} start {printable(sid)}`"
+        apply(sid, MergeConflict((), reason), now)
+        self.say(f"{printable(sid)}: {printable(reason, 600)}")
 
     def poll(self, rows: Mapping[str, Life], apply: Apply, now: float) -> None:
         """Act on the decisions recorded for streams awaiting review."""
@@ -82,3 +230,4 @@ class Gating:
 
     def merged(self, sid: str) -> None:
         gates.clear(self.state, sid)
+        pull_requests.forget(self.state, sid)

@@ -25,7 +25,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 import time
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from . import workspaces
 from ..executor import Ended, Executor, Handle, WorkerSpec
@@ -34,7 +34,7 @@ from ..lifecycle import RunInfo as TableRun
 from ..names import printable
 from ..settings import EXIT_STUCK, Settings, UserError
 from ..trackers import DatabaseLocation
-from ..scheduler import Gate, GitAction, Merge
+from ..scheduler import Gate, GitAction, Merge, PollPullRequests
 from .gating import Gating, Notify
 from .workspaces import MergeOutcome, RunInfo, Workspace, WorkspaceError
 
@@ -80,7 +80,7 @@ class Merger:
         self.checks = checks  # runs merge checks, and records them as workers are recorded
         self.run: Optional[RunInfo] = None
         self.check: Optional[_Check] = None
-        self.gating = Gating(self.root, state if state is not None else self.root, say, notify)
+        self.gating = Gating(self.root, state if state is not None else self.root, say, notify, settings, log_for)
 
     @property
     def active(self) -> bool:
@@ -154,12 +154,23 @@ class Merger:
         not end before them."""
         return self.check is not None or bool(self.checks.cleaning_up())
 
+    @property
+    def activity(self) -> tuple:
+        """Changes when a check or a gate step starts or ends: the loop decides again then."""
+        return self.busy, self.gating.steps.keys()
+
     def act(self, action: GitAction, rows: Mapping[str, Life], apply: Apply, now: float) -> None:
         """Carry out one of decide's merge or gate steps."""
         if isinstance(action, Merge):
             self.merge(action.stream_id, rows.get(action.stream_id, Life()), apply, now)
         elif isinstance(action, Gate) and self.run is not None:
             self.gating.gate(action.stream_id, self.run, apply, now)
+        elif isinstance(action, PollPullRequests) and self.run is not None:
+            self.gating.poll_pull_requests(rows, self.run, now)
+
+    def facts(self) -> Dict[str, Any]:
+        """What decide needs to know of the gate's steps (scheduler.Facts' fields)."""
+        return self.gating.facts()
 
     def merge(self, sid: str, life: Life, apply: Apply, now: float) -> None:
         """Merge one stream in `merging` (decide chose it: nothing of its worker is left running)."""
@@ -172,6 +183,9 @@ class Merger:
             return
         if self.settings.merge_gate == "review":
             self.gating.poll(rows, apply, now)
+        for sid in self.gating.ended_steps(rows, apply, now):  # its pull request merged, the branch fetched
+            workspaces.note_integration_moved(self.root, self.run)
+            self._accept(sid, apply, now)
         self.checks.tick()
         check = self.check
         if check is None:
@@ -297,6 +311,7 @@ class Merger:
     def stop(self) -> None:
         """KILL a running check at shutdown (a check has nothing to save); its stream stays `merging`
         and is merged again next start. `busy` until the executor has seen it end."""
+        self.gating.stop()
         if self.check is not None and not self.check.stopped:
             self.checks.kill(self.check.handle)
             self.check.stopped = True
