@@ -11,6 +11,9 @@ through lifecycle.transition (the `apply` the supervisor gives):
                            answer is `PullRequestOpened` (`awaiting_pr`; on_event `pull_request`)
     poll_pull_requests   a `PollPullRequests` action: one step asks gh about every stream's pull
                          request and, once one is merged, fetches the integration branch back
+    after_merge(stream)  push = integration | all: push the integration branch (and the stream's
+                         branch) to push_remote, never forced, as a step; merges meanwhile are
+                         pushed by the next one; a refusal is a warning with the reason
     poll(rows, ...)      each turn: the steps that ended (merged -> `Merged`, closed ->
                          `PullRequestClosed`, parked); and a decision recorded for a stream
                          awaiting review (git/gates.py's record, written by `approve` / `reject`,
@@ -47,6 +50,7 @@ Apply = Callable[[str, Event, float], Life]
 Notify = Callable[..., None]
 ORCHESTRATE = "orchestrate.py"
 POLL = "\0poll"  # the pull request poll's step key (no stream id is this)
+PUSH = "\0push"  # push = integration | all: the push after merges
 OPEN_TIMEOUT = 2 * remote.NETWORK_TIMEOUT + 3 * pull_requests.GH_TIMEOUT  # two pushes, a list and a create
 FETCH_TIMEOUT = remote.NETWORK_TIMEOUT
 
@@ -79,6 +83,7 @@ class Gating:
         self.polled_at: Optional[float] = None
         self.polled: Dict[str, str] = {}  # the running poll's pull requests: URL -> stream
         self.unknown: Dict[str, str] = {}  # URL -> the last reason gh could not say (said once)
+        self.to_push: List[str] = []  # branches merged since the running push began, pushed next
 
     def gate(self, sid: str, run: RunInfo, apply: Apply, now: float) -> None:
         """Take a finished stream (in `merging`, no approval yet) to its gate: its work committed first."""
@@ -139,6 +144,41 @@ class Gating:
             return
         self.polled = urls
 
+    def after_merge(self, sid: str, run: RunInfo) -> None:
+        """push = integration | all: the branches a merge moved go to push_remote (one push at a time)."""
+        if self.settings.push == "none" or not run.integration_branch:
+            return
+        wanted = [run.integration_branch] + ([workspaces.stream_branch(sid)] if self.settings.push == "all" else [])
+        self.to_push += [b for b in wanted if b not in self.to_push]
+        self._push_next()
+
+    def _push_next(self) -> None:
+        if not self.to_push or self.steps.running(PUSH):
+            return
+        branches, self.to_push = self.to_push, []
+        args = {"project": str(self.root), "branches": branches, "remote": self.settings.push_remote}
+        try:
+            self.steps.start(PUSH, "push", args, remote.NETWORK_TIMEOUT + 10.0)
+        except OSError as exc:
+            self.say(f"warning: could not push {', '.join(branches)} to {self.settings.push_remote}: {exc}")
+
+    def _pushed(self, result: Dict[str, Any]) -> None:
+        if result.get("stopped"):
+            self.say("note: the push was ended as the run stopped; the next merge pushes again "
+                     f"(or: git push {self.settings.push_remote} BRANCH)")
+        elif "error" in result:
+            self.say(f"warning: pushing to {self.settings.push_remote} failed: {printable(str(result['error']), 300)}")
+        for push in result.get("pushes") or []:
+            if push.get("status") == "pushed":
+                self.say(f"pushed {printable(str(push.get('branch')))} to {self.settings.push_remote} "
+                         f"({str(push.get('commit', ''))[:12]})")
+            elif not push.get("ok"):
+                self.say(f"warning: {printable(str(push.get('branch')))} was not pushed to "
+                         f"{self.settings.push_remote}: {printable(str(push.get('reason', '')), 400)}; nothing was "
+                         "changed there or here, and the run goes on")
+        if not result.get("stopped"):
+            self._push_next()
+
     def facts(self) -> Dict[str, Any]:
         deadline = self.steps.next_deadline()
         return {"stepping": frozenset(k for k in self.steps.keys() if k != POLL),
@@ -154,6 +194,8 @@ class Gating:
         for key, result in self.steps.finished():
             if key == POLL:
                 merged += self._polled(result, rows, apply, now)
+            elif key == PUSH:
+                self._pushed(result)
             else:
                 self._opened(key, result, rows, apply, now)
         return merged

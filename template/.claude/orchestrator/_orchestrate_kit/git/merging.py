@@ -276,6 +276,8 @@ class Merger:
     def _accept(self, sid: str, apply: Apply, now: float) -> None:
         apply(sid, Merged(), now)
         self.gating.merged(sid)
+        if self.run is not None:
+            self.gating.after_merge(sid, self.run)
         self.say(f"{printable(sid)} merged into {self.integration_branch}")
         try:
             workspaces.remove_workspace(self.root, sid)
