@@ -37,7 +37,7 @@ DEFAULT_TIMEOUT = 10.0
 TEXT_LIMIT = 600
 # Events a person must act on, for a runtime that does not say so itself (ORCHESTRATE_NEEDS_YOU).
 NEEDS_YOU = frozenset({"stream_failed", "configuration_error", "merge_conflict", "check_failed",
-                       "spend_cap_reached", "review_requested", "awaiting_review"})
+                       "spend_cap_reached", "review_requested", "awaiting_review", "needs_review", "pr_closed"})
 HEADLINES = {
     "run_finished": "the run finished",
     "stream_failed": "{stream} failed",
@@ -49,6 +49,9 @@ HEADLINES = {
     "spend_cap_reached": "spend cap reached: no new worker starts",
     "review_requested": "{stream} awaits your review",
     "awaiting_review": "{stream} awaits your review",
+    "needs_review": "{stream} awaits your review",
+    "pull_request": "{stream}: its draft pull request is open",
+    "pr_closed": "{stream}: its pull request was closed without merging",
     "test": "a test notification: this hook works",
 }
 
