@@ -107,7 +107,7 @@ class FakeMerger:
     def begin(self, table) -> None:
         table.run.isolation = "worktree"  # finished work is merged before its stream is complete
 
-    def prepare(self, stream_id: str):
+    def prepare(self, stream_id: str, then=None):
         return None
 
     @property

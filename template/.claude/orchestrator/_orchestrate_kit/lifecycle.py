@@ -299,11 +299,12 @@ def transition(life: Life, event: Event, now: float, policy: Policy) -> Life:
     if isinstance(event, SpawnFailed):
         _expect(life, event, {StreamState.STARTING})
         return _failed_attempt(life, event.reason, now, policy)
-    if isinstance(event, SpawnCancelled):
-        _expect(life, event, {StreamState.STARTING})
-        after = StreamState.HELD if event.after is StreamState.HELD else StreamState.WAITING
-        return replace(_settle(life, after, event.reason if after is StreamState.HELD else ""),
-                       attempts=max(life.attempts - 1, 0))
+    if isinstance(event, SpawnCancelled):  # stopped while its worktree was made: asked to stop, or the run stopping
+        _expect(life, event, {StreamState.STARTING, StreamState.STOPPING})
+        wanted = life.after_stop if state is StreamState.STOPPING else event.after
+        after = StreamState.HELD if wanted is StreamState.HELD else StreamState.WAITING
+        why = (life.reason if state is StreamState.STOPPING else event.reason) if after is StreamState.HELD else ""
+        return replace(_settle(life, after, why), attempts=max(life.attempts - 1, 0))
     if isinstance(event, (AwaitReview, Approved, Rejected, PullRequestOpened, PullRequestClosed)):
         return _gate(life, event)
     if isinstance(event, Exited):

@@ -20,9 +20,9 @@ from .agent.claude import is_claude
 from .agent.events import Fatal
 from .agent.output import WorkerOutputs
 from .announce import Announcer, Reporter
-from .executor import Ended, Executor, open_check_executor, open_executor
+from .executor import Ended, Executor, open_executor
 from .exits import judge_exit, limit_until
-from .git.merging import Merger
+from .git.merging import PREPARING, Merger, open_merger
 from .graph import Board
 from .lifecycle import (LIVE, USER_STOP, Adopted, Event, FatalSeen, GiveUp as Failed, Hold, Life, LimitHit, LimitLifted,
                         Paced, Release, RunBegins, RunEnds, RunEvent, RunState, Spawned, SpawnFailed, Spawning,
@@ -35,10 +35,10 @@ from .scheduler import GIT_ACTIONS, Decision, Facts, Finish, GiveUp, Kill, Shutd
 from .settings import Layout, Settings, UserError
 from .status import board_for, last_log_line, policy_of
 from .summary import closing_lines, outcome_of
-from .trackers import DatabaseError, DatabaseLocation, Snapshot
+from .trackers import DatabaseLocation, Snapshot
 from .wakeup import Inbox
 from .watch import Reader, TrackerWatch, check_own_files, database_signature
-from .worker_spec import build_spec, choose_session, stream_budgets, stream_limits
+from .worker_spec import build_spec, choose_session, stream_budgets, stream_limits, tasks_of
 
 DECIDE_ROUNDS = 8  # decisions per turn at most: a merge unlocks dependents, whose spawns follow at once
 
@@ -57,9 +57,8 @@ class Supervisor:
         self.locks = list(locks)
         self.announce = Announcer.of(reporter, settings.on_event, layout)
         self.executor = executor or open_executor(layout, settings.stop_grace, clock)
-        self.merger = merger or Merger(layout.root, settings, location, reporter.say, layout.log_for,
-                                       open_check_executor(layout, settings.stop_grace, clock), layout.state,
-                                       self.announce.notifier.fire)
+        self.merger = merger or open_merger(layout, settings, location, reporter.say, self.announce.notifier.fire,
+                                            clock)
         self.tracker = TrackerWatch(reader or location.open(),
                                     signature or (lambda: database_signature(location.path)), reporter.say)
         self.store = TableFile(layout.run_file, self.announce.warn)
@@ -173,8 +172,7 @@ class Supervisor:
         self.inbox.requests = False
         known = self.tracker.snapshot.streams if self.tracker.snapshot else {}
         failed = [sid for sid, life in self.table.rows.items() if life.state is StreamState.FAILED]
-        grace = self.settings.stop_grace
-        serve_requests(self.layout, lambda request: self._obey(asked(request, known, failed, grace), now))
+        serve_requests(self.layout, lambda ask: self._obey(asked(ask, known, failed, self.settings.stop_grace), now))
 
     def _obey(self, asked: Asked, now: float) -> str:
         if asked.shutdown is not None:
@@ -300,18 +298,22 @@ class Supervisor:
         if handle is not None:
             self.executor.terminate(handle)
 
-    def _spawn(self, spawn: Spawn, now: float) -> None:
+    def _spawn(self, spawn: Spawn, now: float, prepared: Optional[tuple] = None) -> None:
+        """Start a worker; with worktrees a step makes its worktree, then calls this again (`prepared`)."""
         assert self.board is not None and self.tracker.snapshot is not None
         sid, life = spawn.stream_id, self.table.get(spawn.stream_id)
-        resume, session = choose_session(life.session_id, life.resume, self.settings)
-        self._apply(sid, Spawning(spawn.attempt, resume or session or ""), now)
-        try:
-            tasks = self.tracker.reader.stream_tasks(sid)
-        except DatabaseError:
-            tasks = []
+        limited, workspace = prepared or (life.state is StreamState.RATE_LIMITED, None)
+        if prepared is None:
+            resume, session = choose_session(life.session_id, life.resume, self.settings)
+            life = self._apply(sid, Spawning(spawn.attempt, resume or session or ""), now)
+        resume, session = (life.session_id, None) if life.resume and life.session_id else (None, life.session_id or None)
+        tasks = tasks_of(self.tracker.reader, sid)
         try:
             self.layout.logs.mkdir(parents=True, exist_ok=True)
-            workspace = self.merger.prepare(sid)  # its worktree (None: the project root)
+            if prepared is None:  # its worktree (None: the project root; PREPARING: a step makes it, then back here)
+                workspace = self.merger.prepare(sid, lambda made, at: self._spawn(spawn, at, (limited, made)))
+                if workspace is PREPARING:
+                    return
             limits = stream_limits(self.tracker.snapshot.streams.get(sid), is_claude(self.settings.worker_argv()))
             spec = build_spec(self.board.views[sid], spawn.attempt, tasks, self.layout, self.settings, self.location,
                               limits, resume, spawn.budget_usd, session, warn=self.announce.warn, workspace=workspace,
@@ -320,14 +322,12 @@ class Supervisor:
             handle = self.executor.spawn(spec, before_go=lambda _handle: self.store.save(self.table))
         except (OSError, UserError) as exc:
             failed = self._apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)
-            self.announce.say(f"{printable(sid)}: its worker could not be started ({exc}); "
-                              + ("giving up" if failed.state is StreamState.FAILED else "will retry"))
+            self.announce.spawn_failed(sid, exc, failed.state is StreamState.FAILED)
             return
         self._apply(sid, Spawned(), now)
         output = self.executor.output(handle)
         self.outputs.watch(sid, output.path, output.offset, now)
-        self.announce.started(handle, spec.log_path, resume, life.state is StreamState.RATE_LIMITED,
-                              self.board.views[sid].stream_name)
+        self.announce.started(handle, spec.log_path, resume, limited, self.board.views[sid].stream_name)
 
     def _finish(self, finish: Finish, now: float) -> int:
         spent = sum(self._spent().values())

@@ -17,7 +17,7 @@ from .agent.claude import Launch, StreamLimits, WorkerOptionError, build_argv, i
 from .executor import WorkerSpec
 from .settings import Layout, Settings
 from .graph import StreamView
-from .trackers import DatabaseLocation, Snapshot, StreamRecord
+from .trackers import DatabaseError, DatabaseLocation, Snapshot, StreamRecord
 from .git.workspaces import Workspace
 
 # Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN), and the prompt is one
@@ -43,6 +43,14 @@ def choose_session(session_id: str, resume: bool, settings: Settings) -> Tuple[O
     if resume and session_id:
         return session_id, None
     return None, str(uuid.uuid4()) if is_claude(settings.worker_argv()) else None
+
+
+def tasks_of(reader, stream_id: str) -> List[Tuple[str, str, str]]:
+    """The stream's tasks for its prompt (none when the tracker cannot be read now: the prompt says less)."""
+    try:
+        return list(reader.stream_tasks(stream_id))
+    except DatabaseError:
+        return []
 
 
 def stream_budgets(snapshot: Snapshot, settings: Settings) -> Dict[str, float]:

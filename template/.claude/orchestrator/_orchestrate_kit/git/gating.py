@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from . import bounded, gates, pull_requests, remote, workspaces
 from ..lifecycle import (Approved, AwaitReview, Event, Life, MergeConflict, Merged, PullRequestClosed, PullRequestOpened,
@@ -51,6 +51,7 @@ Notify = Callable[..., None]
 ORCHESTRATE = "orchestrate.py"
 POLL = "\0poll"  # the pull request poll's step key (no stream id is this)
 PUSH = "\0push"  # push = integration | all: the push after merges
+PREP = "\0prepare:"  # + a stream id: its worktree being made (merging.Merger.prepare)
 OPEN_TIMEOUT = 2 * remote.NETWORK_TIMEOUT + 3 * pull_requests.GH_TIMEOUT  # two pushes, a list and a create
 FETCH_TIMEOUT = remote.NETWORK_TIMEOUT
 
@@ -181,24 +182,29 @@ class Gating:
 
     def facts(self) -> Dict[str, Any]:
         deadline = self.steps.next_deadline()
-        return {"stepping": frozenset(k for k in self.steps.keys() if k != POLL),
+        return {"stepping": frozenset(k[len(PREP):] if k.startswith(PREP) else k for k in self.steps.keys() if k != POLL),
                 "polling": self.steps.running(POLL), "polled_at": self.polled_at,
                 "step_deadline": deadline if deadline != float("inf") else None}
 
     def stop(self) -> None:
         self.steps.stop()
 
-    def ended_steps(self, rows: Mapping[str, Life], apply: Apply, now: float) -> List[str]:
-        """Settle the steps that ended; the streams whose pull request merged (the merger accepts them)."""
+    def ended_steps(self, rows: Mapping[str, Life], apply: Apply,
+                    now: float) -> Tuple[List[str], List[Tuple[str, Dict[str, Any]]]]:
+        """Settle the steps that ended: the streams whose pull request merged and the worktree steps that
+        ended, with their results (the merger accepts and starts them)."""
         merged: List[str] = []
+        prepared: List[Tuple[str, Dict[str, Any]]] = []
         for key, result in self.steps.finished():
-            if key == POLL:
+            if key.startswith(PREP):
+                prepared.append((key[len(PREP):], result))
+            elif key == POLL:
                 merged += self._polled(result, rows, apply, now)
             elif key == PUSH:
                 self._pushed(result)
             else:
                 self._opened(key, result, rows, apply, now)
-        return merged
+        return merged, prepared
 
     def _opened(self, sid: str, result: Dict[str, Any], rows: Mapping[str, Life], apply: Apply, now: float) -> None:
         commit = self.commits.pop(sid, "")

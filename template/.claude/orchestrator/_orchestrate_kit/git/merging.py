@@ -28,20 +28,32 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from . import workspaces
-from ..executor import Ended, Executor, Handle, WorkerSpec
-from ..lifecycle import PARKED, CheckFailed, Event, Life, Merged, MergeConflict, StreamState, Table
+from ..executor import Ended, Executor, Handle, WorkerSpec, open_check_executor
+from ..lifecycle import (PARKED, CheckFailed, Event, Life, Merged, MergeConflict, SpawnCancelled, SpawnFailed,
+                         StreamState, Table)
 from ..lifecycle import RunInfo as TableRun
 from ..names import printable
-from ..settings import EXIT_STUCK, Settings, UserError
+from ..settings import EXIT_STUCK, Layout, Settings, UserError
 from ..trackers import DatabaseLocation
 from ..scheduler import Gate, GitAction, Merge, PollPullRequests
-from .gating import Gating, Notify
+from .gating import PREP, Gating, Notify
 from .workspaces import MergeOutcome, RunInfo, Workspace, WorkspaceError
 
 Apply = Callable[[str, Event, float], Life]
 LISTED_FILES = 5  # conflicted files named in a one-line reason
 NEVER_ROTATE = 1 << 62  # the check appends to the stream's log: never rotate it away under the merge
 ADOPTED_CHECK_WAIT = 2.0  # at start, how long a check left by a killed orchestrator may take to die
+
+
+PREPARING = object()  # Merger.prepare: a step makes the worktree, and calls back when it is ready
+PREPARE_TIMEOUT = 900.0  # seconds a worktree's creation may take (a checkout of a very large repository)
+
+
+def open_merger(layout: Layout, settings: Settings, location: DatabaseLocation, say: Callable[[str], None],
+                notify: Notify, clock: Callable[[], float]) -> "Merger":
+    """The loop's merger: merge checks through the local executor, gate records in the state folder."""
+    return Merger(layout.root, settings, location, say, layout.log_for,
+                  open_check_executor(layout, settings.stop_grace, clock), layout.state, notify, clock)
 
 
 def resolve_isolation(settings: Settings, project: Path) -> str:
@@ -74,13 +86,16 @@ class Merger:
 
     def __init__(self, root: Path, settings: Settings, location: DatabaseLocation,
                  say: Callable[[str], None], log_for: Callable[[str], Path], checks: Executor,
-                 state: Optional[Path] = None, notify: Notify = lambda event, **details: None):
+                 state: Optional[Path] = None, notify: Notify = lambda event, **details: None,
+                 clock: Callable[[], float] = time.time):
         self.root, self.settings, self.location = Path(root), settings, location
         self.say, self.log_for = say, log_for
         self.checks = checks  # runs merge checks, and records them as workers are recorded
         self.run: Optional[RunInfo] = None
         self.check: Optional[_Check] = None
-        self.gating = Gating(self.root, state if state is not None else self.root, say, notify, settings, log_for)
+        self.gating = Gating(self.root, state if state is not None else self.root, say, notify, settings, log_for,
+                             clock)
+        self.preparing: Dict[str, Callable[[Workspace, float], None]] = {}  # stream -> what to do once ready
 
     @property
     def active(self) -> bool:
@@ -126,14 +141,48 @@ class Merger:
 
     # ---------------------------------------------------------------- before a spawn
 
-    def prepare(self, stream_id: str) -> Optional[Workspace]:
-        """The stream's worktree (created or reused), or None without isolation. Raises UserError."""
+    def prepare(self, stream_id: str, then: Optional[Callable[[Workspace, float], None]] = None) -> Any:
+        """The stream's worktree (created or reused), or None without isolation. Raises UserError.
+        With `then`: PREPARING, and a step makes it (the loop goes on); `then(workspace, now)` once it is
+        ready (checked for the tracker), else the stream's SpawnFailed, or SpawnCancelled at a stop."""
         if self.run is None:
             return None
+        if then is not None:
+            args = {"project": str(self.root), "run": self.run.as_dict(), "stream_id": stream_id}
+            try:
+                self.gating.steps.start(PREP + stream_id, "prepare_workspace", args, PREPARE_TIMEOUT)
+            except OSError as exc:
+                raise UserError(f"its worktree could not be prepared: {exc}") from None
+            self.preparing[stream_id] = then
+            return PREPARING
         try:
             workspace = workspaces.prepare_workspace(self.root, self.run, stream_id)
         except WorkspaceError as exc:
             raise UserError(f"its worktree could not be prepared: {exc}") from None
+        return self._checked(workspace)
+
+    def _prepared(self, sid: str, result: Dict[str, Any], rows: Mapping[str, Life], apply: Apply, now: float) -> None:
+        """A worktree step ended: start the worker, or say why not."""
+        then = self.preparing.pop(sid, None)
+        state = rows.get(sid, Life()).state
+        if then is None or result.get("stopped") or state is not StreamState.STARTING:
+            if state in (StreamState.STARTING, StreamState.STOPPING):  # stopped meanwhile: no worker ran
+                apply(sid, SpawnCancelled(StreamState.WAITING, "the run stopped while its worktree was prepared"), now)
+            return
+        try:
+            if "error" in result:
+                raise UserError(f"its worktree could not be prepared: {result['error']}")
+            made = Workspace(sid, str(result["branch"]), Path(result["path"]), Path(result["cwd"]),
+                             tuple(str(n) for n in result.get("notes") or ()))
+            workspace = self._checked(made)
+        except (UserError, KeyError, TypeError) as exc:
+            failed = apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)
+            self.say(f"{printable(sid)}: its worker could not be started ({exc}); "
+                     + ("giving up" if failed.state is StreamState.FAILED else "will retry"))
+            return
+        then(workspace, now)
+
+    def _checked(self, workspace: Workspace) -> Workspace:
         for note in workspace.notes:  # the user's stash or refs, or our integration branch, changed by someone
             self.say(f"warning: {printable(note, 600)}")
         refusal = self.location.worker_refusal(workspace.cwd)
@@ -183,9 +232,12 @@ class Merger:
             return
         if self.settings.merge_gate == "review":
             self.gating.poll(rows, apply, now)
-        for sid in self.gating.ended_steps(rows, apply, now):  # its pull request merged, the branch fetched
+        merged, prepared = self.gating.ended_steps(rows, apply, now)
+        for sid in merged:  # its pull request merged, the integration branch fetched
             workspaces.note_integration_moved(self.root, self.run)
             self._accept(sid, apply, now)
+        for sid, result in prepared:
+            self._prepared(sid, result, rows, apply, now)
         self.checks.tick()
         check = self.check
         if check is None:
