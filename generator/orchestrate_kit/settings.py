@@ -54,6 +54,7 @@ RUNTIME_ONLY = {
     "push_remote": ("origin", "the git remote that push and merge_gate = pr use"),
     "merge_check_timeout": ("30", "minutes a merge check may run before it is ended with everything it "
                                   "started (0 = never)"),
+    "pr_poll_interval": ("30", "seconds between asking GitHub about the pull requests of merge_gate = pr"),
     # The run report's (issue 21): spend caps across runs, and where the ready-made notification
     # hooks (.claude/orchestrator/hooks/) send.
     "spend_cap_usd": ("0", "the most all runs of this project may spend in USD in the last spend_cap_period "

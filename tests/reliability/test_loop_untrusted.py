@@ -44,8 +44,6 @@ def slow_checkouts(proj: Project, seconds_per_file: float, files: int) -> None:
     proj.git("commit", "-q", "-m", "slow assets")
 
 
-@pytest.mark.xfail(strict=True, reason="in progress (house/gates helpers): worktree creation still runs inside the "
-                                       "loop, so a stop waits for every creation and the workers start after it")
 def test_a_stop_while_worktrees_are_created_starts_nothing_after_it(repo):
     slow_checkouts(repo, 2.0, 1)  # about 2 s per worktree
     make_db(repo.db)

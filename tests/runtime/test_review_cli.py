@@ -1,11 +1,7 @@
 """`orchestrate.py review | approve | reject STREAM`: the review gate on the command line, with real git.
 
-Until the lifecycle has the `awaiting_review` state (the loop's wiring adds it), a saved table
-cannot hold a row in it: load_table drops a row whose state it does not know. The tests of
-what these commands do with such a row therefore stand in for that one lookup
-(`awaiting`, below); `test_a_real_awaiting_review_row_is_accepted` uses the real table and
-runs as soon as the state exists. Every refusal is tested through the real table.
-"""
+The rows are real saved tables (a stream `awaiting_review`, as the loop leaves it with merge_gate =
+review); the last test hands an approval to a real running orchestrator."""
 
 from __future__ import annotations
 
@@ -52,16 +48,6 @@ def commit_work(project, run, sid, name, text):
     return project.git("rev-parse", "HEAD", cwd=space.cwd).strip()
 
 
-@pytest.fixture
-def awaiting(monkeypatch):
-    """Streams the saved table shows awaiting review (see the module docstring)."""
-    waiting = set()
-    real = review_cli.saved_state
-    monkeypatch.setattr(review_cli, "saved_state",
-                        lambda table, sid: review_cli.AWAITING_REVIEW if sid in waiting else real(table, sid))
-    return waiting
-
-
 def cli(capsys, layout, *argv):
     code = orchestrate.main(list(argv), layout=layout)
     out, err = capsys.readouterr()
@@ -71,12 +57,11 @@ def cli(capsys, layout, *argv):
 # ---------------------------------------------------------------- review, approve, reject
 
 
-def test_review_prints_what_would_merge_and_records_the_commit(project, layout, awaiting, capsys):
-    run = start_run(project, layout, {"Stream-A": "complete"})
+def test_review_prints_what_would_merge_and_records_the_commit(project, layout, capsys):
+    run = start_run(project, layout, {"Stream-A": "awaiting_review"})
     commit = commit_work(project, run, "Stream-A", "a.txt", "from A\n")
     with open(layout.log_for("Stream-A"), "w", encoding="utf-8") as log:
         log.write('{"type":"result","subtype":"success","result":"Added a.txt.\\nAll tasks done. \\u001b[31m"}\n')
-    awaiting.add("Stream-A")
 
     code, out, err = cli(capsys, layout, "review", "Stream-A")
 
@@ -92,10 +77,9 @@ def test_review_prints_what_would_merge_and_records_the_commit(project, layout, 
     assert json.loads(out)["commit"] == commit and json.loads(out)["summary"].startswith("Added a.txt.")
 
 
-def test_approve_records_an_approval_bound_to_the_reviewed_commit(project, layout, awaiting, capsys):
-    run = start_run(project, layout, {"Stream-A": "complete"})
+def test_approve_records_an_approval_bound_to_the_reviewed_commit(project, layout, capsys):
+    run = start_run(project, layout, {"Stream-A": "awaiting_review"})
     first = commit_work(project, run, "Stream-A", "a.txt", "v1\n")
-    awaiting.add("Stream-A")
     assert cli(capsys, layout, "review", "Stream-A")[0] == 0
     moved = commit_work(project, run, "Stream-A", "a.txt", "v2\n")
 
@@ -111,10 +95,9 @@ def test_approve_records_an_approval_bound_to_the_reviewed_commit(project, layou
     assert gates.approved_commit(layout.state, "Stream-A") == moved
 
 
-def test_reject_records_the_reason_for_the_agents_next_prompt(project, layout, awaiting, capsys):
-    run = start_run(project, layout, {"Stream-A": "complete"})
+def test_reject_records_the_reason_for_the_agents_next_prompt(project, layout, capsys):
+    run = start_run(project, layout, {"Stream-A": "awaiting_review"})
     commit = commit_work(project, run, "Stream-A", "a.txt", "v1\n")
-    awaiting.add("Stream-A")
     code, out, err = cli(capsys, layout, "reject", "Stream-A", "--reason", "add the tests")
     assert code == 0, err
     assert "hands it back to its agent with your reason" in out
@@ -125,10 +108,9 @@ def test_reject_records_the_reason_for_the_agents_next_prompt(project, layout, a
     assert usage.value.code == 2 and "--reason" in capsys.readouterr().err
 
 
-def test_an_agent_cannot_approve_its_own_stream(project, layout, awaiting, capsys, monkeypatch):
-    run = start_run(project, layout, {"Stream-A": "complete"})
+def test_an_agent_cannot_approve_its_own_stream(project, layout, capsys, monkeypatch):
+    run = start_run(project, layout, {"Stream-A": "awaiting_review"})
     commit_work(project, run, "Stream-A", "a.txt", "v1\n")
-    awaiting.add("Stream-A")
     cli(capsys, layout, "review", "Stream-A")
     monkeypatch.setenv("ORCHESTRATE_KIT_TOKEN", "0123456789abcdef")  # what every worker has
     code, _, err = cli(capsys, layout, "approve", "Stream-A")
@@ -171,8 +153,6 @@ def test_without_a_worktree_run_the_commands_say_so(project, layout, capsys):
     assert code == 1 and "need a run with worktree isolation" in err and "--isolation worktree" in err
 
 
-@pytest.mark.skipif(not hasattr(lifecycle.StreamState, "AWAITING_REVIEW"),
-                    reason="the lifecycle has no awaiting_review state before the loop's wiring")
 def test_a_real_awaiting_review_row_is_accepted(project, layout, capsys):
     run = start_run(project, layout, {"Stream-A": "awaiting_review"})
     commit_work(project, run, "Stream-A", "a.txt", "v1\n")
@@ -183,20 +163,24 @@ def test_a_real_awaiting_review_row_is_accepted(project, layout, capsys):
 # ---------------------------------------------------------------- with a running orchestrator
 
 
-def test_with_a_running_orchestrator_the_request_is_handed_over(project, layout, awaiting, capsys):
+def test_with_a_running_orchestrator_an_approval_is_merged_at_once(project, layout, capsys):
+    project.configure(isolation="worktree", merge_gate="review")
     make_db(project.db)
     add_stream(project.db, "Stream-A", [], 1, "Foundation")
-    project.plan({"Stream-A": ["hang"]})  # its worker keeps the orchestrator running
+    add_stream(project.db, "Stream-X", [], 1, "Elsewhere")
+    project.plan({"Stream-A": ["commit"], "Stream-X": ["hang"]})  # X's worker keeps the orchestrator running
     started = project.orchestrate("start", "--detach", "--no-preflight")
     assert started.returncode == 0, started.stdout + started.stderr
-    project.wait_for(lambda: project.states().get("Stream-A") == "running", what="Stream-A running")
-    awaiting.add("Stream-A")
+    project.wait_for(lambda: project.states().get("Stream-A") == "awaiting_review", what="Stream-A awaiting review")
     assert cli(capsys, layout, "review", "Stream-A", "--stat")[0] == 0
+    reviewed = project.git("rev-parse", "stream/Stream-A").strip()
 
     code, out, err = cli(capsys, layout, "approve", "Stream-A")
 
     assert code == 0, err
-    # Today's orchestrator has no `approve` action; the wiring makes it act on the request at once.
-    assert "Recorded. The running orchestrator" in out and "does not act on `approve`" in out
-    assert gates.approved_commit(layout.state, "Stream-A") == project.git("rev-parse", "stream/Stream-A").strip()
+    assert "Handed to the running orchestrator" in out and "merges exactly the approved commit of Stream-A" in out
+    project.wait_for(lambda: project.states().get("Stream-A") == "complete", what="Stream-A merged")
+    integration = project.status()["run"]["integration_branch"]
+    project.git("merge-base", "--is-ancestor", reviewed, integration)  # raises unless merged
+    assert gates.read_record(layout.state, "Stream-A") is None  # merged: its review is done with
     assert not list(layout.requests.glob("*.json")) and not list(layout.requests.glob("*.reply"))

@@ -35,6 +35,7 @@ class FakeExecutor:
         self.recorded_live: List[ex.Handle] = []  # what adopt() finds still running
         self.recorded_ended: List[Tuple[ex.Handle, ex.Ended]] = []  # ... and ended while no orchestrator ran
         self.spawned = 0
+        self.specs: Dict[str, ex.WorkerSpec] = {}  # each stream's latest spawn (its argv holds the prompt)
         self.refuse: Optional[OSError] = None  # the next spawn fails with this
 
     # ---------------------------------------------------------------- what the test says
@@ -90,6 +91,7 @@ class FakeExecutor:
             offset = log.tell()
         before_go(handle)
         self.calls.append(("spawn", spec.stream_id, spec.attempt))
+        self.specs[spec.stream_id] = spec
         self.running[spec.stream_id] = handle
         self.outputs[spec.stream_id] = ex.Output(spec.log_path, offset)
         return handle

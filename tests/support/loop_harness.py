@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from tests.runtime.runtime_import import lifecycle as lc
+from tests.runtime.runtime_import import scheduler as sch
 from tests.runtime.runtime_import import settings as st
 from tests.runtime.runtime_import import supervisor as sv
 from tests.runtime.runtime_import import task_copilot_client as tcc
 from tests.support import taskdb
 from tests.support.fake_executor import FakeExecutor
+from _orchestrate_kit.git import gating
 
 S = lc.StreamState
 START = 1_760_000_000.0  # 2025-10-09: usage-limit messages carry real unix times
@@ -94,6 +96,10 @@ class FakeMerger:
         self.checking: Optional[str] = None
         self.verdict: Optional[bool] = None
         self.stopped = 0
+        self.gated: List[str] = []  # streams taken to review
+        self.polls = 0
+        self.commits: List[str] = []  # the commit each merge was told to merge ('' : the branch's tip)
+        self.gating = None  # set by the Harness: the real git.gating.Gating over its state folder
 
     # the loop's side (git.merging.Merger)
     integration_branch = "orchestrate/test"
@@ -101,25 +107,44 @@ class FakeMerger:
     def begin(self, table) -> None:
         table.run.isolation = "worktree"  # finished work is merged before its stream is complete
 
-    def prepare(self, stream_id: str):
+    def prepare(self, stream_id: str, then=None):
         return None
 
     @property
     def busy(self) -> bool:
         return self.checking is not None
 
+    def act(self, action, rows, apply, now) -> None:
+        if isinstance(action, sch.Merge):
+            self.merge(action.stream_id, rows.get(action.stream_id, lc.Life()), apply, now)
+        elif isinstance(action, sch.PollPullRequests):
+            self.polls += 1
+        elif isinstance(action, sch.Gate):  # merge_gate = review: its work "committed" at a scripted commit
+            self.gated.append(action.stream_id)
+            apply(action.stream_id, lc.AwaitReview(f"c0ffee{len(self.gated):02d}" + "0" * 32, "1 file changed"), now)
+
     def merge(self, sid, life, apply, now) -> None:
         assert self.checking is None, "a merge while a check runs"
         self.merged.append(sid)
+        self.commits.append(life.commit)
         if self.checks:
             self.checking = sid
         else:
             apply(sid, lc.Merged(), now)
 
+    @property
+    def activity(self) -> tuple:
+        return (self.busy,)
+
+    def facts(self) -> dict:
+        return {}
+
     def check_done(self, passed: bool = True) -> None:
         self.verdict = passed
 
-    def poll(self, apply, now) -> None:
+    def poll(self, apply, now, rows=None) -> None:
+        if self.gating is not None:  # the real reading of review decisions, from records the test writes
+            self.gating.poll(rows or {}, apply, now)
         if self.checking is not None and self.verdict is not None:
             sid, passed = self.checking, self.verdict
             self.checking = self.verdict = None
@@ -161,6 +186,8 @@ class Harness:
             self.executor.recorded(sid, attempt, alive)
         self.merger = merger
         self.said = Lines()
+        if merger is not None:
+            merger.gating = gating.Gating(tmp_path, self.layout.state, self.said.say, lambda *_a, **_k: None)
         if table is not None:
             lc.save_table(self.layout.run_file, table)
         self.location, self.targets = location, set(targets) if targets else None

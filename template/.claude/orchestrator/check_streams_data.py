@@ -122,15 +122,15 @@ def stream_label(view: StreamView) -> str:
 # The states whose streams get a detail line (see detail_of).
 DETAILED = frozenset((StreamState.WAITING, StreamState.INVALID, StreamState.HELD, StreamState.BACKOFF,
                       StreamState.RATE_LIMITED, StreamState.MERGE_CONFLICT, StreamState.CHECK_FAILED,
-                      StreamState.FAILED, StreamState.RUNNING))
+                      StreamState.FAILED, StreamState.RUNNING, StreamState.AWAITING_REVIEW,
+                      StreamState.AWAITING_PR, StreamState.PR_CLOSED))
 
 
 def detail_of(view: StreamView, report: report_mod.StatusReport, now: float) -> Optional[str]:
     """The line under a stream: what it waits on, why it cannot run, how its worker ended, or what
     its agent is doing (last message, cost, turns, how long ago it last said anything)."""
-    if view.state in (StreamState.WAITING, StreamState.INVALID, StreamState.HELD, StreamState.BACKOFF,
-                      StreamState.RATE_LIMITED, StreamState.MERGE_CONFLICT, StreamState.CHECK_FAILED):
-        return view.describe()  # merge_conflict and check_failed: which files, and the next step
+    if view.state in DETAILED - {StreamState.FAILED, StreamState.RUNNING}:
+        return view.describe()  # parked and gated streams: which files, the commit and diff stat, the next step
     if view.state is StreamState.FAILED:
         last = report_mod.last_log_line(report.layout.log_for(view.stream_id))
         if last and not last.startswith("{"):  # a text log's last line; an agent's JSON says less than the reason

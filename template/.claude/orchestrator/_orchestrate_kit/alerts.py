@@ -39,7 +39,7 @@ TEXT_LIMIT = 600
 SUMMARY_LINES = 8  # lines of the end-of-run summary a message shows
 # Events a person must act on, for a runtime that does not say so itself (ORCHESTRATE_NEEDS_YOU).
 NEEDS_YOU = frozenset({"stream_failed", "configuration_error", "merge_conflict", "check_failed",
-                       "spend_cap_reached", "review_requested", "awaiting_review"})
+                       "spend_cap_reached", "review_requested", "awaiting_review", "needs_review", "pr_closed"})
 HEADLINES = {
     "run_finished": "the run finished",
     "stream_failed": "{stream} failed",
@@ -51,6 +51,9 @@ HEADLINES = {
     "spend_cap_reached": "spend cap reached: no new worker starts",
     "review_requested": "{stream} awaits your review",
     "awaiting_review": "{stream} awaits your review",
+    "needs_review": "{stream} awaits your review",
+    "pull_request": "{stream}: its draft pull request is open",
+    "pr_closed": "{stream}: its pull request was closed without merging",
     "test": "a test notification: this hook works",
 }
 

@@ -213,6 +213,10 @@ class Announcer:
         if reason != RUN_STOPPING:  # the run's own stop was said once, for every worker
             self.say(f"{printable(sid)} {reason}")
 
+    def spawn_failed(self, sid: str, exc: Exception, gave_up: bool) -> None:
+        self.say(f"{printable(sid)}: its worker could not be started ({exc}); "
+                 + ("giving up" if gave_up else "will retry"))
+
     def gave_up(self, sid: str) -> None:
         self.say(f"{printable(sid)} failed: its budget is spent")
 

@@ -30,6 +30,9 @@ STYLES = {
     "failed": ("FAIL", "\033[31m", "✖", "x"),
     "merge_conflict": ("CONFLCT", "\033[31m", "✖", "x"),
     "check_failed": ("CHECK", "\033[31m", "✖", "x"),
+    "awaiting_review": ("REVIEW", "\033[35m", "◆", "?"),
+    "awaiting_pr": ("PR", "\033[35m", "◆", "?"),
+    "pr_closed": ("PRCLOSD", "\033[31m", "✖", "x"),
     "invalid": ("INVALID", "\033[35m", "!", "!"),
 }
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .executor import Detail, Handle
-from .lifecycle import LIVE, NO_ROW, PARKED, PASSIVE, Life, Observed, Policy, StreamState, describe, transition
+from .lifecycle import (LIVE, NO_ROW, PASSIVE, UNMERGED, Life, Observed, Policy, StreamState, describe,
+                        handed_back, transition)
 from .trackers.snapshot import StreamRecord, percentage
 
 
@@ -364,13 +365,12 @@ def _shown_state(life: Life, seen: StreamState, worker: Optional[Handle]) -> Str
     """What users see: the row's state, except that a stream the tracker shows complete is
     complete (once merged, with worktrees), and a row that claims a worker nobody can find
     shows what the graph says."""
-    if life.state is StreamState.MERGING or life.state in PARKED or (
-            life.conflicts and (life.state not in LIVE or worker is not None)):
+    if life.state in UNMERGED or (handed_back(life) and (life.state not in LIVE or worker is not None)):
         return life.state  # done in the tracker, not merged yet
     if seen is StreamState.COMPLETE or (seen is StreamState.INVALID and life.state not in LIVE):
         return seen
-    if life.state in LIVE and worker is None:
-        return seen
+    if life.state in LIVE and worker is None and life.state is not StreamState.STARTING:
+        return seen  # (starting: its worktree is prepared before its worker exists)
     if worker is not None and life.state in PASSIVE:
         return StreamState.RUNNING  # a worker adopted before its row caught up
     return life.state

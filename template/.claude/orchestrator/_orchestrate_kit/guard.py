@@ -46,6 +46,8 @@ class StreamGuard:
         try:
             yield
         except Exception as exc:  # the last resort: whatever it is, the run must go on
+            if not stream_id:
+                raise  # a step for no one stream (the pull requests' poll): not one stream's to fail
             self._crashed(stream_id, doing, exc, now, judging)
         else:
             self._settle(stream_id, now)

@@ -8,6 +8,12 @@ deadline, never a blocking wait), `held` (stopped by the user) and `failed`.
 With worktree isolation (`Policy.merge`) a stream whose work is done goes to
 `merging` first and is `complete` only once merged; a merge that cannot be made
 parks it in `merge_conflict` or `check_failed` (PARKED) until `start STREAM`.
+A merge gate (`merge_gate`, GATED) holds a finished stream before its merge:
+`awaiting_review` until a person approves the reviewed commit (then `merging`,
+that commit exactly) or rejects it (back to its agent, `ready`, the reason in
+its next prompt); `awaiting_pr` until its pull request is merged (`complete`)
+or closed unmerged (`pr_closed`, parked). `starting` covers its worktree's
+preparation: a stop then cancels the start without spending an attempt.
 `transition` is the only code that changes a stream's row.
 
 The run has a row of its own (`RunLife`): `running`, `paused` for the account's
@@ -46,10 +52,13 @@ class StreamState(str, Enum):
     RUNNING = "running"
     BACKOFF = "backoff"
     STOPPING = "stopping"
-    RATE_LIMITED = "rate_limited"  # the next issues add these four
+    RATE_LIMITED = "rate_limited"
     MERGING = "merging"
+    AWAITING_REVIEW = "awaiting_review"  # merge_gate = review: its work committed, waiting for approve or reject
+    AWAITING_PR = "awaiting_pr"  # merge_gate = pr: its draft pull request waits to be merged
     MERGE_CONFLICT = "merge_conflict"
     CHECK_FAILED = "check_failed"
+    PR_CLOSED = "pr_closed"  # its pull request was closed without merging: parked
     HELD = "held"
     FAILED = "failed"
     COMPLETE = "complete"
@@ -58,7 +67,9 @@ class StreamState(str, Enum):
 
 PASSIVE = frozenset({StreamState.WAITING, StreamState.READY, StreamState.COMPLETE, StreamState.INVALID})
 LIVE = frozenset({StreamState.STARTING, StreamState.RUNNING, StreamState.STOPPING})  # a worker exists
-PARKED = frozenset({StreamState.MERGE_CONFLICT, StreamState.CHECK_FAILED})  # wait for the user's `start STREAM`
+PARKED = frozenset({StreamState.MERGE_CONFLICT, StreamState.CHECK_FAILED, StreamState.PR_CLOSED})  # `start STREAM`
+GATED = frozenset({StreamState.AWAITING_REVIEW, StreamState.AWAITING_PR})  # a person's decision or a pull request
+UNMERGED = frozenset({StreamState.MERGING}) | PARKED | GATED  # its work is done and not merged yet
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,10 @@ class Life:
     resume: bool = False  # the next attempt continues that session (after a usage limit)
     conflicts: Tuple[str, ...] = ()  # files of a merge conflict handed back or parked (cleared once merged)
     handed_back: bool = False  # its agent already had its one chance at a merge conflict
+    commit: str = ""  # its gate's commit: under review, approved (merging: exactly this one), in its pull request
+    diff_stat: str = ""  # awaiting_review: what merging it brings ("3 files changed, 20 insertions(+)")
+    pull_request: str = ""  # merge_gate = pr: its pull request's URL (kept once merged)
+    feedback: str = ""  # the prompt's text about a rejection (or a closed pull request), until its next gate
 
 
 NO_ROW = Life()  # the row of a stream the table has none for (frozen: shared)
@@ -193,8 +208,55 @@ class CheckFailed:
     reason: str
 
 
+@dataclass(frozen=True)
+class SpawnCancelled:
+    """A start was stopped while its worktree was prepared (no worker ran): not an attempt; then `after`."""
+
+    after: StreamState
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AwaitReview:
+    """merge_gate = review: its work is committed at `commit`; it waits for a person's approve or reject."""
+
+    commit: str
+    diff_stat: str = ""
+
+
+@dataclass(frozen=True)
+class Approved:
+    """A person approved the reviewed `commit`: it is merged, exactly that commit."""
+
+    commit: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A person rejected the reviewed commit: back to its agent (an attempt), `feedback` (the reviewer's
+    reason, as its prompt says it) in its next prompts until its next gate."""
+
+    feedback: str
+
+
+@dataclass(frozen=True)
+class PullRequestOpened:
+    """merge_gate = pr: its draft pull request (`url`, from `commit`) waits to be merged; `Merged` when it is."""
+
+    url: str
+    commit: str = ""
+
+
+@dataclass(frozen=True)
+class PullRequestClosed:
+    """Its pull request was closed without merging: parked until `start STREAM` hands it back to its agent."""
+
+    url: str
+
+
 Event = Union[Observed, Spawning, Adopted, Spawned, SpawnFailed, Exited, StopRequested, Hold, GiveUp, Release,
-              Merged, MergeConflict, CheckFailed]
+              Merged, MergeConflict, CheckFailed, SpawnCancelled, AwaitReview, Approved, Rejected, PullRequestOpened,
+              PullRequestClosed]
 
 
 @dataclass(frozen=True)
@@ -212,6 +274,9 @@ class Policy:
 
 
 USER_STOP = "stopped by you; `start STREAM` resumes it"
+REJECTED = "rejected in review: handed back to its agent with the reason"
+PR_CLOSED_FEEDBACK = ("Its pull request {url} was closed without being merged. Read the comments there "
+                      "(gh pr view {url} --comments) and address them; a new pull request is opened when you are done.")
 
 
 class TransitionError(ValueError):
@@ -239,6 +304,14 @@ def transition(life: Life, event: Event, now: float, policy: Policy) -> Life:
     if isinstance(event, SpawnFailed):
         _expect(life, event, {StreamState.STARTING})
         return _failed_attempt(life, event.reason, now, policy)
+    if isinstance(event, SpawnCancelled):  # stopped while its worktree was made: asked to stop, or the run stopping
+        _expect(life, event, {StreamState.STARTING, StreamState.STOPPING})
+        wanted = life.after_stop if state is StreamState.STOPPING else event.after
+        after = StreamState.HELD if wanted is StreamState.HELD else StreamState.WAITING
+        why = (life.reason if state is StreamState.STOPPING else event.reason) if after is StreamState.HELD else ""
+        return replace(_settle(life, after, why), attempts=max(life.attempts - 1, 0))
+    if isinstance(event, (AwaitReview, Approved, Rejected, PullRequestOpened, PullRequestClosed)):
+        return _gate(life, event)
     if isinstance(event, Exited):
         return _exited(life, event, now, policy)
     if isinstance(event, StopRequested):
@@ -250,8 +323,8 @@ def transition(life: Life, event: Event, now: float, policy: Policy) -> Life:
     if isinstance(event, Hold):
         if state in LIVE:
             raise TransitionError(f"hold while a worker runs: use StopRequested (state {state.value})")
-        if state in (StreamState.COMPLETE, StreamState.MERGING):
-            return life  # a merge is quick git work (or a check) that ends on its own
+        if state in (StreamState.COMPLETE, StreamState.MERGING) or state in GATED:
+            return life  # a merge ends on its own; a gate waits for a person or a pull request anyway
         return _settle(life, StreamState.HELD, event.reason)
     if isinstance(event, (Merged, MergeConflict, CheckFailed)):
         return _merge_outcome(life, event, policy)
@@ -261,6 +334,9 @@ def transition(life: Life, event: Event, now: float, policy: Policy) -> Life:
         return _settle(life, StreamState.FAILED, event.reason)
     if isinstance(event, Release):
         fresh = replace(life, attempts=0, failures=0, retry_at=None, reason="")
+        if state is StreamState.PR_CLOSED:  # back to its agent, told to read the pull request's comments
+            return replace(fresh, state=StreamState.READY, reason=REJECTED, resume=bool(life.session_id),
+                           feedback=PR_CLOSED_FEEDBACK.format(url=life.pull_request))
         if state in PARKED or (life.conflicts and state in (StreamState.HELD, StreamState.FAILED, StreamState.BACKOFF)):
             return replace(fresh, state=StreamState.MERGING)  # try the merge again
         if state in (StreamState.HELD, StreamState.FAILED, StreamState.BACKOFF):
@@ -276,8 +352,8 @@ def _expect(life: Life, event: Event, states) -> None:
 
 def _observe(life: Life, seen: StreamState, now: float, policy: Policy) -> Life:
     state = life.state
-    if state is StreamState.MERGING or state in PARKED or (life.conflicts and state not in LIVE):
-        return life  # its work is done; only the merge (or the user) moves it on
+    if state in UNMERGED or (handed_back(life) and state not in LIVE):
+        return life  # its work is done; only the merge, its gate (or the user) moves it on
     if state in PASSIVE:
         if policy.merge and seen is StreamState.COMPLETE and state is not StreamState.COMPLETE and life.ran:
             return _done(life, policy)  # our worker's work, finished by other hands
@@ -289,7 +365,7 @@ def _observe(life: Life, seen: StreamState, now: float, policy: Policy) -> Life:
             return life
         return _FRESH[seen] if life is NO_ROW else replace(life, state=seen)  # (10,000 streams on a dashboard)
     if state in LIVE:
-        if seen is StreamState.COMPLETE and not life.conflicts:  # a hand-back starts complete: no lingering
+        if seen is StreamState.COMPLETE and not handed_back(life):  # a hand-back starts complete: no lingering
             return life if life.complete_since is not None else replace(life, complete_since=now)
         return replace(life, complete_since=None) if life.complete_since is not None else life
     if seen is StreamState.COMPLETE:  # held, failed, backoff: finished by other hands
@@ -355,10 +431,39 @@ def _done(life: Life, policy: Policy) -> Life:
     return _settle(life, StreamState.COMPLETE, "")
 
 
+def handed_back(life: Life) -> bool:
+    """Its tracker says complete, yet its agent has work to do: a merge conflict, or a reviewer's reason."""
+    return bool(life.conflicts or life.feedback)
+
+
+def _gate(life: Life, event: Union[AwaitReview, Approved, Rejected, PullRequestOpened, PullRequestClosed]) -> Life:
+    """The merge gate's steps: review (wait, approve, reject) and pull requests (opened, closed)."""
+    if isinstance(event, AwaitReview):
+        _expect(life, event, {StreamState.MERGING})
+        return replace(_settle(life, StreamState.AWAITING_REVIEW, ""), commit=event.commit, diff_stat=event.diff_stat,
+                       feedback="", conflicts=(), handed_back=False)
+    if isinstance(event, Approved):
+        _expect(life, event, {StreamState.AWAITING_REVIEW})
+        return replace(_settle(life, StreamState.MERGING, ""), commit=event.commit)
+    if isinstance(event, Rejected):
+        _expect(life, event, {StreamState.AWAITING_REVIEW})
+        return replace(_settle(life, StreamState.READY, REJECTED), commit="", diff_stat="",
+                       feedback=event.feedback, resume=bool(life.session_id))
+    if isinstance(event, PullRequestOpened):
+        _expect(life, event, {StreamState.MERGING})
+        return replace(_settle(life, StreamState.AWAITING_PR, ""), pull_request=event.url, commit=event.commit,
+                       feedback="", conflicts=(), handed_back=False)
+    _expect(life, event, {StreamState.AWAITING_PR})
+    return replace(_settle(life, StreamState.PR_CLOSED, f"its pull request {event.url} was closed without merging; "
+                                                        "`start STREAM` hands it back to its agent"))
+
+
 def _merge_outcome(life: Life, event: Union[Merged, MergeConflict, CheckFailed], policy: Policy) -> Life:
-    _expect(life, event, {StreamState.MERGING})
+    _expect(life, event, {StreamState.MERGING} | ({StreamState.AWAITING_PR} if isinstance(event, Merged) else set()))
     if isinstance(event, Merged):
-        return replace(_settle(life, StreamState.COMPLETE, ""), conflicts=(), handed_back=False)
+        return replace(_settle(life, StreamState.COMPLETE, ""), conflicts=(), handed_back=False, commit="",
+                       diff_stat="", feedback="")
+    life = replace(life, commit="")  # an approval was of that merge: what fixes it is reviewed again
     if isinstance(event, CheckFailed):
         return _settle(life, StreamState.CHECK_FAILED, event.reason)
     if event.files and policy.hand_back and not life.handed_back:
@@ -611,20 +716,19 @@ def carried_rows(table: Table) -> Dict[str, Life]:
     continued as it was: attempts, back-off, failures and all. After a run that ended, a new run
     begins: every stream's counts start afresh (a failed stream is tried again, reopened work is a
     first attempt), and only what is still owed is carried over: a hold (until `start STREAM`), a
-    merge not yet made (merging, merge_conflict, check_failed, a conflict handed back) with its
-    files, and a usage-limited session to continue."""
+    merge not yet made (merging, a gate, merge_conflict, check_failed, pr_closed, a conflict or a
+    review handed back) with its files, and a usage-limited session to continue."""
     if table.run_life.ended_at is None:
         return dict(table.rows)
     carried = {}
     for sid, life in table.rows.items():
         owed = replace(life, attempts=0, failures=0, retry_at=None, deadline=None, after_stop=None,
                        complete_since=None, spent_usd=0.0, turns=0, tokens=0)
-        if life.state is StreamState.HELD or life.state is StreamState.MERGING or life.state in PARKED:
+        if life.state is StreamState.HELD or life.state in UNMERGED:
             carried[sid] = owed
-        elif life.conflicts:  # handed back to its agent: its next attempt, or the merge tried again
-            carried[sid] = replace(owed, state=StreamState.READY if life.state is StreamState.READY
-                                   else StreamState.MERGING, reason=life.reason if life.state is StreamState.READY
-                                   else "")
+        elif handed_back(life):  # handed back to its agent: its next attempt, or the merge tried again
+            again = StreamState.READY if life.state is StreamState.READY or life.feedback else StreamState.MERGING
+            carried[sid] = replace(owed, state=again, reason=life.reason if again is StreamState.READY else "")
         elif life.resume and life.session_id:
             carried[sid] = Life(session_id=life.session_id, resume=True)
     return carried
@@ -766,7 +870,7 @@ def _life_from(row: object) -> Optional[Life]:
         return None
     times = {k: _number(row[k]) if row.get(k) is not None else None
              for k in ("retry_at", "deadline", "complete_since")}
-    texts = {k: row.get(k, "") for k in ("reason", "session_id")}
+    texts = {k: row.get(k, "") for k in ("reason", "session_id", "commit", "diff_stat", "pull_request", "feedback")}
     if not all(isinstance(v, str) for v in texts.values()):
         return None
     conflicts = row.get("conflicts") or []
@@ -802,6 +906,15 @@ def describe(life: Life, now: float, max_restarts: int, waiting_on: Tuple[str, .
         return f"stopping ({life.reason})" if life.reason else "stopping"
     if state in PARKED:
         return f"{state.value}: {life.reason}" if life.reason else state.value
+    if state is StreamState.AWAITING_REVIEW:
+        return (f"awaiting review of {life.commit[:12]}" + (f" ({life.diff_stat})" if life.diff_stat else "")
+                + ": `orchestrate.py review STREAM`, then approve or reject")
+    if state is StreamState.AWAITING_PR:
+        return f"awaiting its pull request {life.pull_request}" if life.pull_request else state.value
+    if state is StreamState.MERGING and life.commit:
+        return f"merging (approved {life.commit[:12]})"
     if state is StreamState.READY and life.conflicts:
         return "ready: merge conflict handed back to its agent (" + ", ".join(life.conflicts[:5]) + ")"
+    if state is StreamState.READY and life.feedback:
+        return f"ready: {life.reason or REJECTED}"
     return state.value

@@ -10,8 +10,9 @@ record, git/gates.py, so they only wake the orchestrator: the record is what it 
         merge exactly SHA (the reviewed commit; `gates.approve` checked the binding)
     {"action": "reject", "streams": [STREAM], "commit": SHA, "reason": TEXT}
         hand STREAM back to its agent with TEXT (`gates.review_feedback_text`)
-An orchestrator without gates answers "unknown request 'approve'"; the command then says
-that the next `start` acts on the record.
+The orchestrator only answers them: each turn it reads the review records of the streams
+awaiting review (git/gating.py). One without gates answers "unknown request 'approve'"; the
+command then says that the next `start` acts on the record.
 Standard library only.
 """
 
@@ -150,4 +151,8 @@ def asked(request: dict, known: Collection[str], failed: Collection[str], defaul
     if action == "stop":
         return Asked(f"stopping {named}; it stays stopped until `orchestrate.py start "
                      f"{printable(streams[0]) if streams else 'STREAM'}`", hold=streams, grace=grace)
+    if action == "approve":  # the decision is in the stream's review record: the loop reads it this turn
+        return Asked(f"the running orchestrator merges exactly the approved commit of {named}")
+    if action == "reject":
+        return Asked(f"the running orchestrator hands {named} back to its agent with your reason")
     return Asked(f"unknown request {action!r}")

@@ -7,7 +7,9 @@ is never started), budgets (a stream whose own budget is spent is given up),
 the account's usage limit and its probe, the spend cap across runs (at the
 cap no worker starts and the run waits for the window to roll), pacing, what an ended worker left
 still being ended (that stream is neither respawned nor merged yet), merges
-(in critical-path order, one at a time while a merge check runs), workers that
+(in critical-path order, one at a time while a merge check runs), the merge
+gate's steps (a review's commit, a pull request opened, pull requests polled
+every pr_poll_interval), workers that
 linger after their stream completed, stalls, stopping deadlines (KILL), and
 when the run is over and with which exit code. It does no I/O and reads no
 clock: `now` and the facts the loop observed come in.
@@ -26,7 +28,7 @@ from typing import AbstractSet, List, Mapping, Optional, Tuple, Union
 
 from .agent.claude import MIN_BUDGET_USD
 from .graph import Board, start_order
-from .lifecycle import LIVE, Life, RunLife, RunState, StreamState
+from .lifecycle import LIVE, Life, RunLife, RunState, StreamState, handed_back
 from .settings import EXIT_OK, EXIT_STUCK, EXIT_USAGE, Settings
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells expect
@@ -37,6 +39,7 @@ KILL_AGAIN_SECONDS = 1.0  # a KILLed worker still not gone is KILLed again this 
 LINGERING = "is complete but its worker is still running; stopping it"
 VANISHED = "disappeared from the database; stopping its worker"
 RUN_STOPPING = "the run is stopping"
+AWAITING_REVIEW = "awaiting review"  # Finish.why: nothing else can progress while streams wait for a person
 
 
 # ---------------------------------------------------------------- actions
@@ -74,9 +77,23 @@ class GiveUp:
 
 @dataclass(frozen=True)
 class Merge:
-    """Merge the stream's branch into the integration branch (worktree isolation)."""
+    """Merge the stream's branch into the integration branch (worktree isolation): its tip, or with an
+    approval exactly the approved commit. Several in one decision are merged one after another."""
 
     stream_id: str
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Take the stream to its merge gate (merge_gate review or pr): commit what its worker left, then
+    wait for a review, or push it and open its draft pull request. Gates need no merge slot."""
+
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class PollPullRequests:
+    """Ask about the pull requests of the streams awaiting theirs (one step for all of them)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +111,9 @@ class Finish:
     why: str
 
 
-Action = Union[Kill, Stop, GiveUp, Merge, Spawn, Shutdown, Finish]
+Action = Union[Kill, Stop, GiveUp, Merge, Gate, PollPullRequests, Spawn, Shutdown, Finish]
+GitAction = Union[Merge, Gate, PollPullRequests]  # what the merger (git/merging.py) carries out
+GIT_ACTIONS = (Merge, Gate, PollPullRequests)
 
 
 @dataclass(frozen=True)
@@ -105,11 +124,16 @@ class Facts:
     stream_budgets: Mapping[str, float] = field(default_factory=dict)  # a stream's own cap (maxBudgetUsd)
     last_output: Mapping[str, float] = field(default_factory=dict)  # when each live worker last said anything
     cleaning_up: AbstractSet[str] = frozenset()  # an ended attempt still has something being ended
-    merge_busy: bool = False  # a merge check runs: no other stream is merged meanwhile
+    merge_busy: bool = False  # a merge or its check runs: no other stream is merged meanwhile
     exits_pending: bool = False  # workers ended whose exits are not judged yet: the run cannot end
     fresh: bool = True  # the board was built from a current read of the tracker
     spend_left: Optional[float] = None  # USD every run together may still spend in the cap's window; None: no cap
     spend_lifts_at: Optional[float] = None  # at the cap: when enough old spending leaves the window
+    merge_ready: bool = True  # the run's integration branch is set up (worktrees): streams may start and merge
+    stepping: AbstractSet[str] = frozenset()  # streams whose git step runs (or is being ended): nothing new for them
+    polled_at: Optional[float] = None  # when the pull requests were last asked about (None: not yet this run)
+    polling: bool = False  # that step runs now
+    step_deadline: Optional[float] = None  # the earliest deadline of a git step that runs: decide again then
 
 
 @dataclass
@@ -120,6 +144,8 @@ class Decision:
     stop: List[Stop] = field(default_factory=list)
     give_up: List[GiveUp] = field(default_factory=list)
     merge: List[Merge] = field(default_factory=list)
+    gate: List[Gate] = field(default_factory=list)
+    poll: Optional[PollPullRequests] = None
     spawn: List[Spawn] = field(default_factory=list)
     shutdown: Optional[Shutdown] = None
     finish: Optional[Finish] = None
@@ -131,7 +157,8 @@ class Decision:
     def actions(self) -> List[Action]:
         """Every action, in the order the loop carries them out."""
         tail: List[Action] = [a for a in (self.shutdown, self.finish) if a is not None]
-        return [*self.kill, *self.stop, *self.give_up, *self.merge, *self.spawn, *tail]
+        poll: List[Action] = [self.poll] if self.poll is not None else []
+        return [*self.kill, *self.stop, *self.give_up, *self.merge, *self.gate, *poll, *self.spawn, *tail]
 
 
 # ---------------------------------------------------------------- deciding
@@ -150,12 +177,17 @@ def decide(board: Board, run: RunLife, settings: Settings, now: float, facts: Fa
         return decision
     decision.capped = facts.spend_left is not None and facts.spend_left < MIN_BUDGET_USD
     _choose_merges(decision, board, settings, facts)
-    _choose_spawns(decision, board, run, settings, now, targets, facts, busy)
+    _choose_poll(decision, board, settings, now, facts)
+    decision.wake_at = earliest(decision.wake_at, facts.step_deadline)
+    if facts.merge_ready:
+        _choose_spawns(decision, board, run, settings, now, targets, facts, busy)
+    elif startable(board, now, targets):
+        decision.held_back = "preparing the run's integration branch"
     for sid, life in board.rows.items():
         waits = life.state in (StreamState.BACKOFF, StreamState.RATE_LIMITED)
         if waits and (targets is None or sid in targets) and life.retry_at and life.retry_at > now:
             decision.wake_at = earliest(decision.wake_at, life.retry_at)
-    if facts.fresh and not facts.exits_pending and not facts.cleaning_up:
+    if facts.fresh and facts.merge_ready and not facts.exits_pending and not facts.cleaning_up and not facts.stepping:
         decision.finish = _over(board, decision, targets, facts)
     return decision
 
@@ -207,9 +239,9 @@ def startable(board: Board, now: float, targets: Optional[AbstractSet[str]] = No
     ids = []
     for sid, view in board.views.items():
         life = board.rows.get(sid)
-        # A handed-back merge conflict: complete in the tracker, yet its agent has work to do.
-        handed_back = life is not None and bool(life.conflicts)
-        if targets is not None and sid not in targets or view.graph_state is not StreamState.READY and not handed_back:
+        # Handed back (a merge conflict, a reviewer's reason): complete in the tracker, yet its agent has work.
+        again = life is not None and handed_back(life)
+        if targets is not None and sid not in targets or view.graph_state is not StreamState.READY and not again:
             continue
         state = life.state if life else StreamState.READY
         waits = state in (StreamState.BACKOFF, StreamState.RATE_LIMITED)
@@ -218,16 +250,36 @@ def startable(board: Board, now: float, targets: Optional[AbstractSet[str]] = No
     return start_order(board, ids)
 
 
+def needs_gate(life: Life, merge_gate: str) -> bool:
+    """A stream in `merging` goes to its gate first (review or pr) unless a person approved a commit of it."""
+    return merge_gate == "pr" or (merge_gate == "review" and not life.commit)
+
+
 def _choose_merges(decision: Decision, board: Board, settings: Settings, facts: Facts) -> None:
     """Streams whose work is done, merged in critical-path order (a dependency unlocks the most work
-    first); while a merge check runs nothing else is merged, so a failing check undoes only its own."""
-    if facts.merge_busy:
+    first); while a merge check runs nothing else is merged, so a failing check undoes only its own.
+    Streams going to their gate need no merge slot: they touch only their own worktree and the remote."""
+    if not facts.merge_ready:
         return
-    waiting = [sid for sid, life in board.rows.items()
-               if life.state is StreamState.MERGING and sid not in facts.cleaning_up]
+    waiting = [sid for sid, life in board.rows.items() if life.state is StreamState.MERGING
+               and sid not in facts.cleaning_up and sid not in facts.stepping]
     known = [sid for sid in waiting if sid in board.views]  # a stream gone from the tracker merges last
-    merges = [Merge(sid) for sid in start_order(board, known) + sorted(set(waiting) - set(known))]
-    decision.merge = merges[:1] if settings.merge_check.strip() else merges
+    ordered = start_order(board, known) + sorted(set(waiting) - set(known))
+    decision.gate = [Gate(sid) for sid in ordered if needs_gate(board.rows[sid], settings.merge_gate)]
+    merges = [Merge(sid) for sid in ordered if not needs_gate(board.rows[sid], settings.merge_gate)]
+    if not facts.merge_busy:
+        decision.merge = merges[:1] if settings.merge_check.strip() else merges
+
+
+def _choose_poll(decision: Decision, board: Board, settings: Settings, now: float, facts: Facts) -> None:
+    """Pull requests are asked about every pr_poll_interval seconds while a stream awaits its own."""
+    if facts.polling or not any(life.state is StreamState.AWAITING_PR for life in board.rows.values()):
+        return
+    due = now if facts.polled_at is None else facts.polled_at + max(settings.pr_poll_interval, 1.0)
+    if due <= now:
+        decision.poll = PollPullRequests()
+    else:
+        decision.wake_at = earliest(decision.wake_at, due)
 
 
 def _choose_spawns(decision: Decision, board: Board, run: RunLife, settings: Settings, now: float,
@@ -235,8 +287,8 @@ def _choose_spawns(decision: Decision, board: Board, run: RunLife, settings: Set
     """Ready streams, best first, as budgets, the usage limit, max-parallel, the probe and the pacing allow."""
     ready = []
     for sid in startable(board, now, targets):
-        if sid in facts.cleaning_up:
-            continue  # what its last worker left is still being ended: its end wakes the loop
+        if sid in facts.cleaning_up or sid in facts.stepping:
+            continue  # what its last worker (or step) left is still being ended: its end wakes the loop
         life = board.rows.get(sid, Life())
         own = facts.stream_budgets.get(sid)
         if own is not None and own - life.spent_usd < MIN_BUDGET_USD:
@@ -296,7 +348,7 @@ def _budget(own: Optional[float], life: Life, run_left: Optional[float]) -> Opti
 
 def _over(board: Board, decision: Decision, targets: Optional[AbstractSet[str]], facts: Facts) -> Optional[Finish]:
     """None while something can still progress; else how the run ends."""
-    if decision.spawn or decision.merge or decision.give_up or facts.merge_busy \
+    if decision.spawn or decision.merge or decision.gate or decision.give_up or facts.merge_busy \
             or any(life.state in LIVE or _merge_pending(life) for life in board.rows.values()):
         return None
     if decision.held_back == "spend cap":
@@ -310,12 +362,14 @@ def _over(board: Board, decision: Decision, targets: Optional[AbstractSet[str]],
         return Finish(EXIT_STUCK, "run budget") if budget else None
     if decision.wake_at is not None and not budget and startable(board, decision.wake_at, targets):
         return None  # ready streams wait for the pacing or the usage limit
+    if not budget and any(life.state is StreamState.AWAITING_REVIEW for life in board.rows.values()):
+        return Finish(EXIT_STUCK, AWAITING_REVIEW)
     return Finish(EXIT_STUCK, "run budget" if budget else "stuck")
 
 
 def _stopped(board: Board, run: RunLife, facts: Facts) -> Optional[Finish]:
     """A stopping run ends once every worker, and whatever they left, is gone."""
-    if facts.exits_pending or facts.cleaning_up or facts.merge_busy \
+    if facts.exits_pending or facts.cleaning_up or facts.merge_busy or facts.stepping \
             or any(life.state in LIVE for life in board.rows.values()):
         return None
     if run.fatal:
@@ -326,8 +380,12 @@ def _stopped(board: Board, run: RunLife, facts: Facts) -> Optional[Finish]:
 
 
 def _merge_pending(life: Life) -> bool:
-    """A merge runs, or a handed-back conflict waits for its agent's next attempt."""
-    return life.state is StreamState.MERGING or (life.state is StreamState.BACKOFF and bool(life.conflicts))
+    """A merge runs, a pull request is polled, or work handed back (a conflict, a review's reason) waits
+    for its agent's next attempt. A stream awaiting review is not: it waits for a person, who may come
+    while no orchestrator runs (`approve` records it; the next `start` merges it), so the run ends when
+    nothing else can progress."""
+    return life.state in (StreamState.MERGING, StreamState.AWAITING_PR) \
+        or (life.state is StreamState.BACKOFF and handed_back(life))
 
 
 def earliest(current: Optional[float], candidate: Optional[float]) -> Optional[float]:

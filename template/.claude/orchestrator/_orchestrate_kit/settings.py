@@ -79,6 +79,7 @@ class Settings:
     push: str = "none"  # none, integration (the integration branch after each merge) or all (and each stream branch)
     push_remote: str = "origin"  # the git remote that push and merge_gate = pr use
     merge_check_timeout: float = 30.0  # minutes a merge check may run before it is ended (0 = never)
+    pr_poll_interval: float = 30.0  # seconds between asking about the pull requests of merge_gate = pr
     # Spend caps across runs (spend.py), the Claude Code fallback model (agent/claude.py), the hooks' receivers.
     spend_cap_usd: float = 0.0  # what all runs of this project may spend in the last spend_cap_period (0 = none)
     spend_cap_period: str = "day"  # day or week, rolling

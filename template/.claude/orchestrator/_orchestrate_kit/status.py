@@ -19,7 +19,7 @@ from typing import Dict, Iterable, Iterator, List, Mapping, Optional
 
 from .executor import Handle, read_workers
 from .executor.processes import PidRecord, process_start_time, read_pid_file, runs_script, write_pid_file
-from .lifecycle import PARKED, Policy, RunInfo, RunLife, RunState, StreamState, Table, describe_run, load_table, run_json
+from .lifecycle import GATED, PARKED, Policy, RunInfo, RunLife, RunState, StreamState, Table, describe_run, load_table, run_json
 from .names import printable
 from .settings import EXIT_STUCK, Layout, Settings, UserError, load_settings, setting_warnings
 from .spend import Standing, gauge_text, standing_of
@@ -199,6 +199,9 @@ def view_json(view: StreamView, report: "StatusReport") -> dict:
         "last_activity": activity.get("last_activity"),
         "last_message": activity.get("last_message") or None,
         "session_id": activity.get("session_id") or life.session_id or None,
+        "commit": life.commit or None,  # the merge gate's: under review, approved, in its pull request
+        "diff_stat": life.diff_stat or None,
+        "pull_request": life.pull_request or None,
     }
 
 
@@ -329,7 +332,7 @@ def render_status(report: StatusReport) -> str:
     line = "  ".join(f"{{:<{width}}}" for width in widths).format  # one format for every row (10,000 of them)
     lines += [line(*row).rstrip() for row in rows]
     lines.append("")
-    for view in board.in_state(*PARKED):  # the table cuts descriptions short: the next step in full
+    for view in board.in_state(*PARKED, *GATED):  # the table cuts descriptions short: the next step in full
         lines.append(f"{printable(view.stream_id)}: {printable(view.describe())}")
     lines.append(overall_line(report))
     lines += [f"error: {printable(problem)}" for problem in board.problems.messages()]  # in full, as `plan` says them

@@ -17,7 +17,7 @@ from typing import AbstractSet, List, Optional
 from .graph import Board, StreamView
 from .lifecycle import RunLife, StreamState
 from .names import printable
-from .scheduler import Finish
+from .scheduler import AWAITING_REVIEW, Finish
 from .status import format_duration, level_order
 
 STOPPED = "stopped by request"
@@ -35,6 +35,8 @@ def outcome_of(finish: Finish, run: RunLife, spent_usd: float, max_cost_usd: flo
         return STOPPED
     if finish.why == "run budget":
         return f"failed: run budget reached ({spent_usd:.2f} of {max_cost_usd:.2f} USD)"
+    if finish.why == AWAITING_REVIEW:
+        return "waiting for your review"
     return "all complete" if finish.why == "complete" else "nothing more can progress"
 
 
@@ -51,6 +53,8 @@ def closing_lines(finish: Finish, outcome: str, board: Optional[Board], run: Run
     if finish.why == "complete":
         took = format_duration((run.ended_at or 0.0) - run.started_at)
         return lines + completed(board, targets, took, integration_branch)
+    if finish.why == AWAITING_REVIEW:
+        return lines + ["nothing more can progress until you review:"] + stuck(board, targets)
     return lines + ["nothing more can progress:"] + stuck(board, targets)
 
 
@@ -96,6 +100,13 @@ def stuck(board: Board, targets: Optional[AbstractSet[str]]) -> List[str]:
                      "run tries failed streams again, with a fresh restart budget")
     if StreamState.HELD in states:
         lines.append(f"  next: `{ORCHESTRATE} start STREAM` resumes a stream you stopped")
+    if StreamState.AWAITING_REVIEW in states:
+        lines.append(f"  next: `{ORCHESTRATE} review STREAM` shows what its merge brings; `{ORCHESTRATE} approve "
+                     f"STREAM` merges exactly that commit (at the next `{ORCHESTRATE} start`, or at once in a running "
+                     f"one); `{ORCHESTRATE} reject STREAM --reason TEXT` hands it back to its agent")
+    if StreamState.PR_CLOSED in states:
+        lines.append(f"  next: `{ORCHESTRATE} start STREAM` hands a stream whose pull request was closed back to its "
+                     "agent, told to read the pull request's comments")
     left = [view for view in still_to_run(board) if targets is not None and view.stream_id not in targets]
     if left:
         lines.append(f"  not part of this run: {_names(left)}; `{ORCHESTRATE} start` runs every stream")

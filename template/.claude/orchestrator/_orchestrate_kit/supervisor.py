@@ -1,15 +1,13 @@
 """The supervisor: a thin loop that gathers events, applies transitions, asks the scheduler, acts.
 
-Each turn: stop signals and user requests (files in the state folder, announced
-by SIGUSR1), worker exits (their SIGCHLD wakes the loop), what workers said
-(their logs), a database change (watch.py), and the clock. Exits are judged
-against a fresh read of the tracker (exits.py). Every change of a stream's row
-goes through `lifecycle.transition`, of the run's row through `transition_run`;
-everything to do comes from `scheduler.decide`, carried out through the executor
-(workers) and the merger (git). Nothing here waits for a worker: stopping is a
-state with a deadline. Signal handlers only note what arrived. Clock, executor,
-merger and tracker reader are injectable: tests drive it turn by turn (`begin`,
-`turn`). Standard library only, Python 3.9+.
+Each turn: stop signals and user requests (files in the state folder, announced by SIGUSR1),
+worker exits (their SIGCHLD wakes the loop), what workers said (their logs), a database change
+(watch.py), and the clock. Exits are judged against a fresh read of the tracker (exits.py). Every
+change of a stream's row goes through `lifecycle.transition`, of the run's row through
+`transition_run`; everything to do comes from `scheduler.decide`, carried out through the executor
+(workers) and the merger (git: merges, the merge gate). Nothing here waits for a worker: stopping
+is a state with a deadline. Signal handlers only note what arrived. Clock, executor, merger and
+tracker reader are injectable: tests drive it turn by turn (`begin`, `turn`). Stdlib only, 3.9+.
 """
 
 from __future__ import annotations
@@ -22,9 +20,9 @@ from .agent.claude import is_claude
 from .agent.events import Fatal
 from .agent.output import WorkerOutputs
 from .announce import Announcer, Reporter
-from .executor import Ended, Executor, open_check_executor, open_executor
+from .executor import Ended, Executor, open_executor
 from .exits import judge_exit, limit_until
-from .git.merging import Merger
+from .git.merging import PREPARING, Merger, open_merger
 from .graph import Board
 from .guard import StreamGuard
 from .journal import new_run_id
@@ -35,7 +33,7 @@ from .lifecycle import (LIVE, USER_STOP, Adopted, Event, FatalSeen, GiveUp as Fa
 from .locks import Lock
 from .names import printable
 from .requests import Asked, asked, serve_requests
-from .scheduler import Decision, Facts, Finish, GiveUp, Kill, Merge, Shutdown, Spawn, Stop, decide, earliest
+from .scheduler import GIT_ACTIONS, Decision, Facts, Finish, GiveUp, Kill, Shutdown, Spawn, Stop, decide, earliest
 from .settings import Layout, Settings, UserError
 from .status import board_for, last_log_line, policy_of
 from .summary import closing_lines, outcome_of
@@ -61,8 +59,8 @@ class Supervisor:
         self.announce = Announcer.of(reporter, settings, layout, clock)  # lines, on_event and the run's journal
         journal = self.announce.record.journal  # written once the table is saved: never ahead of it
         self.executor = executor or open_executor(layout, settings.stop_grace, clock)
-        self.merger = merger or Merger(layout.root, settings, location, reporter.say, layout.log_for,
-                                       open_check_executor(layout, settings.stop_grace, clock), journal)
+        self.merger = merger or open_merger(layout, settings, location, reporter.say, self.announce.notifier.fire,
+                                            clock, journal)
         self.store = TableFile(layout.run_file, self.announce.warn, journal.flush)
         self.tracker = TrackerWatch(reader or location.open(), signature or (lambda: database_signature(location.path)),
                                     reporter.say, keep_own_files(layout, locks, self.store.forget), location.path)
@@ -139,9 +137,9 @@ class Supervisor:
                 self.tracker.expect_change()  # its last writes may be in the database: look again
         self._read_outputs(now)
         self.dirty |= self.tracker.look(now)
-        busy = self.merger.busy
-        self.merger.poll(self._apply, now)
-        self.dirty |= self.merger.busy != busy
+        busy = self.merger.activity
+        self.merger.poll(self._apply, now, self.table.rows)
+        self.dirty |= self.merger.activity != busy
         stopping = self.table.run_life.state is RunState.STOPPING  # then judged even without the tracker
         if self.exits and (self.tracker.fresh or stopping):
             self._settle_exits(self.tracker.snapshot, now)
@@ -175,8 +173,7 @@ class Supervisor:
         self.inbox.requests = False
         known = self.tracker.snapshot.streams if self.tracker.snapshot else {}
         failed = [sid for sid, life in self.table.rows.items() if life.state is StreamState.FAILED]
-        grace = self.settings.stop_grace
-        serve_requests(self.layout, lambda request: self._obey(asked(request, known, failed, grace), now))
+        serve_requests(self.layout, lambda ask: self._obey(asked(ask, known, failed, self.settings.stop_grace), now))
 
     def _obey(self, asked: Asked, now: float) -> str:
         if asked.shutdown is not None:
@@ -260,7 +257,8 @@ class Supervisor:
         self.table.rows, self.dirty = dict(board.rows), False
         facts = Facts(self._run_budget_left(), stream_budgets(snapshot, self.settings) if snapshot else {},
                       self.outputs.last_output(), self.executor.cleaning_up(), self.merger.busy, bool(self.exits),
-                      self.tracker.fresh, *self.announce.record.spend_left(now, self.outputs.live_cost()))
+                      self.tracker.fresh, *self.announce.record.spend_left(now, self.outputs.live_cost()),
+                      **self.merger.facts())
         decision = decide(board, self.table.run_life, self.settings, now, facts, self.targets)
         self._apply_run(SpendCap(decision.capped, facts.spend_lifts_at), now)  # the run's row says so
         self.due = decision.wake_at
@@ -278,17 +276,17 @@ class Supervisor:
             elif isinstance(action, GiveUp):
                 self._apply(action.stream_id, Failed(action.reason), now)
                 self.announce.gave_up(action.stream_id)
-            elif isinstance(action, Merge):
-                with self.guard.stream(action.stream_id, "merging it", now):
-                    self.merger.merge(action.stream_id, self.table.get(action.stream_id), self._apply, now)
+            elif isinstance(action, GIT_ACTIONS):  # merges and the merge gate's steps
+                with self.guard.stream(getattr(action, "stream_id", ""), "merging it", now):
+                    self.merger.act(action, self.table.rows, self._apply, now)
             elif isinstance(action, Spawn):
                 with self.guard.stream(action.stream_id, "starting its worker", now):
                     self._spawn(action, now)
             elif isinstance(action, Shutdown):
                 self.executor.shutdown(action.deadline)
-                busy = self.merger.busy
+                busy = self.merger.activity
                 self.merger.stop()  # a running merge check ends; its stream is merged again next start
-                self.dirty |= self.merger.busy != busy
+                self.dirty |= self.merger.activity != busy
             elif isinstance(action, Finish):
                 return self._finish(action, now)
         if decision.credit != self.table.run_life.credit or decision.spawn:
@@ -302,30 +300,36 @@ class Supervisor:
         if handle is not None:
             self.executor.terminate(handle)
 
-    def _spawn(self, spawn: Spawn, now: float) -> None:
+    def _spawn(self, spawn: Spawn, now: float, prepared: Optional[tuple] = None) -> None:
+        """Start a worker; with worktrees a step makes its worktree, then calls this again (`prepared`)."""
         assert self.board is not None and self.tracker.snapshot is not None
         sid, life = spawn.stream_id, self.table.get(spawn.stream_id)
-        resume, session = choose_session(life.session_id, life.resume, self.settings)
-        self._apply(sid, Spawning(spawn.attempt, resume or session or ""), now)
+        limited, workspace = prepared or (life.state is StreamState.RATE_LIMITED, None)
+        if prepared is None:
+            resume, session = choose_session(life.session_id, life.resume, self.settings)
+            life = self._apply(sid, Spawning(spawn.attempt, resume or session or ""), now)
+        resume, session = (life.session_id, None) if life.resume and life.session_id else (None, life.session_id or None)
         tasks = self.tracker.stream_tasks(sid)
         try:
             self.layout.logs.mkdir(parents=True, exist_ok=True)
-            workspace = self.merger.prepare(sid)  # its worktree (None: the project root)
+            if prepared is None:  # its worktree (None: the project root; PREPARING: a step makes it, then back here)
+                workspace = self.merger.prepare(sid, lambda made, at: self._spawn(spawn, at, (limited, made)))
+                if workspace is PREPARING:
+                    return
             limits = stream_limits(self.tracker.snapshot.streams.get(sid), is_claude(self.settings.worker_argv()))
             spec = build_spec(self.board.views[sid], spawn.attempt, tasks, self.layout, self.settings, self.location,
                               limits, resume, spawn.budget_usd, session, warn=self.announce.warn, workspace=workspace,
-                              conflicts=life.conflicts, integration_branch=self.merger.integration_branch)
+                              conflicts=life.conflicts, integration_branch=self.merger.integration_branch,
+                              feedback=life.feedback)
             handle = self.executor.spawn(spec, before_go=lambda _handle: self.store.save(self.table))
         except (OSError, UserError) as exc:
             failed = self._apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)
-            self.announce.say(f"{printable(sid)}: its worker could not be started ({exc}); "
-                              + ("giving up" if failed.state is StreamState.FAILED else "will retry"))
+            self.announce.spawn_failed(sid, exc, failed.state is StreamState.FAILED)
             return
         self._apply(sid, Spawned(), now)
         output = self.executor.output(handle)
         self.outputs.watch(sid, output.path, output.offset, now)
-        self.announce.started(handle, spec, resume, life.state is StreamState.RATE_LIMITED,
-                              self.board.views[sid].stream_name, session or "")
+        self.announce.started(handle, spec, resume, limited, self.board.views[sid].stream_name, session or "")
 
     def _finish(self, finish: Finish, now: float) -> int:
         spent = sum(self._spent().values())

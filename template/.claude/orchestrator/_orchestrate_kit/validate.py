@@ -72,6 +72,7 @@ RULES: Dict[str, Rule] = {
     "push": Rule("choice", "one of none, integration, all", choices=("none", "integration", "all")),
     "push_remote": Rule("name", "a git remote's name, e.g. origin"),
     "merge_check_timeout": Rule("decimal", "a number of minutes, 0 or more (0 = never), e.g. 30 or 0.5"),
+    "pr_poll_interval": Rule("decimal", "a number of seconds, e.g. 30 (each poll is one gh call per pull request)"),
     # The run report's: the workers' fallback model, spend caps across runs, the notification hooks' URLs.
     "fallback_model": Rule("optional", "model names on one line, e.g. sonnet or haiku,sonnet, or nothing"),
     "spend_cap_usd": Rule("decimal", "an amount in USD, 0 (no cap) or more, e.g. 25"),

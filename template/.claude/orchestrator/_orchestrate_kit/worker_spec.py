@@ -17,7 +17,7 @@ from .agent.claude import Launch, StreamLimits, WorkerOptionError, build_argv, i
 from .executor import WorkerSpec
 from .settings import Layout, Settings
 from .graph import StreamView
-from .trackers import DatabaseLocation, Snapshot, StreamRecord
+from .trackers import DatabaseError, DatabaseLocation, Snapshot, StreamRecord
 from .git.workspaces import Workspace
 
 # Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN), and the prompt is one
@@ -43,6 +43,14 @@ def choose_session(session_id: str, resume: bool, settings: Settings) -> Tuple[O
     if resume and session_id:
         return session_id, None
     return None, str(uuid.uuid4()) if is_claude(settings.worker_argv()) else None
+
+
+def tasks_of(reader, stream_id: str) -> List[Tuple[str, str, str]]:
+    """The stream's tasks for its prompt (none when the tracker cannot be read now: the prompt says less)."""
+    try:
+        return list(reader.stream_tasks(stream_id))
+    except DatabaseError:
+        return []
 
 
 def stream_budgets(snapshot: Snapshot, settings: Settings) -> Dict[str, float]:
@@ -123,16 +131,19 @@ def build_spec(view: StreamView, attempt: int, tasks: Sequence[Tuple[str, str, s
                resume_session: Optional[str] = None, budget_usd: Optional[float] = None,
                session_id: Optional[str] = None,
                warn: Callable[[str], None] = lambda _message: None, workspace: Optional[Workspace] = None,
-               conflicts: Sequence[str] = (), integration_branch: str = "") -> WorkerSpec:
+               conflicts: Sequence[str] = (), integration_branch: str = "", feedback: str = "") -> WorkerSpec:
     """One attempt's WorkerSpec. For Claude Code the stream's limits, stream-json, a resumed session
     and the budget left become separate arguments (claude_command.build_argv); others get the prompt.
     With a workspace the worker runs in its worktree and the prompt says how to work there."""
     prompt = worker_prompt(view, tasks, location.workspace_id, attempt, location.update_instructions())
     if workspace is not None:
         prompt += workspace_instructions(workspace, integration_branch, conflicts)
+    if feedback:  # a reviewer's reason, or a closed pull request (lifecycle.Life.feedback)
+        prompt += _clean(feedback.rstrip("\n") + "\n")
     launch = Launch(prompt, stream_json=settings.agent_events, session_id=session_id, resume_session=resume_session,
                     budget_usd=budget_usd,
-                    name=view.stream_id, fallback_model=settings.fallback_model or None)
+                    name=view.stream_id, fallback_model=settings.fallback_model or None,
+                    resume_prompt=_clean(feedback) if feedback else None)
     argv: List[str] = [_clean(a) for a in build_argv(settings.worker_argv(), limits, launch)]
     banner = (f"\n=== orchestrate-kit: {view.stream_id!r} attempt {attempt} at "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")

@@ -197,6 +197,7 @@ class Launch:
     budget_usd: Optional[float] = None  # budget_left(...) for this attempt
     name: Optional[str] = None  # the session's display name (`--name`): the stream, for `claude agents` and resume
     fallback_model: Optional[str] = None  # the install's fallback_model (`--fallback-model`)
+    resume_prompt: Optional[str] = None  # what a resumed session is told instead of CONTINUE_PROMPT (a review's reason)
 
 
 def build_argv(base: Sequence[str], limits: StreamLimits, launch: Launch) -> List[str]:
@@ -218,7 +219,7 @@ def build_argv(base: Sequence[str], limits: StreamLimits, launch: Launch) -> Lis
     # (an older run.json, an edited one) cannot be resumed, and a stream must not crash the run for it.
     if launch.resume_session is not None and is_session_id(launch.resume_session):
         argv.append("--resume=" + launch.resume_session)
-        prompt = CONTINUE_PROMPT
+        prompt = launch.resume_prompt or CONTINUE_PROMPT
     elif launch.session_id is not None:
         argv.append("--session-id=" + _session(launch.session_id))
     argv += limit_flags(limits, launch.budget_usd)

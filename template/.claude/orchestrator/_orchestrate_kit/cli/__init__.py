@@ -113,6 +113,8 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     land.add_argument("--partial", action="store_true",
                       help="land what is merged although streams of the plan are not complete (their branches "
                            "and worktrees stay)")
+    land.add_argument("--push", action="store_true",
+                      help="then push the landed branch to push_remote (never forced; your pre-push hook runs)")
     land.set_defaults(handler="land:cmd_land")
 
     # The review gate (merge_gate = review): a stream awaiting review is merged only at the commit shown.

@@ -1,7 +1,9 @@
-"""`land [--partial]`: bring the run's integration branch into the user's current branch.
+"""`land [--partial] [--push]`: bring the run's integration branch into the user's current branch.
 
 A run is landed once the whole plan is complete (every stream merged); `--partial` lands what is
-merged now and leaves the other streams' branches and worktrees for the next run."""
+merged now and leaves the other streams' branches and worktrees for the next run. `--push` then
+pushes the landed branch to push_remote (never forced, with the user's own pre-push hook); a
+refused push leaves the landing as it is and says why (exit 1)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import time
 from typing import Dict
 
 from .. import locks
-from ..git import merging
+from ..git import merging, remote
 from ..executor import read_workers
 from ..lifecycle import StreamState, Table, load_table, save_table
 from ..names import printable
@@ -44,7 +46,19 @@ def cmd_land(args: argparse.Namespace, layout: Layout) -> int:
         save_table(layout.run_file, table)
     finally:
         lock.release()
-    return EXIT_OK
+    return push_landed(layout) if getattr(args, "push", False) else EXIT_OK
+
+
+def push_landed(layout: Layout) -> int:
+    """`land --push`: the branch just landed on, to push_remote."""
+    where = load_settings(layout.config_files()).push_remote
+    pushed = remote.push_landed(layout.root, where)
+    if pushed.ok:
+        state = "already up to date there" if pushed.status == "up_to_date" else f"at {pushed.commit[:12]}"
+        print(f"Pushed {printable(pushed.branch)} to {printable(where)} ({state}).")
+        return EXIT_OK
+    raise UserError(f"landed, but {printable(pushed.branch)} was not pushed to {printable(where)}: "
+                    f"{printable(pushed.reason, 500)}", EXIT_STUCK)
 
 
 def not_complete(layout: Layout, table: Table, partial: bool) -> Dict[str, str]:

@@ -16,7 +16,7 @@ from .. import locks
 from ..executor import read_workers
 from ..executor.processes import read_pid_file
 from ..agent.claude import preflight
-from ..git import merging, workspaces
+from ..git import gating, merging, workspaces
 from ..graph import Board
 from ..lifecycle import StreamState, carried_rows, load_table
 from ..names import printable
@@ -106,6 +106,9 @@ def check_before_start(layout: Layout, settings: Settings, args: argparse.Namesp
                         "`orchestrate-kit config worker_command '...'`")
     if not args.dry_run and not args.no_preflight:
         check_worker_command(settings)
+    refused = None if args.dry_run else gating.refusal(layout.root, settings, settings.isolation)
+    if refused:  # merge_gate = pr without gh or its login, a push remote that is missing, ...
+        raise UserError(f"{printable(refused, 600)}; nothing was started")
     return location, selection, board
 
 

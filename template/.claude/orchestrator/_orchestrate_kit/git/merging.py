@@ -26,22 +26,37 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 import time
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from . import workspaces
-from ..executor import Ended, Executor, Handle, WorkerSpec
+from ..executor import Ended, Executor, Handle, WorkerSpec, open_check_executor
 from ..journal import Journal
-from ..lifecycle import PARKED, CheckFailed, Event, Life, Merged, MergeConflict, StreamState, Table
+from ..lifecycle import (PARKED, CheckFailed, Event, Life, Merged, MergeConflict, SpawnCancelled, SpawnFailed,
+                         StreamState, Table)
 from ..lifecycle import RunInfo as TableRun
 from ..names import printable
-from ..settings import EXIT_STUCK, Settings, UserError
+from ..settings import EXIT_STUCK, Layout, Settings, UserError
 from ..trackers import DatabaseLocation
+from ..scheduler import Gate, GitAction, Merge, PollPullRequests
+from .gating import PREP, Gating, Notify
 from .workspaces import MergeOutcome, RunInfo, Workspace, WorkspaceError
 
 Apply = Callable[[str, Event, float], Life]
 LISTED_FILES = 5  # conflicted files named in a one-line reason
 NEVER_ROTATE = 1 << 62  # the check appends to the stream's log: never rotate it away under the merge
 ADOPTED_CHECK_WAIT = 2.0  # at start, how long a check left by a killed orchestrator may take to die
+
+
+PREPARING = object()  # Merger.prepare: a step makes the worktree, and calls back when it is ready
+PREPARE_TIMEOUT = 900.0  # seconds a worktree's creation may take (a checkout of a very large repository)
+
+
+def open_merger(layout: Layout, settings: Settings, location: DatabaseLocation, say: Callable[[str], None],
+                notify: Notify, clock: Callable[[], float], journal: Optional[Journal] = None) -> "Merger":
+    """The loop's merger: merge checks through the local executor, gate records in the state folder, merges
+    and checks in the run's journal."""
+    return Merger(layout.root, settings, location, say, layout.log_for,
+                  open_check_executor(layout, settings.stop_grace, clock), layout.state, notify, clock, journal)
 
 
 def resolve_isolation(settings: Settings, project: Path) -> str:
@@ -75,13 +90,17 @@ class Merger:
 
     def __init__(self, root: Path, settings: Settings, location: DatabaseLocation,
                  say: Callable[[str], None], log_for: Callable[[str], Path], checks: Executor,
-                 journal: Optional[Journal] = None):
+                 state: Optional[Path] = None, notify: Notify = lambda event, needs_you=False, **details: None,
+                 clock: Callable[[], float] = time.time, journal: Optional[Journal] = None):
         self.root, self.settings, self.location = Path(root), settings, location
         self.say, self.log_for = say, log_for
         self.checks = checks  # runs merge checks, and records them as workers are recorded
         self.journal = journal or Journal()  # the run's (one not opened records nothing)
         self.run: Optional[RunInfo] = None
         self.check: Optional[_Check] = None
+        self.gating = Gating(self.root, state if state is not None else self.root, say, notify, settings, log_for,
+                             clock)
+        self.preparing: Dict[str, Callable[[Workspace, float], None]] = {}  # stream -> what to do once ready
 
     @property
     def active(self) -> bool:
@@ -127,14 +146,48 @@ class Merger:
 
     # ---------------------------------------------------------------- before a spawn
 
-    def prepare(self, stream_id: str) -> Optional[Workspace]:
-        """The stream's worktree (created or reused), or None without isolation. Raises UserError."""
+    def prepare(self, stream_id: str, then: Optional[Callable[[Workspace, float], None]] = None) -> Any:
+        """The stream's worktree (created or reused), or None without isolation. Raises UserError.
+        With `then`: PREPARING, and a step makes it (the loop goes on); `then(workspace, now)` once it is
+        ready (checked for the tracker), else the stream's SpawnFailed, or SpawnCancelled at a stop."""
         if self.run is None:
             return None
+        if then is not None:
+            args = {"project": str(self.root), "run": self.run.as_dict(), "stream_id": stream_id}
+            try:
+                self.gating.steps.start(PREP + stream_id, "prepare_workspace", args, PREPARE_TIMEOUT)
+            except OSError as exc:
+                raise UserError(f"its worktree could not be prepared: {exc}") from None
+            self.preparing[stream_id] = then
+            return PREPARING
         try:
             workspace = workspaces.prepare_workspace(self.root, self.run, stream_id)
         except WorkspaceError as exc:
             raise UserError(f"its worktree could not be prepared: {exc}") from None
+        return self._checked(workspace)
+
+    def _prepared(self, sid: str, result: Dict[str, Any], rows: Mapping[str, Life], apply: Apply, now: float) -> None:
+        """A worktree step ended: start the worker, or say why not."""
+        then = self.preparing.pop(sid, None)
+        state = rows.get(sid, Life()).state
+        if then is None or result.get("stopped") or state is not StreamState.STARTING:
+            if state in (StreamState.STARTING, StreamState.STOPPING):  # stopped meanwhile: no worker ran
+                apply(sid, SpawnCancelled(StreamState.WAITING, "the run stopped while its worktree was prepared"), now)
+            return
+        try:
+            if "error" in result:
+                raise UserError(f"its worktree could not be prepared: {result['error']}")
+            made = Workspace(sid, str(result["branch"]), Path(result["path"]), Path(result["cwd"]),
+                             tuple(str(n) for n in result.get("notes") or ()))
+            workspace = self._checked(made)
+        except (UserError, KeyError, TypeError) as exc:
+            failed = apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)
+            self.say(f"{printable(sid)}: its worker could not be started ({exc}); "
+                     + ("giving up" if failed.state is StreamState.FAILED else "will retry"))
+            return
+        then(workspace, now)
+
+    def _checked(self, workspace: Workspace) -> Workspace:
         for note in workspace.notes:  # the user's stash or refs, or our integration branch, changed by someone
             self.say(f"warning: {printable(note, 600)}")
         refusal = self.location.worker_refusal(workspace.cwd)
@@ -155,16 +208,42 @@ class Merger:
         not end before them."""
         return self.check is not None or bool(self.checks.cleaning_up())
 
+    @property
+    def activity(self) -> tuple:
+        """Changes when a check or a gate step starts or ends: the loop decides again then."""
+        return self.busy, self.gating.steps.keys()
+
+    def act(self, action: GitAction, rows: Mapping[str, Life], apply: Apply, now: float) -> None:
+        """Carry out one of decide's merge or gate steps."""
+        if isinstance(action, Merge):
+            self.merge(action.stream_id, rows.get(action.stream_id, Life()), apply, now)
+        elif isinstance(action, Gate) and self.run is not None:
+            self.gating.gate(action.stream_id, self.run, apply, now)
+        elif isinstance(action, PollPullRequests) and self.run is not None:
+            self.gating.poll_pull_requests(rows, self.run, now)
+
+    def facts(self) -> Dict[str, Any]:
+        """What decide needs to know of the gate's steps (scheduler.Facts' fields)."""
+        return self.gating.facts()
+
     def merge(self, sid: str, life: Life, apply: Apply, now: float) -> None:
         """Merge one stream in `merging` (decide chose it: nothing of its worker is left running)."""
         if self.run is not None and self.check is None:
             self.journal.merge_started(sid, branch=workspaces.stream_branch(sid), into=self.integration_branch)
             self._merge(sid, life, apply, now)
 
-    def poll(self, apply: Apply, now: float) -> None:
-        """Each turn: settle the stream whose check has ended."""
+    def poll(self, apply: Apply, now: float, rows: Mapping[str, Life] = {}) -> None:  # noqa: B006
+        """Each turn: settle the stream whose check has ended; act on review decisions."""
         if self.run is None:
             return
+        if self.settings.merge_gate == "review":
+            self.gating.poll(rows, apply, now)
+        merged, prepared = self.gating.ended_steps(rows, apply, now)
+        for sid in merged:  # its pull request merged, the integration branch fetched
+            workspaces.note_integration_moved(self.root, self.run)
+            self._accept(sid, apply, now)
+        for sid, result in prepared:
+            self._prepared(sid, result, rows, apply, now)
         self.checks.tick()
         check = self.check
         if check is None:
@@ -187,7 +266,7 @@ class Merger:
                 if pending:
                     self._park(sid, life.conflicts, f"merge conflict still open ({pending})", apply, now)
                     return
-            result = workspaces.merge_stream(self.root, self.run, sid)
+            result = workspaces.merge_stream(self.root, self.run, sid, life.commit or None)  # approved: exactly it
             for note in result.notes:  # the user's stash or refs, or our integration branch, changed by someone
                 self.say(f"warning: {printable(note, 600)}")
             if result.outcome is MergeOutcome.MERGED:
@@ -262,9 +341,12 @@ class Merger:
         self._check_failed(sid, check.before, f"the merge check `{self.settings.merge_check.strip()}` {how}",
                            apply, now)
 
-    def _accept(self, sid: str, apply: Apply, now: float, commit: str) -> None:
+    def _accept(self, sid: str, apply: Apply, now: float, commit: str = "") -> None:
         self.journal.merged(sid, commit=commit, branch=workspaces.stream_branch(sid), into=self.integration_branch)
         apply(sid, Merged(), now)
+        self.gating.merged(sid)
+        if self.run is not None:
+            self.gating.after_merge(sid, self.run)
         self.say(f"{printable(sid)} merged into {self.integration_branch}")
         try:
             workspaces.remove_workspace(self.root, sid)
@@ -301,6 +383,7 @@ class Merger:
     def stop(self) -> None:
         """KILL a running check at shutdown (a check has nothing to save); its stream stays `merging`
         and is merged again next start. `busy` until the executor has seen it end."""
+        self.gating.stop()
         if self.check is not None and not self.check.stopped:
             self.checks.kill(self.check.handle)
             self.check.stopped = True

@@ -16,6 +16,11 @@ a problem of git, gh or the remote. The steps:
     fetch               {"project", "branch", "remote"}             -> FetchResult
     open_pull_request   {"project", "state", "stream_id", "branch", "base", "remote", "title", "body"} -> Opened
     pull_request_state  {"project", "url"}                          -> PullRequestState
+    prepare_workspace   {"project", "run": RunInfo.as_dict(), "stream_id"} -> {"branch", "path", "cwd", "notes"}
+                        or {"error"}: the stream's worktree made or reused (workspaces.prepare_workspace)
+    poll_pull_requests  {"project", "urls", "branch", "remote"}     -> {"states": [PullRequestState...],
+                        "fetch": FetchResult or null}: every URL asked about, and once one is
+                        merged the integration branch `branch` fetched back (one step per poll)
 Standard library only, Python 3.9+.
 """
 
@@ -26,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping
 
-from . import pull_requests, remote
+from . import pull_requests, remote, workspaces
 
 Step = Callable[[Mapping[str, Any]], Dict[str, Any]]
 
@@ -59,6 +64,24 @@ def _pull_request_state(a: Mapping[str, Any]) -> Dict[str, Any]:
     return pull_requests.pull_request_state(Path(a["project"]), str(a["url"])).as_dict()
 
 
+def _prepare_workspace(a: Mapping[str, Any]) -> Dict[str, Any]:
+    try:
+        made = workspaces.prepare_workspace(Path(a["project"]), workspaces.RunInfo.from_dict(a["run"]),
+                                            str(a["stream_id"]))
+    except workspaces.WorkspaceError as exc:
+        return {"error": str(exc)}
+    return {"branch": made.branch, "path": str(made.path), "cwd": str(made.cwd), "notes": list(made.notes)}
+
+
+def _poll_pull_requests(a: Mapping[str, Any]) -> Dict[str, Any]:
+    project = Path(a["project"])
+    states = [pull_requests.pull_request_state(project, str(url)) for url in a["urls"]]
+    fetched = None
+    if any(s.state == "merged" for s in states):
+        fetched = remote.fetch_branch(project, str(a["branch"]), a.get("remote", remote.DEFAULT_REMOTE)).as_dict()
+    return {"states": [s.as_dict() for s in states], "fetch": fetched}
+
+
 STEPS: Dict[str, Step] = {
     "check_remote": _check_remote,
     "gh_problem": _gh_problem,
@@ -66,6 +89,8 @@ STEPS: Dict[str, Step] = {
     "fetch": _fetch,
     "open_pull_request": _open_pull_request,
     "pull_request_state": _pull_request_state,
+    "poll_pull_requests": _poll_pull_requests,
+    "prepare_workspace": _prepare_workspace,
 }
 
 

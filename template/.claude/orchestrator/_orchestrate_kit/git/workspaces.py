@@ -23,12 +23,20 @@ own checkout, and commits with a fallback identity when git has none. Agents sha
 the repository's refs with the user, so the run keeps a record of the user's stash,
 branches and tags and of the integration tip (see `watch_shared_refs`); a run
 whose state was lost, or whose project folder moved, is found in git again.
+
+Several of these run at once, in separate step processes (git/steps.py): worktrees
+for several streams are prepared side by side while a merge runs. What git itself
+cannot share is serialised by two locks in the git directory (`_locked`): registering,
+moving and removing worktrees (`git worktree add` reads every other worktree's
+registration and fails on one half written), and the run record (read, compared and
+written back). The files of a new worktree are checked out outside the lock.
 Every git failure becomes a WorkspaceError with one readable line.
 Standard library only.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import posixpath
@@ -38,11 +46,12 @@ import shutil
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ..executor.processes import (
     TOKEN_VARIABLE,
@@ -68,6 +77,7 @@ ORPHAN_GRACE = 5.0  # seconds a git orphaned mid-creation gets to end on TERM be
 STOP_CHECK_SECONDS = 5.0  # how long stop_merge_check keeps finding and killing a check's processes
 UNMERGED = {"DD", "AU", "UD", "UA", "DU", "AA", "UU"}
 _GIT_CONTEXT = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
+WORKTREES_LOCK, RECORD_LOCK = "worktrees", "record"  # see _locked
 
 
 class WorkspaceError(Exception):
@@ -206,6 +216,7 @@ class TreeState:
     tracked: Tuple[str, ...]  # changed tracked files, staged or not (unmerged ones included)
     untracked: Tuple[str, ...]
     unmerged: Tuple[str, ...]
+    head: str = ""  # the commit HEAD is at ('' before the first commit)
 
     @property
     def dirty(self) -> bool:
@@ -216,12 +227,16 @@ def _tree_state(cwd: Path) -> TreeState:
     out = _git(cwd, "status", "--porcelain=v2", "--branch", "-z").stdout
     fields = iter(out.split("\0"))
     branch: Optional[str] = None
+    oid = ""
     tracked: List[str] = []
     untracked: List[str] = []
     unmerged: List[str] = []
     for field in fields:
         kind = field[:1]
-        if field.startswith("# branch.head "):
+        if field.startswith("# branch.oid "):
+            oid = field[len("# branch.oid "):]
+            oid = "" if oid == "(initial)" else oid
+        elif field.startswith("# branch.head "):
             head = field[len("# branch.head "):]
             branch = None if head == "(detached)" else head
         elif kind == "1":
@@ -234,11 +249,23 @@ def _tree_state(cwd: Path) -> TreeState:
             tracked.append(unmerged[-1])
         elif kind == "?":
             untracked.append(field[2:])
-    return TreeState(branch, tuple(tracked), tuple(untracked), tuple(unmerged))
+    return TreeState(branch, tuple(tracked), tuple(untracked), tuple(unmerged), oid)
 
 
 def _merging(cwd: Path) -> bool:
-    return _exists(cwd, "MERGE_HEAD")
+    """A merge in progress in the worktree at `cwd` (its MERGE_HEAD), read from its git folder when
+    `cwd` is a worktree's top (no git call), else asked."""
+    dot_git = Path(cwd) / ".git"
+    try:
+        if dot_git.is_dir():
+            return (dot_git / "MERGE_HEAD").exists()
+        text = dot_git.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return _exists(cwd, "MERGE_HEAD")
+    if not text.startswith("gitdir: "):
+        return _exists(cwd, "MERGE_HEAD")
+    folder = Path(text[len("gitdir: "):].strip())
+    return (folder if folder.is_absolute() else Path(cwd) / folder).joinpath("MERGE_HEAD").exists()
 
 
 _MARKER = re.compile(r"^(?:<{7}|>{7}|\|{7})(?: |$)", re.M)  # conflict start, end, diff3 base: never content
@@ -313,17 +340,36 @@ def _begin_creating(path: Path) -> Dict[str, str]:
     return {TOKEN_VARIABLE: token}
 
 
-def _add_worktree(project: Path, path: Path, *args: str) -> None:
-    """`git worktree add` into a folder that does not exist yet, undone if it fails half-way."""
+def _add_worktree(project: Path, path: Path, *args: str, checkout: bool = True) -> None:
+    """`git worktree add` into a folder that does not exist yet, undone if it fails half-way. With
+    `checkout=False` only its registration is made (under the worktrees lock) and the marker stays
+    until `_check_out` has written its files (outside the lock, several worktrees at once)."""
     if path.exists():
         raise WorkspaceError(f"{_short(project, path)} exists but is not a worktree of this repository; "
                              "move it out of the way and start again")
     path.parent.mkdir(parents=True, exist_ok=True)
     creating = _begin_creating(path)
     try:
-        _git(project, "worktree", "add", "-q", *args, env=creating)
+        _git(project, "worktree", "add", "-q", *(() if checkout else ("--no-checkout",)), *args, env=creating)
     except WorkspaceError:
         _undo_half_created(project, path)
+        raise
+    if checkout:
+        _marker(path).unlink()
+
+
+def _check_out(project: Path, path: Path) -> None:
+    """Write the files of a worktree registered without them (what `git worktree add` itself runs), with the
+    creation's token; a failure removes the half-made worktree (nobody has worked in it)."""
+    try:
+        token = json.loads(_marker(path).read_text(encoding="utf-8")).get("token", "")
+    except (OSError, ValueError, AttributeError):
+        token = ""
+    try:
+        _git(path, "reset", "-q", "--hard", "--no-recurse-submodules", env={TOKEN_VARIABLE: str(token)})
+    except WorkspaceError:
+        with _locked(project, WORKTREES_LOCK):
+            _undo_half_created(project, path)
         raise
     _marker(path).unlink()
 
@@ -371,24 +417,27 @@ def _forget(project: Path, path: Path) -> None:
         _git(project, "worktree", "prune")  # older git: remove needs the folder
 
 
-def _ensure_worktree(project: Path, path: Path, branch: str, start: Optional[str]) -> None:
-    """Make `path` a worktree on `branch`, reusing it when it already is one."""
-    entry = _registered(project).get(os.path.realpath(path))
+def _ensure_worktree(project: Path, path: Path, branch: str, start: Optional[str], checkout: bool = True,
+                     registered: Optional[Mapping[str, "_Registered"]] = None) -> bool:
+    """Make `path` a worktree on `branch`, reusing it when it already is one. True when a new one was
+    registered without its files (`checkout=False`): the caller runs `_check_out` next."""
+    entry = (_registered(project) if registered is None else registered).get(os.path.realpath(path))
     if entry is not None and path.is_dir():
         if entry.branch != "refs/heads/" + branch:
             raise WorkspaceError(f"{_short(project, path)} is checked out on {entry.branch or 'a detached HEAD'}, "
                                  f"not {branch}; switch it back with: git -C {path} switch {branch}")
-        return
+        return False
     if entry is not None:
         if entry.locked:
             _git(project, "worktree", "unlock", str(path))
         _forget(project, path)
     if _exists(project, "refs/heads/" + branch):
-        _add_worktree(project, path, str(path), branch)
+        _add_worktree(project, path, str(path), branch, checkout=checkout)
     elif start is None:
         raise WorkspaceError(f"branch {branch} no longer exists")
     else:
-        _add_worktree(project, path, "--no-track", "-b", branch, str(path), start)
+        _add_worktree(project, path, "--no-track", "-b", branch, str(path), start, checkout=checkout)
+    return not checkout
 
 
 # ---------------------------------------------------------------- the run
@@ -506,9 +555,39 @@ class _Record:
     seen_stash: List[str] = field(default_factory=list)  # stash entries made since, already reported
 
 
+@lru_cache(maxsize=None)
 def _common_dir(project: Path) -> Path:
     found = Path(_git(project, "rev-parse", "--git-common-dir").stdout.strip())
     return found if found.is_absolute() else (Path(project) / found).resolve()
+
+
+_held: Dict[str, int] = {}  # locks this process holds now, and how deeply (a holder may take one again)
+
+
+@contextmanager
+def _locked(project: Path, name: str) -> Iterator[None]:
+    """Hold one of the run's locks in the git directory while several of our steps run at once:
+    `worktrees` (registering, moving, removing a worktree) or `record` (the run record)."""
+    path = _common_dir(Path(project).resolve()) / "orchestrate-kit" / f"{name}.lock"
+    key = str(path)
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            _held.pop(key, None)
+    finally:
+        os.close(fd)  # closing it releases the lock
 
 
 def _records_folder(project: Path) -> Path:
@@ -541,9 +620,11 @@ def _save_record(project: Path, record: _Record) -> None:
     os.replace(tmp, path)
 
 
-def _new_record(project: Path, branch: str, base: Optional[str]) -> None:
-    _save_record(project, _Record(branch, _rev(project, "refs/heads/" + branch), base, _user_refs(project),
-                                  _protect_stash(project, branch, _stash(project)), _prefix(project)))
+def _new_record(project: Path, branch: str, base: Optional[str], refs: Optional[Mapping[str, str]] = None) -> None:
+    refs = _shared_refs(project) if refs is None else refs
+    tip = refs.get("refs/heads/" + branch) or _rev(project, "refs/heads/" + branch)
+    _save_record(project, _Record(branch, tip, base, _user_refs(project, refs),
+                                  _protect_stash(project, branch, _stash(project, refs)), _prefix(project)))
 
 
 def _forget_record(project: Path, branch: str) -> None:
@@ -557,20 +638,26 @@ def _ref_safe(branch: str) -> str:
     return branch.replace("/", "+")
 
 
-def _refs(project: Path, prefix: str) -> Dict[str, str]:
-    out = _git(project, "for-each-ref", "--format=%(refname) %(objectname)", prefix).stdout
+def _refs(project: Path, *patterns: str) -> Dict[str, str]:
+    out = _git(project, "for-each-ref", "--format=%(refname) %(objectname)", *patterns).stdout
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
-def _user_refs(project: Path) -> Dict[str, str]:
+def _shared_refs(project: Path) -> Dict[str, str]:
+    """Every branch and tag, and the stash: what agents share with the user, in one git call."""
+    return _refs(project, "refs/heads/", "refs/tags/", "refs/stash")
+
+
+def _user_refs(project: Path, refs: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """The user's branches and tags (the run's own branches left out)."""
     ours = ("refs/heads/" + STREAM_PREFIX, "refs/heads/" + INTEGRATION_PREFIX)
-    return {ref: sha for ref, sha in {**_refs(project, "refs/heads/"), **_refs(project, "refs/tags/")}.items()
-            if not ref.startswith(ours)}
+    listed = _shared_refs(project) if refs is None else refs
+    return {ref: sha for ref, sha in listed.items()
+            if ref.startswith(("refs/heads/", "refs/tags/")) and not ref.startswith(ours)}
 
 
-def _stash(project: Path) -> List[Tuple[str, str]]:
-    if not _exists(project, "refs/stash"):
+def _stash(project: Path, refs: Optional[Mapping[str, str]] = None) -> List[Tuple[str, str]]:
+    if "refs/stash" not in (_refs(project, "refs/stash") if refs is None else refs):
         return []
     out = _git(project, "log", "-g", "--format=%H%x00%gs", "refs/stash", check=False).stdout
     return [(commit, subject) for commit, _, subject in (line.partition("\0") for line in out.splitlines() if "\0" in line)]
@@ -588,19 +675,21 @@ def watch_shared_refs(project: Path, run: RunInfo) -> List[str]:
     Call before each of our operations on the integration branch (merge, land, a continued start)."""
     project = Path(project).resolve()
     branch = _integration(run)
-    record = _load_record(project, branch)
-    if record is None:  # a run from before the record: begin one now
-        if _exists(project, "refs/heads/" + branch):
-            _new_record(project, branch, run.base)
-        return []
-    notes = _restore_stash(project, record) + _report_user_refs(project, record)
-    notes += _restore_integration(project, record)
-    _save_record(project, record)
+    with _locked(project, RECORD_LOCK):
+        refs = _shared_refs(project)
+        record = _load_record(project, branch)
+        if record is None:  # a run from before the record: begin one now
+            if "refs/heads/" + branch in refs:
+                _new_record(project, branch, run.base, refs)
+            return []
+        notes = _restore_stash(project, record, refs) + _report_user_refs(project, record, refs)
+        notes += _restore_integration(project, record, refs)
+        _save_record(project, record)
     return notes
 
 
-def _restore_stash(project: Path, record: _Record) -> List[str]:
-    now = _stash(project)
+def _restore_stash(project: Path, record: _Record, refs: Mapping[str, str]) -> List[str]:
+    now = _stash(project, refs)
     present = {commit for commit, _message in now}
     missing = [(c, m) for c, m in record.stash if c not in present]
     notes = []
@@ -620,15 +709,17 @@ def _restore_stash(project: Path, record: _Record) -> List[str]:
     return notes
 
 
-def _report_user_refs(project: Path, record: _Record) -> List[str]:
-    now = _user_refs(project)
+def _report_user_refs(project: Path, record: _Record, refs: Mapping[str, str]) -> List[str]:
+    now = _user_refs(project, refs)
     notes = []
-    strays = {e.branch: path for path, e in _registered(project).items()
-              if Path(path).parent == (project / WORKTREES).resolve() and e.branch in record.user_refs}
+    strays: Optional[Dict[Optional[str], str]] = None  # the stream worktrees that have a ref of the user's out
     for ref, old in sorted(record.user_refs.items()):
         new = now.get(ref)
         if new == old:
             continue
+        if strays is None:
+            strays = {e.branch: path for path, e in _registered(project).items()
+                      if Path(path).parent == (project / WORKTREES).resolve() and e.branch in record.user_refs}
         name = ref.split("/", 2)[2]
         where = f" (a stream's worktree has it checked out: {_short(project, Path(strays[ref]))})" \
             if ref in strays else ""
@@ -647,10 +738,10 @@ def _kind(ref: str) -> str:
     return "tag" if ref.startswith("refs/tags/") else "branch"
 
 
-def _restore_integration(project: Path, record: _Record) -> List[str]:
+def _restore_integration(project: Path, record: _Record, refs: Mapping[str, str]) -> List[str]:
     """Put the integration branch back on the record's tip when something else moved or deleted it."""
     ref = "refs/heads/" + record.branch
-    now = _rev(project, ref) if _exists(project, ref) else None
+    now = refs.get(ref)
     if now == record.tip:
         return []
     if now is not None and (_only_our_merges(project, record.tip, now) or _only_our_merges(project, now, record.tip)):
@@ -704,12 +795,19 @@ def _only_our_merges(project: Path, old: str, new: str) -> bool:
                for parents, subject in (line.split("\0", 1) for line in out.splitlines()))
 
 
-def _moved_by_us(project: Path, branch: str) -> None:
-    """After one of our operations on the integration branch: its new tip is the record's."""
-    record = _load_record(project, branch)
-    if record is not None:
-        record.tip = _rev(project, "refs/heads/" + branch)
-        _save_record(project, record)
+def _moved_by_us(project: Path, branch: str, tip: str = "") -> None:
+    """After one of our operations on the integration branch: its new tip (`tip`, or as git says) is the record's."""
+    with _locked(project, RECORD_LOCK):
+        record = _load_record(project, branch)
+        if record is not None:
+            record.tip = tip or _rev(project, "refs/heads/" + branch)
+            _save_record(project, record)
+
+
+def note_integration_moved(project: Path, run: RunInfo) -> None:
+    """The integration branch moved forward by our own fetch (a pull request merged on the remote): its new
+    tip is ours, so the next look at the shared refs does not take it for an agent's commit."""
+    _moved_by_us(Path(project).resolve(), _integration(run))
 
 
 def hooks_notice(project: Path) -> Optional[str]:
@@ -771,17 +869,24 @@ def workspace_of(project: Path, stream_id: str) -> Workspace:
     return Workspace(stream_id, stream_branch(stream_id), path, path / _prefix(project))
 
 
-def prepare_workspace(project: Path, run: RunInfo, stream_id: str) -> Workspace:
+def prepare_workspace(project: Path, run: RunInfo, stream_id: str, watched: bool = False) -> Workspace:
     """Give the stream its worktree on its branch: the one it has, a parked one switched to the
-    integration branch's tip, or a new one created from that tip."""
+    integration branch's tip, or a new one created from that tip. Safe to run for several streams
+    at once (see the module's docstring); `watched`: the caller just ran watch_shared_refs."""
     project = Path(project).resolve()
     start = "refs/heads/" + _integration(run)
-    ws = replace(workspace_of(project, stream_id), notes=tuple(watch_shared_refs(project, run)))  # a clean tip
-    registered = _registered(project)
-    if os.path.realpath(ws.path) not in registered and not ws.path.exists():
-        if _take_spare(project, registered, ws.path, ws.branch, start):
-            return ws
-    _ensure_worktree(project, ws.path, ws.branch, start)
+    notes = () if watched else tuple(watch_shared_refs(project, run))  # a clean tip first
+    ws = replace(workspace_of(project, stream_id), notes=notes)
+    with _locked(project, WORKTREES_LOCK):
+        if _marker(ws.path).exists():  # its creation was cut short in this run (its step was stopped)
+            _undo_half_created(project, ws.path)
+        registered = _registered(project)
+        if os.path.realpath(ws.path) not in registered and not ws.path.exists():
+            if _take_spare(project, registered, ws.path, ws.branch, start):
+                return ws
+        fresh = _ensure_worktree(project, ws.path, ws.branch, start, checkout=False, registered=registered)
+    if fresh:
+        _check_out(project, ws.path)
     return ws
 
 
@@ -794,28 +899,30 @@ def remove_workspace(project: Path, stream_id: str) -> None:
     """
     project = Path(project).resolve()
     path = worktree_path(project, stream_id)
-    if not path.is_dir():
-        if os.path.realpath(path) in _registered(project):
-            _forget(project, path)
-        return
-    _require_clean(project, path)
-    spare = _free_spare_path(project)
-    if spare is not None and _git(project, "worktree", "move", str(path), str(spare), check=False).returncode == 0:
-        _git(spare, "checkout", "-q", "--detach")  # frees the branch for land and for a later restart
-        return
-    _git(project, "worktree", "remove", str(path))
+    with _locked(project, WORKTREES_LOCK):
+        if not path.is_dir():
+            if os.path.realpath(path) in _registered(project):
+                _forget(project, path)
+            return
+        _require_clean(project, path)
+        spare = _free_spare_path(project)
+        if spare is not None and _git(project, "worktree", "move", str(path), str(spare), check=False).returncode == 0:
+            _git(spare, "checkout", "-q", "--detach")  # frees the branch for land and for a later restart
+            return
+        _git(project, "worktree", "remove", str(path))
 
 
 def remove_spares(project: Path) -> List[str]:
     """Remove the parked worktrees (at the end of a run); returns why any was kept."""
     project = Path(project).resolve()
     kept = []
-    for spare in _spares(project):
-        try:
-            _require_clean(project, spare)
-            _git(project, "worktree", "remove", str(spare))
-        except WorkspaceError as error:
-            kept.append(str(error))
+    with _locked(project, WORKTREES_LOCK):
+        for spare in _spares(project):
+            try:
+                _require_clean(project, spare)
+                _git(project, "worktree", "remove", str(spare))
+            except WorkspaceError as error:
+                kept.append(str(error))
     return kept
 
 
@@ -963,8 +1070,8 @@ def merge_stream(project: Path, run: RunInfo, stream_id: str, commit: Optional[s
         result = _merge_stream(project, run, stream_id, commit)
     except WorkspaceError as exc:
         raise WorkspaceError("; ".join((str(exc),) + notes)) from None
-    if result.outcome is MergeOutcome.MERGED:
-        _moved_by_us(project, _integration(run))
+    if result.outcome is MergeOutcome.MERGED and result.tip != result.before:
+        _moved_by_us(project, _integration(run), result.tip)
     return replace(result, notes=notes)
 
 
@@ -982,12 +1089,12 @@ def _merge_stream(project: Path, run: RunInfo, stream_id: str, commit: Optional[
             raise
         tip = _rev(integ, "HEAD")
         return MergeResult(MergeOutcome.UNRESOLVED, tip, tip, state.unmerged)
-    _require_clean_integration(project)
-    before = _rev(integ, "HEAD")
+    before = _require_clean_integration(project)
     branch = "refs/heads/" + stream_branch(stream_id)
-    if not _exists(project, branch) and commit is None:  # it never had a workspace (complete before the run began)
+    found = _git(project, "rev-parse", "--verify", "-q", branch + "^{commit}", check=False).stdout.strip()
+    if not found and commit is None:  # it never had a workspace (complete before the run began)
         return MergeResult(MergeOutcome.MERGED, before, before)
-    stream_tip = _rev(project, branch) if commit is None else _commit_on_branch(project, branch, commit)
+    stream_tip = found if commit is None else _commit_on_branch(project, branch, commit)
     nested = _new_gitlinks(project, f"{before}...{stream_tip}")
     if nested:  # the agent committed them itself
         raise WorkspaceError(_nested_repositories(project, worktree_path(project, stream_id), nested))
@@ -1019,13 +1126,16 @@ def _commit_on_branch(project: Path, branch: str, commit: str) -> str:
     return found
 
 
-def _require_clean_integration(project: Path) -> None:
+def _require_clean_integration(project: Path) -> str:
+    """The integration worktree's commit, if it is there and clean (else WorkspaceError)."""
     integ = integration_path(project)
     if not integ.is_dir():
         raise WorkspaceError(f"{_short(project, integ)} is missing; run start again to recreate it")
-    if _merging(integ) or _tree_state(integ).tracked:
+    state = _tree_state(integ)
+    if _merging(integ) or state.tracked:
         raise WorkspaceError(f"{_short(project, integ)} has a half-done merge or changes; "
                              "run start again to recover it")
+    return state.head or _rev(integ, "HEAD")
 
 
 def hand_back_conflict(project: Path, run: RunInfo, stream_id: str) -> Tuple[str, ...]:
