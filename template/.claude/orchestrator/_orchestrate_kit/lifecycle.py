@@ -84,6 +84,10 @@ class Life:
     handed_back: bool = False  # its agent already had its one chance at a merge conflict
 
 
+NO_ROW = Life()  # the row of a stream the table has none for (frozen: shared)
+_FRESH = {state: Life(state=state) for state in StreamState}  # NO_ROW observed in each state
+
+
 # ---------------------------------------------------------------- events
 
 
@@ -281,7 +285,9 @@ def _observe(life: Life, seen: StreamState, now: float, policy: Policy) -> Life:
             # Reopened after our worker completed it: a new attempt, with back-off and budget,
             # or a plan that reopens itself would respawn without end.
             return _failed_attempt(life, "its tasks were reopened after it completed", now, policy)
-        return replace(life, state=seen) if seen is not state else life
+        if seen is state:
+            return life
+        return _FRESH[seen] if life is NO_ROW else replace(life, state=seen)  # (10,000 streams on a dashboard)
     if state in LIVE:
         if seen is StreamState.COMPLETE and not life.conflicts:  # a hand-back starts complete: no lingering
             return life if life.complete_since is not None else replace(life, complete_since=now)
@@ -573,7 +579,7 @@ class Table:
     run_life: RunLife = field(default_factory=RunLife)
 
     def get(self, stream_id: str) -> Life:
-        return self.rows.get(stream_id, Life())
+        return self.rows.get(stream_id, NO_ROW)
 
     def copy(self) -> "Table":
         """A copy to compare with later (rows and the run's row are frozen; the facts are copied)."""

@@ -9,11 +9,13 @@ running workers' costs (spend.py), as the loop does. Standard library only.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional
 
 from .executor import Handle, read_workers
 from .executor.processes import PidRecord, process_start_time, read_pid_file, runs_script, write_pid_file
@@ -210,6 +212,20 @@ def as_it_ended(table: Table) -> Table:
     return Table(rows, table.run, table.run_life)
 
 
+@contextmanager
+def one_read() -> Iterator[None]:
+    """For a command that reads the tracker once, prints and ends (`status`, a dashboard frame): no
+    cyclic garbage collection meanwhile. At 10,000 streams it ran a dozen times for nothing (the
+    snapshot and the board are kept to the end): a tenth of the time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: Optional[str] = None) -> StatusReport:
     """Read the database once and the supervisor's files, and derive every stream's state."""
     location = open_database(layout, db_override, tracker)
@@ -309,9 +325,9 @@ def render_status(report: StatusReport) -> str:
             f"${cost:.2f}" if cost else "-",
             printable(view.stream_name, 40) if view.stream_name != view.stream_id else "",
         ))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    widths = [max(map(len, column)) for column in zip(*rows)]
+    line = "  ".join(f"{{:<{width}}}" for width in widths).format  # one format for every row (10,000 of them)
+    lines += [line(*row).rstrip() for row in rows]
     lines.append("")
     for view in board.in_state(*PARKED):  # the table cuts descriptions short: the next step in full
         lines.append(f"{printable(view.stream_id)}: {printable(view.describe())}")

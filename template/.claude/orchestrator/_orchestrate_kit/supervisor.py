@@ -26,6 +26,7 @@ from .executor import Ended, Executor, open_check_executor, open_executor
 from .exits import judge_exit, limit_until
 from .git.merging import Merger
 from .graph import Board
+from .guard import StreamGuard
 from .journal import new_run_id
 from .lifecycle import (LIVE, USER_STOP, Adopted, Event, FatalSeen, GiveUp as Failed, Hold, Life, LimitHit, LimitLifted,
                         Paced, Release, RunBegins, RunEnds, RunEvent, RunState, Spawned, SpawnFailed, Spawning,
@@ -38,9 +39,9 @@ from .scheduler import Decision, Facts, Finish, GiveUp, Kill, Merge, Shutdown, S
 from .settings import Layout, Settings, UserError
 from .status import board_for, last_log_line, policy_of
 from .summary import closing_lines, outcome_of
-from .trackers import DatabaseError, DatabaseLocation, Snapshot
+from .trackers import DatabaseLocation, Snapshot
 from .wakeup import Inbox
-from .watch import Reader, TrackerWatch, check_own_files, database_signature
+from .watch import Reader, TrackerWatch, database_signature, keep_own_files
 from .worker_spec import build_spec, choose_session, stream_budgets, stream_limits
 
 DECIDE_ROUNDS = 8  # decisions per turn at most: a merge unlocks dependents, whose spawns follow at once
@@ -57,15 +58,14 @@ class Supervisor:
         self.layout, self.settings, self.location, self.clock = layout, settings, location, clock
         self.targets = set(targets) if targets is not None else None
         self.releasing = (set(release), retry_failed)  # what `start` asked to run again
-        self.locks = list(locks)
         self.announce = Announcer.of(reporter, settings, layout, clock)  # lines, on_event and the run's journal
         journal = self.announce.record.journal  # written once the table is saved: never ahead of it
         self.executor = executor or open_executor(layout, settings.stop_grace, clock)
         self.merger = merger or Merger(layout.root, settings, location, reporter.say, layout.log_for,
                                        open_check_executor(layout, settings.stop_grace, clock), journal)
-        self.tracker = TrackerWatch(reader or location.open(),
-                                    signature or (lambda: database_signature(location.path)), reporter.say)
         self.store = TableFile(layout.run_file, self.announce.warn, journal.flush)
+        self.tracker = TrackerWatch(reader or location.open(), signature or (lambda: database_signature(location.path)),
+                                    reporter.say, keep_own_files(layout, locks, self.store.forget), location.path)
         self.table = Table()
         self.policy = policy_of(settings)
         self.outputs = WorkerOutputs(note=lambda sid, text: self.announce.warn(f"{printable(sid)}'s worker: {text}"))
@@ -74,6 +74,8 @@ class Supervisor:
         self.due: Optional[float] = None  # decide again by then at the latest
         self.exits: Dict[str, Ended] = {}  # workers that ended, judged once the tracker is read
         self.inbox = Inbox()
+        self.guard = StreamGuard(layout.state / "crash.log", lambda: self.table.rows, self._apply, self.executor,
+                                 settings.stop_grace, self.announce.say)  # a bug in one stream's handling fails it
 
     # ---------------------------------------------------------------- the loop
 
@@ -136,7 +138,7 @@ class Supervisor:
                 self.exits[sid] = ended
                 self.tracker.expect_change()  # its last writes may be in the database: look again
         self._read_outputs(now)
-        self._look(now)
+        self.dirty |= self.tracker.look(now)
         busy = self.merger.busy
         self.merger.poll(self._apply, now)
         self.dirty |= self.merger.busy != busy
@@ -192,11 +194,13 @@ class Supervisor:
 
     def _read_outputs(self, now: float) -> None:
         """What running workers said since the last turn: a usage limit or a fatal failure acts at once."""
-        for sid, seen in self.outputs.read(now):
-            if isinstance(seen, Fatal):
-                self._on_fatal(sid, seen, now)
-            else:
-                self._on_limit(sid, seen.message, limit_until(seen.resume_at, now), now)
+        for sid in list(self.outputs.tails):
+            with self.guard.stream(sid, "reading its output", now):
+                for seen in self.outputs.read_stream(sid, now):
+                    if isinstance(seen, Fatal):
+                        self._on_fatal(sid, seen, now)
+                    else:
+                        self._on_limit(sid, seen.message, limit_until(seen.resume_at, now), now)
         run = self.table.run_life
         if run.state is RunState.PROBING and self.outputs.any_turn_since(run.paused_until or 0.0):
             self._apply_run(LimitLifted(), now)  # the probe got an answer: the limit has lifted
@@ -213,27 +217,21 @@ class Supervisor:
             self.announce.fatal(sid, fatal)
             self._apply_run(FatalSeen(fatal.message, fatal.fix, self.settings.stop_grace), now)
 
-    def _look(self, now: float) -> None:
-        if self.tracker.due_for_safety(now):  # what an agent's `git clean` took is put back
-            check_own_files(self.layout, self.locks, self.tracker.warn)
-            if not self.layout.run_file.exists():
-                self.store.forget()
-        self.dirty |= self.tracker.look(now)
-
     def _settle_exits(self, snapshot: Optional[Snapshot], now: float) -> None:
         for sid, ended in self.exits.items():
-            stream = snapshot.streams.get(sid) if snapshot else None
-            if self.table.get(sid).state not in LIVE:
-                self._apply(sid, Adopted(self.table.get(sid).attempts), now)
-            before = self.table.get(sid)
-            verdict = judge_exit(ended, stream, self.outputs.finish(sid, ended.returncode, now),
-                                 last_log_line(self.layout.log_for(sid)), now)
-            if verdict.limit is not None:
-                self._on_limit(sid, verdict.limit_message, verdict.limit, now)
-            if verdict.fatal is not None:
-                self._on_fatal(sid, verdict.fatal, now)
-            after = self._apply(sid, verdict.exited, now)
-            self.announce.exit(sid, ended, stream, before, after, self.policy, verdict, now, snapshot is not None)
+            with self.guard.judging(sid, now):
+                stream = snapshot.streams.get(sid) if snapshot else None
+                if self.table.get(sid).state not in LIVE:
+                    self._apply(sid, Adopted(self.table.get(sid).attempts), now)
+                before = self.table.get(sid)
+                verdict = judge_exit(ended, stream, self.outputs.finish(sid, ended.returncode, now),
+                                     last_log_line(self.layout.log_for(sid)), now, self.tracker.write_problem)
+                if verdict.limit is not None:
+                    self._on_limit(sid, verdict.limit_message, verdict.limit, now)
+                if verdict.fatal is not None:
+                    self._on_fatal(sid, verdict.fatal, now)
+                after = self._apply(sid, verdict.exited, now)
+                self.announce.exit(sid, ended, stream, before, after, self.policy, verdict, now, snapshot is not None)
         self.exits.clear()
 
     # ---------------------------------------------------------------- deciding and acting
@@ -281,9 +279,11 @@ class Supervisor:
                 self._apply(action.stream_id, Failed(action.reason), now)
                 self.announce.gave_up(action.stream_id)
             elif isinstance(action, Merge):
-                self.merger.merge(action.stream_id, self.table.get(action.stream_id), self._apply, now)
+                with self.guard.stream(action.stream_id, "merging it", now):
+                    self.merger.merge(action.stream_id, self.table.get(action.stream_id), self._apply, now)
             elif isinstance(action, Spawn):
-                self._spawn(action, now)
+                with self.guard.stream(action.stream_id, "starting its worker", now):
+                    self._spawn(action, now)
             elif isinstance(action, Shutdown):
                 self.executor.shutdown(action.deadline)
                 busy = self.merger.busy
@@ -307,10 +307,7 @@ class Supervisor:
         sid, life = spawn.stream_id, self.table.get(spawn.stream_id)
         resume, session = choose_session(life.session_id, life.resume, self.settings)
         self._apply(sid, Spawning(spawn.attempt, resume or session or ""), now)
-        try:
-            tasks = self.tracker.reader.stream_tasks(sid)
-        except DatabaseError:
-            tasks = []
+        tasks = self.tracker.stream_tasks(sid)
         try:
             self.layout.logs.mkdir(parents=True, exist_ok=True)
             workspace = self.merger.prepare(sid)  # its worktree (None: the project root)
