@@ -58,7 +58,7 @@ class Supervisor:
         self.releasing = (set(release), retry_failed)  # what `start` asked to run again
         self.locks = list(locks)
         self.announce = Announcer.of(reporter, settings.on_event, layout)
-        self.executor = executor or open_executor(layout, settings.stop_grace, clock)
+        self.executor = executor or open_executor(layout, settings.stop_grace, clock, settings, location)
         self.merger = merger or Merger(layout.root, settings, location, reporter.say, layout.log_for,
                                        open_check_executor(layout, settings.stop_grace, clock))
         self.tracker = TrackerWatch(reader or location.open(),
