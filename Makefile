@@ -67,8 +67,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --python-version 3.9 $(RUNTIME_TYPED)
 
+# The suite runs on TEST_WORKERS pytest-xdist workers: most tests wait on real processes, so more
+# workers than cores pays; tests sharing the Ray cluster run on one worker (tests/conftest.py).
+TEST_WORKERS ?= 4
+
 pytest: $(STAMP) claude-cli chromium ray-env
-	$(BIN)/pytest -m ''  # every test: the soak rounds and the wheel builds as well
+	$(BIN)/pytest -m '' -n $(TEST_WORKERS) --dist loadgroup  # every test: the soak rounds and the wheel builds too
 
 bats: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/bats --recursive bats/

@@ -32,3 +32,11 @@ def session_home(tmp_path_factory) -> Path:
         patch.setenv("GIT_CONFIG_NOSYSTEM", "1")  # /etc/gitconfig is the machine's, not the test's
         assert Path.home() == home and str(home) != outside
         yield home
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """With pytest-xdist (`make test` runs the suite on several workers), the tests that share one
+    expensive session fixture run on one worker: the Ray cluster is started once, not once a worker."""
+    for item in items:
+        if "tests/ray/" in item.nodeid or item.nodeid.startswith("ray/"):
+            item.add_marker(pytest.mark.xdist_group("ray"))

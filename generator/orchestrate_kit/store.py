@@ -116,6 +116,14 @@ def version_of(tag: str) -> Version | None:
         return None
 
 
+def older_release(ref: str) -> str:
+    """How to run the orchestrate-kit that carries template version ``ref`` once (it puts that version in
+    this machine's store). It is not on PyPI, so from its git tag, as the README installs it."""
+    tag = tag_for(ref)
+    return (f"`pipx install --force 'git+<repository URL>@{tag}'` (or a clone at `git checkout {tag}`: "
+            "`pipx install --force ./orchestrate-kit`), then `orchestrate-kit doctor` in this project")
+
+
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)

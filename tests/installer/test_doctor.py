@@ -304,3 +304,20 @@ def test_doctor_runs_the_runtimes_preflight_of_a_claude_worker(tmp_path, capsys,
     result = run(capsys, "doctor", str(path))
     (passed,) = [line for line in result.out.splitlines() if "worker command" in line]
     assert "2.1.197 (Claude Code)" in passed and "logged in" in passed
+
+
+def test_an_installed_version_the_store_lacks_says_how_to_get_it(project, capsys):
+    answers = project / ANSWERS
+    answers.write_text(answers.read_text().replace(installed_commit(project), "v0.9.0"))
+
+    result = run(capsys, "doctor", str(project))
+
+    (warned,) = [entry for entry in lines(result, "warn") if "template source" in entry]
+    assert "has no v0.9.0" in warned and "@v0.9.0" in warned
+    assert "uvx" not in warned  # orchestrate-kit is not on PyPI: its git tag is how to run that version
+
+
+def installed_commit(project: Path) -> str:
+    import yaml
+
+    return str(yaml.safe_load((project / ANSWERS).read_text())["_commit"])

@@ -249,6 +249,7 @@ def test_a_version_missing_from_this_machines_history(project, capsys, fake_home
 
     assert result.code == 1
     assert "has no v1.0.0" in result.err and "orchestrate-kit 1.0.0" in result.err
+    assert "@v1.0.0" in result.err and "uvx" not in result.err  # from its git tag: it is not on PyPI
     assert snapshot(project) == before
 
 

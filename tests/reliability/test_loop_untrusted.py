@@ -107,8 +107,6 @@ def test_a_killed_orchestrators_merge_check_never_runs_twice_at_once(repo):
                 os.kill(e["pid"], signal.SIGKILL)
 
 
-@pytest.mark.xfail(strict=True, reason="in progress (the merge check as a supervised child): what a check leaves "
-                                       "running is not ended, as a worker's leftovers are")
 def test_a_merge_checks_background_child_does_not_outlive_the_run(repo):
     pid_file = repo.root.parent / "check-child.pid"
     repo.configure(merge_check=f"nohup sleep 300 >/dev/null 2>&1 & echo $! > {pid_file}")

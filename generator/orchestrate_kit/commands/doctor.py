@@ -356,7 +356,8 @@ def _source(answers: dict[str, Any], store_was_there: bool) -> Check:
     if not store.has_ref(str(answers["_commit"])):
         version = str(answers["_commit"]).lstrip("v")
         return Check(WARN, label, f"{recorded} has no {answers['_commit']}, the installed version, so upgrades "
-                     f"cannot merge; run one command with that version: uvx orchestrate-kit=={version} doctor")
+                     f"cannot merge; run orchestrate-kit {version} once, which carries it: "
+                     f"{store.older_release(str(answers['_commit']))}")
     return Check(OK, label, f"{recorded} has {answers['_commit']}")
 
 

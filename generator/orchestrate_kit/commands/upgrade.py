@@ -52,8 +52,8 @@ def upgrade(*, project: Path, data: Mapping[str, str], to: str | None) -> int:
     if not store.has_ref(installed):
         raise UserError(
             f"This machine's template history has no {installed}, the version {project} was installed with.",
-            hint=f"run the upgrade once with orchestrate-kit {installed.lstrip('v')}, which carries it "
-            "(e.g. `uvx orchestrate-kit==" + installed.lstrip("v") + " upgrade`)",
+            hint=f"run orchestrate-kit {installed.lstrip('v')} once, which carries it: {store.older_release(installed)}; "
+            "then reinstall this version and run the upgrade again",
         )
     _check_direction(installed, target, to)
     if installed == target and not new_answers:

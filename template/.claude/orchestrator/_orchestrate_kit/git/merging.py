@@ -10,7 +10,7 @@ workspaces.py and every state change goes through lifecycle.transition:
     prepare(stream)      before a spawn: the stream's worktree, checked for the tracker
     merge(stream, life)  a Merge action: merge it now, or start the merge check on the merged tree
     poll()               each turn: whether the running check has ended, and its verdict
-    busy                 a check runs (decide merges nothing else meanwhile)
+    busy                 a check runs or its leftovers are ended (decide merges nothing else meanwhile)
     stop()               at shutdown: KILL a running check (that stream is merged again next start)
 
 The merge check is a process started through an executor (the local one: the
@@ -145,8 +145,10 @@ class Merger:
 
     @property
     def busy(self) -> bool:
-        """A merge check runs: nothing else is merged until it has ended (and its merge may be undone)."""
-        return self.check is not None
+        """A merge check runs, or what it left running is still being ended: nothing else is merged
+        meanwhile (a check's leftover could still touch the integration worktree) and the run does
+        not end before them."""
+        return self.check is not None or bool(self.checks.cleaning_up())
 
     def merge(self, sid: str, life: Life, apply: Apply, now: float) -> None:
         """Merge one stream in `merging` (decide chose it: nothing of its worker is left running)."""
