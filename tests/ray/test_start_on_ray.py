@@ -96,3 +96,112 @@ def test_a_graph_runs_on_the_cluster_and_merges_in_order(ray_cluster, tmp_path):
     assert "=== orchestrate-kit:" in log and '"kind": "result"' in log  # the job's log copied here
     assert not our_jobs(ray_cluster, (a, b, c))  # every job deleted once its work was back
     assert not list((project.root / ".git" / "orchestrate-kit").glob("*/state/ray/jobs/*.json"))
+
+
+def start_process(project: Project, *args: str) -> subprocess.Popen:
+    env = {**project.env, "PYTHONFAULTHANDLER": "1"}
+    return subprocess.Popen(project.command("start", *args), env=env, cwd=project.root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def finish(process: subprocess.Popen, limit: float = 150) -> subprocess.CompletedProcess:
+    """The run's end; a hang fails with every thread's stack (the limit only turns a hang into a failure)."""
+    try:
+        out, err = process.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        out, err = process.communicate()
+        raise AssertionError(f"start did not end within {limit} s:\n{out}\n{err}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def stream_row(project: Project, sid: str) -> dict:
+    return next(s for s in project.status()["streams"] if s["stream_id"] == sid)
+
+
+def started(cluster, sid: str, attempt: int):
+    """The fake claude's start event for that attempt, once it has started on a node."""
+    return next((e for e in cluster.fake_events()
+                 if e["event"] == "start" and e.get("stream") == sid and e.get("attempt") == attempt), None)
+
+
+def workers_of(sid: str) -> list:
+    """Live processes on this host (every node here) whose environment says they work for stream `sid`."""
+    wanted = f"STREAM_ID={sid}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    if wanted in handle.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def test_adopted_after_a_kill_and_a_worker_killed_on_its_node_is_retried(ray_cluster, tmp_path):
+    x = unique("X")
+    project = ray_project(tmp_path, ray_cluster, [(x, [])])
+    ray_cluster.set_behaviour(x, "hang", "write")  # attempt 1 hangs until killed, attempt 2 works
+    first = start_process(project, "--executor", "ray")
+    worker = wait_for(lambda: started(ray_cluster, x, 1), "attempt 1 to start on a node")
+    node = wait_for(lambda: (stream_row(project, x)["where"] or "").startswith("node ")
+                    and stream_row(project, x)["where"], "status to show the node")
+    assert "127.0.0.1" in node  # `status` names the node the stream runs on
+
+    os.killpg(first.pid, signal.SIGKILL)  # the orchestrator dies; its job runs on
+    first.communicate()
+    second = start_process(project, "--executor", "ray")
+    wait_for(lambda: stream_row(project, x)["state"] == "running" and project.status()["orchestrator"]["running"],
+             "the restarted orchestrator to adopt the job")
+    os.kill(worker["pid"], signal.SIGKILL)  # the agent dies on its node: a failed attempt, retried
+    result = finish(second)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "adopted" in result.stdout.lower() or "adopt" in result.stdout.lower(), result.stdout
+    starts = [e["attempt"] for e in ray_cluster.fake_events() if e["event"] == "start" and e.get("stream") == x]
+    assert starts == [1, 2]  # adopted, never submitted twice; retried once
+    assert f"{x}.txt" in files_on(project, project.status()["run"]["integration_branch"])
+    assert statuses(project) == {x: {"completed"}}
+    assert not our_jobs(ray_cluster, (x,))
+
+
+def test_a_lost_node_gives_a_reason_and_the_stream_runs_again_elsewhere(ray_cluster, tmp_path):
+    lost = unique("L")
+    project = ray_project(tmp_path, ray_cluster, [(lost, [])])
+    ray_cluster.set_behaviour(lost, "hang", "write")
+    run = start_process(project, "--executor", "ray")
+    wait_for(lambda: started(ray_cluster, lost, 1), "attempt 1 to start on a node")
+    (job,) = [j for j in our_jobs(ray_cluster, (lost,)) if j.status == "RUNNING"]
+    ray_cluster.replace_node(job.node_id)  # its machine is gone (a fresh node takes its place)
+    result = finish(run, limit=240)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (project.home / "logs" / f"{lost}.log").read_text()
+    assert f"its Ray job {job.submission_id} failed on node" in log, log[-2000:]
+    branch = project.status()["run"]["integration_branch"]
+    merges = project.git("log", "--merges", "--format=%s", f"main..{branch}").splitlines()
+    assert [m.split(" (")[0] for m in merges] == [f"Merge stream {lost}"]  # once: the fenced attempt never
+    assert f"{lost}.txt" in files_on(project, branch)
+    assert statuses(project) == {lost: {"completed"}}
+    wait_for(lambda: not workers_of(lost), "the lost node's worker to end itself")
+
+
+def test_stop_during_a_run_ends_every_job(ray_cluster, tmp_path):
+    p, q = unique("P"), unique("Q")
+    project = ray_project(tmp_path, ray_cluster, [(p, []), (q, [])])
+    for sid in (p, q):
+        ray_cluster.set_behaviour(sid, "spawn-child")  # hangs, and leaves a grandchild of its own
+    run = start_process(project, "--executor", "ray")
+    wait_for(lambda: started(ray_cluster, p, 1) and started(ray_cluster, q, 1), "both workers to start")
+
+    stopped = project.orchestrate("stop", timeout=120)
+    result = finish(run)
+
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert result.returncode == 1 and "stopped by request" in result.stdout, result.stdout + result.stderr
+    wait_for(lambda: not workers_of(p) and not workers_of(q), "every process of the stopped jobs to end")
+    assert not our_jobs(ray_cluster, (p, q))  # each ended, its work fetched, then deleted from Ray
+    assert {s["stream_id"]: s["where"] for s in project.status()["streams"]} == {p: None, q: None}
+    assert not list((project.root / ".git" / "orchestrate-kit").glob("*/state/ray/jobs/*.json"))
