@@ -205,3 +205,20 @@ def test_stop_during_a_run_ends_every_job(ray_cluster, tmp_path):
     assert not our_jobs(ray_cluster, (p, q))  # each ended, its work fetched, then deleted from Ray
     assert {s["stream_id"]: s["where"] for s in project.status()["streams"]} == {p: None, q: None}
     assert not list((project.root / ".git" / "orchestrate-kit").glob("*/state/ray/jobs/*.json"))
+
+
+def test_a_cluster_that_refuses_or_a_node_that_is_not_ready_starts_nothing(ray_cluster, tmp_path):
+    n = unique("N")
+    project = ray_project(tmp_path, ray_cluster, [(n, [])])
+    wrong = project.orchestrate("start", "--executor", "ray", env={**project.env, "RAY_AUTH_TOKEN": "0" * 32})
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr
+    assert "token" in wrong.stderr.lower() and "nothing was started" in wrong.stderr, wrong.stderr
+
+    if os.geteuid() == 0:  # as root Claude Code refuses to skip permissions: the probe job finds it on the node
+        project.configure(ray_address=ray_cluster.address, worker_command="claude --print --dangerously-skip-permissions -p")
+        refused = project.orchestrate("start", "--executor", "ray", timeout=240)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert "the worker command is not ready on the cluster's node 127.0.0.1" in refused.stderr, refused.stderr
+    assert not ray_cluster.fake_events() or not started(ray_cluster, n, 1)
+    assert project.git("branch", "--list", "orchestrate/*") == ""  # nothing of a run was made
+    assert not our_jobs(ray_cluster, (n,))
