@@ -210,6 +210,11 @@ def test_stop_during_a_run_ends_every_job(ray_cluster, tmp_path):
 def test_a_cluster_that_refuses_or_a_node_that_is_not_ready_starts_nothing(ray_cluster, tmp_path):
     n = unique("N")
     project = ray_project(tmp_path, ray_cluster, [(n, [])])
+    project.configure(ray_address=ray_cluster.address, executor="ray", worker_command="claude --print -p")
+    checked = project.orchestrate("preflight", "--json")  # what `orchestrate-kit doctor` asks
+    report = json.loads(checked.stdout)
+    assert checked.returncode == 0 and report["executor"] == "ray" and report["problems"] == [], checked.stdout
+    assert any("advertise agent_slot" in c["message"] for c in report["cluster"]), report
     wrong = project.orchestrate("start", "--executor", "ray", env={**project.env, "RAY_AUTH_TOKEN": "0" * 32})
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr
     assert "token" in wrong.stderr.lower() and "nothing was started" in wrong.stderr, wrong.stderr

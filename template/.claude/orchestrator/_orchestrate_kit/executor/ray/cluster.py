@@ -19,6 +19,7 @@ never the loop: these calls block. Standard library only.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from pathlib import Path
@@ -63,6 +64,23 @@ def checks(layout: "Layout", settings: "Settings") -> List[Check]:
     if not all(c.ok for c in found):
         return found
     return found + [_remote_check(layout, settings)]
+
+
+def print_checks(layout: "Layout", settings: "Settings", as_json: bool) -> bool:
+    """`preflight` with executor = ray (what `orchestrate-kit doctor` runs): the checks without the probe
+    job, as lines or as JSON ({executor, command, problems, cluster}); whether all passed."""
+    found = checks(layout, settings)
+    failed = [c for c in found if not c.ok]
+    if as_json:
+        print(json.dumps({"executor": "ray", "command": settings.worker_argv()[0], "version": None, "logged_in": None,
+                          "problems": [{"check": "cluster", "message": c.message,
+                                        "fix": "see docs/RAY.md (what each node needs, token authentication)"}
+                                       for c in failed],
+                          "cluster": [{"ok": c.ok, "message": c.message} for c in found]}, indent=2))
+    else:
+        for check in found:
+            print(f"{'ok' if check.ok else 'problem'}: {check.message}")
+    return not failed
 
 
 def _remote_check(layout: "Layout", settings: "Settings") -> Check:
