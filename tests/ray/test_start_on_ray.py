@@ -92,6 +92,7 @@ def test_a_graph_runs_on_the_cluster_and_merges_in_order(ray_cluster, tmp_path):
     starts = [e for e in ray_cluster.fake_events() if e.get("stream") in (a, b, c) and e["event"] == "start"]
     assert sorted(e["stream"] for e in starts) == sorted((a, b, c))  # each once: none retried, none twice
     assert all(e["cwd"] != str(project.root) and ".claude/worktrees" not in e["cwd"] for e in starts)  # on nodes
+    assert [stream_row(project, s)["cost_usd"] for s in (a, b, c)] == [pytest.approx(0.05)] * 3  # as local: from its output
     log = (project.home / "logs" / f"{a}.log").read_text()
     assert "=== orchestrate-kit:" in log and '"kind": "result"' in log  # the job's log copied here
     assert not our_jobs(ray_cluster, (a, b, c))  # every job deleted once its work was back
@@ -186,6 +187,26 @@ def test_a_lost_node_gives_a_reason_and_the_stream_runs_again_elsewhere(ray_clus
     assert f"{lost}.txt" in files_on(project, branch)
     assert statuses(project) == {lost: {"completed"}}
     wait_for(lambda: not workers_of(lost), "the lost node's worker to end itself")
+
+
+def test_stop_with_no_orchestrator_ends_its_jobs_and_the_next_start_goes_on(ray_cluster, tmp_path):
+    s = unique("S")
+    project = ray_project(tmp_path, ray_cluster, [(s, [])])
+    ray_cluster.set_behaviour(s, "hang", "write")
+    first = start_process(project, "--executor", "ray")
+    wait_for(lambda: started(ray_cluster, s, 1), "attempt 1 to start on a node")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate()
+
+    stopped = project.orchestrate("stop", timeout=120)  # no orchestrator: the Ray records show the job
+    assert stopped.returncode == 0 and "Stopped 1 worker group(s)" in stopped.stdout, stopped.stdout + stopped.stderr
+    wait_for(lambda: not workers_of(s), "the stopped job's processes to end")
+    result = finish(start_process(project, "--executor", "ray"))  # its ended job collected, then attempt 2
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [e["attempt"] for e in ray_cluster.fake_events() if e["event"] == "start" and e.get("stream") == s] == [1, 2]
+    assert f"{s}.txt" in files_on(project, project.status()["run"]["integration_branch"])
+    assert not our_jobs(ray_cluster, (s,))
 
 
 def test_stop_during_a_run_ends_every_job(ray_cluster, tmp_path):
