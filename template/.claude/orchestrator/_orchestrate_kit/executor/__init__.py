@@ -22,7 +22,8 @@ groups, what an ended worker left running) is each executor's own business.
                                         (it could still write): neither respawned nor merged yet
     shutdown(deadline)                 the run is stopping: whatever it still ends is gone by then
 
-`LocalExecutor` (local.py) runs workers as local process groups. Nothing here may
+`LocalExecutor` (local.py) runs workers as local process groups; `RayExecutor`
+(ray/executor.py, `executor = ray`) as jobs on a Ray cluster's nodes. Nothing here may
 block the supervisor's loop. Standard library only, Python 3.9+.
 """
 
