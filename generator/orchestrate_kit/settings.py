@@ -63,6 +63,12 @@ RUNTIME_ONLY = {
     "notify_slack_url": ("", "the Slack-compatible incoming webhook hooks/slack.py posts to (a secret: prefer "
                              "NOTIFY_SLACK_URL in the environment)"),
     "notify_ntfy_url": ("", "the ntfy topic URL hooks/ntfy.py publishes to, e.g. https://ntfy.sh/your-topic"),
+    # Where workers run (issue 22; docs/RAY.md): local processes, or Ray jobs on a cluster's nodes.
+    "executor": ("local", "where workers run: local (processes here) or ray (jobs on the Ray cluster at ray_address)"),
+    "ray_address": ("", "the Ray head's dashboard URL, e.g. http://head:8265 (the token comes from RAY_AUTH_TOKEN, "
+                        "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, as for Ray's own tools)"),
+    "ray_pending_timeout": ("10", "minutes a Ray job may wait for a node with a free agent_slot before it counts as a "
+                                  "failed attempt (0 = never)"),
 }
 
 

@@ -273,14 +273,14 @@ def test_a_typo_in_your_settings_is_a_warning(project, capsys):
     local = project / ".claude/orchestrator/orchestrator.local.conf"
     local.write_text(local.read_text() + "max_paralel = 3\n")
     conf = project / ".claude/orchestrator/orchestrator.conf"
-    conf.write_text(conf.read_text() + "executr = ray\n")
+    conf.write_text(conf.read_text() + "engine = ray\n")
     line = len(conf.read_text().splitlines())
 
     result = run(capsys, "doctor", str(project))
 
     assert result.code == 0
     (warned,) = [entry for entry in lines(result, "warn") if "your settings" in entry]
-    assert f".claude/orchestrator/orchestrator.conf:{line}: executr is not a setting, so it changes nothing; " \
+    assert f".claude/orchestrator/orchestrator.conf:{line}: engine is not a setting, so it changes nothing; " \
         "the settings are: worker_command, max_parallel" in warned
     assert ".claude/orchestrator/orchestrator.local.conf:4: max_paralel is not a setting, so it changes nothing; " \
         "did you mean max_parallel?" in warned

@@ -15,13 +15,13 @@ from tests.support import taskdb
 def misspelt(project):
     taskdb.diamond(project.db)
     conf = project.home / "orchestrator.conf"
-    conf.write_text(conf.read_text() + "executr = ray\n")
+    conf.write_text(conf.read_text() + "engine = ray\n")
     local = project.home / "orchestrator.local.conf"
     local.write_text("# my settings\nmax_paralel = 2\n")
     line = len(conf.read_text().splitlines())
     return {
         "typo": f"{local}:2: max_paralel is not a setting, so it changes nothing; did you mean max_parallel?",
-        "unknown": f"{conf}:{line}: executr is not a setting, so it changes nothing; the settings are: "
+        "unknown": f"{conf}:{line}: engine is not a setting, so it changes nothing; the settings are: "
                    "worker_command, max_parallel,",
     }
 

@@ -215,33 +215,54 @@ def _worker(project: Path, command: str) -> Check:
         words = []
     if not words:
         return Check(FAIL, "worker command", f"cannot read {command!r}; fix worker_command (upgrade --data)")
+    report = _runtime_preflight(project)
+    if report is not None and report.get("executor") == "ray":
+        return _cluster(report, words[0])
     found = shutil.which(words[0])
     if not found:
         return Check(FAIL, "worker command", f"{words[0]} is not on PATH (worker_command = {command})")
-    return _preflight(project, words[0], found)
+    return _preflight(report, words[0], found)
 
 
-def _preflight(project: Path, program: str, found: str) -> Check:
-    """The runtime's own check of the worker command (``orchestrate.py preflight --json``): it runs,
-    it is logged in, it may run as this user. The same check `start` makes before it spawns."""
-    label = "worker command"
+def _runtime_preflight(project: Path) -> dict[str, Any] | None:
+    """The runtime's own check (``orchestrate.py preflight --json``), or None where it gave none."""
     runtime = project / ORCHESTRATOR_DIR / "orchestrate.py"
     if not runtime.is_file():
-        return Check(OK, label, f"{program} at {found}")
+        return None
     try:
         result = subprocess.run(
             [shutil.which("python3") or "python3", str(runtime), "preflight", "--json"], cwd=project,
             capture_output=True, text=True, timeout=PLAN_TIMEOUT, stdin=subprocess.DEVNULL, check=False,
         )
         report = json.loads(result.stdout)
-        problems = report["problems"]
-    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    return report if isinstance(report, dict) and isinstance(report.get("problems"), list) else None
+
+
+def _cluster(report: dict[str, Any], program: str) -> Check:
+    """executor = ray: the workers run on the cluster's nodes, so the runtime checked the cluster
+    (address, token, API version, a node advertising agent_slot, the git remote the nodes use)."""
+    label = "Ray cluster"
+    if report["problems"]:
+        return Check(FAIL, label, f"{report['problems'][0].get('message')} (executor = ray)")
+    said = "; ".join(str(c.get("message")) for c in report.get("cluster") or [])
+    return Check(OK, label, f"{program} runs on its nodes: {said}")
+
+
+def _preflight(report: dict[str, Any] | None, program: str, found: str) -> Check:
+    """The runtime's own check of the worker command: it runs, it is logged in, it may run as this
+    user. The same check `start` makes before it spawns."""
+    label = "worker command"
+    if report is None:
         return Check(OK, label, f"{program} at {found} (not checked further: this runtime has no preflight)")
+    problems = report["problems"]
     if problems:
         first = problems[0]
         return Check(FAIL, label, f"{first['message']}; fix: {first['fix']}")
     version = f" {report['version']}" if report.get("version") else ""
-    login = {True: ", logged in", False: ", not logged in"}.get(report.get("logged_in"), "")
+    logged_in: Any = report.get("logged_in")
+    login = {True: ", logged in", False: ", not logged in"}.get(logged_in, "")
     return Check(OK, label, f"{program}{version} at {found}{login}")
 
 

@@ -86,6 +86,10 @@ class Settings:
     fallback_model: str = ""  # Claude Code workers get --fallback-model with it (empty: none)
     notify_slack_url: str = ""  # hooks/slack.py posts here (NOTIFY_SLACK_URL in the environment wins)
     notify_ntfy_url: str = ""  # hooks/ntfy.py publishes to this topic URL (NOTIFY_NTFY_URL wins)
+    # Where workers run (executor/): local processes, or jobs on a Ray cluster (docs/RAY.md).
+    executor: str = "local"  # local or ray
+    ray_address: str = ""  # the Ray head's dashboard URL (the jobs API), e.g. http://head:8265
+    ray_pending_timeout: float = 10.0  # minutes a job may wait for a node before it counts as a failed attempt
 
     def worker_argv(self) -> List[str]:
         try:

@@ -58,7 +58,7 @@ class Supervisor:
         self.releasing = (set(release), retry_failed)  # what `start` asked to run again
         self.announce = Announcer.of(reporter, settings, layout, clock)  # lines, on_event and the run's journal
         journal = self.announce.record.journal  # written once the table is saved: never ahead of it
-        self.executor = executor or open_executor(layout, settings.stop_grace, clock)
+        self.executor = executor or open_executor(layout, settings.stop_grace, clock, settings, location)
         self.merger = merger or open_merger(layout, settings, location, reporter.say, self.announce.notifier.fire,
                                             clock, journal)
         self.store = TableFile(layout.run_file, self.announce.warn, journal.flush)

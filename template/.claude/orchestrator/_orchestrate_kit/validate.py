@@ -79,6 +79,10 @@ RULES: Dict[str, Rule] = {
     "spend_cap_period": Rule("choice", "one of day, week", choices=("day", "week")),
     "notify_slack_url": Rule("optional", "a webhook URL on one line, or nothing"),
     "notify_ntfy_url": Rule("optional", "an ntfy topic URL on one line, or nothing"),
+    # Where workers run (issue 22): here, or as jobs on a Ray cluster (executor/ray/).
+    "executor": Rule("choice", "one of local, ray", choices=("local", "ray")),
+    "ray_address": Rule("optional", "the Ray head's dashboard URL on one line, e.g. http://head:8265, or nothing"),
+    "ray_pending_timeout": Rule("decimal", "a number of minutes, 0 (never) or more, e.g. 10 or 0.5"),
 }
 CHOICES = {key: rule.choices for key, rule in RULES.items() if rule.kind == "choice"}
 BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}

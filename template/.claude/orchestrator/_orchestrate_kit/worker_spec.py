@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .agent.claude import Launch, StreamLimits, WorkerOptionError, build_argv, is_claude, parse_worker_options
@@ -96,15 +97,25 @@ def worker_prompt(view: StreamView, tasks: Sequence[Tuple[str, str, str]], works
     )
 
 
-def workspace_instructions(workspace: Workspace, integration_branch: str, conflicts: Sequence[str]) -> str:
-    """The prompt's part about the worker's own git worktree (worktree isolation), and a handed-back conflict."""
-    text = (f"You work in your own git worktree, {workspace.path}, on branch {workspace.branch}; other streams "
-            "work in other worktrees at the same time. Commit your work on this branch as you go (git add, "
-            "git commit). Never switch branches (not even with --ignore-other-worktrees), rebase, push, or touch "
-            "other worktrees or the project's main checkout: the orchestrator merges your branch once the stream "
-            "is complete. Never use git stash: the stash is shared with the user's checkout, so a stash pop can "
-            "take the user's own work. Never run git init or clone a repository inside the worktree: git would "
-            "keep only a pointer to it, not its files.\n")
+def workspace_instructions(workspace: Workspace, integration_branch: str, conflicts: Sequence[str],
+                           elsewhere: bool = False) -> str:
+    """The prompt's part about the worker's own git worktree (worktree isolation), and a handed-back conflict.
+    `elsewhere`: the worker runs on another machine (a cluster node), in a checkout of its own there."""
+    if elsewhere:  # no path of this machine means anything there; the branch is where its work comes back
+        text = (f"You work in a git checkout of your own (your current folder) on a cluster node; other streams "
+                "work elsewhere at the same time. Commit your work as you go (git add, git commit). Never switch "
+                "branches, rebase or push: when you exit, your commits are pushed as branch "
+                f"{workspace.branch} and the orchestrator merges it once the stream is complete. Never run git "
+                "init or clone a repository inside the checkout: git would keep only a pointer to it, not its "
+                "files.\n")
+    else:
+        text = (f"You work in your own git worktree, {workspace.path}, on branch {workspace.branch}; other streams "
+                "work in other worktrees at the same time. Commit your work on this branch as you go (git add, "
+                "git commit). Never switch branches (not even with --ignore-other-worktrees), rebase, push, or touch "
+                "other worktrees or the project's main checkout: the orchestrator merges your branch once the stream "
+                "is complete. Never use git stash: the stash is shared with the user's checkout, so a stash pop can "
+                "take the user's own work. Never run git init or clone a repository inside the worktree: git would "
+                "keep only a pointer to it, not its files.\n")
     if conflicts:
         listed = "\n".join(f"- {_cut(f, 300)}" for f in conflicts[:PROMPT_TASKS])
         text += (f"Your stream's tasks are done, but merging {workspace.branch} into {integration_branch} "
@@ -137,7 +148,7 @@ def build_spec(view: StreamView, attempt: int, tasks: Sequence[Tuple[str, str, s
     With a workspace the worker runs in its worktree and the prompt says how to work there."""
     prompt = worker_prompt(view, tasks, location.workspace_id, attempt, location.update_instructions())
     if workspace is not None:
-        prompt += workspace_instructions(workspace, integration_branch, conflicts)
+        prompt += workspace_instructions(workspace, integration_branch, conflicts, settings.executor != "local")
     if feedback:  # a reviewer's reason, or a closed pull request (lifecycle.Life.feedback)
         prompt += _clean(feedback.rstrip("\n") + "\n")
     launch = Launch(prompt, stream_json=settings.agent_events, session_id=session_id, resume_session=resume_session,
@@ -145,8 +156,12 @@ def build_spec(view: StreamView, attempt: int, tasks: Sequence[Tuple[str, str, s
                     name=view.stream_id, fallback_model=settings.fallback_model or None,
                     resume_prompt=_clean(feedback) if feedback else None)
     argv: List[str] = [_clean(a) for a in build_argv(settings.worker_argv(), limits, launch)]
+    # Where the session to resume cannot be reached (a cluster node that is gone), a new one with the full prompt.
+    resumes = any(a.startswith("--resume=") for a in argv)
+    afresh = [_clean(a) for a in build_argv(settings.worker_argv(), limits, replace(
+        launch, resume_session=None, session_id=str(uuid.uuid4())))] if resumes else []
     banner = (f"\n=== orchestrate-kit: {view.stream_id!r} attempt {attempt} at "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
     return WorkerSpec(view.stream_id, attempt, argv, worker_environment(view, location, attempt),
                       workspace.cwd if workspace else layout.root, layout.log_for(view.stream_id), banner,
-                      settings.log_max_bytes, settings.log_keep, warn)
+                      settings.log_max_bytes, settings.log_keep, warn, integration_branch, tuple(afresh))

@@ -71,6 +71,9 @@ def build_parser(defaults: Settings = Settings()) -> argparse.ArgumentParser:
     start.add_argument("--isolation", choices=("worktree", "none"),
                        help="worktree: each stream in its own git worktree, merged in dependency order; none: all "
                             f"in the project root (default: the isolation setting, {defaults.isolation})")
+    start.add_argument("--executor", choices=CHOICES["executor"],
+                       help="where workers run: local (processes here) or ray (jobs on the Ray cluster at ray_address; "
+                            f"see docs/RAY.md) (default: the executor setting, {defaults.executor})")
     start.add_argument("--dry-run", action="store_true", help="print what would start; start nothing")
     start.add_argument("--max-cost-usd", type=setting_type("max_cost_usd"), metavar="USD",
                        help=f"stop starting workers once the run has cost this much (0 = no limit; default "

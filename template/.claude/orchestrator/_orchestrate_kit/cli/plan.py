@@ -22,7 +22,12 @@ from .start import claim_warnings, clash_message
 
 def cmd_preflight(args: argparse.Namespace, layout: Layout) -> int:
     """Check the worker command as `start` does before it spawns anything (`doctor` asks too)."""
-    argv = load_settings(layout.config_files()).worker_argv()
+    settings = load_settings(layout.config_files())
+    if settings.executor == "ray":  # the workers run on the cluster's nodes: the cluster is what to check here
+        from ..executor.ray.cluster import print_checks
+
+        return EXIT_OK if print_checks(layout, settings, args.json) else EXIT_STUCK
+    argv = settings.worker_argv()
     result = preflight(argv)
     if args.json:
         print(json.dumps({"command": argv[0], "version": result.version, "logged_in": result.logged_in,

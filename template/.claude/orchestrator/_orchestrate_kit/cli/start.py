@@ -49,6 +49,7 @@ def settings_from(args: argparse.Namespace, layout: Layout) -> Settings:
         "poll_interval": getattr(args, "poll_interval", None),
         "max_cost_usd": getattr(args, "max_cost_usd", None),
         "isolation": getattr(args, "isolation", None),
+        "executor": getattr(args, "executor", None),
     }
     return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -100,6 +101,10 @@ def check_before_start(layout: Layout, settings: Settings, args: argparse.Namesp
         raise UserError("the stream graph is invalid; nothing was started:\n  "
                         + "\n  ".join(printable(m) for m in board.problems.messages(bad)
                                        + ([] if args.detach or args.dry_run else snapshot.warnings())))
+    if settings.executor == "ray":  # workers run on the cluster's nodes: their worker command is checked there
+        if not args.dry_run:
+            check_cluster(layout, settings, probe=not args.no_preflight)
+        return location, selection, board
     command = settings.worker_argv()[0]
     if shutil.which(command) is None:
         raise UserError(f"worker command {command!r} was not found on PATH. Install it, or set another with "
@@ -110,6 +115,17 @@ def check_before_start(layout: Layout, settings: Settings, args: argparse.Namesp
     if refused:  # merge_gate = pr without gh or its login, a push remote that is missing, ...
         raise UserError(f"{printable(refused, 600)}; nothing was started")
     return location, selection, board
+
+
+def check_cluster(layout: Layout, settings: Settings, probe: bool) -> None:
+    """executor = ray: the cluster, the git remote the nodes use, and the worker command on a node."""
+    from ..executor.ray.cluster import NotReady, refuse_unless_ready
+
+    try:
+        refuse_unless_ready(layout, settings, probe, lambda line: print(f"{PROG}: {line}", file=sys.stderr))
+    except NotReady as exc:
+        text = str(exc)
+        raise UserError(text if "nothing was started" in text else f"{text}; nothing was started") from None
 
 
 def check_worker_command(settings: Settings) -> None:

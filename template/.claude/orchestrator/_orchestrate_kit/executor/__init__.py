@@ -22,7 +22,8 @@ groups, what an ended worker left running) is each executor's own business.
                                         (it could still write): neither respawned nor merged yet
     shutdown(deadline)                 the run is stopping: whatever it still ends is gone by then
 
-`LocalExecutor` (local.py) runs workers as local process groups. Nothing here may
+`LocalExecutor` (local.py) runs workers as local process groups; `RayExecutor`
+(ray/executor.py, `executor = ray`) as jobs on a Ray cluster's nodes. Nothing here may
 block the supervisor's loop. Standard library only, Python 3.9+.
 """
 
@@ -35,7 +36,8 @@ from typing import TYPE_CHECKING, AbstractSet, Callable, Dict, List, Mapping, Op
 from ..logfiles import DEFAULT_KEEP, DEFAULT_MAX_BYTES
 
 if TYPE_CHECKING:
-    from ..settings import Layout
+    from ..settings import Layout, Settings
+    from ..trackers import DatabaseLocation
 
 Detail = Union[int, str]
 
@@ -54,6 +56,9 @@ class WorkerSpec:
     log_max_bytes: int = DEFAULT_MAX_BYTES  # the log is rotated before this attempt beyond this size
     log_keep: int = DEFAULT_KEEP
     warn: Callable[[str], None] = lambda _message: None
+    # What an executor that runs workers elsewhere needs besides `cwd` (the local executor ignores both):
+    base_branch: str = ""  # the branch the worker's folder was made from (worktree isolation: the integration branch)
+    afresh: Tuple[str, ...] = ()  # argv that starts a new session instead, where `argv` resumes one that is unreachable
 
 
 @dataclass(frozen=True)
@@ -156,11 +161,35 @@ class Executor(Protocol):
 # ---------------------------------------------------------------- which executor runs this project's workers
 
 
-def open_executor(layout: "Layout", grace: float, clock: Callable[[], float]) -> Executor:
-    """The executor for this project's workers (local processes; a cluster engine plugs in here)."""
+def open_executor(layout: "Layout", grace: float, clock: Callable[[], float], settings: Optional["Settings"] = None,
+                  location: Optional["DatabaseLocation"] = None) -> Executor:
+    """The executor for this project's workers: local processes, or jobs on a Ray cluster when the
+    `executor` setting says ray or Ray jobs of a run are still recorded (so `stop` finds them).
+    Without `location` (a command such as `stop`) a Ray executor only looks at and stops its jobs."""
+    from ..settings import UserError, load_settings
+
+    settings = settings if settings is not None else load_settings(layout.config_files())
+    if settings.executor == "ray" or ray_jobs_recorded(layout):
+        from dataclasses import replace
+
+        from .ray.executor import RayExecutor
+        from .ray.jobs import RayError
+
+        try:
+            return RayExecutor(layout, replace(settings, stop_grace=grace), clock, location)
+        except RayError as error:
+            raise UserError(f"the Ray cluster cannot be used: {error}") from None
     from .local import LocalExecutor
 
     return LocalExecutor(layout.pids, layout.log_for, grace, clock)
+
+
+def ray_jobs_recorded(layout: "Layout") -> bool:
+    """Whether the Ray executor's records show jobs (one listing of a folder: no network)."""
+    try:
+        return any(p.name.endswith(".json") for p in (layout.state / "ray" / "jobs").iterdir())
+    except OSError:
+        return False
 
 
 def open_check_executor(layout: "Layout", grace: float, clock: Callable[[], float]) -> Executor:
@@ -171,7 +200,13 @@ def open_check_executor(layout: "Layout", grace: float, clock: Callable[[], floa
 
 
 def read_workers(layout: "Layout") -> Dict[str, Handle]:
-    """Read only: the workers the executor's records show running now, by stream (`status`, `plan`)."""
+    """Read only: the workers the executors' records show running now, by stream (`status`, `plan`):
+    local processes that are alive, and the Ray jobs recorded (with the node each runs on)."""
     from .local import recorded_workers
 
-    return recorded_workers(layout.pids)
+    workers = recorded_workers(layout.pids)
+    if ray_jobs_recorded(layout):
+        from .ray.executor import recorded_jobs
+
+        workers.update({sid: handle for sid, handle in recorded_jobs(layout).items() if sid not in workers})
+    return workers

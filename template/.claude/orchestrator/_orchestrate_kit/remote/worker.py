@@ -314,7 +314,10 @@ def run(job: Mapping[str, Any], node_env: Mapping[str, str]) -> int:
     relay = LogRelay(job, attempt_dir / "updates.jsonl")
     if stop.signal is not None:
         return 128 + stop.signal
-    child = subprocess.Popen(argv, cwd=str(worktree), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    folder = worktree / str(job.get("folder") or "")  # the project's folder in the repository (a monorepo)
+    if not folder.is_dir():
+        raise RemoteError(f"the project's folder {job.get('folder')!r} is not in commit {start[:12]}")
+    child = subprocess.Popen(argv, cwd=str(folder), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, start_new_session=True)
     forwarder = threading.Thread(target=relay.forward, args=(child.stdout,), daemon=True)
     forwarder.start()

@@ -23,6 +23,7 @@ PREFLIGHT_ENTRYPOINT = "python3 -m _orchestrate_kit.remote.preflight"
 # What a worker's environment gets from the orchestrator (worker_spec.worker_environment), less
 # the database pointers (meaningless on a node) and the token (it travels inside the description).
 SENT_VARIABLES = ("STREAM_ID", "STREAM_NAME", "ORCHESTRATOR_ATTEMPT")
+PUSH_MARGIN = 30.0  # seconds Ray's stop waits past our grace: the worker reaps its tree, then pushes
 
 
 def public_remote(url: str) -> str:
@@ -36,8 +37,9 @@ def public_remote(url: str) -> str:
 
 def describe(run: str, stream_id: str, name: str, attempt: int, token: str, remote: str, start: str,
              argv: Sequence[str], env: Mapping[str, str], generation: str, snapshot: Mapping[str, Any],
-             grace: float, branch: Optional[str] = None) -> Dict[str, Any]:
-    """The remote worker's job description (see remote/worker.py)."""
+             grace: float, branch: Optional[str] = None, folder: str = "") -> Dict[str, Any]:
+    """The remote worker's job description (see remote/worker.py). `folder`: where in the repository the
+    worker runs (the project's folder, in a monorepo), relative to its top."""
     return {
         "version": protocol.VERSION,
         "run": run, "stream": stream_id, "name": name, "attempt": int(attempt), "token": token,
@@ -50,18 +52,19 @@ def describe(run: str, stream_id: str, name: str, attempt: int, token: str, remo
         "env": {k: env[k] for k in SENT_VARIABLES if k in env},
         "tracker": {"generation": generation, "snapshot": dict(snapshot)},
         "grace": float(grace),
+        "folder": folder.strip("/"),
     }
 
 
 def submission(description: Mapping[str, Any], py_module: str, stop_grace: float,
-               extra_resources: Optional[Mapping[str, float]] = None, node_id: Optional[str] = None
-               ) -> Dict[str, Any]:
-    """The `POST /api/jobs/` body. Ray's own stop waits past our grace so the worker can push."""
-    push_margin = 30.0
+               extra_resources: Optional[Mapping[str, float]] = None, node_id: Optional[str] = None,
+               number: Optional[int] = None) -> Dict[str, Any]:
+    """The `POST /api/jobs/` body. Ray's own stop waits past our grace so the worker can push.
+    `number` names the submission (`<run>-<name>-<number>`; default: the attempt)."""
     return job_request(str(description["run"]), str(description["name"]), int(description["attempt"]),
                        str(description["token"]), ENTRYPOINT, {protocol.JOB_VARIABLE: protocol.encode_job(description)},
-                       stop_grace=float(stop_grace) + push_margin, py_modules=[py_module],
-                       extra_resources=extra_resources, node_id=node_id)
+                       stop_grace=float(stop_grace) + PUSH_MARGIN, py_modules=[py_module],
+                       extra_resources=extra_resources, node_id=node_id, number=number)
 
 
 def preflight_submission(run: str, token: str, argv: Sequence[str], py_module: str, number: int = 1,

@@ -138,10 +138,15 @@ class NodeInfo:
     alive: bool
     is_head: bool
     resources: Dict[str, float]
+    name: str = ""  # Ray's node_name (its address unless the node was started with a name)
 
     @property
     def slots(self) -> float:
         return self.resources.get(SLOT_RESOURCE, 0.0)
+
+    def describe(self) -> str:
+        """For people: 'node 10.0.0.7 (6a433a19)'."""
+        return f"node {self.name} ({self.node_id[:8]})" if self.name else f"node {self.node_id[:8]}"
 
 
 # ---------------------------------------------------------------- what we submit
@@ -162,9 +167,12 @@ def secret_names(env: Mapping[str, str]) -> List[str]:
 
 def job_request(run: str, stream: str, attempt: int, token: str, entrypoint: str, env: Mapping[str, str],
                 stop_grace: float, py_modules: Sequence[str] = (), slots: float = 1,
-                extra_resources: Optional[Mapping[str, float]] = None, node_id: Optional[str] = None
-                ) -> Dict[str, Any]:
+                extra_resources: Optional[Mapping[str, float]] = None, node_id: Optional[str] = None,
+                number: Optional[int] = None) -> Dict[str, Any]:
     """The body of `POST /api/jobs/` for one attempt. Refuses any variable that looks like a secret.
+
+    `number` (default: the attempt) names the submission: a resume after a usage limit repeats the
+    attempt number (that attempt is not counted), so the executor numbers its own submissions.
 
     `node_id` pins the job to one node (a resumed Claude Code session lives in that node's
     ~/.claude): Ray's `entrypoint_label_selector` on the node's `ray.io/node-id` label. A job pinned
@@ -182,7 +190,7 @@ def job_request(run: str, stream: str, attempt: int, token: str, entrypoint: str
         runtime_env["py_modules"] = list(py_modules)
     resources = {SLOT_RESOURCE: float(slots), **{k: float(v) for k, v in (extra_resources or {}).items()}}
     body: Dict[str, Any] = {
-        "submission_id": submission_id(run, stream, attempt),
+        "submission_id": submission_id(run, stream, attempt if number is None else number),
         "entrypoint": entrypoint,
         "entrypoint_resources": resources,
         "metadata": {"orchestrate_run": run, "orchestrate_stream": stream, "orchestrate_attempt": str(attempt),
@@ -292,7 +300,8 @@ class JobsClient:
         except (TypeError, KeyError):
             raise self._failure("list the nodes", "", status, body) from None
         return [NodeInfo(str(r.get("node_id")), r.get("state") == "ALIVE", bool(r.get("is_head_node")),
-                         {str(k): float(v) for k, v in (r.get("resources_total") or {}).items()})
+                         {str(k): float(v) for k, v in (r.get("resources_total") or {}).items()},
+                         str(r.get("node_name") or r.get("node_ip") or ""))
                 for r in rows if isinstance(r, dict)]
 
     def package_exists(self, name: str) -> bool:

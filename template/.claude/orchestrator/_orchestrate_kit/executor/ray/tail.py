@@ -229,11 +229,12 @@ class LogTail:
 
     def __init__(self, api: JobsClient, sid: str, log_path: Path, poll_interval: float = 1.0,
                  reconnect_limit: int = 5, warn: Callable[[str], None] = lambda _message: None,
-                 on_line: Optional[Callable[[str], object]] = None):
+                 on_line: Optional[Callable[[str], object]] = None, state_path: Optional[Path] = None):
         self.api = api
         self.sid = sid
         self.log_path = Path(log_path)
-        self.state_path = self.log_path.with_name(f"{self.log_path.name}.ray-{sid}.json")
+        # The count of bytes copied: beside the log unless the caller keeps it elsewhere (its state folder).
+        self.state_path = Path(state_path or self.log_path.with_name(f"{self.log_path.name}.ray-{sid}.json"))
         self.poll_interval = poll_interval
         self.reconnect_limit = reconnect_limit
         self.warn = warn

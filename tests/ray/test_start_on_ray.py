@@ -1,0 +1,250 @@
+"""`orchestrate.py start --executor ray` end to end: the real orchestrator as a process, its workers as
+jobs on the session's real 3-node Ray cluster (the fake claude first on the nodes' PATH), a local
+bare repository as the project's git remote.
+
+Each test uses stream ids of its own (the nodes' fake claude reads its behaviour per stream id from
+the session's plan) and waits on what the orchestrator and the cluster report, never on the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.ray.conftest import processes_mentioning
+from tests.ray.helpers import client, unique, wait_for
+from tests.support import taskdb
+from tests.support.project import Project
+
+pytestmark = pytest.mark.timeout(420)
+
+
+def ray_project(tmp_path: Path, cluster, streams, **settings) -> Project:
+    """A git project whose remote is a local bare repository, its tracker holding `streams`
+    [(id, dependencies)], set up to run on the cluster (the executor chosen by `start --executor`)."""
+    project = Project.create_git(tmp_path, {"ray_address": cluster.address, "stop_grace": 3,
+                                                # the nodes run as root: no permission skipping there
+                                                "worker_command": "claude --print -p", **settings})
+    remote = tmp_path / "remote.git"
+    project.git("init", "-q", "--bare", str(remote), cwd=tmp_path)
+    project.git("remote", "add", "origin", str(remote))
+    project.git("push", "-q", "origin", "main")
+    project.env.update(cluster.environ)
+    taskdb.build_from_spec(project.db, {"streams": [{"id": sid, "deps": deps} for sid, deps in streams]})
+    return project
+
+
+def run_start(project: Project, *args: str, limit: float = 100) -> subprocess.CompletedProcess:
+    """`orchestrate.py start ARGS` to its end; a run that hangs is failed with every thread's stack
+    (faulthandler on SIGABRT), the limit only turning a hang into a failure."""
+    env = {**project.env, "PYTHONFAULTHANDLER": "1"}
+    process = subprocess.Popen(project.command("start", *args), env=env, cwd=project.root, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        out, err = process.communicate()
+        raise AssertionError(f"start did not end within {limit} s:\n{out}\n{err}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def files_on(project: Project, ref: str) -> set:
+    return set(project.git("ls-tree", "-r", "--name-only", ref).split())
+
+
+def statuses(project: Project) -> dict:
+    import sqlite3
+
+    with sqlite3.connect(project.db) as db:
+        rows = db.execute("SELECT json_extract(metadata, '$.streamId'), status FROM tasks").fetchall()
+    found: dict = {}
+    for sid, status in rows:
+        found.setdefault(sid, set()).add(status)
+    return found
+
+
+def our_jobs(cluster, prefix_streams) -> list:
+    return [j for j in client(cluster).jobs() if j.metadata.get("orchestrate_stream") in prefix_streams]
+
+
+def test_a_graph_runs_on_the_cluster_and_merges_in_order(ray_cluster, tmp_path):
+    a, b, c = unique("A"), unique("B"), unique("C")
+    project = ray_project(tmp_path, ray_cluster, [(a, []), (b, [a]), (c, [a, b])])
+    for sid in (a, b):
+        ray_cluster.set_behaviour(sid, "write")
+    ray_cluster.set_behaviour(c, f"require:{a},{b}")  # fails unless A's and B's work is in its checkout
+
+    result = run_start(project, "--executor", "ray")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = project.status()["run"]
+    branch = run["integration_branch"]
+    assert {f"{a}.txt", f"{b}.txt"} <= files_on(project, branch)
+    merges = project.git("log", "--merges", "--format=%s", f"{run['base']}..{branch}").splitlines()
+    assert [m.split(" (")[0] for m in merges] == [f"Merge stream {s}" for s in (c, b, a)]  # newest first
+    assert statuses(project) == {a: {"completed"}, b: {"completed"}, c: {"completed"}}
+    starts = [e for e in ray_cluster.fake_events() if e.get("stream") in (a, b, c) and e["event"] == "start"]
+    assert sorted(e["stream"] for e in starts) == sorted((a, b, c))  # each once: none retried, none twice
+    assert all(e["cwd"] != str(project.root) and ".claude/worktrees" not in e["cwd"] for e in starts)  # on nodes
+    assert [stream_row(project, s)["cost_usd"] for s in (a, b, c)] == [pytest.approx(0.05)] * 3  # as local: from its output
+    log = (project.home / "logs" / f"{a}.log").read_text()
+    assert "=== orchestrate-kit:" in log and '"kind": "result"' in log  # the job's log copied here
+    assert not our_jobs(ray_cluster, (a, b, c))  # every job deleted once its work was back
+    assert not list((project.root / ".git" / "orchestrate-kit").glob("*/state/ray/jobs/*.json"))
+
+
+def start_process(project: Project, *args: str) -> subprocess.Popen:
+    env = {**project.env, "PYTHONFAULTHANDLER": "1"}
+    return subprocess.Popen(project.command("start", *args), env=env, cwd=project.root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def finish(process: subprocess.Popen, limit: float = 150) -> subprocess.CompletedProcess:
+    """The run's end; a hang fails with every thread's stack (the limit only turns a hang into a failure)."""
+    try:
+        out, err = process.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        out, err = process.communicate()
+        raise AssertionError(f"start did not end within {limit} s:\n{out}\n{err}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def stream_row(project: Project, sid: str) -> dict:
+    return next(s for s in project.status()["streams"] if s["stream_id"] == sid)
+
+
+def started(cluster, sid: str, attempt: int):
+    """The fake claude's start event for that attempt, once it has started on a node."""
+    return next((e for e in cluster.fake_events()
+                 if e["event"] == "start" and e.get("stream") == sid and e.get("attempt") == attempt), None)
+
+
+def workers_of(sid: str) -> list:
+    """Live processes on this host (every node here) whose environment says they work for stream `sid`."""
+    wanted = f"STREAM_ID={sid}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    if wanted in handle.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def test_adopted_after_a_kill_and_a_worker_killed_on_its_node_is_retried(ray_cluster, tmp_path):
+    x = unique("X")
+    project = ray_project(tmp_path, ray_cluster, [(x, [])])
+    ray_cluster.set_behaviour(x, "hang", "write")  # attempt 1 hangs until killed, attempt 2 works
+    first = start_process(project, "--executor", "ray")
+    worker = wait_for(lambda: started(ray_cluster, x, 1), "attempt 1 to start on a node")
+    node = wait_for(lambda: (stream_row(project, x)["where"] or "").startswith("node ")
+                    and stream_row(project, x)["where"], "status to show the node")
+    assert "127.0.0.1" in node  # `status` names the node the stream runs on
+
+    os.killpg(first.pid, signal.SIGKILL)  # the orchestrator dies; its job runs on
+    first.communicate()
+    second = start_process(project, "--executor", "ray")
+    wait_for(lambda: stream_row(project, x)["state"] == "running" and project.status()["orchestrator"]["running"],
+             "the restarted orchestrator to adopt the job")
+    os.kill(worker["pid"], signal.SIGKILL)  # the agent dies on its node: a failed attempt, retried
+    result = finish(second)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "adopted" in result.stdout.lower() or "adopt" in result.stdout.lower(), result.stdout
+    starts = [e["attempt"] for e in ray_cluster.fake_events() if e["event"] == "start" and e.get("stream") == x]
+    assert starts == [1, 2]  # adopted, never submitted twice; retried once
+    assert f"{x}.txt" in files_on(project, project.status()["run"]["integration_branch"])
+    assert statuses(project) == {x: {"completed"}}
+    assert not our_jobs(ray_cluster, (x,))
+
+
+def test_a_lost_node_gives_a_reason_and_the_stream_runs_again_elsewhere(ray_cluster, tmp_path):
+    lost = unique("L")
+    project = ray_project(tmp_path, ray_cluster, [(lost, [])])
+    ray_cluster.set_behaviour(lost, "hang", "write")
+    run = start_process(project, "--executor", "ray")
+    wait_for(lambda: started(ray_cluster, lost, 1), "attempt 1 to start on a node")
+    (job,) = [j for j in our_jobs(ray_cluster, (lost,)) if j.status == "RUNNING"]
+    ray_cluster.replace_node(job.node_id)  # its machine is gone (a fresh node takes its place)
+    result = finish(run, limit=240)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (project.home / "logs" / f"{lost}.log").read_text()
+    assert f"its Ray job {job.submission_id} failed on node" in log, log[-2000:]
+    branch = project.status()["run"]["integration_branch"]
+    merges = project.git("log", "--merges", "--format=%s", f"main..{branch}").splitlines()
+    assert [m.split(" (")[0] for m in merges] == [f"Merge stream {lost}"]  # once: the fenced attempt never
+    assert f"{lost}.txt" in files_on(project, branch)
+    assert statuses(project) == {lost: {"completed"}}
+    wait_for(lambda: not workers_of(lost), "the lost node's worker to end itself")
+
+
+def test_stop_with_no_orchestrator_ends_its_jobs_and_the_next_start_goes_on(ray_cluster, tmp_path):
+    s = unique("S")
+    project = ray_project(tmp_path, ray_cluster, [(s, [])])
+    ray_cluster.set_behaviour(s, "hang", "write")
+    first = start_process(project, "--executor", "ray")
+    wait_for(lambda: started(ray_cluster, s, 1), "attempt 1 to start on a node")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate()
+
+    stopped = project.orchestrate("stop", timeout=120)  # no orchestrator: the Ray records show the job
+    assert stopped.returncode == 0 and "Stopped 1 worker group(s)" in stopped.stdout, stopped.stdout + stopped.stderr
+    wait_for(lambda: not workers_of(s), "the stopped job's processes to end")
+    result = finish(start_process(project, "--executor", "ray"))  # its ended job collected, then attempt 2
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [e["attempt"] for e in ray_cluster.fake_events() if e["event"] == "start" and e.get("stream") == s] == [1, 2]
+    assert f"{s}.txt" in files_on(project, project.status()["run"]["integration_branch"])
+    assert not our_jobs(ray_cluster, (s,))
+
+
+def test_stop_during_a_run_ends_every_job(ray_cluster, tmp_path):
+    p, q = unique("P"), unique("Q")
+    project = ray_project(tmp_path, ray_cluster, [(p, []), (q, [])])
+    for sid in (p, q):
+        ray_cluster.set_behaviour(sid, "spawn-child")  # hangs, and leaves a grandchild of its own
+    run = start_process(project, "--executor", "ray")
+    wait_for(lambda: started(ray_cluster, p, 1) and started(ray_cluster, q, 1), "both workers to start")
+
+    stopped = project.orchestrate("stop", timeout=120)
+    result = finish(run)
+
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert result.returncode == 1 and "stopped by request" in result.stdout, result.stdout + result.stderr
+    wait_for(lambda: not workers_of(p) and not workers_of(q), "every process of the stopped jobs to end")
+    assert not our_jobs(ray_cluster, (p, q))  # each ended, its work fetched, then deleted from Ray
+    assert {s["stream_id"]: s["where"] for s in project.status()["streams"]} == {p: None, q: None}
+    assert not list((project.root / ".git" / "orchestrate-kit").glob("*/state/ray/jobs/*.json"))
+
+
+def test_a_cluster_that_refuses_or_a_node_that_is_not_ready_starts_nothing(ray_cluster, tmp_path):
+    n = unique("N")
+    project = ray_project(tmp_path, ray_cluster, [(n, [])])
+    project.configure(ray_address=ray_cluster.address, executor="ray", worker_command="claude --print -p")
+    checked = project.orchestrate("preflight", "--json")  # what `orchestrate-kit doctor` asks
+    report = json.loads(checked.stdout)
+    assert checked.returncode == 0 and report["executor"] == "ray" and report["problems"] == [], checked.stdout
+    assert any("advertise agent_slot" in c["message"] for c in report["cluster"]), report
+    wrong = project.orchestrate("start", "--executor", "ray", env={**project.env, "RAY_AUTH_TOKEN": "0" * 32})
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr
+    assert "token" in wrong.stderr.lower() and "nothing was started" in wrong.stderr, wrong.stderr
+
+    if os.geteuid() == 0:  # as root Claude Code refuses to skip permissions: the probe job finds it on the node
+        project.configure(ray_address=ray_cluster.address, worker_command="claude --print --dangerously-skip-permissions -p")
+        refused = project.orchestrate("start", "--executor", "ray", timeout=240)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert "the worker command is not ready on the cluster's node 127.0.0.1" in refused.stderr, refused.stderr
+    assert not ray_cluster.fake_events() or not started(ray_cluster, n, 1)
+    assert project.git("branch", "--list", "orchestrate/*") == ""  # nothing of a run was made
+    assert not our_jobs(ray_cluster, (n,))
