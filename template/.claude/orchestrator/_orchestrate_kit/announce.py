@@ -53,6 +53,10 @@ class Reporter:
             pass  # nowhere left to write: supervision goes on regardless
 
 
+def spawn_failed_line(sid: str, exc: Exception, gave_up: bool) -> str:
+    return f"{printable(sid)}: its worker could not be started ({exc}); " + ("giving up" if gave_up else "will retry")
+
+
 class Announcer:
     """The loop's news, said once each, with the matching `on_event` notifications."""
 
@@ -118,8 +122,7 @@ class Announcer:
             self.say(f"{printable(sid)} {reason}")
 
     def spawn_failed(self, sid: str, exc: Exception, gave_up: bool) -> None:
-        self.say(f"{printable(sid)}: its worker could not be started ({exc}); "
-                 + ("giving up" if gave_up else "will retry"))
+        self.say(spawn_failed_line(sid, exc, gave_up))
 
     def gave_up(self, sid: str) -> None:
         self.say(f"{printable(sid)} failed: its budget is spent")
