@@ -8,6 +8,7 @@ every reader a user has: `status`, `plan`, `logs`, `stop STREAM` and the dashboa
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -68,11 +69,14 @@ def test_hostile_ids_and_names_stay_data(hostile_project, tmp_path):
     assert starts_per_stream(project) == dict.fromkeys(project.ids, 1)
     assert set(project.states().values()) == {"complete"}
 
-    # Nothing executed, nothing written outside logs/, pids/ and state/.
+    # Nothing executed, nothing written outside logs/, pids/, state/ and the run's report in reports/.
     assert not list(tmp_path.rglob(f"{CANARY}*")) and not list(Path.cwd().glob(f"{CANARY}*"))
     for path in created_files(tmp_path, before, project):
         relative = path.relative_to(project.home)  # raises if outside the runtime folder
-        assert relative.parts[0] in {"logs", "pids", "state"}, path
+        assert relative.parts[0] in {"logs", "pids", "state", "reports"}, path
+        if relative.parts[0] == "reports":  # named by the run's id, never by a stream
+            assert relative == Path("reports") or re.fullmatch(r"reports/\d{8}T\d{6}Z-[0-9a-f]{6}\.html",
+                                                                 relative.as_posix()), path
     logs = sorted(p.name for p in (project.home / "logs").iterdir())
     assert len(logs) == len(project.ids) and "orchestrator.log" not in logs  # one file per stream, none shared
     for name in logs:

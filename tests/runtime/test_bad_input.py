@@ -1,6 +1,8 @@
 """Bad input gets a clear message, the documented exit code, and starts nothing."""
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -177,7 +179,10 @@ def test_hostile_stream_ids_stay_inside_logs_and_pids_and_run_nothing(project, t
             continue  # the fake worker's own records, and the database's journal files
         assert orchestrator_dir in path.parents, f"file outside the runtime folder: {path}"
         relative = path.relative_to(orchestrator_dir)
-        assert relative.parts[0] in {"logs", "pids", "state"}, path
+        assert relative.parts[0] in {"logs", "pids", "state", "reports"}, path
+        if relative.parts[0] == "reports":  # the run's report, named by its run id, never by a stream
+            assert relative == Path("reports") or re.fullmatch(r"reports/\d{8}T\d{6}Z-[0-9a-f]{6}\.html",
+                                                                 relative.as_posix()), path
     assert not list(tmp_path.rglob("pwned*"))
     assert not os.path.exists("pwned") and not os.path.exists(os.path.expanduser("~/pwned"))
     logs = sorted(p.name for p in (project.home / "logs").iterdir())

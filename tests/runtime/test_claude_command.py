@@ -5,6 +5,7 @@ The same shapes run through the real CLI in tests/contract/test_claude_cli.py.
 
 import math
 import shlex
+import threading
 
 import pytest
 
@@ -187,7 +188,7 @@ def test_preflight_passes_with_a_logged_in_cli_as_a_normal_user():
     runner = scripted({"--version": (0, "2.1.197 (Claude Code)\n"), "auth status": (0, LOGGED_IN)})
     report = cc.preflight(BASE, runner=runner, euid=1000, environ={})
     assert report == cc.Preflight("2.1.197 (Claude Code)", True, ())
-    assert report.ok and runner.calls == [["claude", "--version"], ["claude", "auth", "status"]]
+    assert report.ok and sorted(runner.calls) == [["claude", "--version"], ["claude", "auth", "status"]]
 
 
 def test_preflight_reports_every_problem_with_its_fix():
@@ -223,13 +224,29 @@ def test_every_form_of_the_root_refusal_gives_the_same_advice():
         assert "orchestrator.conf" not in fix
 
 
-def test_a_command_that_cannot_run_stops_preflight_early():
-    runner = scripted({"--version": FileNotFoundError(2, "No such file or directory")})
+def test_a_command_that_cannot_run_is_the_only_problem_said():
+    """The login check runs beside it (both at once); its answer counts only when the command runs."""
+    runner = scripted({"--version": FileNotFoundError(2, "No such file or directory"),
+                       "auth status": FileNotFoundError(2, "No such file or directory")})
     report = cc.preflight(["claude", "-p"], runner=runner, euid=1000, environ={})
     (problem,) = report.problems
     assert problem.check == "runs" and "No such file or directory" in problem.message and "PATH" in problem.fix
-    failing = scripted({"--version": (3, "boom\n")})
-    assert "boom" in cc.preflight(["claude"], runner=failing, euid=1000, environ={}).problems[0].message
+    failing = scripted({"--version": (3, "boom\n"), "auth status": (1, LOGGED_OUT)})
+    (problem,) = cc.preflight(["claude"], runner=failing, euid=1000, environ={}).problems
+    assert problem.check == "runs" and "boom" in problem.message
+
+
+def test_the_version_and_login_checks_run_at_once():
+    """Each is a start of the CLI (most of a second for the real one): neither waits for the other."""
+    login_asked = threading.Event()
+
+    def runner(argv, timeout):
+        if list(argv[1:]) == ["auth", "status"]:
+            login_asked.set()
+            return cc.RunResult(0, LOGGED_IN, "")
+        assert login_asked.wait(30), "the login check waited for --version"
+        return cc.RunResult(0, "2.1.197 (Claude Code)\n", "")
+    assert cc.preflight(BASE, runner=runner, euid=1000, environ={}) == cc.Preflight("2.1.197 (Claude Code)", True, ())
 
 
 def test_an_older_cli_without_auth_status_is_not_a_problem():

@@ -490,3 +490,25 @@ def test_describe_run():
     assert lc.describe_run(lc.RunLife(state=R.STOPPING, fatal="x")) == "stopping: configuration error"
     assert lc.describe_run(lc.RunLife(state=R.ENDED, exit_code=0, outcome="all complete")) == \
         "ended: all complete (exit 0)"
+
+
+def test_the_spend_cap_caps_a_running_run_and_lifts_it_but_never_overrides_a_usage_limit_or_a_stop():
+    R = lc.RunState
+    run = lc.transition_run(lc.RunLife(), lc.RunBegins("20261202T060000Z-abcdef"), 100.0)
+    capped = lc.transition_run(run, lc.SpendCap(True, 5000.0), 110.0)
+    assert (capped.state, capped.capped_until, capped.run_id) == (R.CAPPED, 5000.0, "20261202T060000Z-abcdef")
+    assert lc.transition_run(capped, lc.SpendCap(True, 5000.0), 120.0) == capped  # nothing new: no save
+    lifted = lc.transition_run(capped, lc.SpendCap(False), 5000.0)
+    assert (lifted.state, lifted.capped_until) == (R.RUNNING, None)
+    paused = replace(run, state=R.PAUSED, paused_until=900.0)
+    assert lc.transition_run(paused, lc.SpendCap(True, 5000.0), 120.0) == paused
+    stopping = lc.transition_run(capped, lc.StopSignal(10.0), 130.0)
+    assert stopping.state is R.STOPPING
+    assert lc.transition_run(stopping, lc.SpendCap(True, 5000.0), 131.0).state is R.STOPPING
+    # A continued run is still capped (the next decision looks again) and keeps its id; a new run gets its own.
+    again = lc.transition_run(capped, lc.RunBegins("20261202T070000Z-123456"), 200.0)
+    assert (again.state, again.capped_until, again.run_id) == (R.CAPPED, 5000.0, "20261202T060000Z-abcdef")
+    ended = lc.transition_run(capped, lc.RunEnds(1, "stopped by request"), 300.0)
+    fresh = lc.transition_run(ended, lc.RunBegins("20261202T070000Z-123456"), 400.0)
+    assert fresh.run_id == "20261202T070000Z-123456" and fresh.state is R.RUNNING
+    assert "capped: the spend cap is reached; no new worker starts, resumes ~" in lc.describe_run(capped)

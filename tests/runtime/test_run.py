@@ -204,11 +204,19 @@ def test_logs_command_shows_a_stream_log(project):
     assert unknown_stop.returncode == 1 and "did you mean" in unknown_stop.stderr
 
 
+def ctrl_c_as_in_a_shell():
+    """SIGINT's default action for the child, as a shell gives it: pytest-xdist workers run with SIGINT
+    ignored, and an ignored signal stays ignored across exec (Python then never raises KeyboardInterrupt)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_logs_follow_waits_for_a_stream_that_has_not_started(project):
     taskdb.make_db(project.db)
     taskdb.add_stream(project.db, "A", [], 1)
     follower = subprocess.Popen(project.command("logs", "A", "-f"), env=project.env, cwd=project.root,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_in_a_shell)
     try:
         assert "has not started yet" in follower.stderr.readline()
         assert project.orchestrate("start").returncode == 0
@@ -243,7 +251,8 @@ def test_logs_follow_prints_new_lines_until_interrupted(project):
     assert project.orchestrate("start").returncode == 0
     log = project.home / "logs" / "Stream-A.log"
     follower = subprocess.Popen(project.command("logs", "Stream-A", "-f", "-n", "1"), env=project.env,
-                                cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=ctrl_c_as_in_a_shell)
     try:
         first = follower.stdout.readline()
         assert first.strip()  # the last line already there

@@ -378,3 +378,36 @@ def test_a_stopped_run_ends_with_the_code_its_stop_calls_for(run, complete, fini
 def test_an_ended_run_decides_nothing():
     ended = lc.RunLife(state=lc.RunState.ENDED, exit_code=0)
     assert decide(records({"A": []}), run=ended)[1].actions() == []
+
+
+# ---------------------------------------------------------------- the spend cap across runs
+
+
+def test_at_the_spend_cap_nothing_starts_the_run_waits_for_the_window_and_never_ends_for_it():
+    streams = records({"A": [], "B": []})
+    _, decision = decide(streams, now=10.0, facts=sch.Facts(spend_left=0.005, spend_lifts_at=5000.0))
+    assert decision.capped and spawned(decision) == [] and decision.held_back == "spend cap"
+    assert decision.wake_at == 5000.0 and decision.finish is None  # waits for old spending to roll out
+    _, decision = decide(streams, now=10.0, facts=sch.Facts(spend_left=0.0, spend_lifts_at=None))
+    assert decision.capped and decision.finish is None and spawned(decision) == []
+
+
+def test_below_the_cap_each_worker_gets_at_most_what_is_left_under_it_and_the_run_budget():
+    streams = records({"A": [], "B": []})
+    _, decision = decide(streams, facts=sch.Facts(spend_left=0.4))
+    assert not decision.capped and [s.budget_usd for s in decision.spawn] == [0.4, 0.4]
+    _, decision = decide(streams, facts=sch.Facts(spend_left=0.4, budget_left=0.25))
+    assert [s.budget_usd for s in decision.spawn] == [0.25, 0.25]
+
+
+def test_the_run_budget_ends_the_run_even_at_the_spend_cap():
+    streams = records({"A": []})
+    _, decision = decide(streams, facts=sch.Facts(budget_left=0.0, spend_left=0.0, spend_lifts_at=99.0))
+    assert decision.finish == sch.Finish(st.EXIT_STUCK, "run budget")
+
+
+def test_running_workers_finish_their_attempt_at_the_cap():
+    streams = records({"A": [], "B": []})
+    rows = {"A": lc.Life(state=S.RUNNING, attempts=1, ran=True)}
+    _, decision = decide(streams, rows, workers={"A": worker("A")}, facts=sch.Facts(spend_left=0.0))
+    assert decision.capped and decision.stop == [] and decision.kill == [] and spawned(decision) == []

@@ -190,10 +190,22 @@ class Harness:
             merger.gating = gating.Gating(tmp_path, self.layout.state, self.said.say, lambda *_a, **_k: None)
         if table is not None:
             lc.save_table(self.layout.run_file, table)
-        self.supervisor = sv.Supervisor(self.layout, self.settings, location, set(targets) if targets else None,
-                                        self.said, clock=self.clock, executor=self.executor, reader=self.tracker,
-                                        merger=merger, signature=self.tracker.signature)
+        self.location, self.targets = location, set(targets) if targets else None
+        self.supervisor = self._supervisor()
         self.codes: List[int] = []
+        self.supervisor.begin()
+
+    def _supervisor(self) -> sv.Supervisor:
+        return sv.Supervisor(self.layout, self.settings, self.location, self.targets, self.said, clock=self.clock,
+                             executor=self.executor, reader=self.tracker, merger=self.merger,
+                             signature=self.tracker.signature)
+
+    def restart(self) -> None:
+        """A new orchestrator on the same project: the next `start` after the run ended, or the one
+        after a kill (the workers still running are found in their records, as a real executor's)."""
+        self.executor.recorded_live = list(self.executor.running.values())
+        self.executor.recorded_ended = []
+        self.supervisor = self._supervisor()
         self.supervisor.begin()
 
     # ---------------------------------------------------------------- events in

@@ -44,7 +44,7 @@ import textwrap
 import time
 import unicodedata
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).absolute().parent))
 
@@ -164,13 +164,8 @@ def running_time(view: StreamView, now: float) -> str:
     return "-"
 
 
-def display_order(views: Iterable[StreamView]) -> List[StreamView]:
-    """By dependency level, then id; streams that cannot run (no level) last."""
-    return sorted(views, key=lambda v: (v.level is None, v.level or 0, v.stream_id))
-
-
 def add_report(frame: Frame, report: report_mod.StatusReport, now: float) -> None:
-    views = display_order(report.board.views.values())
+    views = report_mod.level_order(report.board.views.values())  # the order `status` lists them in
     orch = report.orchestrator
     frame.add("H", *frame.text(report.location.project_name), *frame.text(str(report.location.path)),
               time.strftime("%H:%M:%S", time.localtime(now)), orch.pid if orch else "-")
@@ -221,6 +216,10 @@ def add_notes(frame: Frame, report: report_mod.StatusReport, views: List[StreamV
         frame.add_wrapped("M", "warn", text=problem)
     for warning in report.snapshot.warnings():
         frame.add_wrapped("M", "warn", text=warning)
+    if report.spend is not None:  # the spend cap across runs: spent / cap in its window, in 60 columns
+        reached = "; reached: nothing new starts" if report.spend.reached else ""
+        frame.add_wrapped("M", "warn" if report.spend.reached else "hint",
+                          text=f"Spend cap {report.spend.gauge(10)}{reached}")
     if report.board.all_complete():
         frame.add_wrapped("M", "done", text=f"All {len(views)} stream(s) complete.")
     elif views and report.orchestrator is None and not any(v.state is StreamState.RUNNING for v in views):
@@ -293,7 +292,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     # around it (watch-status) decide what Ctrl-C does, with no traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        frame, code = build_frame(options.width, options.ascii, options.db, options.draw, options.colour)
+        with report_mod.one_read():
+            frame, code = build_frame(options.width, options.ascii, options.db, options.draw, options.colour)
         sys.stdout.buffer.write(frame.output())
         sys.stdout.flush()
     except BrokenPipeError:

@@ -2,7 +2,8 @@
 
 A hook is run by the orchestrator (notify.py) with the event in its environment:
 `ORCHESTRATE_EVENT`, `STREAM_ID`, `STREAM_NAME`, `REASON`, `FIX`, `COST_USD`, `RESUME_AT`,
-`EXIT_CODE`, `REPORT` (run_finished: the report's path) and `ORCHESTRATE_NEEDS_YOU` (1 when a
+`EXIT_CODE`, `SUMMARY` and `REPORT` (run_finished: the end-of-run summary and the report's path)
+and `ORCHESTRATE_NEEDS_YOU` (1 when a
 person must act: a merge conflict, a failed check, a review, a configuration error, the spend
 cap, a stream failed for good). By default a hook tells you only when you are needed and when
 the run is finished (`--all`: every event); without `ORCHESTRATE_NEEDS_YOU` (an older runtime)
@@ -35,6 +36,7 @@ from .settings import UserError, load_settings
 
 DEFAULT_TIMEOUT = 10.0
 TEXT_LIMIT = 600
+SUMMARY_LINES = 8  # lines of the end-of-run summary a message shows
 # Events a person must act on, for a runtime that does not say so itself (ORCHESTRATE_NEEDS_YOU).
 NEEDS_YOU = frozenset({"stream_failed", "configuration_error", "merge_conflict", "check_failed",
                        "spend_cap_reached", "review_requested", "awaiting_review", "needs_review", "pr_closed"})
@@ -80,7 +82,12 @@ def note_from(environ: Mapping[str, str], project: str) -> Note:
     name = _clean(environ.get("STREAM_NAME", ""), 200)
     if name and name != stream:
         lines.append(f"{stream}: {name}")
-    for key, label in (("REASON", ""), ("FIX", "fix: "), ("COST_USD", "cost so far: "), ("REPORT", "report: ")):
+    for key, label in (("REASON", ""), ("FIX", "fix: "), ("SUMMARY", ""), ("COST_USD", "cost so far: "),
+                       ("REPORT", "report: ")):
+        if key == "SUMMARY":  # several lines: each its own, the first few
+            said = [_clean(line, 300) for line in environ.get(key, "").splitlines() if line.strip()]
+            lines += [line for line in said if line not in lines][:SUMMARY_LINES]
+            continue
         value = _clean(environ.get(key, ""))
         if value:
             lines.append(label + (f"{_money(value)} USD" if key == "COST_USD" else value))

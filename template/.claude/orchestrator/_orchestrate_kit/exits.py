@@ -3,17 +3,20 @@
 A worker's exit alone says little: whether its stream is complete comes from a
 fresh read of the tracker, and an agent's output can explain the end (a usage
 limit, a spent budget, a configuration failure, a lost session) so that it is
-not counted as a failed attempt. `judge_exit` turns all of that into the
-stream's `Exited` event, plus the limit or the failure the run must act on.
-Pure. Standard library only, Python 3.9+.
+not counted as a failed attempt. A failed attempt while the tracker's database
+cannot be written at all (made read-only mid-run: every worker fails on its
+first update) is the run's configuration failure too, asked of the database
+itself, never read from what an agent printed. `judge_exit` turns all of that
+into the stream's `Exited` event, plus the limit or the failure the run must act
+on. Pure but for the write check it is handed. Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Callable, Optional, Tuple
 
-from .agent.events import DEFAULT_LIMIT_WAIT, AgentStream, EndKind, Fatal, Outcome
+from .agent.events import DEFAULT_LIMIT_WAIT, AgentStream, EndKind, Fatal, FatalKind, Outcome
 from .executor import Ended
 from .lifecycle import Exited, LimitHit
 from .names import printable
@@ -32,6 +35,7 @@ class Verdict:
     limit: Optional[LimitHit] = None  # the account's usage limit: the run pauses
     limit_message: str = ""
     fatal: Optional[Fatal] = None  # a configuration failure: the run stops
+    agent: Optional[AgentStream] = None  # its output's own account (tokens, result), for the journal
 
 
 def limit_until(resume_at: Optional[float], now: float) -> LimitHit:
@@ -40,8 +44,24 @@ def limit_until(resume_at: Optional[float], now: float) -> LimitHit:
 
 
 def judge_exit(ended: Ended, stream: Optional[StreamRecord], agent_end: Optional[Tuple[Outcome, AgentStream]],
-               last_log_line: str, now: float) -> Verdict:
-    """`agent_end`: how its output says it ended (None when its output was not read)."""
+               last_log_line: str, now: float,
+               write_problem: Callable[[], Optional[Tuple[str, str]]] = lambda: None) -> Verdict:
+    """`agent_end`: how its output says it ended (None when its output was not read); `write_problem`:
+    why the tracker's database cannot be written and the fix (None if it can), asked only of a
+    failed attempt."""
+    verdict = _judged(ended, stream, agent_end, last_log_line, now)
+    if verdict.exited.complete or verdict.exited.ending not in ("exit", "fresh"):
+        return verdict
+    problem = write_problem()
+    if problem is None:
+        return verdict
+    message, fix = problem
+    return Verdict(replace(verdict.exited, ending="fatal", detail=message),
+                   fatal=Fatal(FatalKind.DATABASE_READ_ONLY, message, fix))
+
+
+def _judged(ended: Ended, stream: Optional[StreamRecord], agent_end: Optional[Tuple[Outcome, AgentStream]],
+            last_log_line: str, now: float) -> Verdict:
     complete = stream is not None and stream.is_complete
     progress = f"with {stream.finished}/{stream.total} tasks done" if stream is not None else ""
     if agent_end is None or (agent_end[1].events == 0 and agent_end[0].kind is EndKind.CRASH):
@@ -58,4 +78,4 @@ def judge_exit(ended: Ended, stream: Optional[StreamRecord], agent_end: Optional
         fatal = outcome.fatal
     exited = Exited(ended, complete, detail, ending, limit.until if limit else None, agent.cost_usd or 0.0,
                     agent.session_id or "", agent.turns, agent.input_tokens + agent.output_tokens)
-    return Verdict(exited, limit, outcome.reason if limit else "", fatal)
+    return Verdict(exited, limit, outcome.reason if limit else "", fatal, agent)

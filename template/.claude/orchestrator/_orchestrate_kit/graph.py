@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .executor import Detail, Handle
-from .lifecycle import LIVE, PASSIVE, UNMERGED, Life, Observed, Policy, StreamState, describe, handed_back, transition
+from .lifecycle import (LIVE, NO_ROW, PASSIVE, UNMERGED, Life, Observed, Policy, StreamState, describe,
+                        handed_back, transition)
 from .trackers.snapshot import StreamRecord, percentage
 
 
@@ -73,7 +74,8 @@ def check_graph(streams: Mapping[str, StreamRecord],
         (sid, dep) for sid, rec in streams.items() for dep in rec.dependencies if dep not in streams
     )
     edges = {sid: [d for d in rec.dependencies if d in streams] for sid, rec in streams.items()}
-    cycles = tuple(_cycle_in(component, edges) for component in _cyclic_components(edges))
+    cyclic = [] if _acyclic(edges) else _cyclic_components(edges)  # the usual plan has no cycle: one cheap pass
+    cycles = tuple(_cycle_in(component, edges) for component in cyclic)
     malformed = tuple((sid, task) for sid, rec in streams.items() for task in rec.bad_tasks)
     conflicts = tuple((sid, text) for sid, rec in streams.items() for text in rec.conflicts)
     hints = tuple((missing, _hint(missing, streams, unreadable)) for missing in sorted({m for _s, m in unknown}))
@@ -99,6 +101,22 @@ def close_matches(name: str, known: Iterable[str], n: int = 3) -> List[str]:
     same = [by_case[name.casefold()]] if name.casefold() in by_case and by_case[name.casefold()] != name else []
     close = difflib.get_close_matches(name.casefold(), list(by_case), n=n)
     return (same + [by_case[c] for c in close if by_case[c] not in same])[:n]
+
+
+def _acyclic(edges: Mapping[str, Sequence[str]]) -> bool:
+    """Whether the graph has no cycle: Kahn's algorithm, a fraction of Tarjan's cost on 10,000 streams."""
+    pending = {node: len(deps) for node, deps in edges.items()}
+    dependents: Dict[str, List[str]] = {}
+    for node, deps in edges.items():
+        for dep in deps:
+            dependents.setdefault(dep, []).append(node)
+    done = [node for node, count in pending.items() if count == 0]
+    for node in done:  # grows while we walk it
+        for child in dependents.get(node, ()):
+            pending[child] -= 1
+            if pending[child] == 0:
+                done.append(child)
+    return len(done) == len(pending)
 
 
 def _cyclic_components(edges: Mapping[str, Sequence[str]]) -> List[List[str]]:
@@ -295,15 +313,16 @@ def build_board(
     problems = check_graph(streams, unreadable)
     if unrunnable:
         problems = replace(problems, conflicts=problems.conflicts + tuple(sorted(unrunnable.items())))
-    invalid = {s: r for s, r in problems.reasons().items() if not streams[s].is_complete}
+    complete = frozenset(sid for sid, rec in streams.items() if rec.is_complete)  # asked of every dependency
+    invalid = {s: r for s, r in problems.reasons().items() if s not in complete}
     order = topological_order(streams, invalid)
     levels = dependency_levels(streams, order)
     paths = remaining_paths(streams, order)
     views, observed = {}, {}
     unmerged = _unmerged(streams, rows, now, policy)
     for sid, rec in streams.items():
-        seen, waiting_on, reason = _graph_state_of(rec, streams, invalid.get(sid), unmerged)
-        life = observed[sid] = transition(rows.get(sid, Life()), Observed(seen), now, policy)
+        seen, waiting_on, reason = _graph_state_of(rec, complete, invalid.get(sid), unmerged)
+        life = observed[sid] = transition(rows.get(sid, NO_ROW), _OBSERVED[seen], now, policy)
         worker = workers.get(sid)
         shown = _shown_state(life, seen, worker)
         shown_life = life if shown is life.state else Life(state=shown)
@@ -339,7 +358,7 @@ def _unmerged(streams: Mapping[str, StreamRecord], rows: Mapping[str, Life], now
     if not policy.merge:
         return frozenset()
     return frozenset(sid for sid, rec in streams.items() if rec.is_complete and transition(
-        rows.get(sid, Life()), Observed(StreamState.COMPLETE), now, policy).state is not StreamState.COMPLETE)
+        rows.get(sid, NO_ROW), Observed(StreamState.COMPLETE), now, policy).state is not StreamState.COMPLETE)
 
 
 def _shown_state(life: Life, seen: StreamState, worker: Optional[Handle]) -> StreamState:
@@ -357,24 +376,26 @@ def _shown_state(life: Life, seen: StreamState, worker: Optional[Handle]) -> Str
     return life.state
 
 
+_OBSERVED = {state: Observed(state) for state in StreamState}  # one event per state (frozen: shared)
 PAUSED_TEXT = "paused in Task Copilot (its streams row); resume it there to run it"
 
 
 def _graph_state_of(
     rec: StreamRecord,
-    streams: Mapping[str, StreamRecord],
+    complete: AbstractSet[str],
     invalid_reason: Optional[str],
     unmerged: AbstractSet[str] = frozenset(),
 ) -> Tuple[StreamState, Tuple[str, ...], str]:
     """What the tracker and the graph alone say of a stream: complete, invalid, waiting or ready.
-    A dependency complete in the tracker but still `unmerged` (worktrees) is waited on too."""
+    `complete`: the streams the tracker shows complete. A dependency complete in the tracker but
+    still `unmerged` (worktrees) is waited on too."""
     if rec.is_complete:
         return StreamState.COMPLETE, (), ""
     if invalid_reason:
         return StreamState.INVALID, (), invalid_reason
     if rec.paused:
         return StreamState.WAITING, (), PAUSED_TEXT
-    waiting_on = tuple(d for d in rec.dependencies if not streams[d].is_complete or d in unmerged)
+    waiting_on = tuple([d for d in rec.dependencies if d not in complete or d in unmerged])
     waiting_on += tuple(f"task {t}" for t in rec.task_waits)
     if waiting_on:
         return StreamState.WAITING, waiting_on, ""

@@ -23,8 +23,8 @@ import json
 import math
 import os
 import re
-import secrets
 import time
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import AbstractSet, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -72,6 +72,8 @@ REPORTED_SETTINGS = ("max_parallel", "max_restarts", "max_cost_usd", "spend_cap_
 
 def new_run_id(now: Optional[float] = None) -> str:
     """A run's id: its UTC start time and a random suffix, so ids sort by time and never clash."""
+    import secrets  # only a run's start needs it: status and the dashboard read ids, never make them
+
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
     return f"{stamp}-{secrets.token_hex(3)}"
 
@@ -104,34 +106,64 @@ def _ignore(_message: str) -> None:
 
 
 class Journal:
-    """Appends one run's events to its journal. Every method returns whether the line was written."""
+    """Appends one run's events to its journal. Every method returns whether the line was written
+    (or, holding, kept for the next `flush`).
 
-    def __init__(self, path: Path, run_id: str, warn: Callable[[str], None] = _ignore,
+    The loop's journal is made before its run's id is known and `open`ed at the run's start (an
+    event before that is dropped: no run, nothing to record). It holds its lines (`held`) and
+    writes them in one append at `flush`, which the loop calls right after saving the run's table,
+    so the journal never runs ahead of the saved state: an orchestrator killed in between left a
+    table a little ahead of its journal, and the next one records the difference
+    (`supervisor.begin`, through record.py), never an event twice."""
+
+    def __init__(self, path: Optional[Path] = None, run_id: str = "", warn: Callable[[str], None] = _ignore,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
-                 write: Callable[[int, bytes], int] = os.write):
+                 write: Callable[[int, bytes], int] = os.write, held: bool = False):
         self.path, self.run_id, self.warn = path, run_id, warn
         self.clock, self.monotonic, self._write = clock, monotonic, write
         self._fd: Optional[int] = None
         self._torn = False  # the file does not end with a newline: the next line starts with one
         self.lost = 0  # events not written since the journal last worked
+        self.held: Optional[List[bytes]] = [] if held else None  # holding: lines waiting for `flush`
+
+    def open(self, path: Path, run_id: str) -> None:
+        """Point the journal at its run's file (`journal_path`)."""
+        self.close()
+        self.path, self.run_id = path, run_id
 
     def append(self, kind: str, stream: Optional[str] = None, **fields: object) -> bool:
-        """Write one event as one line; a failure is warned about once, never raised."""
+        """Write one event as one line (holding: keep it for `flush`); a failure is warned about once, never raised."""
+        if self.path is None:
+            return False
         record: Dict[str, object] = {"v": FORMAT, "run": self.run_id, "t": round(self.clock(), 3),
                                      "mono": round(self.monotonic(), 3), "kind": str(getattr(kind, "value", kind))}
         if stream is not None:
             record["stream"] = stream
         record.update({key: _plain(value) for key, value in fields.items()})
         line = (json.dumps(record, ensure_ascii=True, separators=(",", ":"), allow_nan=False) + "\n").encode("ascii")
+        if self.held is not None:
+            self.held.append(line)
+            return True
+        return self._put(line, 1)
+
+    def flush(self) -> bool:
+        """Write the held lines in one append (one system call, however many events the turn had)."""
+        if not self.held:
+            return True
+        data, count = b"".join(self.held), len(self.held)
+        self.held = []
+        return self._put(data, count)
+
+    def _put(self, data: bytes, count: int) -> bool:
         try:
             fd = self._descriptor()
-            data = b"\n" + line if self._torn else line
+            data = b"\n" + data if self._torn else data
             written = self._write(fd, data)
             if written != len(data):
                 self._torn = True
                 raise OSError(f"only {written} of {len(data)} bytes were written")
         except OSError as exc:
-            self._failed(exc)
+            self._failed(exc, count)
             return False
         self._torn = False
         if self.lost:
@@ -140,6 +172,9 @@ class Journal:
         return True
 
     def close(self) -> None:
+        """Write what is held, then let the file go."""
+        if self.held:
+            self.flush()
         if self._fd is not None:
             try:
                 os.close(self._fd)
@@ -156,6 +191,7 @@ class Journal:
             except OSError:
                 pass
             self.close()
+        assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         size = os.fstat(fd).st_size
@@ -163,12 +199,12 @@ class Journal:
         self._fd = fd
         return fd
 
-    def _failed(self, exc: OSError) -> None:
+    def _failed(self, exc: OSError, count: int = 1) -> None:
         if not self.lost:
             why = exc.strerror or str(exc)
             self.warn(f"cannot write the run's journal {self.path} ({why}); the run goes on, its report will miss "
                       "what happens until the journal can be written again")
-        self.lost += 1
+        self.lost += count
         self.close()  # open afresh next time: the folder may come back, the disk may have room
 
     # -- one method per kind: what the wiring calls
@@ -436,3 +472,42 @@ def events_of(paths: Iterable[Path], warn: Callable[[str], None] = _ignore,
     """One event reader per journal, for readers that sum across runs (spend caps)."""
     for path in paths:
         yield read_journal(path, warn, kinds)
+
+
+@dataclass
+class Recorded:
+    """What a journal says of each stream so far: where a run continued after its orchestrator died
+    goes on from (record.py writes what its saved table says happened since)."""
+
+    states: Dict[str, str] = field(default_factory=dict)  # its state as planned, then as each transition left it
+    open_attempts: Dict[str, int] = field(default_factory=dict)  # stream -> its attempt started and not ended
+    events: int = 0
+
+
+def recorded(path: Path, warn: Callable[[str], None] = _ignore) -> Recorded:
+    """The streams' last states and open attempts in the journal at `path` (none when it does not exist)."""
+    found = Recorded()
+    if not path.exists():
+        return found
+    kinds = {Kind.RUN_STARTED.value, Kind.TRANSITION.value, Kind.ATTEMPT_STARTED.value, Kind.ATTEMPT_ENDED.value}
+    planned = False
+    for event in read_journal(path, warn, kinds):
+        found.events += 1
+        kind, sid = event["kind"], event.get("stream")
+        if kind == Kind.RUN_STARTED.value:
+            plan = event.get("plan")
+            streams = plan.get("streams") if isinstance(plan, dict) and not planned else None
+            for plan_sid, info in (streams.items() if isinstance(streams, dict) else ()):
+                state = info.get("state") if isinstance(info, dict) else None
+                found.states[str(plan_sid)] = state if isinstance(state, str) else "waiting"
+            planned = True
+        elif not isinstance(sid, str):
+            continue
+        elif kind == Kind.TRANSITION.value and isinstance(event.get("after"), str):
+            found.states[sid] = event["after"]
+        elif kind == Kind.ATTEMPT_STARTED.value:
+            attempt = event.get("attempt")
+            found.open_attempts[sid] = attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0
+        elif kind == Kind.ATTEMPT_ENDED.value:
+            found.open_attempts.pop(sid, None)
+    return found

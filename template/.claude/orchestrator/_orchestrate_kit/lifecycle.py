@@ -40,6 +40,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from . import atomic
 from .executor import Ended
+from .journal import is_run_id
 
 MAX_BACKOFF_SECONDS = 120.0
 
@@ -96,6 +97,10 @@ class Life:
     diff_stat: str = ""  # awaiting_review: what merging it brings ("3 files changed, 20 insertions(+)")
     pull_request: str = ""  # merge_gate = pr: its pull request's URL (kept once merged)
     feedback: str = ""  # the prompt's text about a rejection (or a closed pull request), until its next gate
+
+
+NO_ROW = Life()  # the row of a stream the table has none for (frozen: shared)
+_FRESH = {state: Life(state=state) for state in StreamState}  # NO_ROW observed in each state
 
 
 # ---------------------------------------------------------------- events
@@ -356,7 +361,9 @@ def _observe(life: Life, seen: StreamState, now: float, policy: Policy) -> Life:
             # Reopened after our worker completed it: a new attempt, with back-off and budget,
             # or a plan that reopens itself would respawn without end.
             return _failed_attempt(life, "its tasks were reopened after it completed", now, policy)
-        return replace(life, state=seen) if seen is not state else life
+        if seen is state:
+            return life
+        return _FRESH[seen] if life is NO_ROW else replace(life, state=seen)  # (10,000 streams on a dashboard)
     if state in LIVE:
         if seen is StreamState.COMPLETE and not handed_back(life):  # a hand-back starts complete: no lingering
             return life if life.complete_since is not None else replace(life, complete_since=now)
@@ -477,6 +484,7 @@ class RunState(str, Enum):
     RUNNING = "running"
     PAUSED = "paused"  # the account's usage limit: no worker starts before `paused_until`
     PROBING = "probing"  # after a reset that was not known: one worker at a time, until one gets an answer
+    CAPPED = "capped"  # the spend cap across runs is reached: no worker starts (running ones finish)
     STOPPING = "stopping"  # every worker is being ended, KILLed at `deadline`; then the run ends
     ENDED = "ended"
 
@@ -499,11 +507,25 @@ class RunLife:
     fix: str = ""  # ... and what to do about it
     credit: Optional[float] = None  # spawns the pacing allows at `credit_at` (None: a full burst)
     credit_at: float = 0.0
+    run_id: str = ""  # the run's id (journal.new_run_id): its journal and report are named after it
+    capped_until: Optional[float] = None  # capped: when enough old spending leaves the window (None: unknown)
 
 
 @dataclass(frozen=True)
 class RunBegins:
-    """An orchestrator starts: a new run, or the continuation of one whose orchestrator died."""
+    """An orchestrator starts: a new run (with the id `run_id`), or the continuation of one whose
+    orchestrator died (which keeps its own id)."""
+
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class SpendCap:
+    """The decider looked at the spend cap across runs: `reached` (no new worker starts until `until`,
+    None: not known), or there is room below it."""
+
+    reached: bool
+    until: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -561,8 +583,8 @@ class RunEnds:
     outcome: str
 
 
-RunEvent = Union[RunBegins, LimitHit, Tick, LimitLifted, StopSignal, StopAsked, FatalSeen, Paced, RunEnds]
-_ACTIVE = (RunState.RUNNING, RunState.PAUSED, RunState.PROBING)
+RunEvent = Union[RunBegins, LimitHit, Tick, LimitLifted, StopSignal, StopAsked, FatalSeen, Paced, RunEnds, SpendCap]
+_ACTIVE = (RunState.RUNNING, RunState.PAUSED, RunState.PROBING, RunState.CAPPED)
 
 
 def transition_run(run: RunLife, event: RunEvent, now: float) -> RunLife:
@@ -570,9 +592,12 @@ def transition_run(run: RunLife, event: RunEvent, now: float) -> RunLife:
     state = run.state
     if isinstance(event, RunBegins):
         fresh = state is RunState.ENDED or not run.started_at
-        kept = state if state in (RunState.PAUSED, RunState.PROBING) else RunState.RUNNING  # the account's limit
-        return replace(RunLife(), state=kept, started_at=now if fresh else run.started_at,
-                       paused_until=run.paused_until if kept is not RunState.RUNNING else None, probe=run.probe)
+        # The account's limit and the spend cap outlast an orchestrator (the next decision looks at the cap again).
+        kept = state if state in (RunState.PAUSED, RunState.PROBING, RunState.CAPPED) else RunState.RUNNING
+        run_id = run.run_id if run.run_id and not fresh else event.run_id
+        return replace(RunLife(), state=kept, started_at=now if fresh else run.started_at, run_id=run_id,
+                       paused_until=run.paused_until if kept in (RunState.PAUSED, RunState.PROBING) else None,
+                       probe=run.probe, capped_until=run.capped_until if kept is RunState.CAPPED else None)
     if isinstance(event, Paced):
         return replace(run, credit=event.credit, credit_at=now)
     if isinstance(event, RunEnds):
@@ -596,6 +621,11 @@ def transition_run(run: RunLife, event: RunEvent, now: float) -> RunLife:
         return run
     if isinstance(event, LimitLifted):
         return replace(run, state=RunState.RUNNING, paused_until=None) if state is RunState.PROBING else run
+    if isinstance(event, SpendCap):  # the usage limit's pause and probe say more: the cap waits its turn
+        if event.reached and state in (RunState.RUNNING, RunState.CAPPED):
+            return replace(run, state=RunState.CAPPED, capped_until=event.until)
+        return replace(run, state=RunState.RUNNING, capped_until=None) if state is RunState.CAPPED and not event.reached \
+            else run
     raise TransitionError(f"unknown run event {event!r}")
 
 
@@ -619,11 +649,17 @@ def describe_run(run: RunLife) -> str:
         return f"paused for the usage limit until {when}" + (", then one worker probes" if run.probe else "")
     if run.state is RunState.PROBING:
         return "probing: one worker tries whether the usage limit has lifted"
+    if run.state is RunState.CAPPED:
+        return "capped: the spend cap is reached; no new worker starts" + _resumes(run.capped_until)
     if run.state is RunState.STOPPING:
         return "stopping: configuration error" if run.fatal else "stopping"
     if run.state is RunState.ENDED:
         return f"ended: {run.outcome} (exit {run.exit_code})" if run.outcome else "ended"
     return run.state.value
+
+
+def _resumes(until: Optional[float]) -> str:
+    return f", resumes ~{time.strftime('%H:%M', time.localtime(until))}" if until else ""
 
 
 # ---------------------------------------------------------------- the table on disk
@@ -648,7 +684,7 @@ class Table:
     run_life: RunLife = field(default_factory=RunLife)
 
     def get(self, stream_id: str) -> Life:
-        return self.rows.get(stream_id, Life())
+        return self.rows.get(stream_id, NO_ROW)
 
     def copy(self) -> "Table":
         """A copy to compare with later (rows and the run's row are frozen; the facts are copied)."""
@@ -735,10 +771,11 @@ def load_table(path: Path) -> Tuple[Table, List[str]]:
 
 class TableFile:
     """The table's file as the loop keeps it: written only when the table changed; a failure to
-    write is reported once, and supervision goes on."""
+    write is reported once, and supervision goes on. `after_save` runs after every save (the run's
+    journal is written then, so it never runs ahead of the saved table)."""
 
-    def __init__(self, path: Path, warn: Callable[[str], None]):
-        self.path, self.warn = path, warn
+    def __init__(self, path: Path, warn: Callable[[str], None], after_save: Callable[[], object] = lambda: None):
+        self.path, self.warn, self.after_save = path, warn, after_save
         self.saved: Optional[Table] = None
         self.failing = False
 
@@ -746,8 +783,11 @@ class TableFile:
         return load_table(self.path)
 
     def save(self, table: Table) -> None:
-        if self.saved == table:
-            return
+        if self.saved != table:
+            self._write(table)
+        self.after_save()
+
+    def _write(self, table: Table) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             save_table(self.path, table)
@@ -799,7 +839,13 @@ def _run_life_from(data: dict) -> RunLife:
                    paused_until=_number(data.get("paused_until")), probe=data.get("probe") is True,
                    deadline=_number(data.get("deadline")), forced=data.get("forced") is True,
                    interrupted=data.get("interrupted") is True, fatal=_text(data, "fatal"), fix=_text(data, "fix"),
-                   credit=_number(data.get("credit")), credit_at=_number(data.get("credit_at")) or 0.0)
+                   credit=_number(data.get("credit")), credit_at=_number(data.get("credit_at")) or 0.0,
+                   run_id=_run_id(data.get("run_id")), capped_until=_number(data.get("capped_until")))
+
+
+def _run_id(value: object) -> str:
+    """A saved run id, only if it is one (it names files: a hand-edited one must not reach a path)."""
+    return value if isinstance(value, str) and is_run_id(value) else ""
 
 
 def _ended_from(value: object) -> Optional[Ended]:

@@ -3,15 +3,17 @@
 The command (setting `on_event`) is split like a shell would split it but run
 without one; a whole setting that names an existing file is that file, spaces and
 all. The event is described in its environment (`ORCHESTRATE_EVENT`,
-`STREAM_ID`, `STREAM_NAME`, `REASON`, `COST_USD`, ...). It runs in a session of
+`ORCHESTRATE_NEEDS_YOU`: 1 when a person must act, else 0, `STREAM_ID`,
+`STREAM_NAME`, `REASON`, `COST_USD`, ...). It runs in a session of
 its own with no input, under a watchdog (hook_watchdog.py) that gives it a token
 as workers have: the hook and everything it started (a `setsid` daemon too, on
 Linux) end by HOOK_TIMEOUT seconds, and at most HOOK_OUTPUT_LIMIT bytes of what
 it prints per event reach the orchestrator log. A hook that cannot run (missing,
 not executable, a path with spaces that names nothing) is reported once, clearly,
-and sent no more events. Events: run_finished, stream_failed, usage_limit,
-usage_limit_resumed, configuration_error (and, with worktrees, merge_conflict
-and check_failed). Standard library only, Python 3.9+.
+and sent no more events. Events: run_finished (with `SUMMARY` and `REPORT`),
+stream_failed, usage_limit, usage_limit_resumed, configuration_error,
+spend_cap_reached (and, with worktrees, merge_conflict and check_failed).
+Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ class Notifier:
     cwd: Optional[Path] = None  # where the hook runs: the project root, so a relative hook path works
     argv: Optional[List[str]] = field(default=None, repr=False)
 
-    def fire(self, event: str, **details: object) -> None:
-        """Start the hook for `event` under its watchdog and return at once."""
+    def fire(self, event: str, needs_you: bool = False, **details: object) -> None:
+        """Start the hook for `event` under its watchdog and return at once; `needs_you`: a person must act."""
         if not self.command.strip() or self.broken:
             return
         if self.argv is None:
@@ -74,7 +76,7 @@ class Notifier:
             if self.argv is None:
                 self._give_up(problem)
                 return
-        env = dict(os.environ, ORCHESTRATE_EVENT=event)
+        env = dict(os.environ, ORCHESTRATE_EVENT=event, ORCHESTRATE_NEEDS_YOU="1" if needs_you else "0")
         env.update({key.upper(): _text(value) for key, value in details.items() if value is not None})
         watchdog = [sys.executable, "-I", "-S", str(WATCHDOG), str(HOOK_TIMEOUT), str(HOOK_OUTPUT_LIMIT),
                     "hook-" + secrets.token_hex(8), "--", *self.argv]

@@ -4,7 +4,8 @@
 --dry-run`, `plan` and `status` all ask it. It knows max-parallel,
 critical-path-first order, back-off deadlines, holds (a held or failed stream
 is never started), budgets (a stream whose own budget is spent is given up),
-the account's usage limit and its probe, pacing, what an ended worker left
+the account's usage limit and its probe, the spend cap across runs (at the
+cap no worker starts and the run waits for the window to roll), pacing, what an ended worker left
 still being ended (that stream is neither respawned nor merged yet), merges
 (in critical-path order, one at a time while a merge check runs), the merge
 gate's steps (a review's commit, a pull request opened, pull requests polled
@@ -126,6 +127,8 @@ class Facts:
     merge_busy: bool = False  # a merge or its check runs: no other stream is merged meanwhile
     exits_pending: bool = False  # workers ended whose exits are not judged yet: the run cannot end
     fresh: bool = True  # the board was built from a current read of the tracker
+    spend_left: Optional[float] = None  # USD every run together may still spend in the cap's window; None: no cap
+    spend_lifts_at: Optional[float] = None  # at the cap: when enough old spending leaves the window
     merge_ready: bool = True  # the run's integration branch is set up (worktrees): streams may start and merge
     stepping: AbstractSet[str] = frozenset()  # streams whose git step runs (or is being ended): nothing new for them
     polled_at: Optional[float] = None  # when the pull requests were last asked about (None: not yet this run)
@@ -149,6 +152,7 @@ class Decision:
     wake_at: Optional[float] = None
     held_back: str = ""  # why nothing starts although streams are ready: "usage limit", "run budget", ...
     credit: Optional[float] = None  # the pacing's credit after these spawns (None: a full burst)
+    capped: bool = False  # the spend cap is reached: the run's row says so (lifecycle.CapReached)
 
     def actions(self) -> List[Action]:
         """Every action, in the order the loop carries them out."""
@@ -171,6 +175,7 @@ def decide(board: Board, run: RunLife, settings: Settings, now: float, facts: Fa
         decision.shutdown = Shutdown(run.deadline if run.deadline is not None else now)
         decision.finish = _stopped(board, run, facts)
         return decision
+    decision.capped = facts.spend_left is not None and facts.spend_left < MIN_BUDGET_USD
     _choose_merges(decision, board, settings, facts)
     _choose_poll(decision, board, settings, now, facts)
     decision.wake_at = earliest(decision.wake_at, facts.step_deadline)
@@ -298,7 +303,10 @@ def _choose_spawns(decision: Decision, board: Board, run: RunLife, settings: Set
         decision.held_back, decision.wake_at = "usage limit", earliest(decision.wake_at, limit)
         return
     if facts.budget_left is not None and facts.budget_left < MIN_BUDGET_USD:
-        decision.held_back = "run budget"
+        decision.held_back = "run budget"  # this run's own budget ends it; the spend cap only waits
+        return
+    if decision.capped:  # finish current, dispatch nothing: the run waits for old spending to roll out
+        decision.held_back, decision.wake_at = "spend cap", earliest(decision.wake_at, facts.spend_lifts_at)
         return
     room = settings.max_parallel - busy if settings.max_parallel else len(ready)
     if run.state is RunState.PROBING:  # one worker tries whether the limit has lifted; the rest follow
@@ -315,10 +323,10 @@ def _choose_spawns(decision: Decision, board: Board, run: RunLife, settings: Set
         decision.wake_at = earliest(decision.wake_at, now + (1 - decision.credit % 1) * settings.spawn_gap)
     else:
         decision.credit = None  # nobody waits for it: the next wave gets a full burst again
+    left = min((cap for cap in (facts.budget_left, facts.spend_left) if cap is not None), default=None)
     for sid in ready[:allowed]:
         life = board.rows.get(sid, Life())
-        decision.spawn.append(Spawn(sid, life.attempts + 1, _budget(facts.stream_budgets.get(sid), life,
-                                                                    facts.budget_left)))
+        decision.spawn.append(Spawn(sid, life.attempts + 1, _budget(facts.stream_budgets.get(sid), life, left)))
 
 
 def pacing_credit(run: RunLife, now: float, gap: float) -> float:
@@ -329,7 +337,8 @@ def pacing_credit(run: RunLife, now: float, gap: float) -> float:
 
 
 def _budget(own: Optional[float], life: Life, run_left: Optional[float]) -> Optional[float]:
-    """What this attempt may spend: the stream's cap less what its attempts cost, capped by the run's."""
+    """What this attempt may spend: the stream's cap less what its attempts cost, capped by what the
+    run (max_cost_usd) and the spend cap may still spend."""
     caps = [cap for cap in (None if own is None else own - life.spent_usd, run_left) if cap is not None]
     return min(caps) if caps else None
 
@@ -342,6 +351,8 @@ def _over(board: Board, decision: Decision, targets: Optional[AbstractSet[str]],
     if decision.spawn or decision.merge or decision.gate or decision.give_up or facts.merge_busy \
             or any(life.state in LIVE or _merge_pending(life) for life in board.rows.values()):
         return None
+    if decision.held_back == "spend cap":
+        return None  # the run waits at the cap, never ends for it: the window rolls
     budget = decision.held_back == "run budget"
     wanted = [v for sid, v in board.views.items() if targets is None or sid in targets]
     if wanted and all(v.state is StreamState.COMPLETE for v in wanted):

@@ -7,7 +7,9 @@ cost counts at the moment it ended (the journal's `attempt_ended` cost, the CLI'
 here is pure (events and the time in, figures out): `spent_in_period` is the definition,
 `cap_lifts_at` says when enough old spending leaves the window for work to start again, and
 `SpendWindow` keeps the costs of the window in memory for the loop, so a turn never re-reads a
-journal. Standard library only, Python 3.9+.
+journal; its `standing` is the one reading of where spending stands against the cap, for the loop
+(record.py) and for `status` and the dashboard (`standing_of`, from the journals and live costs).
+Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
@@ -116,6 +118,45 @@ class SpendWindow:
 
     def lifts_at(self, now: float, cap_usd: float, live_usd: float = 0.0) -> Optional[float]:
         return _lifts_at(self.costs, now, period_seconds(self.period), cap_usd, live_usd)
+
+    def standing(self, now: float, cap_usd: float, live_usd: float = 0.0, least_usd: float = 0.0) -> "Standing":
+        """Where spending stands: reached once less than `least_usd` (the smallest budget a worker can
+        be given) is left under the cap; then when enough old spending leaves the window."""
+        spent = self.spent(now, live_usd)
+        reached = cap_usd - spent < least_usd
+        lifts = self.lifts_at(now, cap_usd - least_usd, live_usd) if reached else None
+        return Standing(spent, cap_usd, self.period, reached, lifts)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Spending in the cap's window against the cap."""
+
+    spent_usd: float
+    cap_usd: float
+    period: str
+    reached: bool
+    lifts_at: Optional[float] = None
+
+    @property
+    def left_usd(self) -> float:
+        return self.cap_usd - self.spent_usd
+
+    def as_json(self) -> dict:
+        """`status --json`'s `run.spend`."""
+        return {"spent_usd": round(self.spent_usd, 6), "cap_usd": self.cap_usd, "period": self.period,
+                "reached": self.reached, "lifts_at": self.lifts_at}
+
+    def gauge(self, width: int = 20) -> str:
+        """"[########------------] 8.10 of 20.00 USD in the last day" (ASCII: any terminal draws it)."""
+        filled = 0 if self.cap_usd <= 0 else min(int(round(width * self.spent_usd / self.cap_usd)), width)
+        return f"[{'#' * filled}{'-' * (width - filled)}] {gauge_text(self.spent_usd, self.cap_usd, self.period)}"
+
+
+def standing_of(folder: Path, now: float, cap_usd: float, period: str, live_usd: float = 0.0,
+                least_usd: float = 0.0) -> Standing:
+    """Where spending stands, read from the journals in `folder` (for `status`: a separate process)."""
+    return SpendWindow.load(folder, now, period).standing(now, cap_usd, live_usd, least_usd)
 
 
 def gauge_text(spent_usd: float, cap_usd: float, period: str) -> str:

@@ -24,10 +24,12 @@ from .executor import Ended, Executor, open_executor
 from .exits import judge_exit, limit_until
 from .git.merging import PREPARING, Merger, open_merger
 from .graph import Board
+from .guard import StreamGuard
+from .journal import new_run_id
 from .lifecycle import (LIVE, USER_STOP, Adopted, Event, FatalSeen, GiveUp as Failed, Hold, Life, LimitHit, LimitLifted,
                         Paced, Release, RunBegins, RunEnds, RunEvent, RunState, Spawned, SpawnFailed, Spawning,
-                        StopAsked, StopRequested, StopSignal, StreamState, Table, TableFile, Tick, carried_rows,
-                        transition, transition_run)
+                        SpendCap, StopAsked, StopRequested, StopSignal, StreamState, Table, TableFile, Tick,
+                        carried_rows, transition, transition_run)
 from .locks import Lock
 from .names import printable
 from .requests import Asked, asked, serve_requests
@@ -37,8 +39,8 @@ from .status import board_for, last_log_line, policy_of
 from .summary import closing_lines, outcome_of
 from .trackers import DatabaseLocation, Snapshot
 from .wakeup import Inbox
-from .watch import Reader, TrackerWatch, check_own_files, database_signature
-from .worker_spec import build_spec, choose_session, stream_budgets, stream_limits, tasks_of
+from .watch import Reader, TrackerWatch, database_signature, keep_own_files
+from .worker_spec import build_spec, choose_session, stream_budgets, stream_limits
 
 DECIDE_ROUNDS = 8  # decisions per turn at most: a merge unlocks dependents, whose spawns follow at once
 
@@ -54,14 +56,14 @@ class Supervisor:
         self.layout, self.settings, self.location, self.clock = layout, settings, location, clock
         self.targets = set(targets) if targets is not None else None
         self.releasing = (set(release), retry_failed)  # what `start` asked to run again
-        self.locks = list(locks)
-        self.announce = Announcer.of(reporter, settings.on_event, layout)
+        self.announce = Announcer.of(reporter, settings, layout, clock)  # lines, on_event and the run's journal
+        journal = self.announce.record.journal  # written once the table is saved: never ahead of it
         self.executor = executor or open_executor(layout, settings.stop_grace, clock)
         self.merger = merger or open_merger(layout, settings, location, reporter.say, self.announce.notifier.fire,
-                                            clock)
-        self.tracker = TrackerWatch(reader or location.open(),
-                                    signature or (lambda: database_signature(location.path)), reporter.say)
-        self.store = TableFile(layout.run_file, self.announce.warn)
+                                            clock, journal)
+        self.store = TableFile(layout.run_file, self.announce.warn, journal.flush)
+        self.tracker = TrackerWatch(reader or location.open(), signature or (lambda: database_signature(location.path)),
+                                    reporter.say, keep_own_files(layout, locks, self.store.forget), location.path)
         self.table = Table()
         self.policy = policy_of(settings)
         self.outputs = WorkerOutputs(note=lambda sid, text: self.announce.warn(f"{printable(sid)}'s worker: {text}"))
@@ -70,6 +72,8 @@ class Supervisor:
         self.due: Optional[float] = None  # decide again by then at the latest
         self.exits: Dict[str, Ended] = {}  # workers that ended, judged once the tracker is read
         self.inbox = Inbox()
+        self.guard = StreamGuard(layout.state / "crash.log", lambda: self.table.rows, self._apply, self.executor,
+                                 settings.stop_grace, self.announce.say)  # a bug in one stream's handling fails it
 
     # ---------------------------------------------------------------- the loop
 
@@ -98,17 +102,15 @@ class Supervisor:
         self.merger.begin(self.table)  # worktrees: recover, then start or continue the integration branch
         self.policy = policy_of(self.settings, self.table.run)
         self.table.run.max_restarts = self.settings.max_restarts  # status shows "attempt a of b" with it
-        self._apply_run(RunBegins(), now)
+        self._apply_run(RunBegins(new_run_id(now)), now)
+        self.announce.record.begin(self.table, self.tracker.reader, self.targets, self.location.generation, now)
         release, retry_failed = self.releasing
         for sid, life in list(self.table.rows.items()):
             if sid in release or (retry_failed and life.state is StreamState.FAILED):
                 self._apply(sid, Release(), now)
         adoption = self.executor.adopt()
-        for note in adoption.notes:
-            self.announce.say(note)
         for handle in adoption.live:
             self._apply(handle.stream_id, Adopted(handle.attempt), now)
-            self.announce.say(f"adopted running worker of {printable(handle.stream_id)} ({handle.where})")
             output = self.executor.output(handle)
             self.outputs.watch(handle.stream_id, output.path, output.offset, now)
         for handle, ended in adoption.ended:
@@ -118,6 +120,7 @@ class Supervisor:
         for sid, life in self.table.rows.items():
             if life.state in LIVE and sid not in recorded:
                 self.exits[sid] = Ended(why="its worker record was lost")
+        self.announce.adopted(adoption, self.table)  # said, and attempts whose start the journal never got
         self.store.save(self.table)
 
     def turn(self) -> Optional[int]:
@@ -133,7 +136,7 @@ class Supervisor:
                 self.exits[sid] = ended
                 self.tracker.expect_change()  # its last writes may be in the database: look again
         self._read_outputs(now)
-        self._look(now)
+        self.dirty |= self.tracker.look(now)
         busy = self.merger.activity
         self.merger.poll(self._apply, now, self.table.rows)
         self.dirty |= self.merger.activity != busy
@@ -151,8 +154,9 @@ class Supervisor:
     # ---------------------------------------------------------------- transitions
 
     def _apply(self, stream_id: str, event: Event, now: float) -> Life:
-        life = transition(self.table.get(stream_id), event, now, self.policy)
-        self.table.rows[stream_id] = life
+        before = self.table.get(stream_id)
+        self.table.rows[stream_id] = life = transition(before, event, now, self.policy)
+        self.announce.changed(stream_id, before, life)  # said, notified and journaled
         self.dirty = True
         return life
 
@@ -160,10 +164,7 @@ class Supervisor:
         before = self.table.run_life
         self.table.run_life = after = transition_run(before, event, now)
         self.dirty |= after != before
-        if after.state is not before.state and after.state is RunState.STOPPING:
-            live = sum(1 for life in self.table.rows.values() if life.state in LIVE)
-            if live:  # none left (a fatal error seen as the last worker ended): nothing to announce
-                self.announce.say(f"stopping {live} worker(s)")
+        self.announce.run_changed(before, after, self.table.rows, now)
 
     # ---------------------------------------------------------------- what happened
 
@@ -190,11 +191,13 @@ class Supervisor:
 
     def _read_outputs(self, now: float) -> None:
         """What running workers said since the last turn: a usage limit or a fatal failure acts at once."""
-        for sid, seen in self.outputs.read(now):
-            if isinstance(seen, Fatal):
-                self._on_fatal(sid, seen, now)
-            else:
-                self._on_limit(sid, seen.message, limit_until(seen.resume_at, now), now)
+        for sid in list(self.outputs.tails):
+            with self.guard.stream(sid, "reading its output", now):
+                for seen in self.outputs.read_stream(sid, now):
+                    if isinstance(seen, Fatal):
+                        self._on_fatal(sid, seen, now)
+                    else:
+                        self._on_limit(sid, seen.message, limit_until(seen.resume_at, now), now)
         run = self.table.run_life
         if run.state is RunState.PROBING and self.outputs.any_turn_since(run.paused_until or 0.0):
             self._apply_run(LimitLifted(), now)  # the probe got an answer: the limit has lifted
@@ -211,27 +214,21 @@ class Supervisor:
             self.announce.fatal(sid, fatal)
             self._apply_run(FatalSeen(fatal.message, fatal.fix, self.settings.stop_grace), now)
 
-    def _look(self, now: float) -> None:
-        if self.tracker.due_for_safety(now):  # what an agent's `git clean` took is put back
-            check_own_files(self.layout, self.locks, self.tracker.warn)
-            if not self.layout.run_file.exists():
-                self.store.forget()
-        self.dirty |= self.tracker.look(now)
-
     def _settle_exits(self, snapshot: Optional[Snapshot], now: float) -> None:
         for sid, ended in self.exits.items():
-            stream = snapshot.streams.get(sid) if snapshot else None
-            before = self.table.get(sid)
-            if before.state not in LIVE:
-                self._apply(sid, Adopted(before.attempts), now)
-            verdict = judge_exit(ended, stream, self.outputs.finish(sid, ended.returncode, now),
-                                 last_log_line(self.layout.log_for(sid)), now)
-            if verdict.limit is not None:
-                self._on_limit(sid, verdict.limit_message, verdict.limit, now)
-            if verdict.fatal is not None:
-                self._on_fatal(sid, verdict.fatal, now)
-            after = self._apply(sid, verdict.exited, now)
-            self.announce.exit(sid, ended, stream, after, self.policy, tracked=snapshot is not None)
+            with self.guard.judging(sid, now):
+                stream = snapshot.streams.get(sid) if snapshot else None
+                if self.table.get(sid).state not in LIVE:
+                    self._apply(sid, Adopted(self.table.get(sid).attempts), now)
+                before = self.table.get(sid)
+                verdict = judge_exit(ended, stream, self.outputs.finish(sid, ended.returncode, now),
+                                     last_log_line(self.layout.log_for(sid)), now, self.tracker.write_problem)
+                if verdict.limit is not None:
+                    self._on_limit(sid, verdict.limit_message, verdict.limit, now)
+                if verdict.fatal is not None:
+                    self._on_fatal(sid, verdict.fatal, now)
+                after = self._apply(sid, verdict.exited, now)
+                self.announce.exit(sid, ended, stream, before, after, self.policy, verdict, now, snapshot is not None)
         self.exits.clear()
 
     # ---------------------------------------------------------------- deciding and acting
@@ -256,11 +253,14 @@ class Supervisor:
         if snapshot is not None:
             self.announce.board_changes(self.board, board)
             self.board = board
+        self.announce.observed(self.table.rows, board)
         self.table.rows, self.dirty = dict(board.rows), False
         facts = Facts(self._run_budget_left(), stream_budgets(snapshot, self.settings) if snapshot else {},
                       self.outputs.last_output(), self.executor.cleaning_up(), self.merger.busy, bool(self.exits),
-                      self.tracker.fresh, **self.merger.facts())
+                      self.tracker.fresh, *self.announce.record.spend_left(now, self.outputs.live_cost()),
+                      **self.merger.facts())
         decision = decide(board, self.table.run_life, self.settings, now, facts, self.targets)
+        self._apply_run(SpendCap(decision.capped, facts.spend_lifts_at), now)  # the run's row says so
         self.due = decision.wake_at
         return decision
 
@@ -277,9 +277,11 @@ class Supervisor:
                 self._apply(action.stream_id, Failed(action.reason), now)
                 self.announce.gave_up(action.stream_id)
             elif isinstance(action, GIT_ACTIONS):  # merges and the merge gate's steps
-                self.merger.act(action, self.table.rows, self._apply, now)
+                with self.guard.stream(getattr(action, "stream_id", ""), "merging it", now):
+                    self.merger.act(action, self.table.rows, self._apply, now)
             elif isinstance(action, Spawn):
-                self._spawn(action, now)
+                with self.guard.stream(action.stream_id, "starting its worker", now):
+                    self._spawn(action, now)
             elif isinstance(action, Shutdown):
                 self.executor.shutdown(action.deadline)
                 busy = self.merger.activity
@@ -307,7 +309,7 @@ class Supervisor:
             resume, session = choose_session(life.session_id, life.resume, self.settings)
             life = self._apply(sid, Spawning(spawn.attempt, resume or session or ""), now)
         resume, session = (life.session_id, None) if life.resume and life.session_id else (None, life.session_id or None)
-        tasks = tasks_of(self.tracker.reader, sid)
+        tasks = self.tracker.stream_tasks(sid)
         try:
             self.layout.logs.mkdir(parents=True, exist_ok=True)
             if prepared is None:  # its worktree (None: the project root; PREPARING: a step makes it, then back here)
@@ -327,7 +329,7 @@ class Supervisor:
         self._apply(sid, Spawned(), now)
         output = self.executor.output(handle)
         self.outputs.watch(sid, output.path, output.offset, now)
-        self.announce.started(handle, spec.log_path, resume, limited, self.board.views[sid].stream_name)
+        self.announce.started(handle, spec, resume, limited, self.board.views[sid].stream_name, session or "")
 
     def _finish(self, finish: Finish, now: float) -> int:
         spent = sum(self._spent().values())
@@ -335,10 +337,8 @@ class Supervisor:
         self._apply_run(RunEnds(finish.exit_code, outcome), now)
         self.store.save(self.table)
         self.tracker.close()
-        self.announce.notifier.fire("run_finished", reason=outcome, exit_code=finish.exit_code, cost_usd=spent)
-        for line in closing_lines(finish, outcome, self.board, self.table.run_life, self.targets,
-                                  self.merger.integration_branch):
-            self.announce.say(line)
+        self.announce.finished(outcome, finish.exit_code, spent, closing_lines(  # and the run's report
+            finish, outcome, self.board, self.table.run_life, self.targets, self.merger.integration_branch), self.board)
         return finish.exit_code
 
     def _spent(self) -> Dict[str, float]:

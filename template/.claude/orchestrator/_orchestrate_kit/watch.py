@@ -2,16 +2,21 @@
 
 `TrackerWatch` reads the database again only when its files changed (a cheap
 `stat` of the file and its WAL and the WAL's header), when asked to (a worker
-ended: its last writes decide its stream), or every SAFETY_REFRESH_SECONDS.
-`check_own_files` re-creates what an agent's `git clean` or `rm` took: folders,
-locks, the orchestrator's record. Standard library only, Python 3.9+.
+ended: its last writes decide its stream), or every SAFETY_REFRESH_SECONDS, when
+it also re-creates what an agent's `git clean` or `rm` took (`check_own_files`:
+folders, locks, the orchestrator's record). `write_problem` tells whether workers
+can write the database at all: one that became read-only mid-run fails every
+worker the same way, a configuration failure of the run (exits.py). Standard
+library only, Python 3.9+.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Protocol, Tuple
+from urllib.parse import quote
 
 from .locks import Lock
 from .settings import Layout
@@ -19,6 +24,8 @@ from .status import write_orchestrator_record
 from .trackers import DatabaseBusy, DatabaseError, Snapshot
 
 SAFETY_REFRESH_SECONDS = 30.0  # look at the database and our files even when nothing signalled
+WRITE_PROBE = "_orchestrate_kit_write_probe"  # created inside a transaction that is always rolled back
+UNWRITABLE = ("readonly", "unable to open database file")  # SQLite's words for a file or folder it cannot write
 
 
 class Reader(Protocol):
@@ -54,8 +61,11 @@ def database_signature(path: Path) -> tuple:
 class TrackerWatch:
     """The latest snapshot of the tracker, and whether it is current."""
 
-    def __init__(self, reader: Reader, signature: Callable[[], tuple], say: Callable[[str], None]):
+    def __init__(self, reader: Reader, signature: Callable[[], tuple], say: Callable[[str], None],
+                 own_files: Callable[[Callable[[str], None]], None] = lambda _warn: None, path: Optional[Path] = None):
         self.reader, self.signature, self.say = reader, signature, say
+        self.own_files = own_files  # re-creates the loop's own files; called with `warn` at each safety look
+        self.path = path  # the database's file, for `write_problem`
         self.snapshot: Optional[Snapshot] = None
         self.fresh = False  # the last read succeeded
         self.force = True  # read at the next look even if the files look unchanged
@@ -72,6 +82,8 @@ class TrackerWatch:
 
     def look(self, now: float) -> bool:
         """Read the database if anything says it changed; True when a new snapshot was read."""
+        if self.due_for_safety(now):  # what an agent's `git clean` took is put back first
+            self.own_files(self.warn)
         signature = self.signature()
         changed = signature != self.seen
         if not (self.force or self.due_for_safety(now) or not self.fresh or changed):
@@ -92,13 +104,69 @@ class TrackerWatch:
         self.snapshot, self.last_warning = snapshot, ""
         return True
 
+    def stream_tasks(self, stream_id: str) -> List[Tuple[str, str, str]]:
+        """A stream's tasks for its worker's prompt; none when the database cannot be read just now
+        (the worker reads them itself)."""
+        try:
+            return self.reader.stream_tasks(stream_id)
+        except DatabaseError:
+            return []
+
     def warn(self, message: str) -> None:
         if message != self.last_warning:
             self.say(f"warning: {message}")
             self.last_warning = message
 
+    def write_problem(self) -> Optional[Tuple[str, str]]:
+        """Why workers cannot write the database, and the fix (None when they can, or it cannot be told)."""
+        return database_write_problem(self.path) if self.path is not None else None
+
     def close(self) -> None:
         self.reader.close()
+
+
+def database_write_problem(path: Path) -> Optional[Tuple[str, str]]:
+    """Whether a writer can write `path` right now, asked as a writer asks: a read-write connection,
+    BEGIN IMMEDIATE and one change (a table created), rolled back at once: nothing is kept. The change
+    makes SQLite open its journal or WAL as a worker's first update does: a file the system refuses to
+    write says "attempt to write a readonly database", a folder that refuses a new journal "unable to
+    open database file". A busy database is writable (its writer is proof), and anything else is for
+    the reader to report: None. Else (what is wrong, the fix)."""
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=rw", uri=True, timeout=0.2, isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(f"CREATE TABLE {WRITE_PROBE}(x)")
+    except sqlite3.Error as exc:
+        if not any(text in str(exc) for text in UNWRITABLE):
+            return None
+        folder = path.parent
+        return (f"Task Copilot database {path} cannot be written ({exc}): every worker fails on its first update",
+                f"make {folder} and the database files in it writable again (`chmod -R u+w {folder}`; "
+                f"`lsattr -d {folder}` shows an immutable flag, `chattr -i` clears it), then run `start` "
+                "again: no attempt was counted")
+    finally:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # no transaction was begun
+        conn.close()
+    return None
+
+
+def keep_own_files(layout: Layout, locks: Iterable[Lock], forget_run_file: Callable[[], None]) \
+        -> Callable[[Callable[[str], None]], None]:
+    """What `TrackerWatch` calls at each safety look: `check_own_files`, and a run table that was
+    removed (an agent's `git clean`?) is written again at the next save."""
+    locks = list(locks)
+
+    def check(warn: Callable[[str], None]) -> None:
+        check_own_files(layout, locks, warn)
+        if not layout.run_file.exists():
+            forget_run_file()
+    return check
 
 
 def check_own_files(layout: Layout, locks: Iterable[Lock], warn: Callable[[str], None]) -> None:

@@ -356,15 +356,18 @@ def preflight(base: Sequence[str], runner: Runner = run_command, euid: Optional[
               environ: Optional[Mapping[str, str]] = None, timeout: float = 30.0) -> Preflight:
     """Check a worker command (the full argv a worker gets, or the install's) before any worker starts.
 
-    Every command must run (`--version`); login and root are checked for Claude Code only.
+    Every command must run (`--version`); login and root are checked for Claude Code only. The two
+    commands run at once (each is a start of the CLI, most of a second for the real one); the login's
+    answer counts only when the command runs.
     """
+    from concurrent.futures import ThreadPoolExecutor  # only `start` asks: the workers' own imports stay light
+
     program = base[0]
-    version, problem = check_runs(program, runner, timeout)
-    problems = [problem] if problem else []
-    logged_in = None
-    if problem is None and is_claude(base):
-        logged_in, problem = check_login(program, runner, timeout)
-        problems += [problem] if problem else []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        login = pool.submit(check_login, program, runner, timeout) if is_claude(base) else None
+        version, problem = check_runs(program, runner, timeout)
+        logged_in, login_problem = login.result() if login is not None and problem is None else (None, None)
+    problems = [p for p in (problem, login_problem) if p is not None]
     problem = check_root(base, os.geteuid() if euid is None else euid, os.environ if environ is None else environ)
     problems += [problem] if problem else []
     return Preflight(version, logged_in, tuple(problems))

@@ -89,6 +89,7 @@ class FatalKind(str, Enum):
     NO_PROMPT = "no_prompt"
     NOT_RUNNABLE = "not_runnable"
     SPEND_LIMIT = "spend_limit"  # a spend cap or no credit: the user must act, no reset time to wait for
+    DATABASE_READ_ONLY = "database_read_only"  # the tracker's database cannot be written (seen by the loop)
 
 
 # The worker command is a setting: `orchestrate-kit config` changes it (orchestrator.conf is rewritten by upgrades).

@@ -62,16 +62,22 @@ class WorkerOutputs:
     def read(self, now: float) -> List[Tuple[str, Signal]]:
         """New lines of every watched log (up to READ_LIMIT bytes each), parsed; the usage limits and
         fatal failures they show."""
+        return [(sid, signal) for sid in list(self.tails) for signal in self.read_stream(sid, now)]
+
+    def read_stream(self, stream_id: str, now: float) -> List[Signal]:
+        """The same for one watched log (the loop reads each under its stream's guard)."""
+        tail = self.tails.get(stream_id)
+        if tail is None:
+            return []
         signals = []
-        for sid, tail in self.tails.items():
-            grew, lines = self._new_lines(tail, READ_LIMIT)
-            if grew:
-                tail.grew_at, self.changed = now, True
-            for line in lines:
-                signal = tail.agent.feed(line, now)
-                if signal is not None:
-                    signals.append((sid, signal))
-            self._pass_notes(sid, tail)
+        grew, lines = self._new_lines(tail, READ_LIMIT)
+        if grew:
+            tail.grew_at, self.changed = now, True
+        for line in lines:
+            signal = tail.agent.feed(line, now)
+            if signal is not None:
+                signals.append(signal)
+        self._pass_notes(stream_id, tail)
         return signals
 
     def _new_lines(self, tail: _Tail, limit: int) -> Tuple[bool, List[str]]:

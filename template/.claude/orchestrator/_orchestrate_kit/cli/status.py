@@ -6,9 +6,15 @@ import argparse
 import json
 
 from ..settings import EXIT_OK, Layout
-from ..status import collect_status, render_status
+from ..status import collect_status, one_read, render_status
+
 
 def cmd_status(args: argparse.Namespace, layout: Layout) -> int:
+    with one_read():
+        return _status(args, layout)
+
+
+def _status(args: argparse.Namespace, layout: Layout) -> int:
     report = collect_status(layout, args.db, args.tracker)
     if args.json:
         from ..git import merging  # worktrees and branches: only the JSON names them

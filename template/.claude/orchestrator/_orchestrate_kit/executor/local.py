@@ -7,15 +7,20 @@ identified by pid + start time + a token in its environment (processes.py), so
 a reused pid is never taken for ours. `terminate` sends TERM (and CONT, so a
 stopped process can act on it) to the whole group and returns at once; `kill`
 sends KILL. What an ended worker left in its group, or carrying its token, is
-a leftover: TERMed at once, KILLed once the grace has passed (`tick`), never
-waited for. `adopt` takes over the workers the pid files show after a restart.
-Standard library only, Python 3.9+.
+a leftover: TERMed at once, KILLed once its own short grace (LEFTOVER_GRACE_SECONDS,
+at most the stop grace) has passed (`tick`), never waited for: the worker itself has
+already ended, and with worktrees its stream is merged only once they are gone.
+`adopt` takes over the workers the pid files show after a restart; an adopted worker
+is watched through a pidfd (Linux), so polling 300 of them costs what polling 300
+children costs. Signalling many workers in one turn shares one look at /proc
+(`processes.ProcessTable`). Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -30,16 +35,23 @@ from . import Adoption, Ended, Handle, Output, WorkerSpec
 from .processes import (
     TOKEN_VARIABLE,
     PidRecord,
+    ProcessTable,
     members_of,
     process_start_time,
     read_pid_dir,
     read_pid_file,
     remove_file,
+    scan_processes,
     signal_worker,
     write_pid_file,
 )
 
 KILL_RECHECK_SECONDS = 0.1  # after KILL, how soon to look whether a leftover is gone
+# What an ended worker left gets this long after TERM (or the stop grace, if shorter): the worker has
+# said its last word, a process that answers TERM ends in milliseconds, and with worktrees its stream
+# waits for them before it is merged (a TERM-deaf child held a merge for the whole stop_grace).
+LEFTOVER_GRACE_SECONDS = 2.0
+TABLE_SECONDS = 0.25  # one look at the processes serves the signals of one turn, never longer
 REPAIR_SECONDS = 30.0  # how often the pid files of live workers are checked (an agent may delete them)
 ENDED_UNSEEN = "ended while no orchestrator ran"
 
@@ -64,6 +76,7 @@ class _Worker:
     handle: Handle
     output: Output
     popen: Optional[subprocess.Popen] = None  # None for a worker adopted from an earlier orchestrator
+    pidfd: Optional[int] = None  # an adopted worker's (Linux): readable once it has exited
 
 
 @dataclass
@@ -91,6 +104,8 @@ class LocalExecutor:
     leftovers: Dict[int, _Leftover] = field(default_factory=dict)
     deadline: Optional[float] = None  # the run is stopping: every leftover is KILLed by then
     repaired_at: float = 0.0
+    table: Optional[ProcessTable] = field(default=None, repr=False)  # the processes as last looked at
+    table_at: float = 0.0  # when (time.monotonic)
 
     def pid_path(self, stream_id: str) -> Path:
         return self.pids / f"{safe_name(stream_id)}.pid"
@@ -133,6 +148,7 @@ class LocalExecutor:
             remove_file(pid_path)
             raise
         self.workers[spec.stream_id] = _Worker(record, pid_path, handle, Output(spec.log_path, offset), popen)
+        self.table = None  # a new process group: the next look at the processes must see it
         try:
             os.write(go_write, b"go")
         finally:
@@ -155,7 +171,8 @@ class LocalExecutor:
             handle = handle_of(record)
             if record.is_alive():
                 log = self.log_path_for(record.stream_id)
-                self.workers[record.stream_id] = _Worker(record, path, handle, Output(log, _size(log)))
+                self.workers[record.stream_id] = _Worker(record, path, handle, Output(log, _size(log)),
+                                                         pidfd=_open_pidfd(record))
                 live.append(handle)
             else:
                 self._end_leftovers(record)
@@ -185,6 +202,7 @@ class LocalExecutor:
         if ended is None:
             return None
         del self.workers[handle.stream_id]
+        _close_pidfd(worker)
         current = read_pid_file(worker.pid_path)
         if current is None or current.pid == worker.record.pid:
             remove_file(worker.pid_path)
@@ -200,12 +218,12 @@ class LocalExecutor:
         """TERM the worker's group (and CONT it, so a stopped group can act); returns at once."""
         worker = self._worker(handle)
         if worker is not None:
-            signal_worker(worker.record, signal.SIGTERM)  # CONT follows TERM there
+            signal_worker(worker.record, signal.SIGTERM, self._processes())  # CONT follows TERM there
 
     def kill(self, handle: Handle) -> None:
         worker = self._worker(handle)
         if worker is not None:
-            signal_worker(worker.record, signal.SIGKILL)
+            signal_worker(worker.record, signal.SIGKILL, self._processes())
 
     def shutdown(self, deadline: float) -> None:
         """KILL what ended workers left by `deadline` at the latest (the run is stopping)."""
@@ -225,7 +243,11 @@ class LocalExecutor:
         if now - self.repaired_at >= REPAIR_SECONDS:
             self.repaired_at = now
             self._repair()
-        return self._sweep()
+        self.table = None  # the sweep looks afresh, and the next turn after it
+        try:
+            return self._sweep()
+        finally:
+            self.table = None
 
     # ---------------------------------------------------------------- inside
 
@@ -233,11 +255,17 @@ class LocalExecutor:
         worker = self.workers.get(handle.stream_id)
         return worker if worker is not None and worker.handle.key == handle.key else None
 
+    def _processes(self) -> ProcessTable:
+        """A look at the processes shared by every worker signalled in one turn (one /proc scan)."""
+        if self.table is None or time.monotonic() - self.table_at > TABLE_SECONDS:
+            self.table, self.table_at = scan_processes(), time.monotonic()
+        return self.table
+
     def _end_leftovers(self, record: PidRecord) -> None:
         """TERM what an ended worker left (its group, and any process carrying its token); `tick`
-        KILLs what is still there after the grace."""
-        if signal_worker(record, signal.SIGTERM):
-            kill_at = self.clock() + self.grace
+        KILLs what is still there after the leftover grace."""
+        if signal_worker(record, signal.SIGTERM, self._processes()):
+            kill_at = self.clock() + min(self.grace, LEFTOVER_GRACE_SECONDS)
             self.leftovers[record.pid] = _Leftover(record, kill_at if self.deadline is None
                                                    else min(kill_at, self.deadline))
 
@@ -245,11 +273,11 @@ class LocalExecutor:
         now = self.clock()
         next_due: Optional[float] = None
         for pgid, leftover in list(self.leftovers.items()):
-            if not members_of(leftover.record):
+            if not members_of(leftover.record, self._processes()):
                 del self.leftovers[pgid]
                 continue
             if leftover.kill_at <= now:
-                signal_worker(leftover.record, signal.SIGKILL)
+                signal_worker(leftover.record, signal.SIGKILL, self._processes())
                 leftover.kill_at = now + KILL_RECHECK_SECONDS
             next_due = leftover.kill_at if next_due is None else min(next_due, leftover.kill_at)
         return next_due
@@ -277,7 +305,33 @@ def _ended(worker: _Worker) -> Optional[Ended]:
         if code is None:
             return None
         return Ended(signal=-code) if code < 0 else Ended(exit_code=code)
-    return None if worker.record.is_alive() else Ended(why="an adopted worker, not our child")
+    if worker.pidfd is not None:
+        poller = select.poll()  # (not select.select: a descriptor number past 1023 is fine here)
+        poller.register(worker.pidfd, select.POLLIN)
+        running = not poller.poll(0)  # one system call, no /proc read
+    else:  # its identity (token included) was proven at adoption; pid + start time stay that process's
+        running = process_start_time(worker.record.pid) == worker.record.start_time
+    return None if running else Ended(why="an adopted worker, not our child")
+
+
+def _open_pidfd(record: PidRecord) -> Optional[int]:
+    """A pidfd for a live adopted worker (Linux 5.3+), or None (then its start time is read each poll).
+    Opened after the identity check, so the start time is read again: a pid reused in between is
+    not taken for the worker."""
+    try:
+        fd = os.pidfd_open(record.pid)  # Linux 5.3+ (AttributeError elsewhere)
+    except (AttributeError, OSError):
+        return None
+    if process_start_time(record.pid) != record.start_time:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _close_pidfd(worker: _Worker) -> None:
+    if worker.pidfd is not None:
+        os.close(worker.pidfd)
+        worker.pidfd = None
 
 
 def recorded_workers(pids: Path) -> Dict[str, Handle]:

@@ -47,7 +47,7 @@ from .stepper import Stepper
 from .workspaces import RunInfo, WorkspaceError
 
 Apply = Callable[[str, Event, float], Life]
-Notify = Callable[..., None]
+Notify = Callable[..., None]  # notify(event, needs_you, **details): the on_event hook (notify.Notifier.fire)
 ORCHESTRATE = "orchestrate.py"
 POLL = "\0poll"  # the pull request poll's step key (no stream id is this)
 PUSH = "\0push"  # push = integration | all: the push after merges
@@ -111,7 +111,7 @@ class Gating:
         apply(sid, AwaitReview(commit, stat), now)
         self.say(f"{printable(sid)}: {left}awaiting review of {commit[:12]} ({stat or 'no changes'}): "
                  f"`{ORCHESTRATE} review {printable(sid)}`, then approve or reject")
-        self.notify("needs_review", stream_id=sid, commit=commit, diff_stat=stat)
+        self.notify("needs_review", True, stream_id=sid, commit=commit, diff_stat=stat)
 
     def _open(self, sid: str, run: RunInfo, commit: str, left: str, apply: Apply, now: float) -> None:
         base = run.integration_branch or ""
@@ -222,7 +222,7 @@ class Gating:
         verb = "opened" if result.get("created") else "found"
         self.say(f"{printable(sid)}: draft pull request {verb}: {printable(url, 300)}; it merges once that "
                  "pull request is merged")
-        self.notify("pull_request", stream_id=sid, url=url, commit=commit)
+        self.notify("pull_request", True, stream_id=sid, url=url, commit=commit)
 
     def _polled(self, result: Dict[str, Any], rows: Mapping[str, Life], apply: Apply, now: float) -> List[str]:
         urls, self.polled = self.polled, {}
@@ -249,7 +249,7 @@ class Gating:
                 apply(sid, PullRequestClosed(url), now)
                 self.say(f"{printable(sid)}: its pull request {printable(url, 300)} was closed without merging; "
                          f"`{ORCHESTRATE} start {printable(sid)}` hands it back to its agent")
-                self.notify("pr_closed", stream_id=sid, url=url)
+                self.notify("pr_closed", True, stream_id=sid, url=url)
             elif state == "unknown" and self.unknown.get(url) != seen.get("reason"):
                 self.unknown[url] = str(seen.get("reason", ""))
                 self.say(f"warning: {printable(sid)}'s pull request: {printable(self.unknown[url], 300)}")

@@ -15,7 +15,8 @@ workspaces.py and every state change goes through lifecycle.transition:
 
 The merge check is a process started through an executor (the local one: the
 integration worktree is here), recorded like a worker and polled, never waited
-on. With isolation `none` every call does nothing. Standard library only, Python 3.9+.
+on. Each merge, conflict and check goes into the run's journal (`journal`). With
+isolation `none` every call does nothing. Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from . import workspaces
 from ..announce import spawn_failed_line
 from ..executor import Ended, Executor, Handle, WorkerSpec, open_check_executor
+from ..journal import Journal
 from ..lifecycle import (PARKED, CheckFailed, Event, Life, Merged, MergeConflict, SpawnCancelled, SpawnFailed,
                          StreamState, Table)
 from ..lifecycle import RunInfo as TableRun
@@ -51,10 +53,11 @@ PREPARE_TIMEOUT = 900.0  # seconds a worktree's creation may take (a checkout of
 
 
 def open_merger(layout: Layout, settings: Settings, location: DatabaseLocation, say: Callable[[str], None],
-                notify: Notify, clock: Callable[[], float]) -> "Merger":
-    """The loop's merger: merge checks through the local executor, gate records in the state folder."""
+                notify: Notify, clock: Callable[[], float], journal: Optional[Journal] = None) -> "Merger":
+    """The loop's merger: merge checks through the local executor, gate records in the state folder, merges
+    and checks in the run's journal."""
     return Merger(layout.root, settings, location, say, layout.log_for,
-                  open_check_executor(layout, settings.stop_grace, clock), layout.state, notify, clock)
+                  open_check_executor(layout, settings.stop_grace, clock), layout.state, notify, clock, journal)
 
 
 def resolve_isolation(settings: Settings, project: Path) -> str:
@@ -78,6 +81,7 @@ class _Check:
     log: Path
     offset: int  # where the check's output starts in the log
     before: str  # the integration tip before this stream's merge: where a failed check returns
+    tip: str = ""  # the integration tip with this stream merged: its merge commit once the check passes
     stopped: bool = False  # KILLed at shutdown: its verdict no longer counts
     timed_out: bool = False  # KILLed after merge_check_timeout: it failed
 
@@ -87,11 +91,12 @@ class Merger:
 
     def __init__(self, root: Path, settings: Settings, location: DatabaseLocation,
                  say: Callable[[str], None], log_for: Callable[[str], Path], checks: Executor,
-                 state: Optional[Path] = None, notify: Notify = lambda event, **details: None,
-                 clock: Callable[[], float] = time.time):
+                 state: Optional[Path] = None, notify: Notify = lambda event, needs_you=False, **details: None,
+                 clock: Callable[[], float] = time.time, journal: Optional[Journal] = None):
         self.root, self.settings, self.location = Path(root), settings, location
         self.say, self.log_for = say, log_for
         self.checks = checks  # runs merge checks, and records them as workers are recorded
+        self.journal = journal or Journal()  # the run's (one not opened records nothing)
         self.run: Optional[RunInfo] = None
         self.check: Optional[_Check] = None
         self.gating = Gating(self.root, state if state is not None else self.root, say, notify, settings, log_for,
@@ -224,6 +229,7 @@ class Merger:
     def merge(self, sid: str, life: Life, apply: Apply, now: float) -> None:
         """Merge one stream in `merging` (decide chose it: nothing of its worker is left running)."""
         if self.run is not None and self.check is None:
+            self.journal.merge_started(sid, branch=workspaces.stream_branch(sid), into=self.integration_branch)
             self._merge(sid, life, apply, now)
 
     def poll(self, apply: Apply, now: float, rows: Mapping[str, Life] = {}) -> None:  # noqa: B006
@@ -274,6 +280,7 @@ class Merger:
         except WorkspaceError as exc:
             self._park(sid, (), f"cannot merge: {exc}", apply, now)
             return
+        self.journal.merge_conflict(sid, files=files, reason=self._conflict_text(sid, files))
         after = apply(sid, MergeConflict(tuple(files), self._conflict_text(sid, files)), now)
         if after.state is StreamState.READY:
             self.say(f"{printable(sid)}: merging it into {self.integration_branch} conflicts in "
@@ -287,21 +294,24 @@ class Merger:
         command = self.settings.merge_check.strip()
         if command and result.tip != result.before:
             try:
-                self.check = self._start_check(sid, command, result.before)
+                self.check = self._start_check(sid, command, result.before, result.tip)
             except (OSError, WorkspaceError) as exc:
-                self._check_failed(sid, result.before, f"the merge check could not run: {exc}", apply, now)
+                why = f"the merge check could not run: {exc}"
+                self.journal.check_failed(sid, exit_code=None, reason=why)
+                self._check_failed(sid, result.before, why, apply, now)
                 return
+            self.journal.check_started(sid, command)
             self.say(f"{printable(sid)}: merged into {self.integration_branch}; running the merge check")
             return
-        self._accept(sid, apply, now)
+        self._accept(sid, apply, now, result.tip)
 
-    def _start_check(self, sid: str, command: str, before: str) -> _Check:
+    def _start_check(self, sid: str, command: str, before: str, tip: str) -> _Check:
         launch = workspaces.merge_check_launch(self.root, command)
         log = self.log_for(sid)
         banner = f"\n=== orchestrate-kit: merge check `{command}` on {self.integration_branch} ===\n"
         spec = WorkerSpec(sid, 1, launch.argv, launch.env, launch.cwd, log, banner, log_max_bytes=NEVER_ROTATE)
         handle = self.checks.spawn(spec, before_go=lambda _handle: None)
-        return _Check(handle, log, self.checks.output(handle).offset, before)
+        return _Check(handle, log, self.checks.output(handle).offset, before, tip)
 
     def _check_finished(self, ended: Ended, apply: Apply, now: float) -> None:
         check = self.check
@@ -315,16 +325,23 @@ class Merger:
         except (OSError, WorkspaceError) as exc:
             self._check_failed(sid, check.before, str(exc), apply, now)
             return
+        took = round(max(now - check.handle.started_at, 0.0), 3)
         if result.passed and not check.timed_out:
-            self._accept(sid, apply, now)
+            self.journal.check_passed(sid, took)
+            self._accept(sid, apply, now, check.tip)
             return
         where = f"its output is in `orchestrate.py logs {shlex.quote(printable(sid, 200))}`"
         how = (workspaces.check_timeout_text(self.settings.merge_check_timeout * 60) + f" ({where})"
                if check.timed_out else f"failed ({ended.describe()}; {where})")
+        if check.timed_out:
+            self.journal.check_timed_out(sid, took)
+        else:
+            self.journal.check_failed(sid, exit_code=ended.exit_code, reason=how, seconds=took)
         self._check_failed(sid, check.before, f"the merge check `{self.settings.merge_check.strip()}` {how}",
                            apply, now)
 
-    def _accept(self, sid: str, apply: Apply, now: float) -> None:
+    def _accept(self, sid: str, apply: Apply, now: float, commit: str = "") -> None:
+        self.journal.merged(sid, commit=commit, branch=workspaces.stream_branch(sid), into=self.integration_branch)
         apply(sid, Merged(), now)
         self.gating.merged(sid)
         if self.run is not None:
@@ -349,6 +366,7 @@ class Merger:
     def _park(self, sid: str, files: Sequence[str], why: str, apply: Apply, now: float) -> None:
         reason = (f"{why}; resolve it in {self._folder(sid)} (edit, git add, git commit), "
                   f"then run `{start_command(sid)}`")
+        self.journal.merge_conflict(sid, files=files, reason=reason)
         apply(sid, MergeConflict(tuple(files), reason), now)
         self.say(f"{printable(sid)}: {printable(reason, 600)}")
 

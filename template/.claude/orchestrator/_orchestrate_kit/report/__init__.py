@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from .. import atomic
 from ..journal import is_run_id, journal_path, read_journal, run_ids
 from ..lifecycle import load_table
 from ..logfiles import tail_lines
@@ -72,7 +72,7 @@ def load_report(layout: Layout, run_id: str, warn: Callable[[str], None] = lambd
 def _table_states(layout: Layout, run_id: str) -> Dict[str, str]:
     """Final states from the saved table, when the table is this run's (the run row holds its id)."""
     table, _warnings = load_table(layout.run_file)
-    if getattr(table.run, "run_id", None) != run_id:
+    if table.run_life.run_id != run_id:
         return {}
     return {sid: life.state.value for sid, life in table.rows.items()}
 
@@ -98,16 +98,7 @@ def write_report(layout: Layout, run_id: str, out: Optional[Path] = None, as_jso
     text = render_json(report) if as_json else render_html(report, time.time())
     target = out if out is not None else layout.reports / f"{run_id}{'.json' if as_json else '.html'}"
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
-    except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    atomic.write_text(target, text)
     return target
 
 

@@ -188,8 +188,9 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _dependency_list(value: object) -> Optional[List[str]]:
-    """A metadata dependency list as ids (stream or task; integer task ids become text); None when unusable."""
+def _dependency_list(value: object, all_text: bool = False) -> Optional[List[str]]:
+    """A metadata dependency list as ids (stream or task; integer task ids become text); None when unusable.
+    `all_text`: every string in the metadata is known to be valid text (see `classify`)."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -198,7 +199,7 @@ def _dependency_list(value: object) -> Optional[List[str]]:
     for item in value:
         if isinstance(item, int) and not isinstance(item, bool):
             out.append(str(item))
-        elif isinstance(item, str) and item and _is_text(item):
+        elif isinstance(item, str) and item and (all_text or _is_text(item)):
             out.append(item)
         else:
             return None
@@ -233,7 +234,7 @@ def _unusable(problem: str, sid: Optional[str] = None, names: Optional[str] = No
 
 def classify(text: Optional[str]) -> Meta:
     """Parse one task's metadata text; never raises. An unusable one says what is wrong with it."""
-    if text is None or text.strip() in ("", "null"):
+    if text is None or (text[:1] != "{" and text.strip() in ("", "null")):
         return _PLAIN
     try:
         meta = json.loads(text)
@@ -245,25 +246,29 @@ def classify(text: Optional[str]) -> Meta:
         return _unusable("its metadata is nested too deeply to read")
     if not isinstance(meta, dict):
         return _unusable(f"its metadata is {_kind(meta)}, not a JSON object")
+    # Text that was valid UTF-8 and escapes nothing (\\u) holds no string that is not: one check for all
+    # (10,000 metadata texts on a dashboard), else each string is checked.
+    all_text = "\\u" not in text and _is_text(text)
     claims = "streamId" in meta
     sid = meta.get("streamId")
-    if claims and not (isinstance(sid, str) and sid and _is_text(sid)):
+    if claims and not (isinstance(sid, str) and sid and (all_text or _is_text(sid))):
         return _unusable(f'"streamId" is {_kind(sid)}; it must be a stream id (text)')
-    options = tuple((key, json.dumps(meta[key], sort_keys=True), meta[key])
-                    for key in WORKER_OPTION_KEYS if key in meta)
-    problems = [_dependency_problem(key, meta.get(key)) for key in ("dependencies", "streamDependencies")
-                if _dependency_list(meta.get(key)) is None]
+    options = tuple([(key, json.dumps(meta[key], sort_keys=True), meta[key])
+                     for key in WORKER_OPTION_KEYS if key in meta])
+    deps = _dependency_list(meta.get("dependencies"), all_text)
+    more = _dependency_list(meta.get("streamDependencies"), all_text)
+    problems = [_dependency_problem(key, meta.get(key))
+                for key, listed in (("dependencies", deps), ("streamDependencies", more)) if listed is None]
     name = meta.get("streamName")
     if not (name is None or isinstance(name, str)):
         problems.append(f'"streamName" is {_kind(name)}; it must be text')
-    if problems:
+    if problems or deps is None or more is None:
         return _unusable("; ".join(problems), sid, options=options)._replace(claims_stream=claims)
-    deps = _dependency_list(meta.get("dependencies")) or []
-    more = _dependency_list(meta.get("streamDependencies")) or []
     files = meta.get("files")
-    claimed = tuple(f for f in files if isinstance(f, str) and f and _is_text(f)) if isinstance(files, list) else ()
-    return Meta(sid, name if name and _is_text(name) else None, tuple(deps) + tuple(more), options, "", claims,
-                claimed)
+    claimed = tuple([f for f in files if isinstance(f, str) and f and (all_text or _is_text(f))]) \
+        if isinstance(files, list) else ()
+    return Meta(sid, name if name and (all_text or _is_text(name)) else None, tuple(deps + more), options, "",
+                claims, claimed)
 
 
 class TaskRef(NamedTuple):
@@ -370,7 +375,7 @@ def build_snapshot(
     for metadata, row_name, row_status, status, n in rows:
         fold.add(metadata, row_name, row_status, status, n)
     streams = fold.streams
-    waits: Dict[str, Set[str]] = {sid: set() for sid in streams}
+    waits: Dict[str, Set[str]] = {}  # only the streams that wait on a task
     unresolved = sorted({d for deps in fold.dependencies.values() for d in deps if d not in streams})
     refs = lookup(unresolved) if unresolved else {}
     for sid, deps in fold.dependencies.items():
@@ -381,20 +386,25 @@ def build_snapshot(
             deps.discard(dep)
             owner = stream_of(fold.meta(ref.metadata), ref.row_name, ref.row_status)
             if not ref.finished and owner not in (sid, _ARCHIVED):
-                waits[sid].add(dep)
+                waits.setdefault(sid, set()).add(dep)
     for dep_id, waiter, target in cross_waits():
         waiting = stream_of(fold.meta(waiter.metadata), waiter.row_name, waiter.row_status)
         owner = stream_of(fold.meta(target.metadata), target.row_name, target.row_status)
         if waiting is not None and waiting in streams and owner not in (waiting, _ARCHIVED) and not target.finished:
-            waits[waiting].add(dep_id)
+            waits.setdefault(waiting, set()).add(dep_id)
     left_out, inside = _bad_tasks(fold, tasks_with(sorted(fold.bad_texts)) if fold.bad_texts else ())
-    for sid, record in streams.items():
+    for sid, record in streams.items():  # (the usual stream has dependencies and nothing else to note)
         record.dependencies = tuple(sorted(fold.dependencies[sid]))
-        record.task_waits = tuple(sorted(waits[sid], key=_id_order))
-        record.worker_options = {key: raw for key, (_canonical, raw) in fold.options[sid].items()}
-        record.conflicts = tuple(fold.conflicts.get(sid, ()))
-        record.files = tuple(sorted(fold.files.get(sid, ())))
-        record.bad_tasks = tuple(task.describe() for task in inside.get(sid, ()))
+        if sid in waits:
+            record.task_waits = tuple(sorted(waits[sid], key=_id_order))
+        if fold.options[sid]:
+            record.worker_options = {key: raw for key, (_canonical, raw) in fold.options[sid].items()}
+        if sid in fold.conflicts:
+            record.conflicts = tuple(fold.conflicts[sid])
+        if sid in fold.files:
+            record.files = tuple(sorted(fold.files[sid]))
+        if sid in inside:
+            record.bad_tasks = tuple([task.describe() for task in inside[sid]])
     return Snapshot({sid: streams[sid] for sid in sorted(streams)}, tuple(left_out))
 
 
