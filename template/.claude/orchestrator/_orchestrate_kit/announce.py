@@ -67,6 +67,10 @@ class Reporter:
             pass  # nowhere left to write: supervision goes on regardless
 
 
+def spawn_failed_line(sid: str, exc: Exception, gave_up: bool) -> str:
+    return f"{printable(sid)}: its worker could not be started ({exc}); " + ("giving up" if gave_up else "will retry")
+
+
 class Announcer:
     """The loop's news, said once each, with the matching `on_event` notifications and journal lines."""
 
@@ -214,8 +218,7 @@ class Announcer:
             self.say(f"{printable(sid)} {reason}")
 
     def spawn_failed(self, sid: str, exc: Exception, gave_up: bool) -> None:
-        self.say(f"{printable(sid)}: its worker could not be started ({exc}); "
-                 + ("giving up" if gave_up else "will retry"))
+        self.say(spawn_failed_line(sid, exc, gave_up))
 
     def gave_up(self, sid: str) -> None:
         self.say(f"{printable(sid)} failed: its budget is spent")

@@ -29,6 +29,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from . import workspaces
+from ..announce import spawn_failed_line
 from ..executor import Ended, Executor, Handle, WorkerSpec, open_check_executor
 from ..journal import Journal
 from ..lifecycle import (PARKED, CheckFailed, Event, Life, Merged, MergeConflict, SpawnCancelled, SpawnFailed,
@@ -182,8 +183,7 @@ class Merger:
             workspace = self._checked(made)
         except (UserError, KeyError, TypeError) as exc:
             failed = apply(sid, SpawnFailed(f"its worker could not be started: {exc}"), now)
-            self.say(f"{printable(sid)}: its worker could not be started ({exc}); "
-                     + ("giving up" if failed.state is StreamState.FAILED else "will retry"))
+            self.say(spawn_failed_line(sid, exc, failed.state is StreamState.FAILED))
             return
         then(workspace, now)
 
@@ -236,8 +236,7 @@ class Merger:
         """Each turn: settle the stream whose check has ended; act on review decisions."""
         if self.run is None:
             return
-        if self.settings.merge_gate == "review":
-            self.gating.poll(rows, apply, now)
+        self.gating.poll(rows, apply, now)  # review decisions (whatever merge_gate is now: a stream may await one)
         merged, prepared = self.gating.ended_steps(rows, apply, now)
         for sid in merged:  # its pull request merged, the integration branch fetched
             workspaces.note_integration_moved(self.root, self.run)
