@@ -1,6 +1,6 @@
 """Issue 18's cases that belong to the supervisor loop (being rebuilt: observed git steps, the merge
 check as a supervised child). Each is a real-process test that fails today and is marked
-`xfail(strict=True)` with the reason, so it flips (and must be unmarked) when the loop does it."""
+`xfail` with the reason, so it shows as XPASS (and must be unmarked) when the loop does it."""
 
 from __future__ import annotations
 
@@ -78,9 +78,11 @@ def check_events(proj: Project):
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-@pytest.mark.xfail(strict=True, reason="in progress (the merge check as a supervised child): a check is not recorded "
-                                       "like a worker (token, group, adoption), so a restarted orchestrator runs a "
-                                       "second one beside the orphan")
+# Not strict: under load the orphaned check can end on its own before the restart reaches it, and then
+# the test passes by luck. Open until a restarted orchestrator adopts the orphan's verdict (it needs the
+# check's merge base and log offset saved) instead of KILLing it and running a second check.
+@pytest.mark.xfail(strict=False, reason="open (issue 18): a restarted orchestrator KILLs the orphaned merge check "
+                                        "and runs a second one; adopting its verdict is not built yet")
 def test_a_killed_orchestrators_merge_check_never_runs_twice_at_once(repo):
     command = check_script(repo, 4)
     repo.configure(merge_check=command)
