@@ -24,7 +24,8 @@ def test_at_the_spend_cap_nothing_starts_and_status_the_dashboard_and_the_exit_s
 
     orchestrator = project.start_background()
     try:
-        status = project.wait_for(lambda: (lambda s: s if s["run"]["state"] == "capped" else None)(project.status()),
+        status = project.wait_for(lambda: (lambda s: s if s["run"]["state"] == "capped" and s["run"]["spend"]["reached"] else None)(
+            project.status()),
                                   timeout=120, what="the run to reach the spend cap")
         spend = status["run"]["spend"]
         assert (spend["spent_usd"], spend["cap_usd"], spend["period"], spend["reached"]) == (0.1, 0.08, "day", True)
