@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.ray.conftest import processes_mentioning
 from tests.ray.helpers import client, unique, wait_for
 from tests.support import taskdb
 from tests.support.project import Project
@@ -45,13 +44,7 @@ def run_start(project: Project, *args: str, limit: float = 100) -> subprocess.Co
     env = {**project.env, "PYTHONFAULTHANDLER": "1"}
     process = subprocess.Popen(project.command("start", *args), env=env, cwd=project.root, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=limit)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGABRT)
-        out, err = process.communicate()
-        raise AssertionError(f"start did not end within {limit} s:\n{out}\n{err}") from None
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return finish(process, limit)
 
 
 def files_on(project: Project, ref: str) -> set:
