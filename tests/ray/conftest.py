@@ -1,4 +1,4 @@
-"""The tests' Ray cluster: a head and two worker nodes on loopback, started once for the session.
+"""The tests' Ray cluster: a head and two worker nodes on loopback, started once for the tests here.
 
 Ray is installed into the test venv by `make setup` (the `ray` extra: `ray[default]`, the jobs REST
 API needs the dashboard); where it could not be installed every test here is skipped and says why.
@@ -125,7 +125,9 @@ def stop_cluster(cluster: LocalCluster) -> None:
         cluster.process.wait()
 
 
-@pytest.fixture(scope="session")
+# Package scope: torn down after the last test here (they run together on one xdist worker), so the
+# cluster's processes do not take the CPU for the rest of the suite.
+@pytest.fixture(scope="package")
 def ray_cluster():
     if RAY_MISSING:
         pytest.skip(SKIP_REASON)

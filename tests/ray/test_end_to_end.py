@@ -85,6 +85,23 @@ def test_a_stream_runs_on_a_node_and_comes_back(ray_cluster, runtime_uri, tmp_pa
     assert api.delete(sid)
 
 
+def test_a_worker_that_leaves_a_daemon_leaves_nothing_after_a_normal_exit(ray_cluster, runtime_uri, tmp_path):
+    # Ray ends what a finished job left running only some of the time (test_node_processes.py):
+    # the remote worker ends it itself, before the job reads SUCCEEDED.
+    project = RemoteProject.create(tmp_path, "mcp")
+    ray_cluster.set_behaviour("Stream-Z", "ok-with-daemon")
+    api = client(ray_cluster)
+    description = project.describe("Stream-Z", run=unique("left"))
+    sid = api.submit(ray_job.submission(description, runtime_uri, stop_grace=2)).submission_id
+    assert wait_status(api, sid, jobs.TERMINAL).status == "SUCCEEDED"
+    assert any(e["event"] == "daemon" and e["token"] == description["token"] for e in ray_cluster.fake_events())
+    assert carriers(description["token"]) == []
+    reader = tail.LogTail(api, sid, tmp_path / "Stream-Z.log")
+    reader._poll_once()
+    assert "ended 1 process(es) the worker left running" in (tmp_path / "Stream-Z.log").read_text()
+    assert api.delete(sid)
+
+
 def test_a_hanging_job_is_stopped_and_leaves_nothing_on_any_node(ray_cluster, runtime_uri, tmp_path):
     project = RemoteProject.create(tmp_path, "mcp")
     ray_cluster.set_behaviour("Stream-B", "spawn-daemon")  # hangs, with a daemon outside its group
@@ -94,9 +111,8 @@ def test_a_hanging_job_is_stopped_and_leaves_nothing_on_any_node(ray_cluster, ru
     sid = api.submit(ray_job.submission(description, runtime_uri, stop_grace=2)).submission_id
     token = description["token"]
     wait_status(api, sid, ["RUNNING"])
-    wait_for(lambda: any(e["event"] == "daemon" and e["stream"] == "Stream-B" and e["attempt"] == 1
-                         for e in ray_cluster.fake_events()) and len(carriers(token)) >= 2,
-             "the worker and its daemon on the node")
+    wait_for(lambda: any(e["event"] == "daemon" and e["token"] == token for e in ray_cluster.fake_events())
+             and len(carriers(token)) >= 2, "the worker and its daemon on the node")
     assert api.stop(sid)
     assert wait_status(api, sid, jobs.TERMINAL).status == "STOPPED"
     # Every node is a set of processes on this host: none may still carry the attempt's token.

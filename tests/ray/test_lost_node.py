@@ -29,8 +29,8 @@ def test_a_lost_node_fences_its_attempt(ray_cluster, runtime_uri, tmp_path):  # 
     first = project.describe("Stream-C", attempt=1, run=run, grace=2)
     sid = api.submit(ray_job.submission(first, runtime_uri, stop_grace=2)).submission_id
     job = wait_status(api, sid, ["RUNNING"])
-    wait_for(lambda: any(e["event"] == "start" and e["stream"] == "Stream-C" and e["attempt"] == 1
-                         for e in ray_cluster.fake_events()), "attempt 1's worker to start")
+    wait_for(lambda: any(e["event"] == "start" and e["token"] == first["token"] for e in ray_cluster.fake_events()),
+             "attempt 1's worker to start")
     assert carriers(first["token"])
     lost = job.node_id
     ray_cluster.replace_node(lost)

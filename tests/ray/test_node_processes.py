@@ -1,12 +1,13 @@
 """What Ray itself does with a job's processes (measured; the remote worker exists because of it).
 
-A job's entrypoint runs in a session of its own. After it exits normally, Ray leaves every child
-it started running; `stop` signals the entrypoint and its descendants as psutil sees them, so a
-grandchild that was orphaned (a daemon's double fork) is missed; and in some runs here (after
-other jobs had run on the node) even the entrypoint's own child outlived a stop that Ray reported
-as STOPPED. Both are shown here with plain
-shell entrypoints; the remote worker's own reaping is tested in test_remote_worker.py and, on the
-cluster, in test_end_to_end.py.
+A job's entrypoint runs in a session of its own. `stop` signals the entrypoint and its descendants
+as psutil sees them, so a grandchild that was orphaned (a daemon's double fork) is missed; and in
+some runs here (after other jobs had run on the node) even the entrypoint's own child outlived a
+stop that Ray reported as STOPPED. That is shown here with a plain shell entrypoint. After a normal
+exit Ray promises nothing either way: a child left running was still there in most runs and ended
+by Ray in some (measured), so no test asserts one or the other. The remote worker's own reaping is
+what we rely on: tested in test_remote_worker.py and, on the cluster after a normal exit and after a
+stop, in test_end_to_end.py.
 """
 
 from __future__ import annotations
@@ -40,17 +41,6 @@ def described(token):
 def end(token):
     for pid in processes.token_carriers(token):
         processes.signal_members([pid], signal.SIGKILL)
-
-
-def test_after_a_normal_exit_every_child_keeps_running(ray_cluster):
-    api, token = client(ray_cluster), secrets.token_hex(8)
-    entrypoint = f"export ORCHESTRATE_KIT_TOKEN={token}; sleep 1000 & echo left a child"
-    sid = api.submit(jobs.job_request(unique("exit"), "s", 1, token, entrypoint, {}, 5)).submission_id
-    try:
-        assert wait_status(api, sid, jobs.TERMINAL).status == "SUCCEEDED"
-        assert len(processes.token_carriers(token)) == 1  # the `sleep`, still running
-    finally:
-        end(token)
 
 
 def test_stop_misses_an_orphaned_grandchild(ray_cluster):
