@@ -75,9 +75,8 @@ def measure(streams: int, tasks: int) -> Dict[str, Tuple[float, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         project = installed_project(Path(tmp))
         build_database(project.db, streams, tasks)
-        # python3 is this interpreter, not a version manager's shim (pyenv's costs ~0.1 s a call).
-        path = f"{Path(sys.executable).parent}{os.pathsep}{project.env['PATH']}"
-        env = {**project.env, "PATH": path, "COLUMNS": "100", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        # python3 is the interpreter, not a version manager's shim: bench/installed.py puts it first on PATH.
+        env = {**project.env, "COLUMNS": "100", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # as on a user's machine: `status` runs from cached bytecode
         home, root = project.home, project.root
         figures = {

@@ -19,7 +19,13 @@ from typing import Dict
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.support.interpreter import path_with_interpreter  # noqa: E402
 from tests.support.project import Project  # noqa: E402
+
+# The fake claude's `python3`, as in the tests: the interpreter itself, not pyenv's shim (its 0.1 s
+# start-up would count in the preflight, which runs the fake claude twice before any stream starts).
+_INTERPRETER = tempfile.TemporaryDirectory(prefix="bench-interpreter.")  # removed when the bench exits
+os.environ["PATH"] = path_with_interpreter(Path(_INTERPRETER.name))
 
 CONF = ".claude/orchestrator/orchestrator.conf"
 

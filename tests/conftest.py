@@ -7,19 +7,18 @@ Code) in their real home while the tests run therefore changes nothing the tests
 a test does can reach that home through HOME. Single tests may still set a HOME of their own (the
 installer tests do, per test; real-process tests pass one to each command).
 
-`python3` on the tests' PATH is the interpreter the tests run on (its base install, so none of the
-test venv's packages: the runtime must run on the standard library alone). Where `python3` is a
-version manager's shim (pyenv's is a bash script), that saves its start-up, about 0.1 s of CPU, in
-each of the thousands of Python processes the suite starts: the runtime's commands, the fake claude.
+`python3` on the tests' PATH is the interpreter the tests run on, never a version manager's shim
+(tests/support/interpreter.py says why).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.interpreter import path_with_interpreter
 
 OUTSIDE_PREFIXES = ("GIT_", "XDG_", "COPIER_")
 OUTSIDE_NAMES = {"TASK_DB_PATH", "WORKSPACE_ID", "NO_COLOR"}
@@ -36,18 +35,9 @@ def session_home(tmp_path_factory) -> Path:
                 patch.delenv(name)
         patch.setenv("HOME", str(home))
         patch.setenv("GIT_CONFIG_NOSYSTEM", "1")  # /etc/gitconfig is the machine's, not the test's
-        patch.setenv("PATH", f"{interpreter_folder(tmp_path_factory)}{os.pathsep}{os.environ.get('PATH', '')}")
+        patch.setenv("PATH", path_with_interpreter(tmp_path_factory.mktemp("interpreter")))
         assert Path.home() == home and str(home) != outside
         yield home
-
-
-def interpreter_folder(tmp_path_factory) -> Path:
-    """A folder whose `python3` and `python` are the base interpreter running the tests."""
-    folder = tmp_path_factory.mktemp("interpreter")
-    base = Path(getattr(sys, "_base_executable", "") or sys.executable).resolve()
-    for name in ("python3", "python"):
-        (folder / name).symlink_to(base)
-    return folder
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -42,8 +42,11 @@ def test_demo_runs_the_documented_example_to_completion(demo_env, tmp_path):
     assert at("Stream-A complete") < at("started Stream-B") and at("Stream-A complete") < at("started Stream-C")
     assert max(at("started Stream-B"), at("started Stream-C")) < min(at("Stream-B complete"), at("Stream-C complete"))
     assert at("started Stream-Z") > max(at("Stream-B complete"), at("Stream-C complete"))
-    # Frames were drawn while it ran: a frame with A running and the others waiting.
-    assert re.search(r"RUN .*Stream-A", out) and re.search(r"WAIT .*Stream-Z", out)
+    # Frames were drawn while it ran: the first one, drawn as the orchestrator starts, has Stream-Z
+    # waiting for its dependencies. (Which running states a frame catches depends on the machine's
+    # speed: frames are drawn every --refresh, off a terminal only when a state changed.)
+    before_the_end = out.split("All 4 stream(s) complete")[0]
+    assert re.search(r"WAIT .*Stream-Z", before_the_end), out
     assert not folder.exists()  # cleaned up without --keep
     assert "orchestrate.py land" not in out  # the project is removed: there is nothing to land
     assert not (Path(demo_env["HOME"]) / ".claude" / "tasks").exists()  # never in the user's own ~/.claude

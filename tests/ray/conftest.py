@@ -1,4 +1,4 @@
-"""The tests' Ray cluster: a head and two worker nodes on loopback, started once for the tests here.
+"""The tests' Ray cluster: a head and two worker nodes on loopback, started once for the session and stopped after the last test here.
 
 Ray is installed into the test venv by `make setup` (the `ray` extra: `ray[default]`, the jobs REST
 API needs the dashboard); where it could not be installed every test here is skipped and says why.
@@ -125,9 +125,7 @@ def stop_cluster(cluster: LocalCluster) -> None:
         cluster.process.wait()
 
 
-# Package scope: torn down after the last test here (they run together on one xdist worker), so the
-# cluster's processes do not take the CPU for the rest of the suite.
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def ray_cluster():
     if RAY_MISSING:
         pytest.skip(SKIP_REASON)
@@ -139,11 +137,36 @@ def ray_cluster():
                                  "FAKE_CLAUDE_DELAY": "0.05"})
     cluster.plan, cluster.events = plan, fake / "events.jsonl"
     print(f"\nRay test cluster: up in {cluster.started['seconds']} s, {cluster.started['memory_mb']} MB resident")
+    RUNNING.append(cluster)
     yield cluster
-    stop_cluster(cluster)
-    shutil.rmtree(fake, ignore_errors=True)
-    left = processes_mentioning(cluster.temp_dir)
-    assert not left, f"the Ray test cluster left processes behind: {left}"
+    end_session_cluster()
+
+
+HERE = Path(__file__).resolve().parent
+RUNNING: List[LocalCluster] = []  # the session's cluster while it runs
+FINISHED: List[str] = []  # the tests here that have run (in this xdist worker: they all run in one)
+
+
+def end_session_cluster() -> None:
+    """Stop the cluster and check that it left nothing (once; at the latest when the session ends)."""
+    while RUNNING:
+        cluster = RUNNING.pop()
+        stop_cluster(cluster)
+        if cluster.plan is not None:
+            shutil.rmtree(cluster.plan.parent, ignore_errors=True)
+        left = processes_mentioning(cluster.temp_dir)
+        assert not left, f"the Ray test cluster left processes behind: {left}"
+
+
+@pytest.fixture(autouse=True)
+def end_the_cluster_after_the_last_test_here(request):
+    """The tests here run on one xdist worker, not always back to back: once the last of them has run,
+    the cluster stops, so its processes do not take the CPU for the rest of the suite."""
+    yield
+    FINISHED.append(request.node.nodeid)
+    here = [item.nodeid for item in request.session.items if HERE in item.path.parents]
+    if set(here) <= set(FINISHED):
+        end_session_cluster()
 
 
 def processes_mentioning(text: str) -> List[str]:
