@@ -40,9 +40,23 @@ def session_home(tmp_path_factory) -> Path:
         yield home
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups (its worker plugin comes later)
 def pytest_collection_modifyitems(items) -> None:
     """With pytest-xdist (`make test` runs the suite on several workers), the tests that share one
     expensive session fixture run on one worker: the Ray cluster is started once, not once a worker."""
     for item in items:
         if "tests/ray/" in item.nodeid or item.nodeid.startswith("ray/"):
             item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session) -> None:
+    """In an xdist worker with `--dist loadgroup`, xdist has named each grouped test `<id>@<group>`; where
+    it has not (a pytest that xdist does not support), every worker would start its own Ray cluster."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    ungrouped = [item.nodeid for item in session.items
+                 if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if ungrouped:
+        raise pytest.UsageError(f"pytest-xdist did not group {ungrouped[0]} (pytest {pytest.__version__}): "
+                                "the versions pyproject.toml pins are needed")
