@@ -150,7 +150,7 @@ class FakeMerger:
             self.checking = self.verdict = None
             apply(sid, lc.Merged() if passed else lc.CheckFailed("the check failed"), now)
 
-    def stop(self) -> None:
+    def stop(self, deadline: float = 0.0) -> None:
         self.stopped += 1
         self.checking = None
 

@@ -285,7 +285,7 @@ class Supervisor:
             elif isinstance(action, Shutdown):
                 self.executor.shutdown(action.deadline)
                 busy = self.merger.activity
-                self.merger.stop()  # a running merge check ends; its stream is merged again next start
+                self.merger.stop(action.deadline)  # a check ends, a merge by then; merged again next start
                 self.dirty |= self.merger.activity != busy
             elif isinstance(action, Finish):
                 return self._finish(action, now)

@@ -52,8 +52,15 @@ ORCHESTRATE = "orchestrate.py"
 POLL = "\0poll"  # the pull request poll's step key (no stream id is this)
 PUSH = "\0push"  # push = integration | all: the push after merges
 PREP = "\0prepare:"  # + a stream id: its worktree being made (merging.Merger.prepare)
+MERGE = "\0merge:"  # + a stream id: its merge (merging.Merger.merge)
+OWN = (PREP, MERGE)  # the merger's steps: their results go back to it (ended_steps)
 OPEN_TIMEOUT = 2 * remote.NETWORK_TIMEOUT + 3 * pull_requests.GH_TIMEOUT  # two pushes, a list and a create
 FETCH_TIMEOUT = remote.NETWORK_TIMEOUT
+
+
+def _stream_of(key: str) -> str:
+    kind = next((k for k in OWN if key.startswith(k)), "")
+    return key[len(kind):]
 
 
 def refusal(root: Path, settings: Settings, isolation: str) -> Optional[str]:
@@ -182,29 +189,31 @@ class Gating:
 
     def facts(self) -> Dict[str, Any]:
         deadline = self.steps.next_deadline()
-        return {"stepping": frozenset(k[len(PREP):] if k.startswith(PREP) else k for k in self.steps.keys() if k != POLL),
+        return {"stepping": frozenset(_stream_of(k) for k in self.steps.keys() if k != POLL),
                 "polling": self.steps.running(POLL), "polled_at": self.polled_at,
                 "step_deadline": deadline if deadline != float("inf") else None}
 
-    def stop(self) -> None:
-        self.steps.stop()
+    def stop(self, until: float = 0.0) -> None:
+        """End the steps; a merge may finish until `until` (merging.Merger.stop says why)."""
+        self.steps.stop(until, lambda key: key.startswith(MERGE))
 
     def ended_steps(self, rows: Mapping[str, Life], apply: Apply,
-                    now: float) -> Tuple[List[str], List[Tuple[str, Dict[str, Any]]]]:
-        """Settle the steps that ended: the streams whose pull request merged and the worktree steps that
-        ended, with their results (the merger accepts and starts them)."""
+                    now: float) -> Tuple[List[str], List[Tuple[str, str, Dict[str, Any]]]]:
+        """Settle the steps that ended: the streams whose pull request merged, and the merger's own steps
+        that ended (worktrees, merges) as (kind: PREP or MERGE, stream, result) for it to carry on."""
         merged: List[str] = []
-        prepared: List[Tuple[str, Dict[str, Any]]] = []
+        own: List[Tuple[str, str, Dict[str, Any]]] = []
         for key, result in self.steps.finished():
-            if key.startswith(PREP):
-                prepared.append((key[len(PREP):], result))
+            kind = next((k for k in OWN if key.startswith(k)), None)
+            if kind is not None:
+                own.append((kind, key[len(kind):], result))
             elif key == POLL:
                 merged += self._polled(result, rows, apply, now)
             elif key == PUSH:
                 self._pushed(result)
             else:
                 self._opened(key, result, rows, apply, now)
-        return merged, prepared
+        return merged, own
 
     def _opened(self, sid: str, result: Dict[str, Any], rows: Mapping[str, Life], apply: Apply, now: float) -> None:
         commit = self.commits.pop(sid, "")
