@@ -53,7 +53,8 @@ POLL = "\0poll"  # the pull request poll's step key (no stream id is this)
 PUSH = "\0push"  # push = integration | all: the push after merges
 PREP = "\0prepare:"  # + a stream id: its worktree being made (merging.Merger.prepare)
 MERGE = "\0merge:"  # + a stream id: its merge (merging.Merger.merge)
-OWN = (PREP, MERGE)  # the merger's steps: their results go back to it (ended_steps)
+UNDO = "\0undo:"  # + a stream id: its merge undone after its check failed (merging.Merger._check_failed)
+OWN = (PREP, MERGE, UNDO)  # the merger's steps: their results go back to it (ended_steps)
 OPEN_TIMEOUT = 2 * remote.NETWORK_TIMEOUT + 3 * pull_requests.GH_TIMEOUT  # two pushes, a list and a create
 FETCH_TIMEOUT = remote.NETWORK_TIMEOUT
 
@@ -195,12 +196,13 @@ class Gating:
 
     def stop(self, until: float = 0.0) -> None:
         """End the steps; a merge may finish until `until` (merging.Merger.stop says why)."""
-        self.steps.stop(until, lambda key: key.startswith(MERGE))
+        self.steps.stop(until, lambda key: key.startswith((MERGE, UNDO)))
 
     def ended_steps(self, rows: Mapping[str, Life], apply: Apply,
                     now: float) -> Tuple[List[str], List[Tuple[str, str, Dict[str, Any]]]]:
         """Settle the steps that ended: the streams whose pull request merged, and the merger's own steps
-        that ended (worktrees, merges) as (kind: PREP or MERGE, stream, result) for it to carry on."""
+        that ended (worktrees, merges, undoing one) as (kind: PREP, MERGE or UNDO, stream, result) for it to
+        carry on."""
         merged: List[str] = []
         own: List[Tuple[str, str, Dict[str, Any]]] = []
         for key, result in self.steps.finished():

@@ -39,7 +39,7 @@ from ..names import printable
 from ..settings import EXIT_STUCK, Layout, Settings, UserError
 from ..trackers import DatabaseLocation
 from ..scheduler import Gate, GitAction, Merge, PollPullRequests
-from .gating import MERGE, PREP, Gating, Notify
+from .gating import MERGE, PREP, UNDO, Gating, Notify
 from .workspaces import MergeOutcome, MergeResult, RunInfo, Workspace, WorkspaceError
 
 Apply = Callable[[str, Event, float], Life]
@@ -51,6 +51,7 @@ ADOPTED_CHECK_WAIT = 2.0  # at start, how long a check left by a killed orchestr
 PREPARING = object()  # Merger.prepare: a step makes the worktree, and calls back when it is ready
 PREPARE_TIMEOUT = 900.0  # seconds a worktree's creation may take (a checkout of a very large repository)
 MERGE_TIMEOUT = 3600.0  # seconds a merge step may take (a huge leftover commit through a slow clean filter)
+UNDO_TIMEOUT = 900.0  # seconds undoing a merge may take (a reset of the integration worktree's files)
 
 
 def open_merger(layout: Layout, settings: Settings, location: DatabaseLocation, say: Callable[[str], None],
@@ -104,6 +105,7 @@ class Merger:
                              clock)
         self.preparing: Dict[str, Callable[[Workspace, float], None]] = {}  # stream -> what to do once ready
         self.merging: Optional[str] = None  # the stream whose merge step runs
+        self.undoing: Dict[str, str] = {}  # a stream whose failed check's merge a step undoes -> why it failed
         self.stopping = False  # the run is stopping (stop): a merge that ends starts no check
 
     @property
@@ -210,7 +212,8 @@ class Merger:
         """A merge step or a merge check runs, or what a check left running is still being ended:
         nothing else is merged meanwhile (it could still touch the integration worktree) and the run
         does not end before them."""
-        return self.check is not None or self.merging is not None or bool(self.checks.cleaning_up())
+        return self.check is not None or self.merging is not None or bool(self.undoing) \
+            or bool(self.checks.cleaning_up())
 
     @property
     def activity(self) -> tuple:
@@ -234,7 +237,7 @@ class Merger:
         """Start merging one stream in `merging` (decide chose it: nothing of its worker is left running):
         a step does all its git (workspaces.merge_finished) while the loop goes on, and `poll` carries
         on with its answer. One merge at a time: a second Merge of the same decision waits its turn."""
-        if self.run is None or self.check is not None or self.merging is not None:
+        if self.run is None or self.busy:
             return
         self.journal.merge_started(sid, branch=workspaces.stream_branch(sid), into=self.integration_branch)
         args = {"project": str(self.root), "run": self.run.as_dict(), "stream_id": sid,
@@ -258,6 +261,8 @@ class Merger:
         for kind, sid, result in own:
             if kind == PREP:
                 self._prepared(sid, result, rows, apply, now)
+            elif kind == UNDO:
+                self._undone(sid, self.undoing.pop(sid, "its merge check failed"), result, apply, now)
             else:
                 self._merge_ended(sid, result, rows.get(sid, Life()), apply, now)
         self.checks.tick()
@@ -376,11 +381,24 @@ class Merger:
             self.say(f"warning: {printable(str(exc))}")
 
     def _check_failed(self, sid: str, before: str, why: str, apply: Apply, now: float) -> None:
+        """Its check failed: a step moves the integration branch back to `before` (the loop goes on,
+        `busy` meanwhile); `_undone` parks the stream once it has ended."""
         assert self.run is not None
+        args = {"project": str(self.root), "run": self.run.as_dict(), "before": before}
         try:
-            workspaces.undo_merge(self.root, self.run, before)
-        except WorkspaceError as exc:
-            why += f"; and undoing its merge failed: {exc}"
+            self.gating.steps.start(UNDO + sid, "undo_merge", args, UNDO_TIMEOUT)
+        except OSError as exc:
+            self._undone(sid, why, {"error": str(exc)}, apply, now)
+            return
+        self.undoing[sid] = why
+
+    def _undone(self, sid: str, why: str, answer: Dict[str, Any], apply: Apply, now: float) -> None:
+        if answer.get("stopped"):  # it stays `merging`: the next start finds it merged and checks it again
+            self.say(f"{printable(sid)}: {printable(why, 500)}; undoing its merge was ended as the run stopped, "
+                     "and the next start checks it again")
+            return
+        if "error" in answer:
+            why += f"; and undoing its merge failed: {answer['error']}"
         folder = self._folder(sid)
         reason = f"{why}; its merge was undone. Fix it in {folder} and commit, then run `{start_command(sid)}`"
         apply(sid, CheckFailed(reason), now)

@@ -22,6 +22,8 @@ a problem of git, gh or the remote. The steps:
                         -> MergeResult.as_dict() or {"error"}: a finished stream's whole merge
                         (workspaces.merge_finished: a handed-back conflict checked, its leftovers
                         committed, its branch merged, a conflict handed back, once merged again)
+    undo_merge          {"project", "run", "before"} -> {} or {"error"}: the integration branch moved
+                        back to `before` after a failed merge check (workspaces.undo_merge)
     poll_pull_requests  {"project", "urls", "branch", "remote"}     -> {"states": [PullRequestState...],
                         "fetch": FetchResult or null}: every URL asked about, and once one is
                         merged the integration branch `branch` fetched back (one step per poll)
@@ -87,6 +89,14 @@ def _merge_stream(a: Mapping[str, Any]) -> Dict[str, Any]:
     return merged.as_dict()
 
 
+def _undo_merge(a: Mapping[str, Any]) -> Dict[str, Any]:
+    try:
+        workspaces.undo_merge(Path(a["project"]), workspaces.RunInfo.from_dict(a["run"]), str(a["before"]))
+    except workspaces.WorkspaceError as exc:
+        return {"error": str(exc)}
+    return {}
+
+
 def _poll_pull_requests(a: Mapping[str, Any]) -> Dict[str, Any]:
     project = Path(a["project"])
     states = [pull_requests.pull_request_state(project, str(url)) for url in a["urls"]]
@@ -106,6 +116,7 @@ STEPS: Dict[str, Step] = {
     "poll_pull_requests": _poll_pull_requests,
     "prepare_workspace": _prepare_workspace,
     "merge_stream": _merge_stream,
+    "undo_merge": _undo_merge,
 }
 
 

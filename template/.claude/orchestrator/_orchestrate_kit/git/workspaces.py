@@ -1392,15 +1392,16 @@ def _log_tail(path: Path, offset: int, limit: int) -> str:
 
 
 def undo_merge(project: Path, run: RunInfo, before: str) -> None:
-    """Move the integration branch back to `before`, the tip before the last merge."""
+    """Move the integration branch back to `before`, the tip before the last merge (under the merge lock)."""
     integ = integration_path(Path(project).resolve())
-    head = _rev(integ, "HEAD")
-    if head == before:
-        return
-    if _tree_state(integ).branch != _integration(run) or _parents(integ, head)[:1] != [before]:
-        raise WorkspaceError(f"{run.integration_branch} moved on since that merge; not moving it back")
-    _git(integ, "reset", "--hard", "-q", before)  # our own branch in our own worktree
-    _moved_by_us(Path(project).resolve(), _integration(run))
+    with _merge_lock(Path(project).resolve()):
+        head = _rev(integ, "HEAD")
+        if head == before:
+            return
+        if _tree_state(integ).branch != _integration(run) or _parents(integ, head)[:1] != [before]:
+            raise WorkspaceError(f"{run.integration_branch} moved on since that merge; not moving it back")
+        _git(integ, "reset", "--hard", "-q", before)  # our own branch in our own worktree
+        _moved_by_us(Path(project).resolve(), _integration(run))
 
 
 # ---------------------------------------------------------------- recovery
