@@ -20,8 +20,11 @@ through lifecycle.transition (the `apply` the supervisor gives):
                          with or without a running orchestrator) becomes `Approved` (it merges
                          exactly the reviewed commit) or `Rejected` (back to its agent, the reason
                          in its next prompt)
-    facts()              for decide: streams whose step runs, whether a poll runs and when the last
-                         began, the earliest step deadline
+    facts()              for decide: streams whose step runs (the merger's too: worktrees, merges),
+                         whether a poll runs and when the last began, the earliest step deadline
+    ended_steps(...)     each turn: the steps that ended; the merger's own (PREP, MERGE, UNDO keys)
+                         are handed back to it
+    stop(until)          at shutdown: every step ended, a merge's only at `until`
     refusal(...)         for `start`: why this gate cannot work here (gh, its login, the remote)
 
 The review record is read again each turn for the streams awaiting review (one small file each,

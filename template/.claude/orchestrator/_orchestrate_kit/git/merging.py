@@ -7,16 +7,22 @@ workspaces.py and every state change goes through lifecycle.transition:
     begin(table)         at start: end a merge check an earlier orchestrator left, repair what a
                          killed run left, then start or continue the run's integration branch
                          (its RunInfo is saved in the table)
-    prepare(stream)      before a spawn: the stream's worktree, checked for the tracker
-    merge(stream, life)  a Merge action: merge it now, or start the merge check on the merged tree
-    poll()               each turn: whether the running check has ended, and its verdict
-    busy                 a check runs or its leftovers are ended (decide merges nothing else meanwhile)
-    stop()               at shutdown: KILL a running check (that stream is merged again next start)
+    prepare(stream)      before a spawn: the stream's worktree (a step), checked for the tracker
+    merge(stream, life)  a Merge action: a step does all of its merge's git (workspaces.merge_finished)
+    poll()               each turn: the steps that ended (a merge's answer: merged, then its merge
+                         check started; a conflict handed back; parked) and whether the running
+                         check has ended, with its verdict (a failed one's merge undone by a step)
+    busy                 a merge or undo step or a check runs, or a check's leftovers are ended
+                         (decide merges nothing else meanwhile)
+    stop(deadline)       at shutdown: KILL a running check (that stream is merged again next start);
+                         a merge step may finish by `deadline`, the stop grace (see Merger.stop)
 
-The merge check is a process started through an executor (the local one: the
-integration worktree is here), recorded like a worker and polled, never waited
-on. Each merge, conflict and check goes into the run's journal (`journal`). With
-isolation `none` every call does nothing. Standard library only, Python 3.9+.
+The loop never waits on git here: merges run as observed steps (stepper.py, steps.py)
+while other streams complete and start. The merge check is a process started through
+an executor (the local one: the integration worktree is here), recorded like a worker
+and polled, never waited on. Each merge, conflict and check goes into the run's
+journal (`journal`). With isolation `none` every call does nothing. Standard library
+only, Python 3.9+.
 """
 
 from __future__ import annotations

@@ -26,10 +26,12 @@ whose state was lost, or whose project folder moved, is found in git again.
 
 Several of these run at once, in separate step processes (git/steps.py): worktrees
 for several streams are prepared side by side while a merge runs. What git itself
-cannot share is serialised by two locks in the git directory (`_locked`): registering,
+cannot share is serialised by locks in the git directory (`_locked`): registering,
 moving and removing worktrees (`git worktree add` reads every other worktree's
-registration and fails on one half written), and the run record (read, compared and
-written back). The files of a new worktree are checked out outside the lock.
+registration and fails on one half written), the run record (read, compared and
+written back), and a merge (`merge_finished`, `undo_merge`: the merge lock names its
+holder, so `recover` waits for a merge step a killed orchestrator left running). The
+files of a new worktree are checked out outside the lock.
 Every git failure becomes a WorkspaceError with one readable line.
 Standard library only.
 """
