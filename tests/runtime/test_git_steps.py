@@ -99,3 +99,16 @@ def test_a_merge_step_hands_a_conflict_back_says_it_is_pending_then_merges_and_u
     code, answer = child_step({"step": "undo_merge", "args": {"project": str(repo), "run": run.as_dict(),
                                                               "before": resolved.tip}})
     assert code == 1 and "moved on since that merge" in answer["error"]  # not the tip's parent: refused
+
+
+def test_a_gate_step_commits_the_leftovers_and_answers_the_commit_and_its_diff_stat(repo):
+    run = ws.start_run(repo)
+    space = ws.prepare_workspace(repo, run, "R")
+    (space.cwd / "R.txt").write_text("work of R\n", encoding="utf-8")  # left uncommitted
+    args = {"project": str(repo), "run": run.as_dict(), "stream_id": "R", "stat": True}
+    code, answer = child_step({"step": "gate_stream", "args": args})
+    assert code == 0 and answer["committed"] is True
+    assert answer["commit"] == git(repo, "rev-parse", "stream/R") and answer["stat"].startswith("1 file changed")
+    assert git(space.cwd, "status", "--porcelain") == ""
+    code, answer = child_step({"step": "gate_stream", "args": {**args, "stream_id": "never-ran", "stat": False}})
+    assert (code, answer) == (0, {"committed": False, "commit": "", "stat": ""})  # no branch: nothing to gate

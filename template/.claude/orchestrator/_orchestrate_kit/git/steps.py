@@ -22,6 +22,9 @@ a problem of git, gh or the remote. The steps:
                         -> MergeResult.as_dict() or {"error"}: a finished stream's whole merge
                         (workspaces.merge_finished: a handed-back conflict checked, its leftovers
                         committed, its branch merged, a conflict handed back, once merged again)
+    gate_stream         {"project", "run", "stream_id", "stat"} -> {"committed", "commit", "stat"} or
+                        {"error"}: a finished stream taken to its gate (gates.take_to_gate: its
+                        leftovers committed, its commit, with `stat` its diff stat for a review)
     undo_merge          {"project", "run", "before"} -> {} or {"error"}: the integration branch moved
                         back to `before` after a failed merge check (workspaces.undo_merge)
     poll_pull_requests  {"project", "urls", "branch", "remote"}     -> {"states": [PullRequestState...],
@@ -37,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping
 
-from . import pull_requests, remote, workspaces
+from . import gates, pull_requests, remote, workspaces
 
 Step = Callable[[Mapping[str, Any]], Dict[str, Any]]
 
@@ -89,6 +92,14 @@ def _merge_stream(a: Mapping[str, Any]) -> Dict[str, Any]:
     return merged.as_dict()
 
 
+def _gate_stream(a: Mapping[str, Any]) -> Dict[str, Any]:
+    try:
+        return gates.take_to_gate(Path(a["project"]), workspaces.RunInfo.from_dict(a["run"]), str(a["stream_id"]),
+                                  bool(a.get("stat")))
+    except workspaces.WorkspaceError as exc:
+        return {"error": str(exc)}
+
+
 def _undo_merge(a: Mapping[str, Any]) -> Dict[str, Any]:
     try:
         workspaces.undo_merge(Path(a["project"]), workspaces.RunInfo.from_dict(a["run"]), str(a["before"]))
@@ -117,6 +128,7 @@ STEPS: Dict[str, Step] = {
     "prepare_workspace": _prepare_workspace,
     "merge_stream": _merge_stream,
     "undo_merge": _undo_merge,
+    "gate_stream": _gate_stream,
 }
 
 
