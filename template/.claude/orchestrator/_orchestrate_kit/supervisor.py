@@ -138,7 +138,7 @@ class Supervisor:
         self._read_outputs(now)
         self.dirty |= self.tracker.look(now)
         busy = self.merger.activity
-        self.merger.poll(self._apply, now, self.table.rows)
+        self.merger.poll(self._apply, now, self.table.rows, self.guard.stream)  # steps' ends, each guarded
         self.dirty |= self.merger.activity != busy
         stopping = self.table.run_life.state is RunState.STOPPING  # then judged even without the tracker
         if self.exits and (self.tracker.fresh or stopping):

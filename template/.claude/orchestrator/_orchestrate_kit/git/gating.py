@@ -38,8 +38,9 @@ leaves the decision to be read again. A killed orchestrator's pull request is fo
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional, Tuple
 
 from . import gates, pull_requests, remote, workspaces
 from ..lifecycle import (Approved, AwaitReview, Event, Life, MergeConflict, Merged, PullRequestClosed, PullRequestOpened,
@@ -217,8 +218,9 @@ class Gating:
         self.stopping = True
         self.steps.stop(until, lambda key: key.startswith(SPARED))
 
-    def ended_steps(self, rows: Mapping[str, Life], apply: Apply,
-                    now: float) -> Tuple[List[str], List[Tuple[str, str, Dict[str, Any]]]]:
+    def ended_steps(self, rows: Mapping[str, Life], apply: Apply, now: float,
+                    guard: Callable[[str, str, float], ContextManager[None]] = lambda *_: nullcontext()
+                    ) -> Tuple[List[str], List[Tuple[str, str, Dict[str, Any]]]]:
         """Settle the steps that ended: the streams whose pull request merged, and the merger's own steps
         that ended (worktrees, merges, undoing one) as (kind: PREP, MERGE or UNDO, stream, result) for it to
         carry on."""
@@ -233,7 +235,8 @@ class Gating:
                 run = self.gating.pop(sid, None)
                 life = rows.get(sid)
                 if run is not None and life is not None and life.state is StreamState.MERGING:
-                    self._gated(sid, run, result, apply, now)
+                    with guard(sid, "merging it", now):  # as the Gate action that started it
+                        self._gated(sid, run, result, apply, now)
             elif key == POLL:
                 merged += self._polled(result, rows, apply, now)
             elif key == PUSH:

@@ -32,7 +32,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 import time
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from . import workspaces
 from ..announce import spawn_failed_line
@@ -52,6 +53,13 @@ Apply = Callable[[str, Event, float], Life]
 LISTED_FILES = 5  # conflicted files named in a one-line reason
 NEVER_ROTATE = 1 << 62  # the check appends to the stream's log: never rotate it away under the merge
 ADOPTED_CHECK_WAIT = 2.0  # at start, how long a check left by a killed orchestrator may take to die
+
+
+Guard = Callable[[str, str, float], ContextManager[None]]  # (stream, doing, now): supervisor's StreamGuard.stream
+
+
+def _unguarded(_sid: str, _doing: str, _now: float) -> ContextManager[None]:
+    return nullcontext()
 
 
 PREPARING = object()  # Merger.prepare: a step makes the worktree, and calls back when it is ready
@@ -255,22 +263,26 @@ class Merger:
             return
         self.merging = sid
 
-    def poll(self, apply: Apply, now: float, rows: Mapping[str, Life] = {}) -> None:  # noqa: B006
-        """Each turn: settle the stream whose check has ended; act on review decisions."""
+    def poll(self, apply: Apply, now: float, rows: Mapping[str, Life] = {},  # noqa: B006
+             guard: Guard = _unguarded) -> None:
+        """Each turn: carry on with the steps that ended (each inside `guard`: the loop's StreamGuard.stream,
+        so a bug fails or parks that stream only); settle the stream whose check has ended; act on review
+        decisions."""
         if self.run is None:
             return
         self.gating.poll(rows, apply, now)  # review decisions (whatever merge_gate is now: a stream may await one)
-        merged, own = self.gating.ended_steps(rows, apply, now)
+        merged, own = self.gating.ended_steps(rows, apply, now, guard)
         for sid in merged:  # its pull request merged, the integration branch fetched
             workspaces.note_integration_moved(self.root, self.run)
             self._accept(sid, apply, now)
         for kind, sid, result in own:
-            if kind == PREP:
-                self._prepared(sid, result, rows, apply, now)
-            elif kind == UNDO:
-                self._undone(sid, self.undoing.pop(sid, "its merge check failed"), result, apply, now)
-            else:
-                self._merge_ended(sid, result, rows.get(sid, Life()), apply, now)
+            with guard(sid, "starting its worker" if kind == PREP else "merging it", now):
+                if kind == PREP:
+                    self._prepared(sid, result, rows, apply, now)
+                elif kind == UNDO:
+                    self._undone(sid, self.undoing.pop(sid, "its merge check failed"), result, apply, now)
+                else:
+                    self._merge_ended(sid, result, rows.get(sid, Life()), apply, now)
         self.checks.tick()
         check = self.check
         if check is None:
