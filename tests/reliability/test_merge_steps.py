@@ -154,3 +154,38 @@ def test_start_ends_a_merge_an_orchestrator_killed_mid_merge_left_running(repo):
         if holder.poll() is None:
             os.killpg(holder.pid, signal.SIGKILL)
             holder.wait()
+
+
+MERGE_FAULT = """
+import runpy, sys
+home = sys.argv[1]
+sys.path.insert(0, home)
+from _orchestrate_kit.git import merging
+
+real = merging.Merger._merged
+
+def _merged(self, sid, *rest):
+    if sid == "A":
+        raise LookupError("an injected fault after A's merge step")
+    return real(self, sid, *rest)
+
+merging.Merger._merged = _merged
+sys.argv = [home + "/orchestrate.py"] + sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_bug_met_with_a_merge_steps_answer_parks_that_stream_and_the_others_merge(repo, tmp_path):
+    make_db(repo.db)
+    add_stream(repo.db, "A", [], 1)
+    add_stream(repo.db, "B", [], 1)
+    repo.plan({"A": ["write"], "B": ["write"]})
+    launcher = tmp_path / "inject.py"
+    launcher.write_text(MERGE_FAULT, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(launcher), str(repo.home), "start", "--no-preflight"], env=repo.env,
+                          cwd=repo.root, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=WAIT)
+    assert done.returncode == 1, done.stdout + done.stderr  # a run with a parked stream, never 70
+    assert "internal error while merging it: LookupError: an injected fault after A's merge step" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    assert repo.states() == {"A": "merge_conflict", "B": "complete"}
+    assert integration_file(repo, "B.txt") == "work of B\n"
