@@ -63,3 +63,52 @@ def test_a_request_that_does_not_fit_is_an_error_line_not_a_traceback():
     done = subprocess.run([sys.executable, "-m", "_orchestrate_kit.git.steps"], cwd=RUNTIME, input="not json",
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "is not" in json.loads(done.stdout)["error"] and done.stderr == ""
+
+
+def test_a_merge_step_hands_a_conflict_back_says_it_is_pending_then_merges_and_undoes(repo):
+    """The merge step's whole sequence in a child (workspaces.merge_finished), as the loop reads it."""
+    run = ws.start_run(repo)
+    for sid, text in (("B", "line one by B\n"), ("C", "line one by C\n")):
+        space = ws.prepare_workspace(repo, run, sid)
+        (space.cwd / "shared.txt").write_text(text + "line two\n", encoding="utf-8")  # left uncommitted
+
+    def merge(sid, handed_back=()):
+        code, answer = child_step({"step": "merge_stream", "args": {"project": str(repo), "run": run.as_dict(),
+                                                                    "stream_id": sid, "handed_back": list(handed_back),
+                                                                    "commit": None}})
+        assert code == 0, answer
+        return ws.MergeResult.from_dict(answer)
+
+    merged = merge("B")
+    assert merged.outcome is ws.MergeOutcome.MERGED and merged.committed_leftovers and merged.tip != merged.before
+    conflict = merge("C")  # its leftovers committed, the conflict handed back into its worktree
+    assert conflict.outcome is ws.MergeOutcome.CONFLICT and conflict.conflicts == ("shared.txt",)
+    assert "<<<<<<<" in (ws.worktree_path(repo, "C") / "shared.txt").read_text(encoding="utf-8")
+    pending = merge("C", conflict.conflicts)
+    assert pending.outcome is ws.MergeOutcome.PENDING and "conflicts not resolved in: shared.txt" in pending.pending
+    git(ws.worktree_path(repo, "C"), "checkout", "--theirs", "shared.txt")
+    git(ws.worktree_path(repo, "C"), "add", "shared.txt")
+    git(ws.worktree_path(repo, "C"), "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-q", "--no-edit")
+    resolved = merge("C", conflict.conflicts)
+    assert resolved.outcome is ws.MergeOutcome.MERGED and resolved.before == merged.tip
+
+    code, answer = child_step({"step": "undo_merge", "args": {"project": str(repo), "run": run.as_dict(),
+                                                              "before": resolved.before}})
+    assert (code, answer) == (0, {})
+    assert git(repo, "rev-parse", run.integration_branch) == merged.tip
+    code, answer = child_step({"step": "undo_merge", "args": {"project": str(repo), "run": run.as_dict(),
+                                                              "before": resolved.tip}})
+    assert code == 1 and "moved on since that merge" in answer["error"]  # not the tip's parent: refused
+
+
+def test_a_gate_step_commits_the_leftovers_and_answers_the_commit_and_its_diff_stat(repo):
+    run = ws.start_run(repo)
+    space = ws.prepare_workspace(repo, run, "R")
+    (space.cwd / "R.txt").write_text("work of R\n", encoding="utf-8")  # left uncommitted
+    args = {"project": str(repo), "run": run.as_dict(), "stream_id": "R", "stat": True}
+    code, answer = child_step({"step": "gate_stream", "args": args})
+    assert code == 0 and answer["committed"] is True
+    assert answer["commit"] == git(repo, "rev-parse", "stream/R") and answer["stat"].startswith("1 file changed")
+    assert git(space.cwd, "status", "--porcelain") == ""
+    code, answer = child_step({"step": "gate_stream", "args": {**args, "stream_id": "never-ran", "stat": False}})
+    assert (code, answer) == (0, {"committed": False, "commit": "", "stat": ""})  # no branch: nothing to gate

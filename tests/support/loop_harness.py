@@ -142,7 +142,7 @@ class FakeMerger:
     def check_done(self, passed: bool = True) -> None:
         self.verdict = passed
 
-    def poll(self, apply, now, rows=None) -> None:
+    def poll(self, apply, now, rows=None, guard=None) -> None:
         if self.gating is not None:  # the real reading of review decisions, from records the test writes
             self.gating.poll(rows or {}, apply, now)
         if self.checking is not None and self.verdict is not None:
@@ -150,7 +150,7 @@ class FakeMerger:
             self.checking = self.verdict = None
             apply(sid, lc.Merged() if passed else lc.CheckFailed("the check failed"), now)
 
-    def stop(self) -> None:
+    def stop(self, deadline: float = 0.0) -> None:
         self.stopped += 1
         self.checking = None
 

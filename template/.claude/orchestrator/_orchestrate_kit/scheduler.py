@@ -98,7 +98,8 @@ class PollPullRequests:
 
 @dataclass(frozen=True)
 class Shutdown:
-    """The run is stopping: a running merge check ends, and what ended workers left is gone by `deadline`."""
+    """The run is stopping: a running merge check ends, a merge step by `deadline`, and what ended workers
+    left is gone by then."""
 
     deadline: float
 
@@ -174,6 +175,7 @@ def decide(board: Board, run: RunLife, settings: Settings, now: float, facts: Fa
     if stopping:
         decision.shutdown = Shutdown(run.deadline if run.deadline is not None else now)
         decision.finish = _stopped(board, run, facts)
+        decision.wake_at = earliest(decision.wake_at, facts.step_deadline)  # a merge step is ended then
         return decision
     decision.capped = facts.spend_left is not None and facts.spend_left < MIN_BUDGET_USD
     _choose_merges(decision, board, settings, facts)

@@ -138,7 +138,7 @@ class Supervisor:
         self._read_outputs(now)
         self.dirty |= self.tracker.look(now)
         busy = self.merger.activity
-        self.merger.poll(self._apply, now, self.table.rows)
+        self.merger.poll(self._apply, now, self.table.rows, self.guard.stream)  # steps' ends, each guarded
         self.dirty |= self.merger.activity != busy
         stopping = self.table.run_life.state is RunState.STOPPING  # then judged even without the tracker
         if self.exits and (self.tracker.fresh or stopping):
@@ -285,7 +285,7 @@ class Supervisor:
             elif isinstance(action, Shutdown):
                 self.executor.shutdown(action.deadline)
                 busy = self.merger.activity
-                self.merger.stop()  # a running merge check ends; its stream is merged again next start
+                self.merger.stop(action.deadline)  # a check ends, a merge by then; merged again next start
                 self.dirty |= self.merger.activity != busy
             elif isinstance(action, Finish):
                 return self._finish(action, now)

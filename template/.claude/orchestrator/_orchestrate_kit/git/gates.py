@@ -12,6 +12,7 @@ instead of merging. Then:
     reject(...)    records the reason and the rejected commit; `review_feedback_text` puts
                    them into the agent's next prompt
     clear(...)     once the stream is merged or handed back
+    take_to_gate   a finished stream's leftovers committed, its commit and diff stat (a step's)
 
 One record per stream (`state/reviews/<stream>.json`, replaced atomically) holds the commit
 shown and the decision, so a review, an approval or a rejection made while no orchestrator
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from . import bounded, records
-from .workspaces import RunInfo, stream_branch, worktree_path
+from .workspaces import RunInfo, commit_leftovers, stream_branch, worktree_path
 
 REVIEWS = "reviews"  # the records' folder inside the state folder
 DIFF_LIMIT = 2 * 1024 * 1024  # bytes of diff a review shows; past that it says how to see the rest
@@ -129,6 +130,19 @@ def review(project: Path, state: Path, run: RunInfo, stream_id: str, log: Option
                    _uncommitted(project, stream_id))
     _save(state, ReviewRecord(stream_id, branch, commit, integration, time.time()))
     return found
+
+
+def take_to_gate(project: Path, run: RunInfo, stream_id: str, stat: bool = False) -> Dict[str, Any]:
+    """The git of a finished stream's way to its gate (the `gate_stream` step, git/steps.py): what its
+    worker left committed, then its branch's commit ('' : it never had a branch) and, with `stat`
+    (review), its diff stat. Raises WorkspaceError when its work cannot be committed."""
+    committed = commit_leftovers(project, stream_id)
+    commit = bounded.rev(Path(project), "refs/heads/" + stream_branch(stream_id))
+    try:
+        shown = shortstat(project, run, stream_id) if stat and commit else ""
+    except GateError:
+        shown = ""
+    return {"committed": committed, "commit": commit, "stat": shown}
 
 
 def shortstat(project: Path, run: RunInfo, stream_id: str) -> str:

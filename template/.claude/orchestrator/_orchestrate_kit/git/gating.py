@@ -3,7 +3,7 @@
 The Merger (merging.py) hands these the scheduler's gate steps; every state change goes
 through lifecycle.transition (the `apply` the supervisor gives):
 
-    gate(stream, ...)    a `Gate` action: commit what its worker left, then
+    gate(stream, ...)    a `Gate` action: a step commits what its worker left (the loop goes on), then
                          review: `AwaitReview` with the stream branch's commit and its diff stat
                            (`awaiting_review`; on_event `needs_review`)
                          pr: an observed step (stepper.py) pushes its branch and the integration
@@ -20,8 +20,11 @@ through lifecycle.transition (the `apply` the supervisor gives):
                          with or without a running orchestrator) becomes `Approved` (it merges
                          exactly the reviewed commit) or `Rejected` (back to its agent, the reason
                          in its next prompt)
-    facts()              for decide: streams whose step runs, whether a poll runs and when the last
-                         began, the earliest step deadline
+    facts()              for decide: streams whose step runs (the merger's too: worktrees, merges),
+                         whether a poll runs and when the last began, the earliest step deadline
+    ended_steps(...)     each turn: the steps that ended; the merger's own (PREP, MERGE, UNDO keys)
+                         are handed back to it
+    stop(until)          at shutdown: every step ended, a merge's only at `until`
     refusal(...)         for `start`: why this gate cannot work here (gh, its login, the remote)
 
 The review record is read again each turn for the streams awaiting review (one small file each,
@@ -35,16 +38,17 @@ leaves the decision to be read again. A killed orchestrator's pull request is fo
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional, Tuple
 
-from . import bounded, gates, pull_requests, remote, workspaces
+from . import gates, pull_requests, remote, workspaces
 from ..lifecycle import (Approved, AwaitReview, Event, Life, MergeConflict, Merged, PullRequestClosed, PullRequestOpened,
                          Rejected, StreamState)
 from ..names import printable
 from ..settings import Settings
 from .stepper import Stepper
-from .workspaces import RunInfo, WorkspaceError
+from .workspaces import RunInfo
 
 Apply = Callable[[str, Event, float], Life]
 Notify = Callable[..., None]  # notify(event, needs_you, **details): the on_event hook (notify.Notifier.fire)
@@ -52,8 +56,19 @@ ORCHESTRATE = "orchestrate.py"
 POLL = "\0poll"  # the pull request poll's step key (no stream id is this)
 PUSH = "\0push"  # push = integration | all: the push after merges
 PREP = "\0prepare:"  # + a stream id: its worktree being made (merging.Merger.prepare)
+MERGE = "\0merge:"  # + a stream id: its merge (merging.Merger.merge)
+UNDO = "\0undo:"  # + a stream id: its merge undone after its check failed (merging.Merger._check_failed)
+GATE = "\0gate:"  # + a stream id: its leftovers committed on its way to its gate (Gating.gate)
+OWN = (PREP, MERGE, UNDO)  # the merger's steps: their results go back to it (ended_steps)
+SPARED = (MERGE, UNDO, GATE)  # steps a stop lets finish within its grace (merging.Merger.stop says why)
 OPEN_TIMEOUT = 2 * remote.NETWORK_TIMEOUT + 3 * pull_requests.GH_TIMEOUT  # two pushes, a list and a create
 FETCH_TIMEOUT = remote.NETWORK_TIMEOUT
+GATE_TIMEOUT = 3600.0  # seconds committing a finished stream's leftovers may take (merging.MERGE_TIMEOUT's reason)
+
+
+def _stream_of(key: str) -> str:
+    kind = next((k for k in OWN + (GATE,) if key.startswith(k)), "")
+    return key[len(kind):]
 
 
 def refusal(root: Path, settings: Settings, isolation: str) -> Optional[str]:
@@ -85,29 +100,41 @@ class Gating:
         self.polled: Dict[str, str] = {}  # the running poll's pull requests: URL -> stream
         self.unknown: Dict[str, str] = {}  # URL -> the last reason gh could not say (said once)
         self.to_push: List[str] = []  # branches merged since the running push began, pushed next
+        self.gating: Dict[str, RunInfo] = {}  # a stream whose gate step runs -> its run
+        self.stopping = False  # the run is stopping: a stream whose gate step ends opens no pull request
 
     def gate(self, sid: str, run: RunInfo, apply: Apply, now: float) -> None:
-        """Take a finished stream (in `merging`, no approval yet) to its gate: its work committed first."""
+        """Take a finished stream (in `merging`, no approval yet) to its gate: a step commits its work first
+        (gates.take_to_gate) while the loop goes on, and `_gated` goes on with its answer."""
         gates.clear(self.state, sid)  # a decision about earlier work does not judge this work
+        args = {"project": str(self.root), "run": run.as_dict(), "stream_id": sid,
+                "stat": self.settings.merge_gate == "review"}
         try:
-            committed = workspaces.commit_leftovers(self.root, sid)
-        except WorkspaceError as exc:
+            self.steps.start(GATE + sid, "gate_stream", args, GATE_TIMEOUT)
+        except OSError as exc:
+            self._gated(sid, run, {"error": str(exc)}, apply, now)
+            return
+        self.gating[sid] = run
+
+    def _gated(self, sid: str, run: RunInfo, result: Dict[str, Any], apply: Apply, now: float) -> None:
+        if result.get("stopped"):
+            return  # ended at the stop grace: it stays merging and goes to its gate at the next start
+        if "error" in result:
+            exc = result["error"]
             apply(sid, MergeConflict((), f"its work could not be taken to its gate: {exc}; fix it in its worktree "
                                          f"and commit, then run `{ORCHESTRATE} start {printable(sid)}`"), now)
             self.say(f"{printable(sid)}: its work could not be taken to its gate: {printable(str(exc), 500)}")
             return
-        commit = bounded.rev(self.root, "refs/heads/" + workspaces.stream_branch(sid))
+        commit = str(result.get("commit") or "")
         if not commit:  # it never had a branch (complete before the run began): nothing of ours to gate
             apply(sid, Merged(), now)
             return
-        left = "committed what its worker left uncommitted; " if committed else ""
+        left = "committed what its worker left uncommitted; " if result.get("committed") else ""
         if self.settings.merge_gate == "pr":
-            self._open(sid, run, commit, left, apply, now)
+            if not self.stopping:  # else it stays merging: its pull request is opened at the next start
+                self._open(sid, run, commit, left, apply, now)
             return
-        try:
-            stat = gates.shortstat(self.root, run, sid)
-        except gates.GateError:
-            stat = ""
+        stat = str(result.get("stat") or "")
         apply(sid, AwaitReview(commit, stat), now)
         self.say(f"{printable(sid)}: {left}awaiting review of {commit[:12]} ({stat or 'no changes'}): "
                  f"`{ORCHESTRATE} review {printable(sid)}`, then approve or reject")
@@ -182,29 +209,41 @@ class Gating:
 
     def facts(self) -> Dict[str, Any]:
         deadline = self.steps.next_deadline()
-        return {"stepping": frozenset(k[len(PREP):] if k.startswith(PREP) else k for k in self.steps.keys() if k != POLL),
+        return {"stepping": frozenset(_stream_of(k) for k in self.steps.keys() if k != POLL),
                 "polling": self.steps.running(POLL), "polled_at": self.polled_at,
                 "step_deadline": deadline if deadline != float("inf") else None}
 
-    def stop(self) -> None:
-        self.steps.stop()
+    def stop(self, until: float = 0.0) -> None:
+        """End the steps; a merge may finish until `until` (merging.Merger.stop says why)."""
+        self.stopping = True
+        self.steps.stop(until, lambda key: key.startswith(SPARED))
 
-    def ended_steps(self, rows: Mapping[str, Life], apply: Apply,
-                    now: float) -> Tuple[List[str], List[Tuple[str, Dict[str, Any]]]]:
-        """Settle the steps that ended: the streams whose pull request merged and the worktree steps that
-        ended, with their results (the merger accepts and starts them)."""
+    def ended_steps(self, rows: Mapping[str, Life], apply: Apply, now: float,
+                    guard: Callable[[str, str, float], ContextManager[None]] = lambda *_: nullcontext()
+                    ) -> Tuple[List[str], List[Tuple[str, str, Dict[str, Any]]]]:
+        """Settle the steps that ended: the streams whose pull request merged, and the merger's own steps
+        that ended (worktrees, merges, undoing one) as (kind: PREP, MERGE or UNDO, stream, result) for it to
+        carry on."""
         merged: List[str] = []
-        prepared: List[Tuple[str, Dict[str, Any]]] = []
+        own: List[Tuple[str, str, Dict[str, Any]]] = []
         for key, result in self.steps.finished():
-            if key.startswith(PREP):
-                prepared.append((key[len(PREP):], result))
+            kind = next((k for k in OWN if key.startswith(k)), None)
+            if kind is not None:
+                own.append((kind, key[len(kind):], result))
+            elif key.startswith(GATE):
+                sid = key[len(GATE):]
+                run = self.gating.pop(sid, None)
+                life = rows.get(sid)
+                if run is not None and life is not None and life.state is StreamState.MERGING:
+                    with guard(sid, "merging it", now):  # as the Gate action that started it
+                        self._gated(sid, run, result, apply, now)
             elif key == POLL:
                 merged += self._polled(result, rows, apply, now)
             elif key == PUSH:
                 self._pushed(result)
             else:
                 self._opened(key, result, rows, apply, now)
-        return merged, prepared
+        return merged, own
 
     def _opened(self, sid: str, result: Dict[str, Any], rows: Mapping[str, Life], apply: Apply, now: float) -> None:
         commit = self.commits.pop(sid, "")

@@ -7,16 +7,22 @@ workspaces.py and every state change goes through lifecycle.transition:
     begin(table)         at start: end a merge check an earlier orchestrator left, repair what a
                          killed run left, then start or continue the run's integration branch
                          (its RunInfo is saved in the table)
-    prepare(stream)      before a spawn: the stream's worktree, checked for the tracker
-    merge(stream, life)  a Merge action: merge it now, or start the merge check on the merged tree
-    poll()               each turn: whether the running check has ended, and its verdict
-    busy                 a check runs or its leftovers are ended (decide merges nothing else meanwhile)
-    stop()               at shutdown: KILL a running check (that stream is merged again next start)
+    prepare(stream)      before a spawn: the stream's worktree (a step), checked for the tracker
+    merge(stream, life)  a Merge action: a step does all of its merge's git (workspaces.merge_finished)
+    poll()               each turn: the steps that ended (a merge's answer: merged, then its merge
+                         check started; a conflict handed back; parked) and whether the running
+                         check has ended, with its verdict (a failed one's merge undone by a step)
+    busy                 a merge or undo step or a check runs, or a check's leftovers are ended
+                         (decide merges nothing else meanwhile)
+    stop(deadline)       at shutdown: KILL a running check (that stream is merged again next start);
+                         a merge step may finish by `deadline`, the stop grace (see Merger.stop)
 
-The merge check is a process started through an executor (the local one: the
-integration worktree is here), recorded like a worker and polled, never waited
-on. Each merge, conflict and check goes into the run's journal (`journal`). With
-isolation `none` every call does nothing. Standard library only, Python 3.9+.
+The loop never waits on git here: merges run as observed steps (stepper.py, steps.py)
+while other streams complete and start. The merge check is a process started through
+an executor (the local one: the integration worktree is here), recorded like a worker
+and polled, never waited on. Each merge, conflict and check goes into the run's
+journal (`journal`). With isolation `none` every call does nothing. Standard library
+only, Python 3.9+.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 import time
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from . import workspaces
 from ..announce import spawn_failed_line
@@ -39,8 +46,8 @@ from ..names import printable
 from ..settings import EXIT_STUCK, Layout, Settings, UserError
 from ..trackers import DatabaseLocation
 from ..scheduler import Gate, GitAction, Merge, PollPullRequests
-from .gating import PREP, Gating, Notify
-from .workspaces import MergeOutcome, RunInfo, Workspace, WorkspaceError
+from .gating import MERGE, PREP, UNDO, Gating, Notify
+from .workspaces import MergeOutcome, MergeResult, RunInfo, Workspace, WorkspaceError
 
 Apply = Callable[[str, Event, float], Life]
 LISTED_FILES = 5  # conflicted files named in a one-line reason
@@ -48,8 +55,17 @@ NEVER_ROTATE = 1 << 62  # the check appends to the stream's log: never rotate it
 ADOPTED_CHECK_WAIT = 2.0  # at start, how long a check left by a killed orchestrator may take to die
 
 
+Guard = Callable[[str, str, float], ContextManager[None]]  # (stream, doing, now): supervisor's StreamGuard.stream
+
+
+def _unguarded(_sid: str, _doing: str, _now: float) -> ContextManager[None]:
+    return nullcontext()
+
+
 PREPARING = object()  # Merger.prepare: a step makes the worktree, and calls back when it is ready
 PREPARE_TIMEOUT = 900.0  # seconds a worktree's creation may take (a checkout of a very large repository)
+MERGE_TIMEOUT = 3600.0  # seconds a merge step may take (a huge leftover commit through a slow clean filter)
+UNDO_TIMEOUT = 900.0  # seconds undoing a merge may take (a reset of the integration worktree's files)
 
 
 def open_merger(layout: Layout, settings: Settings, location: DatabaseLocation, say: Callable[[str], None],
@@ -102,6 +118,9 @@ class Merger:
         self.gating = Gating(self.root, state if state is not None else self.root, say, notify, settings, log_for,
                              clock)
         self.preparing: Dict[str, Callable[[Workspace, float], None]] = {}  # stream -> what to do once ready
+        self.merging: Optional[str] = None  # the stream whose merge step runs
+        self.undoing: Dict[str, str] = {}  # a stream whose failed check's merge a step undoes -> why it failed
+        self.stopping = False  # the run is stopping (stop): a merge that ends starts no check
 
     @property
     def active(self) -> bool:
@@ -122,8 +141,9 @@ class Merger:
             return
         previous = RunInfo("worktree", saved.integration_branch, saved.base) if saved.integration_branch else None
         self._end_left_checks()
+        merging = sorted(sid for sid, life in table.rows.items() if life.state is StreamState.MERGING)
         try:
-            for note in workspaces.recover(self.root, previous):
+            for note in workspaces.recover(self.root, previous, merging):
                 self.say(f"recovered: {printable(note)}")
             self.run = workspaces.start_run(self.root, previous)
         except WorkspaceError as exc:
@@ -203,10 +223,11 @@ class Merger:
 
     @property
     def busy(self) -> bool:
-        """A merge check runs, or what it left running is still being ended: nothing else is merged
-        meanwhile (a check's leftover could still touch the integration worktree) and the run does
-        not end before them."""
-        return self.check is not None or bool(self.checks.cleaning_up())
+        """A merge step or a merge check runs, or what a check left running is still being ended:
+        nothing else is merged meanwhile (it could still touch the integration worktree) and the run
+        does not end before them."""
+        return self.check is not None or self.merging is not None or bool(self.undoing) \
+            or bool(self.checks.cleaning_up())
 
     @property
     def activity(self) -> tuple:
@@ -227,22 +248,41 @@ class Merger:
         return self.gating.facts()
 
     def merge(self, sid: str, life: Life, apply: Apply, now: float) -> None:
-        """Merge one stream in `merging` (decide chose it: nothing of its worker is left running)."""
-        if self.run is not None and self.check is None:
-            self.journal.merge_started(sid, branch=workspaces.stream_branch(sid), into=self.integration_branch)
-            self._merge(sid, life, apply, now)
+        """Start merging one stream in `merging` (decide chose it: nothing of its worker is left running):
+        a step does all its git (workspaces.merge_finished) while the loop goes on, and `poll` carries
+        on with its answer. One merge at a time: a second Merge of the same decision waits its turn."""
+        if self.run is None or self.busy:
+            return
+        self.journal.merge_started(sid, branch=workspaces.stream_branch(sid), into=self.integration_branch)
+        args = {"project": str(self.root), "run": self.run.as_dict(), "stream_id": sid,
+                "handed_back": list(life.conflicts), "commit": life.commit or None}  # approved: exactly it
+        try:
+            self.gating.steps.start(MERGE + sid, "merge_stream", args, MERGE_TIMEOUT)
+        except OSError as exc:
+            self._park(sid, (), f"cannot merge: {exc}", apply, now)
+            return
+        self.merging = sid
 
-    def poll(self, apply: Apply, now: float, rows: Mapping[str, Life] = {}) -> None:  # noqa: B006
-        """Each turn: settle the stream whose check has ended; act on review decisions."""
+    def poll(self, apply: Apply, now: float, rows: Mapping[str, Life] = {},  # noqa: B006
+             guard: Guard = _unguarded) -> None:
+        """Each turn: carry on with the steps that ended (each inside `guard`: the loop's StreamGuard.stream,
+        so a bug fails or parks that stream only); settle the stream whose check has ended; act on review
+        decisions."""
         if self.run is None:
             return
         self.gating.poll(rows, apply, now)  # review decisions (whatever merge_gate is now: a stream may await one)
-        merged, prepared = self.gating.ended_steps(rows, apply, now)
+        merged, own = self.gating.ended_steps(rows, apply, now, guard)
         for sid in merged:  # its pull request merged, the integration branch fetched
             workspaces.note_integration_moved(self.root, self.run)
             self._accept(sid, apply, now)
-        for sid, result in prepared:
-            self._prepared(sid, result, rows, apply, now)
+        for kind, sid, result in own:
+            with guard(sid, "starting its worker" if kind == PREP else "merging it", now):
+                if kind == PREP:
+                    self._prepared(sid, result, rows, apply, now)
+                elif kind == UNDO:
+                    self._undone(sid, self.undoing.pop(sid, "its merge check failed"), result, apply, now)
+                else:
+                    self._merge_ended(sid, result, rows.get(sid, Life()), apply, now)
         self.checks.tick()
         check = self.check
         if check is None:
@@ -257,29 +297,31 @@ class Merger:
         if ended is not None:
             self._check_finished(ended, apply, now)
 
-    def _merge(self, sid: str, life: Life, apply: Apply, now: float, again: bool = True) -> None:
-        assert self.run is not None
+    def _merge_ended(self, sid: str, answer: Dict[str, Any], life: Life, apply: Apply, now: float) -> None:
+        """A merge step ended: the stream merged (its check next), its conflict handed back, or parked."""
+        self.merging = None
+        if life.state is not StreamState.MERGING:
+            return  # changed meanwhile (a user's hold): what git did stays, and the next merge sees it
+        if answer.get("stopped"):  # ended at the stop grace: the next start repairs and merges it again
+            self.say(f"{printable(sid)}: its merge was ended as the run stopped; the next start merges it again")
+            return
         try:
-            if life.conflicts:  # handed back (or parked): resolved and committed since?
-                pending = workspaces.hand_back_pending(self.root, self.run, sid, life.conflicts)
-                if pending:
-                    self._park(sid, life.conflicts, f"merge conflict still open ({pending})", apply, now)
-                    return
-            result = workspaces.merge_stream(self.root, self.run, sid, life.commit or None)  # approved: exactly it
-            for note in result.notes:  # the user's stash or refs, or our integration branch, changed by someone
-                self.say(f"warning: {printable(note, 600)}")
-            if result.outcome is MergeOutcome.MERGED:
-                self._merged(sid, result, apply, now)
-                return
-            files = result.conflicts
-            if result.outcome is MergeOutcome.CONFLICT:
-                files = workspaces.hand_back_conflict(self.root, self.run, sid)  # the conflict, in its worktree
-                if not files and again:
-                    self._merge(sid, life, apply, now, again=False)  # it merged cleanly there: try once more
-                    return
-        except WorkspaceError as exc:
+            if "error" in answer:
+                raise WorkspaceError(str(answer["error"]))
+            result = MergeResult.from_dict(answer)
+        except (WorkspaceError, KeyError, TypeError, ValueError) as exc:
             self._park(sid, (), f"cannot merge: {exc}", apply, now)
             return
+        for note in result.notes:  # the user's stash or refs, or our integration branch, changed by someone
+            self.say(f"warning: {printable(note, 600)}")
+        if result.outcome is MergeOutcome.PENDING:
+            self._park(sid, life.conflicts, f"merge conflict still open ({result.pending})", apply, now)
+        elif result.outcome is MergeOutcome.MERGED:
+            self._merged(sid, result, apply, now)
+        else:
+            self._conflicted(sid, result.conflicts, apply, now)
+
+    def _conflicted(self, sid: str, files: Sequence[str], apply: Apply, now: float) -> None:
         self.journal.merge_conflict(sid, files=files, reason=self._conflict_text(sid, files))
         after = apply(sid, MergeConflict(tuple(files), self._conflict_text(sid, files)), now)
         if after.state is StreamState.READY:
@@ -288,10 +330,14 @@ class Merger:
         else:
             self.say(f"{printable(sid)}: {printable(after.reason, 500)}")
 
-    def _merged(self, sid: str, result: workspaces.MergeResult, apply: Apply, now: float) -> None:
+    def _merged(self, sid: str, result: MergeResult, apply: Apply, now: float) -> None:
         if result.committed_leftovers:
             self.say(f"{printable(sid)}: committed what its worker left uncommitted")
         command = self.settings.merge_check.strip()
+        if command and result.tip != result.before and self.stopping:
+            self.say(f"{printable(sid)}: merged into {self.integration_branch}; its merge check runs at the next "
+                     "start (the run is stopping)")  # it stays `merging`: the next merge finds it merged
+            return
         if command and result.tip != result.before:
             try:
                 self.check = self._start_check(sid, command, result.before, result.tip)
@@ -353,11 +399,24 @@ class Merger:
             self.say(f"warning: {printable(str(exc))}")
 
     def _check_failed(self, sid: str, before: str, why: str, apply: Apply, now: float) -> None:
+        """Its check failed: a step moves the integration branch back to `before` (the loop goes on,
+        `busy` meanwhile); `_undone` parks the stream once it has ended."""
         assert self.run is not None
+        args = {"project": str(self.root), "run": self.run.as_dict(), "before": before}
         try:
-            workspaces.undo_merge(self.root, self.run, before)
-        except WorkspaceError as exc:
-            why += f"; and undoing its merge failed: {exc}"
+            self.gating.steps.start(UNDO + sid, "undo_merge", args, UNDO_TIMEOUT)
+        except OSError as exc:
+            self._undone(sid, why, {"error": str(exc)}, apply, now)
+            return
+        self.undoing[sid] = why
+
+    def _undone(self, sid: str, why: str, answer: Dict[str, Any], apply: Apply, now: float) -> None:
+        if answer.get("stopped"):  # it stays `merging`: the next start finds it merged and checks it again
+            self.say(f"{printable(sid)}: {printable(why, 500)}; undoing its merge was ended as the run stopped, "
+                     "and the next start checks it again")
+            return
+        if "error" in answer:
+            why += f"; and undoing its merge failed: {answer['error']}"
         folder = self._folder(sid)
         reason = f"{why}; its merge was undone. Fix it in {folder} and commit, then run `{start_command(sid)}`"
         apply(sid, CheckFailed(reason), now)
@@ -379,10 +438,20 @@ class Merger:
 
     # ---------------------------------------------------------------- stopping and the end
 
-    def stop(self) -> None:
-        """KILL a running check at shutdown (a check has nothing to save); its stream stays `merging`
-        and is merged again next start. `busy` until the executor has seen it end."""
-        self.gating.stop()
+    def stop(self, deadline: float = 0.0) -> None:
+        """At shutdown: KILL a running check (a check has nothing to save); its stream stays `merging`
+        and is merged again next start. `busy` until the executor has seen it end.
+
+        A running merge step may finish until `deadline` (the stop grace), then its process group is
+        KILLed. Killing git at once would leave work half done where the next start must repair it
+        (recover: the integration worktree's half merge aborted, git's stale locks removed in the
+        stream's worktree), and most merges end well within the grace; one that does not (a blocked
+        filter, a huge leftover commit) must not hold the stop. Either way nothing is lost: leftovers
+        are committed on the stream's own branch or still in its worktree, the stream stays `merging`
+        (what finished meanwhile is recorded, but no merge check starts), and the next start merges it
+        again (an already merged branch counts as merged)."""
+        self.stopping = True
+        self.gating.stop(deadline)
         if self.check is not None and not self.check.stopped:
             self.checks.kill(self.check.handle)
             self.check.stopped = True

@@ -5,7 +5,9 @@
     finished()                         the steps that have ended since: (key, result) pairs, a step past
                                        its deadline ended with its whole process group ({"error": ...})
     running(key) / keys()              what still runs
-    stop()                             KILL every step (shutdown); `keys()` is empty once they are reaped
+    stop(until, spare)                 KILL every step (shutdown), except that the steps `spare` names run
+                                       on until `until` (a merge: see merging.Merger.stop); `keys()` is
+                                       empty once they are reaped
 
 Nothing here waits: a step's exit wakes the loop (SIGCHLD, like a worker's) and the next turn
 reads its answer. A step's answer is one JSON object; an answer that cannot be read is an
@@ -35,6 +37,7 @@ class _Step:
     deadline: float
     name: str
     ended: str = ""  # why we ended it ("" while it ran on its own)
+    late: str = ""  # why it is ended at its deadline ("" : it did not finish in time)
 
 
 class Stepper:
@@ -78,7 +81,7 @@ class Stepper:
         for key, step in list(self.steps.items()):
             if step.process.poll() is None:
                 if now >= step.deadline and not step.ended:
-                    step.ended = f"the {step.name} step did not finish in time and was ended"
+                    step.ended = step.late or f"the {step.name} step did not finish in time and was ended"
                     _kill_group(step.process)
                 continue
             del self.steps[key]
@@ -87,12 +90,19 @@ class Stepper:
             step.answer.close()
         return done
 
-    def stop(self) -> None:
-        """End every step (the run is stopping); their results are errors, read at the next turns."""
-        for step in self.steps.values():
-            if step.process.poll() is None and not step.ended:
-                step.ended = f"the {step.name} step was ended: the run is stopping"
-                _kill_group(step.process)
+    def stop(self, until: float = 0.0, spare: Callable[[str], bool] = lambda key: False) -> None:
+        """End every step (the run is stopping); their results are errors, read at the next turns. A
+        step `spare` names may end on its own until `until`, and is ended then; called again, nothing
+        more happens."""
+        for key, step in self.steps.items():
+            if step.process.poll() is not None or step.ended:
+                continue
+            stopping = f"the {step.name} step was ended: the run is stopping"
+            if spare(key) and self.clock() < until:
+                step.deadline, step.late = min(step.deadline, until), stopping
+                continue
+            step.ended = stopping
+            _kill_group(step.process)
 
 
 def _kill_group(process: subprocess.Popen) -> None:

@@ -1,4 +1,4 @@
-"""The gate, push and pull request steps by name, with JSON in and out: how the loop runs them as child processes.
+"""The git steps (worktrees, merges, gates, pushes, pull requests) by name, JSON in and out, run as child processes.
 
 The orchestrator's loop never waits on git or a network. It starts a step as a short child
 process with a deadline of its own and reads its answer when it has exited:
@@ -18,6 +18,15 @@ a problem of git, gh or the remote. The steps:
     pull_request_state  {"project", "url"}                          -> PullRequestState
     prepare_workspace   {"project", "run": RunInfo.as_dict(), "stream_id"} -> {"branch", "path", "cwd", "notes"}
                         or {"error"}: the stream's worktree made or reused (workspaces.prepare_workspace)
+    merge_stream        {"project", "run": RunInfo.as_dict(), "stream_id", "handed_back": [files], "commit"}
+                        -> MergeResult.as_dict() or {"error"}: a finished stream's whole merge
+                        (workspaces.merge_finished: a handed-back conflict checked, its leftovers
+                        committed, its branch merged, a conflict handed back, once merged again)
+    gate_stream         {"project", "run", "stream_id", "stat"} -> {"committed", "commit", "stat"} or
+                        {"error"}: a finished stream taken to its gate (gates.take_to_gate: its
+                        leftovers committed, its commit, with `stat` its diff stat for a review)
+    undo_merge          {"project", "run", "before"} -> {} or {"error"}: the integration branch moved
+                        back to `before` after a failed merge check (workspaces.undo_merge)
     poll_pull_requests  {"project", "urls", "branch", "remote"}     -> {"states": [PullRequestState...],
                         "fetch": FetchResult or null}: every URL asked about, and once one is
                         merged the integration branch `branch` fetched back (one step per poll)
@@ -31,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping
 
-from . import pull_requests, remote, workspaces
+from . import gates, pull_requests, remote, workspaces
 
 Step = Callable[[Mapping[str, Any]], Dict[str, Any]]
 
@@ -73,6 +82,32 @@ def _prepare_workspace(a: Mapping[str, Any]) -> Dict[str, Any]:
     return {"branch": made.branch, "path": str(made.path), "cwd": str(made.cwd), "notes": list(made.notes)}
 
 
+def _merge_stream(a: Mapping[str, Any]) -> Dict[str, Any]:
+    try:
+        merged = workspaces.merge_finished(Path(a["project"]), workspaces.RunInfo.from_dict(a["run"]),
+                                           str(a["stream_id"]), [str(f) for f in a.get("handed_back") or ()],
+                                           str(a["commit"]) if a.get("commit") else None)
+    except workspaces.WorkspaceError as exc:
+        return {"error": str(exc)}
+    return merged.as_dict()
+
+
+def _gate_stream(a: Mapping[str, Any]) -> Dict[str, Any]:
+    try:
+        return gates.take_to_gate(Path(a["project"]), workspaces.RunInfo.from_dict(a["run"]), str(a["stream_id"]),
+                                  bool(a.get("stat")))
+    except workspaces.WorkspaceError as exc:
+        return {"error": str(exc)}
+
+
+def _undo_merge(a: Mapping[str, Any]) -> Dict[str, Any]:
+    try:
+        workspaces.undo_merge(Path(a["project"]), workspaces.RunInfo.from_dict(a["run"]), str(a["before"]))
+    except workspaces.WorkspaceError as exc:
+        return {"error": str(exc)}
+    return {}
+
+
 def _poll_pull_requests(a: Mapping[str, Any]) -> Dict[str, Any]:
     project = Path(a["project"])
     states = [pull_requests.pull_request_state(project, str(url)) for url in a["urls"]]
@@ -91,6 +126,9 @@ STEPS: Dict[str, Step] = {
     "pull_request_state": _pull_request_state,
     "poll_pull_requests": _poll_pull_requests,
     "prepare_workspace": _prepare_workspace,
+    "merge_stream": _merge_stream,
+    "undo_merge": _undo_merge,
+    "gate_stream": _gate_stream,
 }
 
 

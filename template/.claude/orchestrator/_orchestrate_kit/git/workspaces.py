@@ -26,10 +26,12 @@ whose state was lost, or whose project folder moved, is found in git again.
 
 Several of these run at once, in separate step processes (git/steps.py): worktrees
 for several streams are prepared side by side while a merge runs. What git itself
-cannot share is serialised by two locks in the git directory (`_locked`): registering,
+cannot share is serialised by locks in the git directory (`_locked`): registering,
 moving and removing worktrees (`git worktree add` reads every other worktree's
-registration and fails on one half written), and the run record (read, compared and
-written back). The files of a new worktree are checked out outside the lock.
+registration and fails on one half written), the run record (read, compared and
+written back), and a merge (`merge_finished`, `undo_merge`: the merge lock names its
+holder, so `recover` waits for a merge step a killed orchestrator left running). The
+files of a new worktree are checked out outside the lock.
 Every git failure becomes a WorkspaceError with one readable line.
 Standard library only.
 """
@@ -58,6 +60,7 @@ from ..executor.processes import (
     PidRecord,
     group_members,
     process_start_time,
+    signal_group,
     signal_members,
     token_carriers,
 )
@@ -77,7 +80,7 @@ ORPHAN_GRACE = 5.0  # seconds a git orphaned mid-creation gets to end on TERM be
 STOP_CHECK_SECONDS = 5.0  # how long stop_merge_check keeps finding and killing a check's processes
 UNMERGED = {"DD", "AU", "UD", "UA", "DU", "AA", "UU"}
 _GIT_CONTEXT = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
-WORKTREES_LOCK, RECORD_LOCK = "worktrees", "record"  # see _locked
+WORKTREES_LOCK, RECORD_LOCK, MERGE_LOCK = "worktrees", "record", "merge"  # see _locked, _merge_lock
 
 
 class WorkspaceError(Exception):
@@ -568,7 +571,7 @@ _held: Dict[str, int] = {}  # locks this process holds now, and how deeply (a ho
 def _locked(project: Path, name: str) -> Iterator[None]:
     """Hold one of the run's locks in the git directory while several of our steps run at once:
     `worktrees` (registering, moving, removing a worktree) or `record` (the run record)."""
-    path = _common_dir(Path(project).resolve()) / "orchestrate-kit" / f"{name}.lock"
+    path = _lock_path(project, name)
     key = str(path)
     if _held.get(key):
         _held[key] += 1
@@ -588,6 +591,10 @@ def _locked(project: Path, name: str) -> Iterator[None]:
             _held.pop(key, None)
     finally:
         os.close(fd)  # closing it releases the lock
+
+
+def _lock_path(project: Path, name: str) -> Path:
+    return _common_dir(Path(project).resolve()) / "orchestrate-kit" / f"{name}.lock"
 
 
 def _records_folder(project: Path) -> Path:
@@ -987,6 +994,7 @@ class MergeOutcome(str, Enum):
     MERGED = "merged"  # the integration branch now holds the stream's work
     CONFLICT = "conflict"  # merging it conflicts; the integration worktree is clean again
     UNRESOLVED = "unresolved"  # the stream's own worktree still has conflicts to resolve
+    PENDING = "pending"  # a conflict handed back to it is not resolved and committed yet (merge_finished)
 
 
 @dataclass(frozen=True)
@@ -997,6 +1005,19 @@ class MergeResult:
     conflicts: Tuple[str, ...] = ()
     committed_leftovers: bool = False
     notes: Tuple[str, ...] = ()  # what watch_shared_refs found and did before this merge: say them
+    pending: str = ""  # PENDING: why the handed-back conflict is still open (hand_back_pending)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """JSON for the merge step's answer (git/steps.py)."""
+        return {**asdict(self), "outcome": self.outcome.value, "conflicts": list(self.conflicts),
+                "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "MergeResult":
+        """Raises KeyError, TypeError or ValueError for an answer that is not one."""
+        return cls(MergeOutcome(data["outcome"]), str(data["before"]), str(data["tip"]),
+                   tuple(str(f) for f in data.get("conflicts") or ()), bool(data.get("committed_leftovers")),
+                   tuple(str(n) for n in data.get("notes") or ()), str(data.get("pending") or ""))
 
 
 def commit_leftovers(project: Path, stream_id: str) -> bool:
@@ -1055,6 +1076,46 @@ def _nested_repositories(project: Path, worktree: Path, paths: Sequence[str]) ->
     return (f"{listed} in {_short(project, worktree)} is a git repository of its own (a `git init` or a "
             "clone?): git would merge only a pointer to it (a gitlink), not its files. To keep its files, "
             "remove its .git folder and commit them; to add it on purpose, make it a submodule")
+
+
+def merge_finished(project: Path, run: RunInfo, stream_id: str, handed_back: Sequence[str] = (),
+                   commit: Optional[str] = None) -> MergeResult:
+    """All the git a finished stream's merge does (the merge step's, git/steps.py), under the merge lock.
+
+    With `handed_back` (the files of a conflict handed back to its agent, or parked) it is first
+    checked that the agent resolved and committed them (else PENDING, with why). Then merge_stream
+    (its leftovers committed, its branch merged). A conflict is handed back to its worktree
+    (hand_back_conflict): CONFLICT with those files; when it merged cleanly there, the stream is
+    merged once more. Raises WorkspaceError.
+    """
+    project = Path(project).resolve()
+    with _merge_lock(project):
+        if handed_back:
+            pending = hand_back_pending(project, run, stream_id, handed_back)
+            if pending:
+                tip = _rev(integration_path(project), "HEAD")
+                return MergeResult(MergeOutcome.PENDING, tip, tip, tuple(handed_back), pending=pending)
+        notes: Tuple[str, ...] = ()
+        for again in (True, False):
+            result = merge_stream(project, run, stream_id, commit)  # approved: exactly the reviewed commit
+            notes += result.notes
+            if result.outcome is not MergeOutcome.CONFLICT:
+                break
+            files = hand_back_conflict(project, run, stream_id)  # the conflict, in its worktree
+            result = replace(result, conflicts=files)
+            if files or not again:
+                break  # else it merged cleanly there: try once more
+        return replace(result, notes=notes)
+
+
+@contextmanager
+def _merge_lock(project: Path) -> Iterator[None]:
+    """Held by a merge for all its git work, with the holder's pid and start time written in it: a
+    merge step orphaned by a SIGKILL of its orchestrator runs on, and `recover` waits for it."""
+    with _locked(project, MERGE_LOCK):
+        me = {"pid": os.getpid(), "started": process_start_time(os.getpid())}
+        _lock_path(project, MERGE_LOCK).write_text(json.dumps(me) + "\n", encoding="utf-8")
+        yield
 
 
 def merge_stream(project: Path, run: RunInfo, stream_id: str, commit: Optional[str] = None) -> MergeResult:
@@ -1333,35 +1394,44 @@ def _log_tail(path: Path, offset: int, limit: int) -> str:
 
 
 def undo_merge(project: Path, run: RunInfo, before: str) -> None:
-    """Move the integration branch back to `before`, the tip before the last merge."""
+    """Move the integration branch back to `before`, the tip before the last merge (under the merge lock)."""
     integ = integration_path(Path(project).resolve())
-    head = _rev(integ, "HEAD")
-    if head == before:
-        return
-    if _tree_state(integ).branch != _integration(run) or _parents(integ, head)[:1] != [before]:
-        raise WorkspaceError(f"{run.integration_branch} moved on since that merge; not moving it back")
-    _git(integ, "reset", "--hard", "-q", before)  # our own branch in our own worktree
-    _moved_by_us(Path(project).resolve(), _integration(run))
+    with _merge_lock(Path(project).resolve()):
+        head = _rev(integ, "HEAD")
+        if head == before:
+            return
+        if _tree_state(integ).branch != _integration(run) or _parents(integ, head)[:1] != [before]:
+            raise WorkspaceError(f"{run.integration_branch} moved on since that merge; not moving it back")
+        _git(integ, "reset", "--hard", "-q", before)  # our own branch in our own worktree
+        _moved_by_us(Path(project).resolve(), _integration(run))
 
 
 # ---------------------------------------------------------------- recovery
 
 
-def recover(project: Path, previous: Optional[RunInfo] = None) -> List[str]:
+def recover(project: Path, previous: Optional[RunInfo] = None, merging: Iterable[str] = ()) -> List[str]:
     """Repair what an orchestrator killed mid-operation left behind; what was done, one line each.
 
     Call at start, before start_run and before any worker runs (one orchestrator at a
-    time). Half-created worktrees (our marker says no worker has used them) are removed;
-    a half-done merge in the integration worktree is aborted (the stream is merged
+    time). A merge step still running for a killed orchestrator is waited for (ended after
+    ORPHAN_GRACE). Half-created worktrees (our marker says no worker has used them) are
+    removed; a half-done merge in the integration worktree is aborted (the stream is merged
     again); records of worktree folders that are gone are dropped (start_run recreates
-    the integration worktree). Stream worktrees with work in them are never touched.
+    the integration worktree). In the worktrees of the streams `merging` (their workers have
+    ended; a merge step ended mid-commit at a stop), git's stale lock files are removed, so
+    the next merge commits what is left; their files and commits are never touched.
     """
     project = Path(project).resolve()
-    notes = _repair_moved(project) + _remove_half_created(project)
+    notes = _end_orphaned_merge(project)
+    notes += _repair_moved(project) + _remove_half_created(project)
     previous = previous if previous is not None and previous.integration_branch else find_run(project)
     integ = integration_path(project)
     if previous is not None and previous.integration_branch and integ.is_dir():
         notes += _clean_integration(project, integ, previous.integration_branch)
+    for sid in merging:
+        folder = worktree_path(project, sid)
+        if folder.is_dir() and (folder / ".git").exists():
+            notes += _remove_stale_locks(folder, stream_branch(sid), _short(project, folder))
     for spare in _spares(project):
         if _tree_state(spare).branch is not None:  # killed while parking it
             _git(spare, "checkout", "-q", "--detach")
@@ -1401,13 +1471,58 @@ def _remove_half_created(project: Path) -> List[str]:
     return notes
 
 
-def _clean_integration(project: Path, integ: Path, branch: str) -> List[str]:
+def _end_orphaned_merge(project: Path) -> List[str]:
+    """Wait for a merge step an orchestrator SIGKILLed left running (its own session, the merge lock
+    held), and end its process group after ORPHAN_GRACE: only then may its worktrees be repaired."""
+    path = _lock_path(project, MERGE_LOCK)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return []  # never merged here
+    try:
+        if _try_lock(fd):
+            return []
+        try:
+            holder = json.loads(path.read_text(encoding="utf-8"))
+            pid, started = int(holder["pid"]), holder.get("started")
+        except (OSError, ValueError, KeyError, TypeError):
+            pid, started = 0, None
+        deadline, ended = time.monotonic() + ORPHAN_GRACE, False
+        while not _try_lock(fd):
+            if time.monotonic() >= deadline + ORPHAN_GRACE:
+                raise WorkspaceError(f"a merge an earlier orchestrator started (pid {pid or 'unknown'}) still "
+                                     "runs in the integration worktree; end it, then start again")
+            if time.monotonic() >= deadline and not ended and pid > 0 and process_start_time(pid) == started:
+                signal_group(pid, signal.SIGKILL)  # the step leads a session of its own: git and its filters too
+                ended = True
+            time.sleep(0.05)
+        return [f"{'ended' if ended else 'waited for'} a merge an earlier orchestrator left running (pid {pid})"]
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True  # held until the fd is closed
+
+
+def _remove_stale_locks(cwd: Path, branch: str, where: str) -> List[str]:
+    """Remove the lock files a killed git left in a worktree of ours (its index, HEAD, its branch): only
+    our merge runs git there now, and a stale lock makes every later git there fail."""
     notes = []
     for name in ("index.lock", "HEAD.lock", f"refs/heads/{branch}.lock"):
-        lock = integ / _git(integ, "rev-parse", "--git-path", name).stdout.strip()
+        lock = cwd / _git(cwd, "rev-parse", "--git-path", name).stdout.strip()
         if lock.exists():
-            lock.unlink()  # left by a killed git: only we run git in our worktree and on our branch
-            notes.append(f"removed a stale {Path(name).name} of the integration worktree")
+            lock.unlink()
+            notes.append(f"removed a stale {Path(name).name} of {where}")
+    return notes
+
+
+def _clean_integration(project: Path, integ: Path, branch: str) -> List[str]:
+    notes = _remove_stale_locks(integ, branch, "the integration worktree")  # only we run git there, on our branch
     if _merging(integ):
         _git(integ, "merge", "--abort")
         notes.append("aborted a half-done merge in the integration worktree")
