@@ -193,6 +193,38 @@ def test_a_killed_orchestrators_failing_merge_check_fails_its_stream_once_and_un
         kill_checks_left(repo)
 
 
+def test_an_orphaned_check_is_not_trusted_once_the_integration_branch_moved(repo):
+    orphan_a_merge_check(repo, 0)
+    integration = repo.root / ".claude" / "worktrees" / "_integration"
+    repo.git("commit", "-q", "--allow-empty", "-m", "an agent's stray commit", cwd=integration)
+    release_check(repo)  # the orphan may pass now: its verdict is about a tip the branch has left
+    try:
+        again = repo.orchestrate("start", timeout=WAIT)
+        said = again.stdout + again.stderr
+        assert again.returncode == 0, said
+        assert "is no longer at the merge" in said and "merged and checked again" in said, said
+        assert len([e for e in check_events(repo) if e["what"] == "start"]) == 2, said  # checked again
+        assert repo.states() == {"A": "complete"}, said
+    finally:
+        kill_checks_left(repo)
+
+
+def test_an_adopted_checks_timeout_counts_from_its_real_start(repo):
+    orphan_a_merge_check(repo, 0)  # it waits for a release that never comes
+    repo.configure(merge_check=check_script(repo, 0), merge_check_timeout=0.05)  # the same check, 3 s now
+    try:
+        again = repo.orchestrate("start", timeout=WAIT)
+        said = again.stdout + again.stderr
+        assert again.returncode != 0, said
+        assert "still runs; watching it" in said, said
+        assert len([e for e in check_events(repo) if e["what"] == "start"]) == 1, said
+        assert repo.states() == {"A": "check_failed"}, said
+        assert "timed out after 3 s" in repo.status()["streams"][0]["description"]
+        assert all(not pid_alive(e["pid"]) for e in check_events(repo))  # ended with its whole tree
+    finally:
+        kill_checks_left(repo)
+
+
 def test_a_merge_checks_background_child_does_not_outlive_the_run(repo):
     pid_file = repo.root.parent / "check-child.pid"
     repo.configure(merge_check=f"nohup sleep 300 >/dev/null 2>&1 & echo $! > {pid_file}")

@@ -191,7 +191,7 @@ class Merger:
             return None  # settled before the orchestrator was killed: nothing left to take
         if record.command != self.settings.merge_check.strip():
             self.say(f"{printable(sid)}: the merge_check setting changed since {LEFT_CHECK}; that check is "
-                     "ended and the new one runs")
+                     "ended and its stream merged again under the new setting")
             return None
         try:
             at_tip = workspaces.integration_at(self.root, record.integration_branch, record.tip)
