@@ -1,16 +1,18 @@
-"""Issue 18's cases that belong to the supervisor loop (being rebuilt: observed git steps, the merge
-check as a supervised child). Each is a real-process test that fails today and is marked
-`xfail` with the reason, so it shows as XPASS (and must be unmarked) when the loop does it."""
+"""Issue 18's cases that belong to the supervisor loop: observed git steps, and the merge check as a
+supervised child (one a killed orchestrator left is adopted with its verdict, never run twice).
+Real processes through `orchestrate.py start`; what must happen waits on a condition."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
 
+from tests.runtime.runtime_import import settings as st
 from tests.support.project import Project, pid_alive
 from tests.support.taskdb import add_stream, make_db
 
@@ -60,51 +62,167 @@ def test_a_stop_while_worktrees_are_created_starts_nothing_after_it(repo):
     assert late == [], f"started after the stop request: {late}"
 
 
-def check_script(proj: Project, seconds: float) -> str:
-    """A merge check that says when it starts and ends (pid, time) in a file of its own."""
+def check_script(proj: Project, code: int) -> str:
+    """A merge check that says when it starts and ends (pid, time) in a file of its own, and ends with
+    `code` once the test creates its release file (its own deadline keeps it from running forever)."""
     record = proj.root.parent / "checks.jsonl"
+    release = proj.root.parent / "release-check"
     script = proj.root.parent / "check.py"
     script.write_text(
         "import json, os, sys, time\n"
         f"out = open({str(record)!r}, 'a')\n"
         "out.write(json.dumps({'pid': os.getpid(), 'at': time.time(), 'what': 'start'}) + '\\n'); out.flush()\n"
-        f"time.sleep({seconds})\n"
-        "out.write(json.dumps({'pid': os.getpid(), 'at': time.time(), 'what': 'end'}) + '\\n')\n", encoding="utf-8")
+        f"deadline = time.monotonic() + {WAIT}\n"
+        f"while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.02)\n"
+        "out.write(json.dumps({'pid': os.getpid(), 'at': time.time(), 'what': 'end'}) + '\\n')\n"
+        f"sys.exit({code})\n", encoding="utf-8")
     return f"python3 {script}"
 
 
 def check_events(proj: Project):
     path = proj.root.parent / "checks.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    complete = path.read_text()[:path.read_text().rfind("\n") + 1] if path.exists() else ""
+    return [json.loads(line) for line in complete.splitlines()]
 
 
-# Not strict: under load the orphaned check can end on its own before the restart reaches it, and then
-# the test passes by luck. Open until a restarted orchestrator adopts the orphan's verdict (it needs the
-# check's merge base and log offset saved) instead of KILLing it and running a second check.
-@pytest.mark.xfail(strict=False, reason="open (issue 18): a restarted orchestrator KILLs the orphaned merge check "
-                                        "and runs a second one; adopting its verdict is not built yet")
-def test_a_killed_orchestrators_merge_check_never_runs_twice_at_once(repo):
-    command = check_script(repo, 4)
-    repo.configure(merge_check=command)
-    make_db(repo.db)
-    add_stream(repo.db, "A", [], 1)
-    repo.plan({"A": ["write"]})
-    first = repo.start_background()
-    wait_for(lambda: check_events(repo), "the first merge check")
+def release_check(proj: Project) -> None:
+    (proj.root.parent / "release-check").write_text("go\n", encoding="utf-8")
+
+
+def journal_kinds(proj: Project, stream: str):
+    """The merge and check events of `stream` in every journal of the project, in order."""
+    kinds = []
+    for path in sorted((st.layout_for(proj.home).state / "journal").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            event = json.loads(line)
+            if event.get("stream") == stream and event["kind"].startswith(("merge", "check")):
+                kinds.append(event["kind"])
+    return kinds
+
+
+class Lines:
+    """A background orchestrator's output (stdout and stderr), collected by threads as it is printed."""
+
+    def __init__(self, process):
+        self.lines: list = []
+        self.threads = [threading.Thread(target=self.lines.extend, args=(stream,), daemon=True)
+                        for stream in (process.stdout, process.stderr)]
+        for thread in self.threads:
+            thread.start()
+
+    def saying(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    def all(self) -> str:
+        for thread in self.threads:
+            thread.join(timeout=WAIT)
+        return "".join(self.lines)
+
+
+def orphan_a_merge_check(proj: Project, code: int) -> None:
+    """Run stream A to its merge check, then SIGKILL the orchestrator: the check runs on, orphaned."""
+    proj.configure(merge_check=check_script(proj, code))
+    make_db(proj.db)
+    add_stream(proj.db, "A", [], 1)
+    proj.plan({"A": ["write"]})
+    first = proj.start_background()
+    wait_for(lambda: check_events(proj), "the first merge check")
     os.kill(first.pid, signal.SIGKILL)
     first.communicate(timeout=WAIT)
-    again = repo.orchestrate("start", timeout=WAIT)
-    assert again.returncode == 0, again.stdout + again.stderr
-    events = check_events(repo)
-    started = [e for e in events if e["what"] == "start"]
+
+
+def restart_and_take_the_verdict(proj: Project, when: str):
+    """`start` again with the orphaned check still running (adopted), or once it has ended (settled
+    from its status): its output and exit code."""
+    if when == "ended":
+        release_check(proj)
+        wait_for(lambda: any(e["what"] == "end" for e in check_events(proj)), "the orphaned check's end")
+    again = proj.start_background()
+    said = Lines(again)
+    if when == "running":
+        wait_for(lambda: said.saying("still runs; watching it"), "the restart adopting the check")
+        release_check(proj)
+    again.wait(timeout=WAIT)
+    return again.returncode, said.all()
+
+
+def kill_checks_left(proj: Project) -> None:
+    for e in check_events(proj):
+        if pid_alive(e["pid"]):
+            os.kill(e["pid"], signal.SIGKILL)
+
+
+@pytest.mark.parametrize("when", ["running", "ended"])
+def test_a_killed_orchestrators_passing_merge_check_is_adopted_and_never_run_again(repo, when):
+    orphan_a_merge_check(repo, 0)
+    before = repo.git("rev-parse", repo.status()["run"]["integration_branch"] + "^1").strip()
     try:
-        for later in started[1:]:
-            ended = [e["at"] for e in events if e["what"] == "end" and e["pid"] == started[0]["pid"]]
-            assert ended and ended[0] <= later["at"], "two merge checks ran at once in one worktree"
+        code, said = restart_and_take_the_verdict(repo, when)
+        assert code == 0, said
+        started = [e for e in check_events(repo) if e["what"] == "start"]
+        assert len(started) == 1, f"the merge check ran again: {started}\n{said}"
+        assert repo.states() == {"A": "complete"}, said
+        branch = repo.status()["run"]["integration_branch"]
+        assert "A.txt" in repo.git("ls-tree", "--name-only", branch).split()
+        assert repo.git("rev-parse", branch + "^1").strip() == before  # the merge the first check checked
+        assert journal_kinds(repo, "A")[-3:] == ["check_started", "check_passed", "merged"], said
+        assert "merged and checked again" not in said
+        assert not (st.layout_for(repo.home).state / "merge_check.json").exists()
     finally:
-        for e in started:
-            if pid_alive(e["pid"]):
-                os.kill(e["pid"], signal.SIGKILL)
+        kill_checks_left(repo)
+
+
+@pytest.mark.parametrize("when", ["running", "ended"])
+def test_a_killed_orchestrators_failing_merge_check_fails_its_stream_once_and_undoes_the_merge(repo, when):
+    orphan_a_merge_check(repo, 3)
+    branch = repo.status()["run"]["integration_branch"]
+    before = repo.git("rev-parse", branch + "^1").strip()
+    try:
+        code, said = restart_and_take_the_verdict(repo, when)
+        assert code != 0, said
+        started = [e for e in check_events(repo) if e["what"] == "start"]
+        assert len(started) == 1, f"the merge check ran again: {started}\n{said}"
+        assert repo.states() == {"A": "check_failed"}, said
+        reason = repo.status()["streams"][0]["description"]
+        assert "failed (code 3" in reason and "its merge was undone" in reason, reason
+        assert repo.git("rev-parse", branch).strip() == before  # back where it was before A's merge
+        assert "A.txt" not in repo.git("ls-tree", "--name-only", branch).split()
+        assert journal_kinds(repo, "A")[-2:] == ["check_started", "check_failed"], said
+    finally:
+        kill_checks_left(repo)
+
+
+def test_an_orphaned_check_is_not_trusted_once_the_integration_branch_moved(repo):
+    orphan_a_merge_check(repo, 0)
+    integration = repo.root / ".claude" / "worktrees" / "_integration"
+    repo.git("commit", "-q", "--allow-empty", "-m", "an agent's stray commit", cwd=integration)
+    release_check(repo)  # the orphan may pass now: its verdict is about a tip the branch has left
+    try:
+        again = repo.orchestrate("start", timeout=WAIT)
+        said = again.stdout + again.stderr
+        assert again.returncode == 0, said
+        assert "is no longer at the merge" in said and "merged and checked again" in said, said
+        assert len([e for e in check_events(repo) if e["what"] == "start"]) == 2, said  # checked again
+        assert repo.states() == {"A": "complete"}, said
+    finally:
+        kill_checks_left(repo)
+
+
+def test_an_adopted_checks_timeout_counts_from_its_real_start(repo):
+    orphan_a_merge_check(repo, 0)  # it waits for a release that never comes
+    repo.configure(merge_check=check_script(repo, 0), merge_check_timeout=0.05)  # the same check, 3 s now
+    try:
+        again = repo.orchestrate("start", timeout=WAIT)
+        said = again.stdout + again.stderr
+        assert again.returncode != 0, said
+        assert "still runs; watching it" in said, said
+        assert len([e for e in check_events(repo) if e["what"] == "start"]) == 1, said
+        assert repo.states() == {"A": "check_failed"}, said
+        assert "timed out after 3 s" in repo.status()["streams"][0]["description"]
+        assert all(not pid_alive(e["pid"]) for e in check_events(repo))  # ended with its whole tree
+    finally:
+        kill_checks_left(repo)
 
 
 def test_a_merge_checks_background_child_does_not_outlive_the_run(repo):

@@ -174,7 +174,7 @@ def test_sigkill_during_a_merge_and_a_half_created_worktree_recover_on_start(rep
         if orchestrator.poll() is None:
             orchestrator.kill()
     check_pid = int(repo.wait_for(lambda: mark.read_text().strip(), what="the check's pid"))
-    os.killpg(check_pid, signal.SIGKILL)  # the check ran in a session of its own
+    os.killpg(os.getpgid(check_pid), signal.SIGKILL)  # the check ran in a session of its own (its wrapper's)
     repo.wait_for(lambda: not pid_alive(check_pid), what="the check to end")
     assert repo.states()["Stream-A"] == "merging"
     branch = run_info(repo)["integration_branch"]

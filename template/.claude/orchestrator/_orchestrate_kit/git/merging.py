@@ -4,9 +4,9 @@ The supervisor calls a Merger at a few marked points; which stream merges when
 is `scheduler.decide`'s (a `Merge` action); the git work itself is in
 workspaces.py and every state change goes through lifecycle.transition:
 
-    begin(table)         at start: end a merge check an earlier orchestrator left, repair what a
-                         killed run left, then start or continue the run's integration branch
-                         (its RunInfo is saved in the table)
+    begin(table)         at start: take over the merge check a killed orchestrator left (or end
+                         it), repair what a killed run left, then start or continue the run's
+                         integration branch (its RunInfo is saved in the table)
     prepare(stream)      before a spawn: the stream's worktree (a step), checked for the tracker
     merge(stream, life)  a Merge action: a step does all of its merge's git (workspaces.merge_finished)
     poll()               each turn: the steps that ended (a merge's answer: merged, then its merge
@@ -20,9 +20,17 @@ workspaces.py and every state change goes through lifecycle.transition:
 The loop never waits on git here: merges run as observed steps (stepper.py, steps.py)
 while other streams complete and start. The merge check is a process started through
 an executor (the local one: the integration worktree is here), recorded like a worker
-and polled, never waited on. Each merge, conflict and check goes into the run's
-journal (`journal`). With isolation `none` every call does nothing. Standard library
-only, Python 3.9+.
+and polled, never waited on. It runs through git/check_wrapper.py, which writes how it
+ended to a status file, and its own record (git/check_record.py: stream, the tips
+before and with the merge, log offset, start, identity) survives the orchestrator. So a
+`start` after an orchestrator was killed mid-check takes that check's verdict instead
+of running a second one: one still running is adopted and watched (its timeout counts
+from its real start); one that ended meanwhile is settled from its status; one whose
+status is unknown (KILLed, or the status unreadable), whose record is unusable, whose
+command changed, or whose integration branch is no longer at the merge it checked is
+ended and its stream merged and checked again. Each merge, conflict and check goes
+into the run's journal (`journal`). With isolation `none` every call does nothing.
+Standard library only, Python 3.9+.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import time
 from contextlib import nullcontext
 from typing import Any, Callable, ContextManager, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from . import workspaces
+from . import check_record, workspaces
 from ..announce import spawn_failed_line
 from ..executor import Ended, Executor, Handle, WorkerSpec, open_check_executor
 from ..journal import Journal
@@ -53,6 +61,7 @@ Apply = Callable[[str, Event, float], Life]
 LISTED_FILES = 5  # conflicted files named in a one-line reason
 NEVER_ROTATE = 1 << 62  # the check appends to the stream's log: never rotate it away under the merge
 ADOPTED_CHECK_WAIT = 2.0  # at start, how long a check left by a killed orchestrator may take to die
+LEFT_CHECK = "the merge check an earlier orchestrator started"
 
 
 Guard = Callable[[str, str, float], ContextManager[None]]  # (stream, doing, now): supervisor's StreamGuard.stream
@@ -100,6 +109,9 @@ class _Check:
     tip: str = ""  # the integration tip with this stream merged: its merge commit once the check passes
     stopped: bool = False  # KILLed at shutdown: its verdict no longer counts
     timed_out: bool = False  # KILLed after merge_check_timeout: it failed
+    nonce: str = ""  # names its status file (check_wrapper.py)
+    adopted: bool = False  # left by a killed orchestrator: not our child, its end known only from its status
+    ended: Optional[check_record.CheckStatus] = None  # it ended while no orchestrator ran: settled at first poll
 
 
 class Merger:
@@ -115,6 +127,7 @@ class Merger:
         self.journal = journal or Journal()  # the run's (one not opened records nothing)
         self.run: Optional[RunInfo] = None
         self.check: Optional[_Check] = None
+        self.state = Path(state) if state is not None else self.root  # the merge check's record and status
         self.gating = Gating(self.root, state if state is not None else self.root, say, notify, settings, log_for,
                              clock)
         self.preparing: Dict[str, Callable[[Workspace, float], None]] = {}  # stream -> what to do once ready
@@ -140,10 +153,11 @@ class Merger:
             saved.isolation = "none"  # an earlier run's integration branch stays recorded for `land`
             return
         previous = RunInfo("worktree", saved.integration_branch, saved.base) if saved.integration_branch else None
-        self._end_left_checks()
+        self.check = self._left_check(table)
         merging = sorted(sid for sid, life in table.rows.items() if life.state is StreamState.MERGING)
-        try:
-            for note in workspaces.recover(self.root, previous, merging):
+        try:  # a check that still runs keeps the integration worktree as it is
+            for note in workspaces.recover(self.root, previous, merging,
+                                           checking=self.check is not None and self.check.ended is None):
                 self.say(f"recovered: {printable(note)}")
             self.run = workspaces.start_run(self.root, previous)
         except WorkspaceError as exc:
@@ -155,14 +169,65 @@ class Merger:
         self.say(f"{verb} integration branch {self.run.integration_branch} (from {str(self.run.base)[:12]}); "
                  "each stream works in its own worktree under .claude/worktrees/")
 
-    def _end_left_checks(self) -> None:
-        """A check an orchestrator killed mid-check left running: its verdict is lost (its stream is
-        merged and checked again), and it must not touch the integration worktree while we repair it."""
+    def _left_check(self, table: Table) -> Optional[_Check]:
+        """The merge check a killed orchestrator left, if its verdict can still be taken: adopted while
+        it runs, or to settle at the first poll when it ended meanwhile. Any other check it left is
+        ended (its stream is merged and checked again), before recovery touches the integration worktree."""
+        record, warning = check_record.load_check(self.state)
+        if warning:
+            self.say(f"warning: {printable(warning, 600)}; a stream it names is merged and checked again")
         adoption = self.checks.adopt()
+        kept = self._trusted(record, table) if record is not None else None
+        live = next((h for h in adoption.live if kept is not None and h.key == kept.key), None)
         for handle in adoption.live:
-            self.checks.kill(handle)
+            if handle is not live:
+                self.checks.kill(handle)
+        self._wait_for_killed_checks(live)
+        if kept is None:
+            check_record.clear_check(self.state)
+            return None
+        sid, log = kept.stream_id, self.log_for(kept.stream_id)
+        if live is not None:
+            self.say(f"{printable(sid)}: {LEFT_CHECK} still runs; watching it (its verdict decides the merge)")
+            return _Check(live, log, kept.offset, kept.before, kept.tip, nonce=kept.nonce, adopted=True)
+        status = check_record.read_status(self.state, kept.nonce)
+        if status is None:
+            self.say(f"{printable(sid)}: {LEFT_CHECK} ended and how is not known (it was killed?); "
+                     "it is merged and checked again")
+            check_record.clear_check(self.state)
+            return None
+        self.say(f"{printable(sid)}: {LEFT_CHECK} ended while no orchestrator ran ({status.ended.describe()}); "
+                 "taking its verdict")
+        handle = Handle(sid, 1, kept.key, kept.started_at, "ended")
+        return _Check(handle, log, kept.offset, kept.before, kept.tip, nonce=kept.nonce, adopted=True, ended=status)
+
+    def _trusted(self, record: check_record.CheckRecord, table: Table) -> Optional[check_record.CheckRecord]:
+        """The record, if its verdict still means what it meant: its stream still waits in `merging`, the
+        check is the one configured, and the integration branch is still at the merge it checks."""
+        sid = record.stream_id
+        if table.rows.get(sid, Life()).state is not StreamState.MERGING \
+                or record.integration_branch != table.run.integration_branch:
+            return None  # settled before the orchestrator was killed: nothing left to take
+        if record.command != self.settings.merge_check.strip():
+            self.say(f"{printable(sid)}: the merge_check setting changed since {LEFT_CHECK}; that check is "
+                     "ended and its stream merged again under the new setting")
+            return None
+        try:
+            at_tip = workspaces.integration_at(self.root, record.integration_branch, record.tip)
+        except WorkspaceError:
+            at_tip = False
+        if not at_tip:
+            self.say(f"{printable(sid)}: {record.integration_branch} is no longer at the merge {LEFT_CHECK} "
+                     "checks; that check is ended and its stream merged and checked again")
+            return None
+        return record
+
+    def _wait_for_killed_checks(self, kept: Optional[Handle]) -> None:
+        """A killed check must not touch the integration worktree while recovery repairs it (the one
+        kept is not polled here: its end is its verdict, taken by `poll`)."""
         deadline = time.monotonic() + ADOPTED_CHECK_WAIT
-        while time.monotonic() < deadline and any(self.checks.poll(h) is None for h in self.checks.live().values()):
+        while time.monotonic() < deadline and any(self.checks.poll(h) is None for h in self.checks.live().values()
+                                                  if kept is None or h.key != kept.key):
             time.sleep(0.02)  # at start, before any worker runs: KILL takes effect at once
 
     # ---------------------------------------------------------------- before a spawn
@@ -288,6 +353,10 @@ class Merger:
         if check is None:
             return
         timeout = self.settings.merge_check_timeout * 60
+        if check.ended is not None:  # it ended while no orchestrator ran: its status says how, and when
+            check.timed_out = timeout > 0 and check.ended.ended_at - check.handle.started_at >= timeout
+            self._check_finished(check.ended.ended, apply, now, check.ended.ended_at)
+            return
         if timeout > 0 and now - check.handle.started_at >= timeout and not (check.stopped or check.timed_out):
             self.checks.kill(check.handle)  # its whole tree: the group and whatever carries its token
             check.timed_out = True
@@ -352,26 +421,50 @@ class Merger:
         self._accept(sid, apply, now, result.tip)
 
     def _start_check(self, sid: str, command: str, before: str, tip: str) -> _Check:
+        """Start the check through the wrapper that writes its status, and save its record, so the
+        next orchestrator can take its verdict if this one is killed meanwhile."""
         launch = workspaces.merge_check_launch(self.root, command)
         log = self.log_for(sid)
         banner = f"\n=== orchestrate-kit: merge check `{command}` on {self.integration_branch} ===\n"
-        spec = WorkerSpec(sid, 1, launch.argv, launch.env, launch.cwd, log, banner, log_max_bytes=NEVER_ROTATE)
-        handle = self.checks.spawn(spec, before_go=lambda _handle: None)
-        return _Check(handle, log, self.checks.output(handle).offset, before, tip)
+        nonce = check_record.new_nonce()
+        check_record.clear_check(self.state)  # an earlier check's status must not be read as this one's
+        argv = check_record.wrapped(launch.argv, self.state, nonce)
+        spec = WorkerSpec(sid, 1, argv, launch.env, launch.cwd, log, banner, log_max_bytes=NEVER_ROTATE)
 
-    def _check_finished(self, ended: Ended, apply: Apply, now: float) -> None:
+        def record(handle: Handle) -> None:  # before the command runs: a check that runs is recorded
+            # The launcher waits for "go": nothing follows the banner yet, so the log ends where its output starts.
+            saved = check_record.CheckRecord(sid, command, self.integration_branch, before, tip,
+                                             self.checks.output(handle).offset, handle.started_at, handle.key, nonce)
+            try:
+                check_record.save_check(self.state, saved)
+            except OSError as exc:  # the check still runs; only a restart during it cannot take its verdict
+                self.say(f"warning: the merge check's record could not be saved ({printable(str(exc), 300)}); "
+                         "if the orchestrator is killed during it, it is run again")
+
+        handle = self.checks.spawn(spec, before_go=record)
+        return _Check(handle, log, self.checks.output(handle).offset, before, tip, nonce=nonce)
+
+    def _check_finished(self, ended: Ended, apply: Apply, now: float, ended_at: Optional[float] = None) -> None:
         check = self.check
         assert check is not None
         self.check = None
         sid = check.handle.stream_id
         if check.stopped:
             return  # stopped at shutdown: the stream stays `merging` and is merged (and checked) again
-        try:
+        status = check_record.read_status(self.state, check.nonce) if check.nonce and ended_at is None else None
+        check_record.clear_check(self.state)
+        if status is not None:  # the wrapper's word: the check's own end (a signal stays a signal)
+            ended, ended_at = status.ended, status.ended_at
+        try:  # (its result also restores what it changed in the integration worktree)
             result = workspaces.check_result_of(self.root, check.log, check.offset, ended.returncode)
         except (OSError, WorkspaceError) as exc:
             self._check_failed(sid, check.before, str(exc), apply, now)
             return
-        took = round(max(now - check.handle.started_at, 0.0), 3)
+        if check.adopted and not ended.known and not check.timed_out:
+            self.say(f"{printable(sid)}: {LEFT_CHECK} ended and how is not known (it was killed?); "
+                     "it is merged and checked again")
+            return  # still `merging`: decide merges it again, which finds it merged and checks again
+        took = round(max((now if ended_at is None else ended_at) - check.handle.started_at, 0.0), 3)
         if result.passed and not check.timed_out:
             self.journal.check_passed(sid, took)
             self._accept(sid, apply, now, check.tip)
@@ -455,6 +548,7 @@ class Merger:
         if self.check is not None and not self.check.stopped:
             self.checks.kill(self.check.handle)
             self.check.stopped = True
+            check_record.clear_check(self.state)  # its verdict no longer counts, for the next start either
 
 
 def _append(log: Path, text: str) -> None:

@@ -1393,6 +1393,18 @@ def _log_tail(path: Path, offset: int, limit: int) -> str:
         return handle.read(end - start).decode("utf-8", "replace")[-limit:]
 
 
+def integration_at(project: Path, branch: str, tip: str) -> bool:
+    """Whether the integration branch, and its worktree's checkout, are at `tip` (a merge check's
+    verdict is about that commit, and only counts while both still are)."""
+    project = Path(project).resolve()
+    found = _git(project, "rev-parse", "--verify", "-q", f"refs/heads/{branch}^{{commit}}", check=False)
+    if found.returncode != 0 or found.stdout.strip() != tip:
+        return False
+    integ = integration_path(project)
+    head = _git(integ, "rev-parse", "--verify", "-q", "HEAD^{commit}", check=False) if integ.is_dir() else None
+    return head is not None and head.returncode == 0 and head.stdout.strip() == tip
+
+
 def undo_merge(project: Path, run: RunInfo, before: str) -> None:
     """Move the integration branch back to `before`, the tip before the last merge (under the merge lock)."""
     integ = integration_path(Path(project).resolve())
@@ -1409,7 +1421,8 @@ def undo_merge(project: Path, run: RunInfo, before: str) -> None:
 # ---------------------------------------------------------------- recovery
 
 
-def recover(project: Path, previous: Optional[RunInfo] = None, merging: Iterable[str] = ()) -> List[str]:
+def recover(project: Path, previous: Optional[RunInfo] = None, merging: Iterable[str] = (),
+            checking: bool = False) -> List[str]:
     """Repair what an orchestrator killed mid-operation left behind; what was done, one line each.
 
     Call at start, before start_run and before any worker runs (one orchestrator at a
@@ -1420,13 +1433,16 @@ def recover(project: Path, previous: Optional[RunInfo] = None, merging: Iterable
     the integration worktree). In the worktrees of the streams `merging` (their workers have
     ended; a merge step ended mid-commit at a stop), git's stale lock files are removed, so
     the next merge commits what is left; their files and commits are never touched.
+    `checking`: a merge check adopted from the killed orchestrator still runs in the
+    integration worktree (at the merge it checks), so that worktree is left to it: its
+    result restores what the check changed there (check_result_of).
     """
     project = Path(project).resolve()
     notes = _end_orphaned_merge(project)
     notes += _repair_moved(project) + _remove_half_created(project)
     previous = previous if previous is not None and previous.integration_branch else find_run(project)
     integ = integration_path(project)
-    if previous is not None and previous.integration_branch and integ.is_dir():
+    if previous is not None and previous.integration_branch and integ.is_dir() and not checking:
         notes += _clean_integration(project, integ, previous.integration_branch)
     for sid in merging:
         folder = worktree_path(project, sid)
