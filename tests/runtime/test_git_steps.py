@@ -73,11 +73,12 @@ def test_a_merge_step_hands_a_conflict_back_says_it_is_pending_then_merges_and_u
         (space.cwd / "shared.txt").write_text(text + "line two\n", encoding="utf-8")  # left uncommitted
 
     def merge(sid, handed_back=()):
-        code, answer = child_step({"step": "merge_stream", "args": {"project": str(repo), "run": run.as_dict(),
-                                                                    "stream_id": sid, "handed_back": list(handed_back),
-                                                                    "commit": None}})
+        code, answer = child_step({"step": "merge_streams", "args": {"project": str(repo), "run": run.as_dict(),
+                                                                     "streams": [{"stream_id": sid, "commit": None,
+                                                                                  "handed_back": list(handed_back)}]}})
         assert code == 0, answer
-        return ws.MergeResult.from_dict(answer)
+        [result] = answer["results"]
+        return ws.MergeResult.from_dict(result)
 
     merged = merge("B")
     assert merged.outcome is ws.MergeOutcome.MERGED and merged.committed_leftovers and merged.tip != merged.before

@@ -289,6 +289,7 @@ class Supervisor:
                 self.dirty |= self.merger.activity != busy
             elif isinstance(action, Finish):
                 return self._finish(action, now)
+        self.merger.flush(self._apply, now)  # the turn's merges, started as one step
         if decision.credit != self.table.run_life.credit or decision.spawn:
             self._apply_run(Paced(decision.credit), now)
         return None
@@ -296,8 +297,7 @@ class Supervisor:
     def _stop(self, stop: Stop, now: float) -> None:
         deadline = stop.deadline if stop.deadline is not None else now + self.settings.stop_grace
         self._apply(stop.stream_id, StopRequested(stop.after, stop.reason, deadline), now)
-        handle = self.executor.live().get(stop.stream_id)
-        if handle is not None:
+        for handle in [h for sid, h in self.executor.live().items() if sid == stop.stream_id]:
             self.executor.terminate(handle)
 
     def _spawn(self, spawn: Spawn, now: float, prepared: Optional[tuple] = None) -> None:

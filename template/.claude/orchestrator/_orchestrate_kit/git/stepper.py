@@ -28,6 +28,8 @@ from typing import IO, Any, Callable, Dict, List, Mapping, Tuple
 
 RUNTIME = Path(__file__).resolve().parents[2]  # the folder that holds _orchestrate_kit
 ANSWER_LIMIT = 4 * 1024 * 1024  # bytes of a step's answer read back
+# A step is stdlib-only: no `site` (-S), whose .pth files cost tens of milliseconds on some Pythons
+# at every worktree and merge, and none of the environment's PYTHON* variables (-E).
 
 
 @dataclass
@@ -51,7 +53,7 @@ class Stepper:
         """Start step `name`; its result comes out of `finished()` under `key`. Raises OSError."""
         answer = tempfile.TemporaryFile()
         try:
-            process = subprocess.Popen([sys.executable, "-E", "-s", "-m", "_orchestrate_kit.git.steps"], cwd=str(RUNTIME),
+            process = subprocess.Popen([sys.executable, "-E", "-S", "-m", "_orchestrate_kit.git.steps"], cwd=str(RUNTIME),
                                        stdin=subprocess.PIPE, stdout=answer, stderr=subprocess.DEVNULL,
                                        start_new_session=True)
         except OSError:

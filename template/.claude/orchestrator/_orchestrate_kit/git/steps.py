@@ -18,10 +18,11 @@ a problem of git, gh or the remote. The steps:
     pull_request_state  {"project", "url"}                          -> PullRequestState
     prepare_workspace   {"project", "run": RunInfo.as_dict(), "stream_id"} -> {"branch", "path", "cwd", "notes"}
                         or {"error"}: the stream's worktree made or reused (workspaces.prepare_workspace)
-    merge_stream        {"project", "run": RunInfo.as_dict(), "stream_id", "handed_back": [files], "commit"}
-                        -> MergeResult.as_dict() or {"error"}: a finished stream's whole merge
-                        (workspaces.merge_finished: a handed-back conflict checked, its leftovers
-                        committed, its branch merged, a conflict handed back, once merged again)
+    merge_streams       {"project", "run": RunInfo.as_dict(), "streams": [{"stream_id", "handed_back": [files],
+                        "commit"}...]} -> {"results": [MergeResult.as_dict() or {"error"}...]}: finished
+                        streams' whole merges, one after another (workspaces.merge_finished each: a
+                        handed-back conflict checked, its leftovers committed, its branch merged, a
+                        conflict handed back, once merged again)
     gate_stream         {"project", "run", "stream_id", "stat"} -> {"committed", "commit", "stat"} or
                         {"error"}: a finished stream taken to its gate (gates.take_to_gate: its
                         leftovers committed, its commit, with `stat` its diff stat for a review)
@@ -40,40 +41,55 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping
 
-from . import gates, pull_requests, remote, workspaces
+# Each step imports the modules it uses, when it runs: a step is a process of its own, started for
+# every worktree and merge, and a merge need not pay for importing the gates, gh and remote code.
 
 Step = Callable[[Mapping[str, Any]], Dict[str, Any]]
 
 
 def _check_remote(a: Mapping[str, Any]) -> Dict[str, Any]:
+    from . import remote
+
     return {"problem": remote.check_remote(Path(a["project"]), a.get("remote", remote.DEFAULT_REMOTE))}
 
 
 def _gh_problem(a: Mapping[str, Any]) -> Dict[str, Any]:
+    from . import pull_requests, remote
+
     return {"problem": pull_requests.gh_problem(Path(a["project"]), a.get("remote", remote.DEFAULT_REMOTE))}
 
 
 def _push(a: Mapping[str, Any]) -> Dict[str, Any]:
+    from . import remote
+
     pushed = remote.push_branches(Path(a["project"]), [str(b) for b in a["branches"]],
                                   a.get("remote", remote.DEFAULT_REMOTE))
     return {"pushes": [p.as_dict() for p in pushed]}
 
 
 def _fetch(a: Mapping[str, Any]) -> Dict[str, Any]:
+    from . import remote
+
     return remote.fetch_branch(Path(a["project"]), str(a["branch"]), a.get("remote", remote.DEFAULT_REMOTE)).as_dict()
 
 
 def _open_pull_request(a: Mapping[str, Any]) -> Dict[str, Any]:
+    from . import pull_requests, remote
+
     return pull_requests.open_pull_request(
         Path(a["project"]), Path(a["state"]), str(a["stream_id"]), str(a["branch"]), str(a["base"]),
         a.get("remote", remote.DEFAULT_REMOTE), str(a.get("title", "")), str(a.get("body", ""))).as_dict()
 
 
 def _pull_request_state(a: Mapping[str, Any]) -> Dict[str, Any]:
+    from . import pull_requests
+
     return pull_requests.pull_request_state(Path(a["project"]), str(a["url"])).as_dict()
 
 
 def _prepare_workspace(a: Mapping[str, Any]) -> Dict[str, Any]:
+    from . import workspaces
+
     try:
         made = workspaces.prepare_workspace(Path(a["project"]), workspaces.RunInfo.from_dict(a["run"]),
                                             str(a["stream_id"]))
@@ -82,17 +98,28 @@ def _prepare_workspace(a: Mapping[str, Any]) -> Dict[str, Any]:
     return {"branch": made.branch, "path": str(made.path), "cwd": str(made.cwd), "notes": list(made.notes)}
 
 
-def _merge_stream(a: Mapping[str, Any]) -> Dict[str, Any]:
-    try:
-        merged = workspaces.merge_finished(Path(a["project"]), workspaces.RunInfo.from_dict(a["run"]),
-                                           str(a["stream_id"]), [str(f) for f in a.get("handed_back") or ()],
-                                           str(a["commit"]) if a.get("commit") else None)
-    except workspaces.WorkspaceError as exc:
-        return {"error": str(exc)}
-    return merged.as_dict()
+def _merge_streams(a: Mapping[str, Any]) -> Dict[str, Any]:
+    """Each stream merged in turn, as one step: a level of 8 finished streams pays one Python start-up, not 8.
+    A stream that cannot be merged answers {"error"} and the next is merged all the same (its merge left
+    the integration branch as it was)."""
+    from . import workspaces
+
+    project, run = Path(a["project"]), workspaces.RunInfo.from_dict(a["run"])
+    results = []
+    for stream in a["streams"]:
+        try:
+            merged = workspaces.merge_finished(project, run, str(stream["stream_id"]),
+                                               [str(f) for f in stream.get("handed_back") or ()],
+                                               str(stream["commit"]) if stream.get("commit") else None)
+            results.append(merged.as_dict())
+        except workspaces.WorkspaceError as exc:
+            results.append({"error": str(exc)})
+    return {"results": results}
 
 
 def _gate_stream(a: Mapping[str, Any]) -> Dict[str, Any]:
+    from . import gates, workspaces
+
     try:
         return gates.take_to_gate(Path(a["project"]), workspaces.RunInfo.from_dict(a["run"]), str(a["stream_id"]),
                                   bool(a.get("stat")))
@@ -101,6 +128,8 @@ def _gate_stream(a: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _undo_merge(a: Mapping[str, Any]) -> Dict[str, Any]:
+    from . import workspaces
+
     try:
         workspaces.undo_merge(Path(a["project"]), workspaces.RunInfo.from_dict(a["run"]), str(a["before"]))
     except workspaces.WorkspaceError as exc:
@@ -109,6 +138,8 @@ def _undo_merge(a: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _poll_pull_requests(a: Mapping[str, Any]) -> Dict[str, Any]:
+    from . import pull_requests, remote
+
     project = Path(a["project"])
     states = [pull_requests.pull_request_state(project, str(url)) for url in a["urls"]]
     fetched = None
@@ -126,7 +157,7 @@ STEPS: Dict[str, Step] = {
     "pull_request_state": _pull_request_state,
     "poll_pull_requests": _poll_pull_requests,
     "prepare_workspace": _prepare_workspace,
-    "merge_stream": _merge_stream,
+    "merge_streams": _merge_streams,
     "undo_merge": _undo_merge,
     "gate_stream": _gate_stream,
 }
