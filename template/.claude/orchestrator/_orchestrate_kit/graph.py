@@ -187,9 +187,11 @@ def _cycle_in(component: List[str], edges: Mapping[str, Sequence[str]]) -> Tuple
 def topological_order(streams: Mapping[str, StreamRecord], invalid: Iterable[str] = ()) -> List[str]:
     """Streams with every dependency before its dependents; invalid ones left out."""
     skip = set(invalid)
-    nodes = [s for s in streams if s not in skip]
-    pending = {s: sum(1 for d in streams[s].dependencies if d in streams and d not in skip) for s in nodes}
     dependents = _dependents(streams, skip)
+    pending = {s: 0 for s in streams if s not in skip}
+    for children in dependents.values():
+        for child in children:
+            pending[child] += 1
     order = sorted(s for s, n in pending.items() if n == 0)
     for node in order:  # order grows while we walk it
         for child in dependents.get(node, ()):
@@ -199,7 +201,8 @@ def topological_order(streams: Mapping[str, StreamRecord], invalid: Iterable[str
     return order
 
 
-def _dependents(streams: Mapping[str, StreamRecord], skip: set) -> Dict[str, List[str]]:
+def _dependents(streams: Mapping[str, StreamRecord], skip: AbstractSet[str]) -> Dict[str, List[str]]:
+    """stream -> the streams that depend on it, in id order; a stream in `skip` is on neither side."""
     out: Dict[str, List[str]] = {}
     for sid in sorted(streams):
         if sid in skip:
@@ -219,12 +222,16 @@ def dependency_levels(streams: Mapping[str, StreamRecord], order: Sequence[str])
     return level
 
 
-def remaining_paths(streams: Mapping[str, StreamRecord], order: Sequence[str]) -> Dict[str, Tuple[int, Optional[str]]]:
-    """For each stream: incomplete streams on the longest chain from it to the end, and the next hop."""
-    dependents = _dependents(streams, set(streams) - set(order))
+def remaining_paths(streams: Mapping[str, StreamRecord], order: Sequence[str],
+                    complete: Optional[AbstractSet[str]] = None) -> Dict[str, Tuple[int, Optional[str]]]:
+    """For each stream: incomplete streams on the longest chain from it to the end, and the next hop.
+    `complete`: the streams the tracker shows complete, when the caller has them already."""
+    if complete is None:
+        complete = {sid for sid in order if streams[sid].is_complete}
+    dependents = _dependents(streams, streams.keys() - set(order))
     best: Dict[str, Tuple[int, Optional[str]]] = {}
     for sid in reversed(order):
-        own = 0 if streams[sid].is_complete else 1
+        own = 0 if sid in complete else 1
         tail, hop = 0, None
         for child in dependents.get(sid, ()):
             length = best[child][0]
@@ -317,11 +324,11 @@ def build_board(
     invalid = {s: r for s, r in problems.reasons().items() if s not in complete}
     order = topological_order(streams, invalid)
     levels = dependency_levels(streams, order)
-    paths = remaining_paths(streams, order)
+    paths = remaining_paths(streams, order, complete)
     views, observed = {}, {}
     unmerged = _unmerged(streams, rows, now, policy)
     for sid, rec in streams.items():
-        seen, waiting_on, reason = _graph_state_of(rec, complete, invalid.get(sid), unmerged)
+        seen, waiting_on, reason = _graph_state_of(rec, complete, invalid.get(sid), unmerged, sid in complete)
         life = observed[sid] = transition(rows.get(sid, NO_ROW), _OBSERVED[seen], now, policy)
         worker = workers.get(sid)
         shown = _shown_state(life, seen, worker)
@@ -333,7 +340,7 @@ def build_board(
             graph_state=seen,
             dependencies=rec.dependencies,
             counts=dict(rec.counts),
-            total=rec.total,
+            total=sum(rec.counts.values()),
             finished=rec.finished,
             level=levels.get(sid),
             remaining_path=paths.get(sid, (0, None))[0],
@@ -385,18 +392,20 @@ def _graph_state_of(
     complete: AbstractSet[str],
     invalid_reason: Optional[str],
     unmerged: AbstractSet[str] = frozenset(),
+    is_complete: Optional[bool] = None,
 ) -> Tuple[StreamState, Tuple[str, ...], str]:
     """What the tracker and the graph alone say of a stream: complete, invalid, waiting or ready.
     `complete`: the streams the tracker shows complete. A dependency complete in the tracker but
-    still `unmerged` (worktrees) is waited on too."""
-    if rec.is_complete:
+    still `unmerged` (worktrees) is waited on too. `is_complete`: whether this one is, when known."""
+    if rec.is_complete if is_complete is None else is_complete:
         return StreamState.COMPLETE, (), ""
     if invalid_reason:
         return StreamState.INVALID, (), invalid_reason
     if rec.paused:
         return StreamState.WAITING, (), PAUSED_TEXT
     waiting_on = tuple([d for d in rec.dependencies if d not in complete or d in unmerged])
-    waiting_on += tuple(f"task {t}" for t in rec.task_waits)
+    if rec.task_waits:
+        waiting_on += tuple([f"task {t}" for t in rec.task_waits])
     if waiting_on:
         return StreamState.WAITING, waiting_on, ""
     return StreamState.READY, (), ""
