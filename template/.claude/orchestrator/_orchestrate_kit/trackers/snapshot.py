@@ -393,7 +393,7 @@ def build_snapshot(
     waits: Dict[str, Set[str]] = {}  # only the streams that wait on a task
     unresolved = sorted({d for deps in fold.dependencies.values() for d in deps if d not in streams})
     refs = lookup(unresolved) if unresolved else {}
-    for sid, deps in fold.dependencies.items():
+    for sid, deps in fold.dependencies.items() if refs else ():  # (no entry names a task: the usual plan)
         for dep in list(deps):
             ref = refs.get(dep) if dep not in streams else None
             if ref is None:
