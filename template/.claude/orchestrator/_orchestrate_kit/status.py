@@ -15,14 +15,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Mapping, Optional
 
 from .executor import Handle, read_workers
 from .executor.processes import PidRecord, process_start_time, read_pid_file, runs_script, write_pid_file
 from .lifecycle import GATED, PARKED, Policy, RunInfo, RunLife, RunState, StreamState, Table, describe_run, load_table, run_json
 from .names import printable
 from .settings import EXIT_STUCK, Layout, Settings, UserError, load_settings, setting_warnings
-from .spend import Standing, gauge_text, standing_of
 from .graph import Board, StreamView, build_board
 from .trackers import (
     CHOICES as TRACKER_CHOICES,
@@ -35,6 +34,9 @@ from .trackers import (
     whole_percent,
 )
 from .trackers.progress import progress_summary_of
+
+if TYPE_CHECKING:
+    from .spend import Standing  # the spend cap's reading is imported only with a cap
 
 NO_PLACE = {"branch": None, "worktree": None}
 METADATA_EXAMPLE = '{"streamId": "Stream-A", "streamName": "Foundation", "dependencies": []}'
@@ -130,6 +132,8 @@ class StatusReport:
     def live_activity(self, stream_id: str) -> dict:
         """What the running worker of a stream said so far (nothing once it has ended: the saved
         activity lags the table by up to a couple of seconds)."""
+        if not self.activity:
+            return {}  # no run, nothing reported: `status` at rest asks this of every stream
         view = self.board.views.get(stream_id)
         return self.activity.get(stream_id, {}) if view is not None and view.where else {}
 
@@ -256,6 +260,7 @@ def collect_status(layout: Layout, db_override: Optional[str] = None, tracker: O
 def spend_standing(report: StatusReport, settings: Settings) -> Standing:
     """What every run spent in the cap's window (their journals) and what running workers cost so far."""
     from .agent.claude import MIN_BUDGET_USD  # only with a cap: the dashboard need not load it otherwise
+    from .spend import standing_of
 
     live = sum(max((report.cost_of(sid) or 0.0) - report.table.get(sid).spent_usd, 0.0) for sid in report.activity)
     return standing_of(report.layout.journals, time.time(), settings.spend_cap_usd, settings.spend_cap_period,
@@ -264,6 +269,7 @@ def spend_standing(report: StatusReport, settings: Settings) -> Standing:
 
 def capped_board(board: Board, spend: Standing) -> Board:
     """Ready streams say why they do not start: the spend cap, and when it lifts."""
+    from .spend import gauge_text
     when = f", resumes ~{time.strftime('%H:%M', time.localtime(spend.lifts_at))}" if spend.lifts_at else ""
     text = f"ready: spend cap reached ({gauge_text(spend.spent_usd, spend.cap_usd, spend.period)}){when}"
     views = {sid: replace(view, description=text) if view.state is StreamState.READY else view
@@ -365,10 +371,10 @@ def run_lines(run: RunLife) -> List[str]:
 
 def overall_line(report: StatusReport) -> str:
     summary = progress_summary_of(report.snapshot)
-    counts: Dict[str, int] = {}
-    for view in report.board.views.values():
-        counts[view.state.value] = counts.get(view.state.value, 0) + 1
-    states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    counts: Dict[StreamState, int] = {}
+    for view in report.board.views.values():  # counted by state, named once each (an enum's .value is a call)
+        counts[view.state] = counts.get(view.state, 0) + 1
+    states = ", ".join(f"{n} {state}" for state, n in sorted((s.value, n) for s, n in counts.items()))
     done = summary.completed_tasks + summary.cancelled_tasks
     return (f"Overall: {done}/{summary.total_tasks} tasks ({whole_percent(done, summary.total_tasks)}%), "
             f"{summary.completed_streams}/{summary.total_streams} streams complete" + (f"; {states}" if states else ""))

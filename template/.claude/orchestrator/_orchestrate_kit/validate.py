@@ -13,7 +13,6 @@ reads `refresh_interval`: digits, and for seconds, minutes and dollars one decim
 
 from __future__ import annotations
 
-import difflib
 import re
 import shlex
 from dataclasses import dataclass
@@ -175,6 +174,8 @@ def read_conf(path: Path) -> List[Line]:
 
 def closest(key: str, known: List[str]) -> Optional[str]:
     """The known name `key` most likely misspells, if any is close."""
+    import difflib  # only for a name that is not known: `status` and the dashboard need not load it
+
     found = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     return found[0] if found else None
 

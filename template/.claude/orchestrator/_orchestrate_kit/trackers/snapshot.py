@@ -304,6 +304,9 @@ class _Fold:
         self.files: Dict[str, Set[str]] = {}
         self.parsed: Dict[Optional[str], Meta] = {}
         self.bad_texts: Set[str] = set()  # unusable metadata texts of tasks we count: each task is named later
+        # (metadata, row name, row status) -> the record its rows count in (None: counted nowhere). A
+        # stream's tasks share one metadata text, each status a row: what the text says is folded in once.
+        self.placed: Dict[Tuple[Optional[str], Optional[str], Optional[str]], Optional[StreamRecord]] = {}
 
     def meta(self, text: Optional[str]) -> Meta:
         if text not in self.parsed:
@@ -312,32 +315,44 @@ class _Fold:
 
     def add(self, metadata: Optional[str], row_name: Optional[str], row_status: Optional[str],
             status: str, n: int) -> None:
+        key = (metadata, row_name, row_status)
+        if key in self.placed:
+            record = self.placed[key]
+        else:
+            record = self.placed[key] = self._place(metadata, row_name, row_status)
+        if record is not None:
+            status = status if status in TASK_STATUSES else "pending"
+            record.counts[status] = record.counts.get(status, 0) + n
+
+    def _place(self, metadata: Optional[str], row_name: Optional[str],
+               row_status: Optional[str]) -> Optional[StreamRecord]:
+        """The record tasks with this metadata and streams row count in, with what they say of it folded in."""
         meta = self.meta(metadata)
         sid = stream_of(meta, row_name, row_status)
         if sid == _ARCHIVED:
-            return
+            return None
         if sid is None:
             if meta.problem and meta.claims_stream and metadata is not None:
                 self.bad_texts.add(metadata)  # belongs to no stream we can name: left out, with a warning
-            return
+            return None
         record = self.streams.get(sid)
         if record is None:
             record = self.streams[sid] = StreamRecord(sid, sid, ())
             self.dependencies[sid], self.options[sid] = set(), {}
-        status = status if status in TASK_STATUSES else "pending"
-        record.counts[status] = record.counts.get(status, 0) + n
         record.paused = record.paused or row_status == PAUSED_ROW
         name = meta.stream_name or (row_name if row_name != sid else None)
         if name and record.stream_name == sid:
             record.stream_name = name
-        self._add_options(sid, meta.options)
+        if meta.options:
+            self._add_options(sid, meta.options)
         if meta.problem:
             if metadata is not None:
                 self.bad_texts.add(metadata)  # counted in its stream, which it makes invalid
-            return
+            return record
         self.dependencies[sid].update(meta.dependencies)
         if meta.files:
             self.files.setdefault(sid, set()).update(meta.files)
+        return record
 
     def _add_options(self, sid: str, options: Iterable[Tuple[str, str, object]]) -> None:
         seen = self.options[sid]
@@ -378,7 +393,7 @@ def build_snapshot(
     waits: Dict[str, Set[str]] = {}  # only the streams that wait on a task
     unresolved = sorted({d for deps in fold.dependencies.values() for d in deps if d not in streams})
     refs = lookup(unresolved) if unresolved else {}
-    for sid, deps in fold.dependencies.items():
+    for sid, deps in fold.dependencies.items() if refs else ():  # (no entry names a task: the usual plan)
         for dep in list(deps):
             ref = refs.get(dep) if dep not in streams else None
             if ref is None:
