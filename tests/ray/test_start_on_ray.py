@@ -241,3 +241,81 @@ def test_a_cluster_that_refuses_or_a_node_that_is_not_ready_starts_nothing(ray_c
     assert not ray_cluster.fake_events() or not started(ray_cluster, n, 1)
     assert project.git("branch", "--list", "orchestrate/*") == ""  # nothing of a run was made
     assert not our_jobs(ray_cluster, (n,))
+
+
+def journal(project: Project, sid: str) -> list:
+    """The run's journal events for stream `sid` (every run of this project: one here)."""
+    found = []
+    for path in (project.root / ".git" / "orchestrate-kit").glob("*/state/journal/*.jsonl"):
+        found += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in found if e.get("stream") == sid]
+
+
+def starts_of(cluster, sid: str) -> list:
+    return [e for e in cluster.fake_events() if e["event"] == "start" and e.get("stream") == sid]
+
+
+def node_cache_of(cluster, event: dict, caches) -> str:
+    """The node cache (one per node) the fake claude ran under: which node it ran on."""
+    (cache,) = [c for c in caches if event["cwd"].startswith(c + os.sep)]
+    return cache
+
+
+def option(argv: list, name: str):
+    return next((a.split("=", 1)[1] for a in argv if a.startswith(name + "=")), None)
+
+
+def test_a_usage_limit_pauses_the_run_and_the_session_resumes_on_its_node(ray_cluster, tmp_path):
+    u = unique("U")
+    project = ray_project(tmp_path, ray_cluster, [(u, [])])
+    ray_cluster.set_behaviour(u, "limit-unix", "write")  # resets a few seconds ahead; the resumed session works
+    caches = [n["cache"] for n in ray_cluster.nodes]
+
+    result = run_start(project, "--executor", "ray", "--max-restarts", "0")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "usage limit hit by" in result.stdout, result.stdout
+    first, resumed = starts_of(ray_cluster, u)
+    session = option(first["argv"], "--session-id")
+    assert session and option(resumed["argv"], "--resume") == session  # its own session carried on
+    assert node_cache_of(ray_cluster, resumed, caches) == node_cache_of(ray_cluster, first, caches)  # on its node
+    assert resumed["cwd"] == first["cwd"]  # in the folder it began in: Claude Code finds a session by its folder
+    events = journal(project, u)
+    # Seen in its output as it came and again at its exit (said again when its end came after the reset).
+    assert len({e["until"] for e in events if e["kind"] == "usage_limit"}) == 1
+    assert [(e["attempt"], e["resume"]) for e in events if e["kind"] == "attempt_started"] == [(1, False), (1, True)]
+    assert [e["ending"] for e in events if e["kind"] == "attempt_ended"] == ["usage_limit", "exit"]
+    assert stream_row(project, u)["attempts"] == 1  # the limit spent no attempt
+    assert f"{u}.txt" in files_on(project, project.status()["run"]["integration_branch"])
+    assert statuses(project) == {u: {"completed"}}
+    assert not our_jobs(ray_cluster, (u,))
+
+
+def test_a_paused_session_whose_node_is_gone_starts_afresh_on_another_node(ray_cluster, tmp_path):
+    g = unique("G")
+    project = ray_project(tmp_path, ray_cluster, [(g, [])])
+    # Attempt 1 hits the limit and hangs (its node is lost while the run is paused); started again
+    # afresh at the same step, it writes its file and completes.
+    ray_cluster.set_behaviour(g, "limit-hang|write")
+    caches = [n["cache"] for n in ray_cluster.nodes]
+    run = start_process(project, "--executor", "ray", "--max-restarts", "0")
+    log = project.home / "logs" / f"{g}.log"
+    wait_for(lambda: any(e["kind"] == "usage_limit" for e in journal(project, g))
+             and log.exists() and '"type":"result"' in log.read_text(), "the run to pause on the worker's limit")
+    (job,) = [j for j in our_jobs(ray_cluster, (g,)) if j.status == "RUNNING"]
+    lost = ray_cluster.node_of(job.node_id)["cache"]
+    ray_cluster.replace_node(job.node_id)  # the node holding the session is gone while the run is paused
+    result = finish(run, limit=240)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is gone; starting a new session elsewhere" in result.stderr + result.stdout
+    first, again = starts_of(ray_cluster, g)
+    assert node_cache_of(ray_cluster, first, caches) == lost
+    assert option(again["argv"], "--resume") is None and option(again["argv"], "--session-id") not in (
+        None, option(first["argv"], "--session-id"))  # a new session, not the lost one
+    assert not again["cwd"].startswith(lost + os.sep)  # on another node
+    assert [e["ending"] for e in journal(project, g) if e["kind"] == "attempt_ended"] == ["usage_limit", "exit"]
+    assert f"{g}.txt" in files_on(project, project.status()["run"]["integration_branch"])
+    assert statuses(project) == {g: {"completed"}}
+    assert not our_jobs(ray_cluster, (g,))
+    wait_for(lambda: not workers_of(g), "the lost node's worker to end itself")
