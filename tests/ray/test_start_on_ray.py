@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ray.helpers import client, unique, wait_for
+from tests.ray.helpers import client, unique, wait_for, wait_status
 from tests.support import taskdb
 from tests.support.project import Project
 
@@ -319,3 +319,36 @@ def test_a_paused_session_whose_node_is_gone_starts_afresh_on_another_node(ray_c
     assert statuses(project) == {g: {"completed"}}
     assert not our_jobs(ray_cluster, (g,))
     wait_for(lambda: not workers_of(g), "the lost node's worker to end itself")
+
+
+def test_a_job_no_node_takes_shows_pending_then_is_a_failed_attempt_with_its_reason(ray_cluster, tmp_path):
+    w = unique("W")
+    api = client(ray_cluster)
+    holders = []  # every agent slot taken by a job of the test's own: ours can be placed nowhere
+    project = ray_project(tmp_path, ray_cluster, [(w, [])], ray_pending_timeout=0.05)  # 3 s
+    try:
+        for node in [n for n in api.nodes() if n.alive and n.slots > 0]:
+            holders.append(unique("hold"))
+            api.submit({"submission_id": holders[-1], "entrypoint": "sleep 600",
+                        "entrypoint_resources": {"agent_slot": node.slots}, "entrypoint_label_selector":
+                        {"ray.io/node-id": node.node_id}})
+        for sid in holders:
+            wait_status(api, sid, ["RUNNING"])
+        run = start_process(project, "--executor", "ray", "--no-preflight", "--max-restarts", "0")
+        wait_for(lambda: stream_row(project, w)["where"] == "Ray job, waiting for a node", "status to show it pending")
+        result = finish(run)
+    finally:
+        for sid in holders:
+            api.stop(sid)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no node took its Ray job within 0.05 min (ray_pending_timeout): waiting for a free agent slot" \
+        in result.stdout, result.stdout
+    (ended,) = [e for e in journal(project, w) if e["kind"] == "attempt_ended"]
+    assert ended["attempt"] == 1 and not ended["complete"]
+    assert not starts_of(ray_cluster, w)  # it never ran anywhere
+    for job in our_jobs(ray_cluster, (w,)):  # stopped; Ray keeps a stopped job that never started pending a while
+        assert job.status in ("STOPPED", "PENDING"), job
+    for sid in holders:
+        wait_status(api, sid, ["STOPPED"])
+        api.delete(sid)
