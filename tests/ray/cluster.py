@@ -82,11 +82,11 @@ def main(spec: Dict) -> int:
     started = time.monotonic()
     token = spec.get("token") or secrets.token_hex(16)
     temp_dir = tempfile.mkdtemp(prefix="okray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    # Ray's address file lives in RAY_TMPDIR (/tmp/ray by default): a folder of this cluster's own, so
-    # a second cluster on the machine (another checkout's tests) neither reads nor removes ours.
-    os.makedirs(os.path.join(temp_dir, "ray"))
-    os.environ.update(RAY_TMPDIR=temp_dir, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token,
-                      RAY_USAGE_STATS_ENABLED="0",
+    # Ray writes the latest cluster's address to <RAY_TMPDIR or /tmp>/ray/ray_current_cluster: kept in our
+    # own folder, so that another cluster on this host (or a clean-up of /tmp/ray) is none of ours.
+    (Path(temp_dir) / "ray").mkdir()
+    os.environ.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token,
+                      RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=temp_dir,
                       # A lost node is noticed in about 3 s rather than Ray's default of about 15 s.
                       RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
     os.environ.update(spec.get("env", {}))

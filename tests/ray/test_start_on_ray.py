@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ray.helpers import client, unique, wait_for
+from tests.ray.helpers import client, unique, wait_for, wait_status
 from tests.support import taskdb
 from tests.support.project import Project
 
@@ -241,3 +241,114 @@ def test_a_cluster_that_refuses_or_a_node_that_is_not_ready_starts_nothing(ray_c
     assert not ray_cluster.fake_events() or not started(ray_cluster, n, 1)
     assert project.git("branch", "--list", "orchestrate/*") == ""  # nothing of a run was made
     assert not our_jobs(ray_cluster, (n,))
+
+
+def journal(project: Project, sid: str) -> list:
+    """The run's journal events for stream `sid` (every run of this project: one here)."""
+    found = []
+    for path in (project.root / ".git" / "orchestrate-kit").glob("*/state/journal/*.jsonl"):
+        found += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in found if e.get("stream") == sid]
+
+
+def starts_of(cluster, sid: str) -> list:
+    return [e for e in cluster.fake_events() if e["event"] == "start" and e.get("stream") == sid]
+
+
+def node_cache_of(cluster, event: dict, caches) -> str:
+    """The node cache (one per node) the fake claude ran under: which node it ran on."""
+    (cache,) = [c for c in caches if event["cwd"].startswith(c + os.sep)]
+    return cache
+
+
+def option(argv: list, name: str):
+    return next((a.split("=", 1)[1] for a in argv if a.startswith(name + "=")), None)
+
+
+def test_a_usage_limit_pauses_the_run_and_the_session_resumes_on_its_node(ray_cluster, tmp_path):
+    u = unique("U")
+    project = ray_project(tmp_path, ray_cluster, [(u, [])])
+    ray_cluster.set_behaviour(u, "limit-unix", "write")  # resets a few seconds ahead; the resumed session works
+    caches = [n["cache"] for n in ray_cluster.nodes]
+
+    result = run_start(project, "--executor", "ray", "--max-restarts", "0")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "usage limit hit by" in result.stdout, result.stdout
+    first, resumed = starts_of(ray_cluster, u)
+    session = option(first["argv"], "--session-id")
+    assert session and option(resumed["argv"], "--resume") == session  # its own session carried on
+    assert node_cache_of(ray_cluster, resumed, caches) == node_cache_of(ray_cluster, first, caches)  # on its node
+    assert resumed["cwd"] == first["cwd"]  # in the folder it began in: Claude Code finds a session by its folder
+    events = journal(project, u)
+    # Seen in its output as it came and again at its exit (said again when its end came after the reset).
+    assert len({e["until"] for e in events if e["kind"] == "usage_limit"}) == 1
+    assert [(e["attempt"], e["resume"]) for e in events if e["kind"] == "attempt_started"] == [(1, False), (1, True)]
+    assert [e["ending"] for e in events if e["kind"] == "attempt_ended"] == ["usage_limit", "exit"]
+    assert stream_row(project, u)["attempts"] == 1  # the limit spent no attempt
+    assert f"{u}.txt" in files_on(project, project.status()["run"]["integration_branch"])
+    assert statuses(project) == {u: {"completed"}}
+    assert not our_jobs(ray_cluster, (u,))
+
+
+def test_a_paused_session_whose_node_is_gone_starts_afresh_on_another_node(ray_cluster, tmp_path):
+    g = unique("G")
+    project = ray_project(tmp_path, ray_cluster, [(g, [])])
+    # Attempt 1 hits the limit and hangs (its node is lost while the run is paused); started again
+    # afresh at the same step, it writes its file and completes.
+    ray_cluster.set_behaviour(g, "limit-hang|write")
+    caches = [n["cache"] for n in ray_cluster.nodes]
+    run = start_process(project, "--executor", "ray", "--max-restarts", "0")
+    log = project.home / "logs" / f"{g}.log"
+    wait_for(lambda: any(e["kind"] == "usage_limit" for e in journal(project, g))
+             and log.exists() and '"type":"result"' in log.read_text(), "the run to pause on the worker's limit")
+    (job,) = [j for j in our_jobs(ray_cluster, (g,)) if j.status == "RUNNING"]
+    lost = ray_cluster.node_of(job.node_id)["cache"]
+    ray_cluster.replace_node(job.node_id)  # the node holding the session is gone while the run is paused
+    result = finish(run, limit=240)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is gone; starting a new session elsewhere" in result.stderr + result.stdout
+    first, again = starts_of(ray_cluster, g)
+    assert node_cache_of(ray_cluster, first, caches) == lost
+    assert option(again["argv"], "--resume") is None and option(again["argv"], "--session-id") not in (
+        None, option(first["argv"], "--session-id"))  # a new session, not the lost one
+    assert not again["cwd"].startswith(lost + os.sep)  # on another node
+    assert [e["ending"] for e in journal(project, g) if e["kind"] == "attempt_ended"] == ["usage_limit", "exit"]
+    assert f"{g}.txt" in files_on(project, project.status()["run"]["integration_branch"])
+    assert statuses(project) == {g: {"completed"}}
+    assert not our_jobs(ray_cluster, (g,))
+    wait_for(lambda: not workers_of(g), "the lost node's worker to end itself")
+
+
+def test_a_job_no_node_takes_shows_pending_then_is_a_failed_attempt_with_its_reason(ray_cluster, tmp_path):
+    w = unique("W")
+    api = client(ray_cluster)
+    holders = []  # every agent slot taken by a job of the test's own: ours can be placed nowhere
+    project = ray_project(tmp_path, ray_cluster, [(w, [])], ray_pending_timeout=0.05)  # 3 s
+    try:
+        for node in [n for n in api.nodes() if n.alive and n.slots > 0]:
+            holders.append(unique("hold"))
+            api.submit({"submission_id": holders[-1], "entrypoint": "sleep 600",
+                        "entrypoint_resources": {"agent_slot": node.slots}, "entrypoint_label_selector":
+                        {"ray.io/node-id": node.node_id}})
+        for sid in holders:
+            wait_status(api, sid, ["RUNNING"])
+        run = start_process(project, "--executor", "ray", "--no-preflight", "--max-restarts", "0")
+        wait_for(lambda: stream_row(project, w)["where"] == "Ray job, waiting for a node", "status to show it pending")
+        result = finish(run)
+    finally:
+        for sid in holders:
+            api.stop(sid)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no node took its Ray job within 0.05 min (ray_pending_timeout): waiting for a free agent slot" \
+        in result.stdout, result.stdout
+    (ended,) = [e for e in journal(project, w) if e["kind"] == "attempt_ended"]
+    assert ended["attempt"] == 1 and not ended["complete"]
+    assert not starts_of(ray_cluster, w)  # it never ran anywhere
+    for job in our_jobs(ray_cluster, (w,)):  # stopped; Ray keeps a stopped job that never started pending a while
+        assert job.status in ("STOPPED", "PENDING"), job
+    for sid in holders:
+        wait_status(api, sid, ["STOPPED"])
+        api.delete(sid)

@@ -305,7 +305,7 @@ def run(job: Mapping[str, Any], node_env: Mapping[str, str]) -> int:
     cache = node_cache(node_env)
     sid = f"{job['run']}-{job['name']}-{job['attempt']}"
     attempt_dir = cache / "attempts" / f"{sid}-{job['token'][:8]}"
-    worktree = cache / "work" / job["run"] / f"{job['name']}-{job['attempt']}-{job['token'][:8]}"
+    worktree = attempt_worktree(cache, job)
     attempt_dir.mkdir(parents=True, exist_ok=True)
     say(f"stream {job['stream']!r} attempt {job['attempt']} on {os.uname().nodename}: fetching {job['start'][:12]}")
     start = prepare_checkout(cache, job["remote"], job["start"], worktree, job["work_branch"])
@@ -349,6 +349,14 @@ def run(job: Mapping[str, Any], node_env: Mapping[str, str]) -> int:
     if outcome.get("pushed"):
         tidy(worktree, attempt_dir)
     return exit_code
+
+
+def attempt_worktree(cache: Path, job: Mapping[str, Any]) -> Path:
+    """The attempt's folder on this node. A resume after a usage limit (the same attempt, pinned to this
+    node) gets the folder its session began in: Claude Code finds a session to resume by its folder.
+    One an earlier job kept (not clean, see tidy) is left alone: then a folder of this job's own."""
+    folder = cache / "work" / job["run"] / f"{job['name']}-{job['attempt']}"
+    return folder if not folder.exists() else folder.with_name(f"{folder.name}-{job['token'][:8]}")
 
 
 def tidy(worktree: Path, attempt_dir: Path) -> None:

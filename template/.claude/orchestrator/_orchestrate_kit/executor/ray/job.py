@@ -45,7 +45,8 @@ def describe(run: str, stream_id: str, name: str, attempt: int, token: str, remo
         "run": run, "stream": stream_id, "name": name, "attempt": int(attempt), "token": token,
         "remote": public_remote(remote), "start": start,
         "branch": branch or f"stream/{name}",
-        "work_branch": f"orchestrate/{run}/{name}/{int(attempt)}",
+        # The node's local branch, one per job: a resume after a usage limit runs the same attempt again.
+        "work_branch": f"orchestrate/{run}/{name}/{int(attempt)}-{token[:8]}",
         "attempt_ref": refs.attempt_ref(run, name, attempt, token),
         "progress_ref": refs.progress_ref(run, name, attempt, token),
         "argv": list(argv),
