@@ -19,20 +19,15 @@ from tests.support.taskdb import add_stream, make_db
 WAIT = 120.0  # a deadline for what must happen, never a measured time
 
 
+def wait_for(proj: Project, predicate, what: str):
+    return proj.wait_for(predicate, timeout=WAIT, interval=0.05, what=what)
+
+
 @pytest.fixture
 def repo(tmp_path):
     proj = Project.create_git(tmp_path)
     yield proj
     proj.orchestrate("stop", "--grace", "1", timeout=30)
-
-
-def wait_for(predicate, what):
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if predicate():
-            return predicate()
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def slow_checkouts(proj: Project, seconds_per_file: float, files: int) -> None:
@@ -53,7 +48,7 @@ def test_a_stop_while_worktrees_are_created_starts_nothing_after_it(repo):
         add_stream(repo.db, f"S{n}", [], 1)
     repo.plan({f"S{n}": ["hang"] for n in range(1, 6)})
     orchestrator = repo.start_background()
-    wait_for(lambda: list((repo.root / ".claude" / "worktrees").glob(".S*.creating")), "a stream worktree being created")
+    wait_for(repo, lambda: list((repo.root / ".claude" / "worktrees").glob(".S*.creating")), "a stream worktree being created")
     asked = time.time()
     stop = repo.orchestrate("stop", "--grace", "1", timeout=WAIT)
     orchestrator.communicate(timeout=WAIT)
@@ -127,7 +122,7 @@ def orphan_a_merge_check(proj: Project, code: int) -> None:
     add_stream(proj.db, "A", [], 1)
     proj.plan({"A": ["write"]})
     first = proj.start_background()
-    wait_for(lambda: check_events(proj), "the first merge check")
+    wait_for(proj, lambda: check_events(proj), "the first merge check")
     os.kill(first.pid, signal.SIGKILL)
     first.communicate(timeout=WAIT)
 
@@ -137,11 +132,11 @@ def restart_and_take_the_verdict(proj: Project, when: str):
     from its status): its output and exit code."""
     if when == "ended":
         release_check(proj)
-        wait_for(lambda: any(e["what"] == "end" for e in check_events(proj)), "the orphaned check's end")
+        wait_for(proj, lambda: any(e["what"] == "end" for e in check_events(proj)), "the orphaned check's end")
     again = proj.start_background()
     said = Lines(again)
     if when == "running":
-        wait_for(lambda: said.saying("still runs; watching it"), "the restart adopting the check")
+        wait_for(proj, lambda: said.saying("still runs; watching it"), "the restart adopting the check")
         release_check(proj)
     again.wait(timeout=WAIT)
     return again.returncode, said.all()

@@ -11,7 +11,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -24,22 +23,16 @@ from tests.support.taskdb import add_stream, make_db
 WAIT = 120.0  # a deadline for what must happen, never a measured time
 
 
+def wait_for(proj: Project, predicate, what: str):
+    return proj.wait_for(predicate, timeout=WAIT, interval=0.05, what=what)
+
+
 @pytest.fixture
 def repo(tmp_path):
     proj = Project.create_git(tmp_path)
     yield proj
     (tmp_path / "release").touch()  # never leave a git blocked in the filter
     proj.orchestrate("stop", "--grace", "1", timeout=30)
-
-
-def wait_for(predicate, what):
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def blocking_filter(proj: Project, pattern: str):
@@ -82,9 +75,9 @@ def test_a_stream_completes_and_is_recorded_while_another_streams_merge_blocks_i
     add_stream(repo.db, "B", [], 1)
     repo.plan({"A": ["write"], "B": ["gated"]})  # A leaves A.txt uncommitted; B waits for the gate
     orchestrator = repo.start_background()
-    wait_for(started.exists, "A's leftover commit to block in the clean filter")
+    wait_for(repo, started.exists, "A's leftover commit to block in the clean filter")
     gate.touch()  # B completes its tasks and exits while A's merge is still inside git
-    wait_for(lambda: index_of(journal(repo), "attempt_ended", "B") is not None,
+    wait_for(repo, lambda: index_of(journal(repo), "attempt_ended", "B") is not None,
              "B's completion recorded while A's merge blocks")
     assert not release.exists() and index_of(journal(repo), "merged", "A") is None
     release.touch()
@@ -103,14 +96,14 @@ def test_a_stop_during_a_blocked_merge_ends_the_run_and_the_next_start_merges_it
     add_stream(repo.db, "A", [], 1)
     repo.plan({"A": ["write"]})
     orchestrator = repo.start_background()
-    wait_for(started.exists, "A's leftover commit to block in the clean filter")
-    filter_pid = int(wait_for(lambda: started.read_text().strip(), "the filter's pid"))
+    wait_for(repo, started.exists, "A's leftover commit to block in the clean filter")
+    filter_pid = int(wait_for(repo, lambda: started.read_text().strip(), "the filter's pid"))
     stop = repo.orchestrate("stop", "--grace", "1", timeout=WAIT)
     out, err = orchestrator.communicate(timeout=WAIT)  # the run ends with git still blocked: never released
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert not release.exists()
     assert "A: its merge was ended as the run stopped; the next start merges it again" in out, out + err
-    wait_for(lambda: not pid_alive(filter_pid), "the filter to end with the merge step's process group")
+    wait_for(repo, lambda: not pid_alive(filter_pid), "the filter to end with the merge step's process group")
     assert repo.states()["A"] == "merging"
     worktree = repo.root / ".claude" / "worktrees" / "A"
     assert (worktree / "A.txt").read_text() == "work of A\n"  # the leftover is still there, uncommitted
