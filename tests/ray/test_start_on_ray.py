@@ -66,6 +66,13 @@ def our_jobs(cluster, prefix_streams) -> list:
     return [j for j in client(cluster).jobs() if j.metadata.get("orchestrate_stream") in prefix_streams]
 
 
+
+def assert_merged_complete_and_gone(project, cluster, sid):
+    """The stream's file is on the integration branch, its tasks complete, its jobs gone from Ray."""
+    assert f"{sid}.txt" in files_on(project, project.status()["run"]["integration_branch"])
+    assert statuses(project) == {sid: {"completed"}}
+    assert not our_jobs(cluster, (sid,))
+
 def test_a_graph_runs_on_the_cluster_and_merges_in_order(ray_cluster, tmp_path):
     a, b, c = unique("A"), unique("B"), unique("C")
     project = ray_project(tmp_path, ray_cluster, [(a, []), (b, [a]), (c, [a, b])])
@@ -156,9 +163,7 @@ def test_adopted_after_a_kill_and_a_worker_killed_on_its_node_is_retried(ray_clu
     assert "adopted" in result.stdout.lower() or "adopt" in result.stdout.lower(), result.stdout
     starts = [e["attempt"] for e in ray_cluster.fake_events() if e["event"] == "start" and e.get("stream") == x]
     assert starts == [1, 2]  # adopted, never submitted twice; retried once
-    assert f"{x}.txt" in files_on(project, project.status()["run"]["integration_branch"])
-    assert statuses(project) == {x: {"completed"}}
-    assert not our_jobs(ray_cluster, (x,))
+    assert_merged_complete_and_gone(project, ray_cluster, x)
 
 
 def test_a_lost_node_gives_a_reason_and_the_stream_runs_again_elsewhere(ray_cluster, tmp_path):
@@ -286,9 +291,7 @@ def test_a_usage_limit_pauses_the_run_and_the_session_resumes_on_its_node(ray_cl
     assert [(e["attempt"], e["resume"]) for e in events if e["kind"] == "attempt_started"] == [(1, False), (1, True)]
     assert [e["ending"] for e in events if e["kind"] == "attempt_ended"] == ["usage_limit", "exit"]
     assert stream_row(project, u)["attempts"] == 1  # the limit spent no attempt
-    assert f"{u}.txt" in files_on(project, project.status()["run"]["integration_branch"])
-    assert statuses(project) == {u: {"completed"}}
-    assert not our_jobs(ray_cluster, (u,))
+    assert_merged_complete_and_gone(project, ray_cluster, u)
 
 
 def test_a_paused_session_whose_node_is_gone_starts_afresh_on_another_node(ray_cluster, tmp_path):
@@ -315,9 +318,7 @@ def test_a_paused_session_whose_node_is_gone_starts_afresh_on_another_node(ray_c
         None, option(first["argv"], "--session-id"))  # a new session, not the lost one
     assert not again["cwd"].startswith(lost + os.sep)  # on another node
     assert [e["ending"] for e in journal(project, g) if e["kind"] == "attempt_ended"] == ["usage_limit", "exit"]
-    assert f"{g}.txt" in files_on(project, project.status()["run"]["integration_branch"])
-    assert statuses(project) == {g: {"completed"}}
-    assert not our_jobs(ray_cluster, (g,))
+    assert_merged_complete_and_gone(project, ray_cluster, g)
     wait_for(lambda: not workers_of(g), "the lost node's worker to end itself")
 
 

@@ -62,6 +62,7 @@ LISTED_FILES = 5  # conflicted files named in a one-line reason
 NEVER_ROTATE = 1 << 62  # the check appends to the stream's log: never rotate it away under the merge
 ADOPTED_CHECK_WAIT = 2.0  # at start, how long a check left by a killed orchestrator may take to die
 LEFT_CHECK = "the merge check an earlier orchestrator started"
+END_UNKNOWN = "ended and how is not known (it was killed?); it is merged and checked again"
 
 
 Guard = Callable[[str, str, float], ContextManager[None]]  # (stream, doing, now): supervisor's StreamGuard.stream
@@ -193,8 +194,7 @@ class Merger:
             return _Check(live, log, kept.offset, kept.before, kept.tip, nonce=kept.nonce, adopted=True)
         status = check_record.read_status(self.state, kept.nonce)
         if status is None:
-            self.say(f"{printable(sid)}: {LEFT_CHECK} ended and how is not known (it was killed?); "
-                     "it is merged and checked again")
+            self.say(f"{printable(sid)}: {LEFT_CHECK} {END_UNKNOWN}")
             check_record.clear_check(self.state)
             return None
         self.say(f"{printable(sid)}: {LEFT_CHECK} ended while no orchestrator ran ({status.ended.describe()}); "
@@ -487,8 +487,7 @@ class Merger:
             self._check_failed(sid, check.before, str(exc), apply, now)
             return
         if check.adopted and not ended.known and not check.timed_out:
-            self.say(f"{printable(sid)}: {LEFT_CHECK} ended and how is not known (it was killed?); "
-                     "it is merged and checked again")
+            self.say(f"{printable(sid)}: {LEFT_CHECK} {END_UNKNOWN}")
             return  # still `merging`: decide merges it again, which finds it merged and checks again
         took = round(max((now if ended_at is None else ended_at) - check.handle.started_at, 0.0), 3)
         if result.passed and not check.timed_out:
