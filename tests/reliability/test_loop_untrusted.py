@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -30,31 +31,40 @@ def repo(tmp_path):
     proj.orchestrate("stop", "--grace", "1", timeout=30)
 
 
-def slow_checkouts(proj: Project, seconds_per_file: float, files: int) -> None:
-    """A smudge filter (as Git LFS installs one) that makes every checkout of the project slow."""
-    (proj.root / ".gitattributes").write_text("*.dat filter=slow\n", encoding="utf-8")
-    for n in range(files):
-        (proj.root / f"asset{n}.dat").write_text(f"asset {n}\n", encoding="utf-8")
-    proj.git("config", "filter.slow.clean", "cat")
-    proj.git("config", "filter.slow.smudge", f"sleep {seconds_per_file}; cat")
+def held_checkouts(proj: Project) -> Path:
+    """A smudge filter (as Git LFS installs one) that holds every checkout of a stream's worktree until
+    the test creates the returned release file (the integration worktree's passes; its own deadline
+    keeps a filter from waiting forever)."""
+    release = proj.root.parent / "release-checkouts"
+    script = proj.root.parent / "smudge.sh"
+    script.write_text("case \"$PWD\" in *_integration*) ;; *)\n"
+                      f"  n=0; while [ ! -e {release} ] && [ $n -lt {int(WAIT * 20)} ]; do sleep 0.05; n=$((n+1)); done;;\n"
+                      "esac\nexec cat\n", encoding="utf-8")
+    (proj.root / ".gitattributes").write_text("*.dat filter=held\n", encoding="utf-8")
+    (proj.root / "asset.dat").write_text("asset\n", encoding="utf-8")
+    proj.git("config", "filter.held.clean", "cat")
+    proj.git("config", "filter.held.smudge", f"sh {script}")
     proj.git("add", "-A")
-    proj.git("commit", "-q", "-m", "slow assets")
+    proj.git("commit", "-q", "-m", "held assets")
+    return release
 
 
 def test_a_stop_while_worktrees_are_created_starts_nothing_after_it(repo):
-    slow_checkouts(repo, 2.0, 1)  # about 2 s per worktree
+    release = held_checkouts(repo)  # every stream's worktree is being created when the stop arrives
     make_db(repo.db)
     for n in range(1, 6):
         add_stream(repo.db, f"S{n}", [], 1)
     repo.plan({f"S{n}": ["hang"] for n in range(1, 6)})
     orchestrator = repo.start_background()
-    wait_for(repo, lambda: list((repo.root / ".claude" / "worktrees").glob(".S*.creating")), "a stream worktree being created")
-    asked = time.time()
-    stop = repo.orchestrate("stop", "--grace", "1", timeout=WAIT)
-    orchestrator.communicate(timeout=WAIT)
-    late = [e["stream"] for e in repo.events("start") if e["time"] > asked]
+    try:
+        wait_for(repo, lambda: len(list((repo.root / ".claude" / "worktrees").glob(".S*.creating"))) == 5,
+                 "every stream's worktree being created")
+        stop = repo.orchestrate("stop", "--grace", "1", timeout=WAIT)
+        orchestrator.communicate(timeout=WAIT)
+    finally:
+        release.write_text("go\n", encoding="utf-8")
     assert stop.returncode == 0, stop.stdout + stop.stderr
-    assert late == [], f"started after the stop request: {late}"
+    assert repo.events("start") == [], "a worker started after the stop request"
 
 
 def check_script(proj: Project, code: int) -> str:
