@@ -79,6 +79,8 @@ def test_a_graph_runs_on_the_cluster_and_merges_in_order(ray_cluster, tmp_path):
     for sid in (a, b):
         ray_cluster.set_behaviour(sid, "write")
     ray_cluster.set_behaviour(c, f"require:{a},{b}")  # fails unless A's and B's work is in its checkout
+    trace = tmp_path / "ray-trace.jsonl"
+    project.env["ORCHESTRATE_RAY_TRACE"] = str(trace)
 
     result = run_start(project, "--executor", "ray")
 
@@ -97,6 +99,15 @@ def test_a_graph_runs_on_the_cluster_and_merges_in_order(ray_cluster, tmp_path):
     assert "=== orchestrate-kit:" in log and '"kind": "result"' in log  # the job's log copied here
     assert not our_jobs(ray_cluster, (a, b, c))  # every job deleted once its work was back
     assert not list((project.root / ".git" / "orchestrate-kit").glob("*/state/ray/jobs/*.json"))
+    # Each attempt's way, as the executor traced it: its worker's result line seen (the node's timings
+    # in it), Ray's end, the rest of the log copied, its work fetched (by name), reported to the loop.
+    steps = [json.loads(line) for line in trace.read_text().splitlines()]
+    for sid in (a, b, c):
+        mine = [s["step"] for s in steps if s["stream"] == sid]
+        assert mine[0] == "submit" and mine[-3:] == ["log_copied", "fetched", "reported"], mine
+        assert {"result", "ended"} <= set(mine)
+        (result_step,) = [s for s in steps if s["stream"] == sid and s["step"] == "result"]
+        assert set(result_step["times"]) == {"entered", "checked_out", "worker_started", "worker_ended", "published"}
 
 
 def start_process(project: Project, *args: str) -> subprocess.Popen:
@@ -286,8 +297,9 @@ def test_a_usage_limit_pauses_the_run_and_the_session_resumes_on_its_node(ray_cl
     assert node_cache_of(ray_cluster, resumed, caches) == node_cache_of(ray_cluster, first, caches)  # on its node
     assert resumed["cwd"] == first["cwd"]  # in the folder it began in: Claude Code finds a session by its folder
     events = journal(project, u)
-    # Seen in its output as it came and again at its exit (said again when its end came after the reset).
-    assert len({e["until"] for e in events if e["kind"] == "usage_limit"}) == 1
+    # Seen in its output as it came and again at its exit (even when its end came after the reset): said once.
+    assert len([e["until"] for e in events if e["kind"] == "usage_limit"]) == 1
+    assert result.stdout.count("usage limit hit by") == 1
     assert [(e["attempt"], e["resume"]) for e in events if e["kind"] == "attempt_started"] == [(1, False), (1, True)]
     assert [e["ending"] for e in events if e["kind"] == "attempt_ended"] == ["usage_limit", "exit"]
     assert stream_row(project, u)["attempts"] == 1  # the limit spent no attempt

@@ -48,6 +48,32 @@ def test_the_tail_copies_the_log_exactly_once_across_a_restart(ray_cluster, tmp_
     assert body.count(b"line 1\n") == 1 and b"line 40\n" in body
 
 
+def test_finish_after_the_end_copies_the_rest_at_once_and_stops_the_reader(ray_cluster, tmp_path):
+    api, run = client(ray_cluster), unique("finish")
+    sid = submit(api, run, "for i in $(seq 1 20); do echo line $i; sleep 0.05; done")
+    log = tmp_path / "s.log"
+    handed = []
+    reader = tail.LogTail(api, sid, log, on_line=handed.append).start()
+    wait_for(lambda: b"line 1\n" in log.read_bytes() if log.exists() else False, "the first line")
+    wait_status(api, sid, jobs.TERMINAL)
+    # Ray says it ended: the executor asks the reader to finish rather than wait for the tail to close.
+    assert reader.finish(wait=30), reader.error
+    assert reader.done.is_set() and not reader.running
+    assert log.read_bytes() == api.logs(sid).encode()
+    assert [line for line in handed if line.startswith("line ")] == [f"line {i}" for i in range(1, 21)]
+    assert reader.finish(wait=1)  # a second finish copies nothing more
+    assert log.read_bytes() == api.logs(sid).encode()
+
+
+def test_finish_without_a_running_reader_fetches_the_log_once(ray_cluster, tmp_path):
+    api, run = client(ray_cluster), unique("finish0")
+    sid = submit(api, run, "echo only; echo lines")
+    wait_status(api, sid, jobs.TERMINAL)
+    reader = tail.LogTail(api, sid, tmp_path / "s.log")  # never started (an adopted job's, say)
+    assert reader.finish(wait=1) and reader.done.is_set()
+    assert (tmp_path / "s.log").read_bytes() == api.logs(sid).encode()
+
+
 def test_an_append_that_landed_before_a_crash_is_not_repeated(ray_cluster, tmp_path):
     api, run = client(ray_cluster), unique("crash")
     sid = submit(api, run, "echo alpha; echo beta")

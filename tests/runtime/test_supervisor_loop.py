@@ -159,6 +159,20 @@ def test_a_usage_limit_pauses_every_spawn_until_its_reset_then_the_streams_resum
     assert h.run.state is R.RUNNING and h.executor.spawns() == [("B", 1), ("B", 1)]  # the same attempt again
 
 
+def test_a_limit_seen_in_the_output_and_again_at_an_exit_after_its_reset_is_said_once(tmp_path):
+    # On Ray the job's end can come after the reset: its exit shows the same limit a second time.
+    reset = int(START) + 10
+    h = Harness(tmp_path, {"B": []})
+    h.settle()
+    h.executor.say("B", f"Claude AI usage limit reached|{reset}")
+    h.settle()
+    assert h.run.state is R.PAUSED and len(h.lines("usage limit hit by B's worker")) == 1
+    h.wait(11.0)  # the reset passes while B's job is still ending
+    h.executor.exit("B", 1)
+    h.settle()
+    assert len(h.lines("usage limit hit")) == 1
+
+
 def test_after_an_unknown_reset_one_worker_probes_and_the_rest_follow_its_first_answer(tmp_path):
     h = Harness(tmp_path, {"A": [], "B": [], "C": []}, agent_events=True)
     h.settle()

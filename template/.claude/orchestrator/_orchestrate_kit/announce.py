@@ -79,6 +79,7 @@ class Announcer:
         self.killed: Set[str] = set()  # handles already reported killed (a KILL may be repeated)
         self.names: Mapping[str, object] = {}  # the latest board's views: streams' names for notifications
         self.cap_told = False  # spend_cap_reached is sent once a run
+        self.limit_told: Optional[float] = None  # the reset time of the last usage limit said (a known one)
 
     @classmethod
     def of(cls, reporter: Reporter, settings: Settings, layout: Layout,
@@ -202,6 +203,11 @@ class Announcer:
                 f"the next run starts workers once old spending leaves the window{when}"]
 
     def limit(self, sid: str, message: str, until: float, known: bool) -> None:
+        """Said once per limit: a worker's output shows it as it comes and its exit again, which on Ray
+        can come after the reset, when the run is no longer paused (the same reset time: not said again)."""
+        if known and until == self.limit_told:
+            return
+        self.limit_told = until if known else None
         when = time.strftime("%H:%M:%S", time.localtime(until))
         self.say(f"usage limit hit by {printable(sid)}'s worker ({printable(message, 160)}); no worker starts "
                  f"until {when}" + ("" if known else " (reset time unknown: a documented default wait)"))

@@ -72,12 +72,16 @@ def quiet_environment(extra: Optional[Mapping[str, str]] = None) -> Dict[str, st
 
 
 def run(argv: Sequence[str], cwd: Path, timeout: float, env: Optional[Mapping[str, str]] = None,
-        limit: int = OUTPUT_LIMIT) -> Ran:
-    """Run `argv` in `cwd` (no shell), ended with its process group after `timeout` seconds."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        limit: int = OUTPUT_LIMIT, stdin: str = "") -> Ran:
+    """Run `argv` in `cwd` (no shell), ended with its process group after `timeout` seconds; `stdin`
+    is its input (none when empty)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as given:
+        given.write(stdin.encode("utf-8"))
+        given.seek(0)
         try:
             process = subprocess.Popen(list(argv), cwd=str(cwd), env=dict(env) if env is not None else quiet_environment(),
-                                       stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+                                       stdin=given if stdin else subprocess.DEVNULL, stdout=out, stderr=err,
+                                       start_new_session=True)
         except OSError as error:
             where = "" if Path(cwd).is_dir() else f" (folder {cwd} is missing)"
             return Ran(None, "", f"cannot run {argv[0]}: {error.strerror}{where}")
@@ -94,9 +98,9 @@ def run(argv: Sequence[str], cwd: Path, timeout: float, env: Optional[Mapping[st
     return Ran(code, stdout, stderr, timed_out, size)
 
 
-def git(cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT, limit: int = OUTPUT_LIMIT) -> Ran:
+def git(cwd: Path, *args: str, timeout: float = LOCAL_TIMEOUT, limit: int = OUTPUT_LIMIT, stdin: str = "") -> Ran:
     """`git ARGS` in `cwd`, bounded like `run`."""
-    return run(["git", *args], Path(cwd), timeout, limit=limit)
+    return run(["git", *args], Path(cwd), timeout, limit=limit, stdin=stdin)
 
 
 def rev(cwd: Path, ref: str) -> str:

@@ -65,3 +65,24 @@ def parse_line(line: str) -> Optional[Dict[str, Any]]:
     if not isinstance(record, dict):
         raise ProtocolError("a structured line that is not a JSON object")
     return record
+
+
+WORKER_KINDS = ("ending", "result")  # the remote worker's own lines: its worker has exited; what it pushed
+
+
+def worker_line(line: str, run: str, stream: str, attempt: int, token: str) -> Optional[Dict[str, Any]]:
+    """One of the remote worker's own lines, if `line` is that attempt's: `kind` "ending" (the worker
+    has exited, the push comes next) or "result" (the last line: its exit code, what it pushed, its
+    timings); None for any other line. An agent could print such a line too (it has the token), so it
+    is a hint (look at the job now), never a verdict: Ray's status and the attempt's ref on the
+    remote are."""
+    if not line.startswith(PREFIX):
+        return None
+    try:
+        record = parse_line(line)
+    except ProtocolError:
+        return None
+    if record is None or record.get("kind") not in WORKER_KINDS:
+        return None
+    mine = (record.get("run"), record.get("stream"), record.get("attempt"), record.get("token"))
+    return record if mine == (run, stream, attempt, token) else None

@@ -88,27 +88,48 @@ def node_cache(environ: Mapping[str, str]) -> Path:
                 "orchestrate-kit" / "node")
 
 
-def prepare_checkout(cache: Path, remote: str, start: str, path: Path, branch: str) -> str:
-    """The node's shared copy of `remote`, fetched; a new worktree at `start` on `branch`. The commit."""
+def prepare_checkout(cache: Path, remote: str, start: str, path: Path, branch: str, start_branch: str = "") -> str:
+    """The node's shared copy of `remote`, with `start` in it; a new worktree at `start` on `branch`. The commit.
+
+    Under the node's lock (one fetch or worktree change at a time per node and remote), only what is
+    missing: nothing when an earlier job brought `start` already, else the one branch the
+    orchestrator pushed it on (`start_branch`), else the commit itself, else every branch. The
+    worktree is added there without its files; they are checked out after the lock is let go (that
+    writes only the new worktree, and is what takes long in a big repository)."""
     mirrors = cache / "mirrors"
     mirrors.mkdir(parents=True, exist_ok=True)
     mirror = mirrors / (hashlib.sha1(remote.encode("utf-8")).hexdigest()[:16] + ".git")
     with open(str(mirror) + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one fetch or worktree change at a time per node and remote
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if not (mirror / "HEAD").exists():
             git(mirrors, "init", "--quiet", "--bare", str(mirror))
             git(mirror, "remote", "add", "origin", remote)
-        git(mirror, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*")
-        commit = _resolve(mirror, start)
-        if commit is None:
-            git(mirror, "fetch", "--quiet", "origin", start, check=False)  # a commit no branch names yet
-            commit = _resolve(mirror, start) or _resolve(mirror, "refs/remotes/origin/" + start)
+        commit = _resolve(mirror, start) or _fetch_start(mirror, start, start_branch)
         if commit is None:
             raise RemoteError(f"{start} is not on the project's remote {remote}: push it before the job starts")
         path.parent.mkdir(parents=True, exist_ok=True)
-        git(mirror, "worktree", "prune")
-        git(mirror, "worktree", "add", "--quiet", "-b", branch, str(path), commit)
+        added = git(mirror, "worktree", "add", "--quiet", "--no-checkout", "-b", branch, str(path), commit, check=False)
+        if added.returncode != 0:  # a worktree of an earlier job whose folder is gone may hold the path: prune,
+            git(mirror, "worktree", "prune")  # and again (-B: the branch is this job's own, perhaps made just now)
+            git(mirror, "worktree", "add", "--quiet", "--no-checkout", "-B", branch, str(path), commit)
+    git(path, "reset", "--quiet", "--hard", commit)
     return commit
+
+
+def _fetch_start(mirror: Path, start: str, start_branch: str) -> Optional[str]:
+    """Fetch what `start` needs, the cheapest way first; the commit, or None if the remote lacks it."""
+    if start_branch:
+        tracking = "refs/remotes/origin/" + start_branch
+        git(mirror, "fetch", "--quiet", "--no-tags", "origin", f"+refs/heads/{start_branch}:{tracking}", check=False)
+        commit = _resolve(mirror, start)
+        if commit is not None:
+            return commit
+    git(mirror, "fetch", "--quiet", "--no-tags", "origin", start, check=False)  # a commit no branch names (yet)
+    commit = _resolve(mirror, start)
+    if commit is not None:
+        return commit
+    git(mirror, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*")
+    return _resolve(mirror, start) or _resolve(mirror, "refs/remotes/origin/" + start)
 
 
 def _resolve(repo: Path, name: str) -> Optional[str]:
@@ -300,15 +321,18 @@ class Stop:
         self.signal = signum
 
 
-def run(job: Mapping[str, Any], node_env: Mapping[str, str]) -> int:
+def run(job: Mapping[str, Any], node_env: Mapping[str, str], entered: Optional[float] = None) -> int:
     stop = Stop()
+    times: Dict[str, float] = {"entered": round(entered or time.time(), 3)}  # the node's clock, in the result
     cache = node_cache(node_env)
     sid = f"{job['run']}-{job['name']}-{job['attempt']}"
     attempt_dir = cache / "attempts" / f"{sid}-{job['token'][:8]}"
     worktree = attempt_worktree(cache, job)
     attempt_dir.mkdir(parents=True, exist_ok=True)
     say(f"stream {job['stream']!r} attempt {job['attempt']} on {os.uname().nodename}: fetching {job['start'][:12]}")
-    start = prepare_checkout(cache, job["remote"], job["start"], worktree, job["work_branch"])
+    start = prepare_checkout(cache, job["remote"], job["start"], worktree, job["work_branch"],
+                             str(job.get("start_branch") or ""))
+    times["checked_out"] = round(time.time(), 3)
     argv = install_shims(job, attempt_dir, list(job["argv"]))
     env = worker_environment(job, attempt_dir, node_env)
     relay = LogRelay(job, attempt_dir / "updates.jsonl")
@@ -319,6 +343,7 @@ def run(job: Mapping[str, Any], node_env: Mapping[str, str]) -> int:
         raise RemoteError(f"the project's folder {job.get('folder')!r} is not in commit {start[:12]}")
     child = subprocess.Popen(argv, cwd=str(folder), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, start_new_session=True)
+    times["worker_started"] = round(time.time(), 3)
     forwarder = threading.Thread(target=relay.forward, args=(child.stdout,), daemon=True)
     forwarder.start()
     grace = float(job.get("grace", 10))
@@ -335,6 +360,10 @@ def run(job: Mapping[str, Any], node_env: Mapping[str, str]) -> int:
         code = child.poll()
         if code is None:
             time.sleep(0.2)
+    times["worker_ended"] = round(time.time(), 3)
+    # Said at once, so the orchestrator looks for the job's end sooner (the push and the exit follow).
+    relay.structured({"kind": "ending", "run": job["run"], "stream": job["stream"], "attempt": job["attempt"],
+                      "token": job["token"]})
     left = reap_tree(child.pid, job["token"], grace)  # what it left running after its exit
     if left:
         say(f"ended {len(left)} process(es) the worker left running")
@@ -345,6 +374,8 @@ def run(job: Mapping[str, Any], node_env: Mapping[str, str]) -> int:
                                "attempt": job["attempt"], "token": job["token"], "exit_code": exit_code,
                                "start": start, "updates": relay.seq}
     outcome.update(publish(job, worktree, relay.lines, move_branch=not orphaned))
+    times["published"] = round(time.time(), 3)
+    outcome["times"] = times
     relay.structured(outcome)
     if outcome.get("pushed"):
         tidy(worktree, attempt_dir)
@@ -389,17 +420,23 @@ def publish(job: Mapping[str, Any], worktree: Path, lines: Sequence[str], move_b
             worktree, f"Work left uncommitted by stream {str(job['stream'])[:200]} (attempt {job['attempt']})")
         head = git(worktree, "rev-parse", "HEAD").stdout.strip()
         result["commit"] = head
-        pushes = [f"{head}:{job['attempt_ref']}"]
+        own = [f"{head}:{job['attempt_ref']}"]
         if lines:
-            pushes.append(f"{progress_commit(worktree, lines)}:{job['progress_ref']}")
-        git(worktree, "push", "--quiet", "origin", *pushes)
+            own.append(f"{progress_commit(worktree, lines)}:{job['progress_ref']}")
+        branch_ref = f"refs/heads/{job['branch']}"
+        # One push for all (never forced: each ref is a new ref or a fast-forward, each accepted or
+        # refused on its own); the attempt's refs alone again if a hook refused the whole push.
+        done = git(worktree, "push", "--porcelain", "origin", *own, *([f"{head}:{branch_ref}"] if move_branch else []),
+                   check=False)
+        landed = pushed_refs(done.stdout)
+        if job["attempt_ref"] not in landed:
+            git(worktree, "push", "--quiet", "origin", *own)
         result["pushed"] = True
         if not move_branch:
             say(f"the job is gone: this attempt's work is on {job['attempt_ref']} only")
             return result
-        branch = git(worktree, "push", "--quiet", "origin", f"{head}:refs/heads/{job['branch']}", check=False)
-        result["branch_pushed"] = branch.returncode == 0
-        if branch.returncode != 0:
+        result["branch_pushed"] = branch_ref in landed
+        if branch_ref not in landed:
             say(f"{job['branch']} was not moved (another attempt pushed it; this attempt's work is on "
                 f"{job['attempt_ref']})")
     except (RemoteError, subprocess.CalledProcessError) as error:
@@ -408,7 +445,20 @@ def publish(job: Mapping[str, Any], worktree: Path, lines: Sequence[str], move_b
     return result
 
 
+def pushed_refs(porcelain: str) -> List[str]:
+    """The remote refs `git push --porcelain` reports as now holding what was pushed: created (`*`),
+    fast-forwarded (` `) or already there (`=`); never one refused (`!`)."""
+    landed = []
+    for line in porcelain.splitlines():
+        flag, _, rest = line.partition("\t")
+        refspec = rest.split("\t", 1)[0]
+        if len(flag) == 1 and flag in "* =" and ":" in refspec:
+            landed.append(refspec.split(":", 1)[1])
+    return landed
+
+
 def main() -> int:
+    entered = time.time()
     try:
         job = protocol.decode_job(os.environ.get(protocol.JOB_VARIABLE, ""))
     except protocol.ProtocolError as error:
@@ -421,7 +471,7 @@ def main() -> int:
     except OSError:
         pass
     try:
-        return run(job, dict(os.environ))
+        return run(job, dict(os.environ), entered)
     except RemoteError as error:
         say(str(error))
         sys.stdout.write(protocol.update_line({"kind": "result", "run": job.get("run"), "stream": job.get("stream"),

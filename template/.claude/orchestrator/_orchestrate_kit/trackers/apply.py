@@ -35,7 +35,7 @@ from . import tc as tracker_tc
 from .snapshot import BUSY_TIMEOUT_SECONDS, connect_readonly
 
 KIND = "task_update"
-OTHER_KINDS = ("result",)  # structured lines for the executor, not the tracker
+OTHER_KINDS = ("ending", "result")  # structured lines for the executor, not the tracker (protocol.WORKER_KINDS)
 _MCP_COLUMNS = {"status": "status", "assignedAgent": "assigned_agent", "notes": "notes",
                 "blockedReason": "blocked_reason", "metadata": "metadata"}
 

@@ -18,9 +18,10 @@ and runs in the executor's own thread, never in the supervisor's loop. Standard 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from ...git import bounded
 from ...git.remote import NETWORK_TIMEOUT, fast_forward
@@ -29,7 +30,8 @@ from ...remote import refs
 from ...trackers.apply import Applier
 from .records import JobRecord
 
-LANDING = "refs/orchestrate-kit/ray/"  # where a fetched ref lands before the stream branch moves to it
+LANDING = "refs/orchestrate-kit/ray/"
+_HEX = re.compile(r"[0-9a-f]{40,64}")  # where a fetched ref lands before the stream branch moves to it
 
 
 class CollectError(Exception):
@@ -44,10 +46,47 @@ class Collected:
 
 
 def bring_back(project: Path, remote: str, record: JobRecord, applier: Optional[Applier],
-               timeout: float = NETWORK_TIMEOUT) -> Collected:
-    """Fetch the live attempt's ref into the local stream branch and replay its progress ref."""
+               timeout: float = NETWORK_TIMEOUT, result: Optional[Mapping[str, Any]] = None) -> Collected:
+    """Fetch the live attempt's ref into the local stream branch and replay its progress ref.
+
+    `result`: the remote worker's last line, when the job's log showed it. When it says the attempt
+    pushed, its refs are fetched by name at once (one round trip); the remote's refs are listed
+    first only without it, or when that fetch fails (then the listing says what is there). Either
+    way only the refs named by this attempt's number and token are ever fetched."""
     attempt_ref = refs.attempt_ref(record.run, record.name, record.attempt, record.token)
     progress_ref = refs.progress_ref(record.run, record.name, record.attempt, record.token)
+    landed: Optional[Dict[str, str]] = None
+    if result is not None and result.get("pushed"):
+        named = [(attempt_ref, "")] + ([(progress_ref, "")] if result.get("updates") else [])
+        try:
+            landed = _fetch(project, remote, record.name, named, timeout)
+        except CollectError:
+            landed = None  # a line an agent printed, or a ref not there after all: list the remote's
+    if landed is None:
+        wanted = _listed(project, remote, record, progress_ref, timeout)
+        if not wanted:
+            return Collected()
+        landed = _fetch(project, remote, record.name, wanted, timeout)
+    commit = landed[attempt_ref]
+    notes = []
+    why = fast_forward(project, stream_branch(record.stream_id), commit)
+    if why:
+        notes.append(f"its work (commit {commit[:12]}, on {attempt_ref} on {remote}) did not move "
+                     f"{stream_branch(record.stream_id)}: {why}")
+    replayed = 0
+    if progress_ref in landed and applier is not None:
+        shown = bounded.git(project, "show", f"{landed[progress_ref]}:{refs.PROGRESS_FILE}")
+        if shown.ok:
+            replayed = len(applier.feed_text(shown.stdout))
+        else:
+            notes.append(f"its progress ref could not be read: {shown.reason()}")
+    _drop_landing(project, record.name, len(landed))
+    return Collected(commit, replayed, tuple(notes))
+
+
+def _listed(project: Path, remote: str, record: JobRecord, progress_ref: str, timeout: float) -> List[tuple]:
+    """(ref, commit) of the live attempt's ref and its progress ref as the remote lists them; [] when
+    the attempt pushed nothing. Every other attempt's ref is fenced off."""
     listed = bounded.git(project, "ls-remote", remote, f"{refs.ATTEMPT_ROOT}/{record.run}/{record.name}/*",
                          progress_ref, timeout=timeout)
     if not listed.ok:
@@ -60,46 +99,34 @@ def bring_back(project: Path, remote: str, record: JobRecord, applier: Optional[
             found.append(refs.AttemptRef(ref.strip(), commit.strip(), parsed[0], parsed[1]))
         elif ref.strip() == progress_ref:
             progress = commit.strip()
-    live = refs.live_ref(found, record.attempt, record.token)  # every other attempt's ref is fenced off
+    live = refs.live_ref(found, record.attempt, record.token)
     if live is None:
-        return Collected()
-    assert live.ref == attempt_ref
-    wanted = [(live.ref, live.commit)] + ([(progress_ref, progress)] if progress else [])
-    landed = _fetch(project, remote, record.name, wanted, timeout)
-    notes = []
-    why = fast_forward(project, stream_branch(record.stream_id), landed[live.ref])
-    if why:
-        notes.append(f"its work (commit {live.commit[:12]}, on {live.ref} on {remote}) did not move "
-                     f"{stream_branch(record.stream_id)}: {why}")
-    replayed = 0
-    if progress and applier is not None:
-        shown = bounded.git(project, "show", f"{landed[progress_ref]}:{refs.PROGRESS_FILE}")
-        if shown.ok:
-            replayed = len(applier.feed_text(shown.stdout))
-        else:
-            notes.append(f"its progress ref could not be read: {shown.reason()}")
-    _drop_landing(project, record.name, len(wanted))
-    return Collected(live.commit, replayed, tuple(notes))
+        return []
+    return [(live.ref, live.commit)] + ([(progress_ref, progress)] if progress else [])
 
 
-def _fetch(project: Path, remote: str, name: str, wanted: List[tuple], timeout: float) -> dict:
-    """Fetch each (ref, commit) into a landing ref of ours; {ref: commit fetched}. Never forced: a
-    landing ref left by an interrupted fetch is deleted first, so the fetch only creates refs."""
+def _fetch(project: Path, remote: str, name: str, wanted: List[tuple], timeout: float) -> Dict[str, str]:
+    """Fetch each (ref, commit) into a landing ref of ours; {ref: commit fetched}. A commit of '' takes
+    whatever the remote's ref holds. Never forced: a landing ref left by an interrupted fetch is
+    deleted first, so the fetch only creates refs."""
     _drop_landing(project, name, len(wanted))
     specs = [f"{ref}:{LANDING}{name}/{i}" for i, (ref, _commit) in enumerate(wanted)]
     done = bounded.git(project, "-c", "core.hooksPath=/dev/null", "fetch", "-q", "--no-tags",
                        "--no-recurse-submodules", remote, *specs, timeout=timeout)
     if not done.ok:
         raise CollectError(f"git fetch {remote} failed: {done.reason()}")
+    got = bounded.git(project, "rev-parse", *(f"{LANDING}{name}/{i}^{{commit}}" for i in range(len(wanted))))
+    commits = got.stdout.split() if got.ok else []
+    if len(commits) != len(wanted) or not all(_HEX.fullmatch(c) for c in commits):
+        raise CollectError(f"fetching {', '.join(ref for ref, _ in wanted)} from {remote} left no commit")
     landed = {}
-    for i, (ref, commit) in enumerate(wanted):
-        got = bounded.rev(project, f"{LANDING}{name}/{i}")
-        if got != commit:
-            raise CollectError(f"fetching {ref} from {remote} gave {got[:12] or 'nothing'}, not {commit[:12]}")
-        landed[ref] = got
+    for (ref, commit), fetched in zip(wanted, commits):
+        if commit and fetched != commit:
+            raise CollectError(f"fetching {ref} from {remote} gave {fetched[:12]}, not {commit[:12]}")
+        landed[ref] = fetched
     return landed
 
 
 def _drop_landing(project: Path, name: str, count: int) -> None:
-    for i in range(count):
-        bounded.git(project, "update-ref", "-d", f"{LANDING}{name}/{i}")
+    """Our landing refs of this stream gone, in one command (a ref that is not there is no error)."""
+    bounded.git(project, "update-ref", "--stdin", stdin="".join(f"delete {LANDING}{name}/{i}\n" for i in range(count)))

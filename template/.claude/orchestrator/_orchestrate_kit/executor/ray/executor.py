@@ -11,9 +11,11 @@ change what those threads keep in memory.
                node is gone), the job submitted (a submit that timed out is sent again with the same
                id: Ray answers "already exists", nothing runs twice), then its log tailed into the
                stream's log with its task updates applied to the tracker as they arrive.
-    poll       what the watcher thread learnt: one `GET /api/jobs/` a second for every job. An
-               ended job is reported only once its work is here (collect.py: the live attempt's
-               ref fetched into `stream/<name>`, the progress ref replayed) and Ray has deleted it.
+    poll       what the watcher thread learnt: one `GET /api/jobs/` a second for every job (every
+               0.2 s for a while once a job's log says its worker has exited). An ended job is
+               reported only once its work is here (the rest of its log copied at once, collect.py:
+               the live attempt's ref fetched into `stream/<name>`, by name when its result line
+               says it pushed; the progress ref replayed) and Ray has deleted it.
                SUCCEEDED / FAILED with an exit code: that code; FAILED without one (its node was
                lost): unknown, with Ray's message; STOPPED: signal 15; PENDING past
                `ray_pending_timeout`: stopped, and a failed attempt with what it waits for.
@@ -30,6 +32,7 @@ A thread that learns something the loop should act on wakes it as a local worker
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import secrets
 import signal
@@ -46,6 +49,7 @@ from ...git.remote import push_branches
 from ...git.workspaces import stream_branch
 from ...logfiles import rotate_log
 from ...names import printable, safe_name
+from ...remote import protocol
 from ...trackers.apply import Applier, JobIdentity, stream_snapshot
 from .. import Adoption, Ended, Handle, Output, WorkerSpec
 from . import job as ray_job
@@ -60,12 +64,17 @@ if TYPE_CHECKING:
     from ...trackers import DatabaseLocation
 
 WATCH_SECONDS = 1.0  # how often the watcher lists the cluster's jobs while any of ours is unfinished
+ENDING_SECONDS = 0.2  # how often instead once a job's log says its worker has exited (its end is near)
+ENDING_LIMIT = 15.0  # for at most this long after that line (an agent could print it and run on)
 SUBMIT_TRIES = 3  # a submit that got no answer is sent again (the same id: never a second job)
 MISSING_LIMIT = 3  # listings in a row without a job we submitted before it counts as gone
 TAIL_FINISH_SECONDS = 30.0  # how long an ended job's tail may take to copy its last lines
 RETRY_SECONDS = (2.0, 5.0, 10.0, 30.0, 60.0)  # a failed fetch of its work, tried again after these
 GIVE_UP_SECONDS = 30.0  # past the stop deadline, an unreachable cluster or remote no longer holds the run
 NOT_PLACED = "Ray job, waiting for a node"
+# A file the executor appends each job's steps to (JSON lines: job, step, wall clock), for a person or
+# bench/bench_ray_run.py finding where an attempt's time goes. Unset: nothing is written.
+TRACE_VARIABLE = "ORCHESTRATE_RAY_TRACE"
 SUBMITTING_WHERE = "Ray job, being submitted"
 
 
@@ -84,6 +93,8 @@ class _Job:
     tail: Optional[LogTail] = None
     applier: Optional[Applier] = None
     refused: int = 0  # task updates the applier refused (the first few are said)
+    ending_at: Optional[float] = None  # when the remote worker said its worker had exited (its job ends soon)
+    result: Optional[dict] = None  # the remote worker's last line, once the tail has copied it
 
 
 class RayExecutor:
@@ -113,6 +124,7 @@ class RayExecutor:
         self._said: set = set()
         self._watcher: Optional[threading.Thread] = None
         self._wake = threading.Event()
+        self._trace_path = os.environ.get(TRACE_VARIABLE) or None
 
     @property
     def following(self) -> bool:
@@ -172,12 +184,14 @@ class RayExecutor:
         record = job.record
         try:
             remote = self._remote()
-            self._publish(spec, start)
+            start_branch = self._publish(spec, start)
             argv, node = self._placement(spec)
             description = ray_job.describe(record.run, record.stream_id, record.name, record.attempt, record.token,
                                            remote, start, argv, spec.env, record.generation, snapshot, self.grace,
-                                           branch=stream_branch(record.stream_id), folder=folder)
+                                           branch=stream_branch(record.stream_id), folder=folder,
+                                           start_branch=start_branch)
             body = ray_job.submission(description, self._runtime_package(), self.grace, node_id=node, number=number)
+            self._trace(job, "submit")
             self._send(body)
         except (RayError, OSError, ValueError) as error:
             self._give_up(job, f"its job could not be submitted to the Ray cluster: {error}")
@@ -207,9 +221,10 @@ class RayExecutor:
             self._remote_url = remote_url(self.layout.root, self.settings.push_remote)
         return self._remote_url
 
-    def _publish(self, spec: WorkerSpec, start: str) -> None:
+    def _publish(self, spec: WorkerSpec, start: str) -> str:
         """The commit the attempt starts from on the remote: the integration branch, and the stream's
-        own branch when it is ahead (an earlier attempt's work). Pushed once per tip, never forced."""
+        own branch when it is ahead (an earlier attempt's work). Pushed once per tip, never forced.
+        The branch that holds `start` there, for the node to fetch only that ('' when neither does)."""
         project, remote = self.layout.root, self.settings.push_remote
         own = stream_branch(spec.stream_id)
         with self._push_lock:
@@ -223,6 +238,7 @@ class RayExecutor:
                     raise OSError(f"the integration branch could not be pushed for the nodes: {result.reason}")
                 # The stream's own branch refused (the remote's has moved): its start commit is on the
                 # remote under the attempt ref it came from; if it is not, the node says so.
+            return next((b for b in (spec.base_branch, own) if b and self._pushed.get(b) == start), "")
 
     def _runtime_package(self) -> str:
         with self._push_lock:
@@ -256,6 +272,15 @@ class RayExecutor:
 
     def _apply_line(self, job: _Job, line: str) -> None:
         assert job.applier is not None
+        record = job.record
+        news = protocol.worker_line(line, record.run, record.stream_id, record.attempt, record.token)
+        if news is not None:  # its worker has exited (and pushed): Ray reports the job's end within moments
+            job.ending_at = job.ending_at or time.monotonic()
+            if news["kind"] == "result":
+                job.result = news
+            self._trace(job, news["kind"], times=news.get("times"))
+            self._wake.set()
+            return
         outcome = job.applier.feed(line)
         if outcome is not None and outcome.status == "rejected":
             job.refused += 1
@@ -279,8 +304,15 @@ class RayExecutor:
                     self._watcher = None
                 return
             self._watch_once()
-            self._wake.wait(WATCH_SECONDS)
+            self._wake.wait(ENDING_SECONDS if self._ending() else WATCH_SECONDS)
             self._wake.clear()
+
+    def _ending(self) -> bool:
+        """Whether a job's worker has exited while Ray has not yet reported the job's end."""
+        now = time.monotonic()
+        with self._lock:
+            return any(j.ending_at is not None and now - j.ending_at < ENDING_LIMIT and j.ended is None
+                       and not j.collecting for j in self.jobs.values())
 
     def _watch_once(self) -> None:
         """One listing of the cluster's jobs, and what it means for each of ours."""
@@ -312,6 +344,7 @@ class RayExecutor:
         if info.ended:
             with self._lock:
                 job.collecting = True
+            self._trace(job, "ended", status=info.status)
             _thread(f"ray-collect-{job.record.sid}", self._collect, job)
         elif info.status == "PENDING":
             self._check_pending(job, info)
@@ -380,8 +413,8 @@ class RayExecutor:
     def _collect(self, job: _Job) -> None:
         """Thread: the job's last lines copied, its work fetched, Ray's copy deleted; then it has ended."""
         if job.tail is not None:
-            job.tail.done.wait(TAIL_FINISH_SECONDS)
-            job.tail.stop(wait=5.0)
+            job.tail.finish(TAIL_FINISH_SECONDS)
+            self._trace(job, "log_copied")
         info = job.info
         assert info is not None
         if not self.following:  # only looking (`stop`): the next start brings its work back, then deletes it
@@ -390,6 +423,7 @@ class RayExecutor:
         notes = self._bring_back(job)
         if notes is None:
             return
+        self._trace(job, "fetched")
         for note in notes:
             job.warn(f"{printable(job.record.stream_id)}: {note}")
         try:
@@ -404,7 +438,8 @@ class RayExecutor:
         trying (None): the job's record stays, and the next start adopts it and tries again."""
         for tries in itertools.count():
             try:
-                return bring_back(self.layout.root, self.settings.push_remote, job.record, job.applier).notes
+                return bring_back(self.layout.root, self.settings.push_remote, job.record, job.applier,
+                                  result=job.result).notes
             except (CollectError, RuntimeError, OSError) as error:
                 if tries % 5 == 0:
                     job.warn(f"{printable(job.record.stream_id)}: its work could not be fetched yet ({error}); "
@@ -429,6 +464,7 @@ class RayExecutor:
             job.ended = ended
             if not keep and job.record.phase != LEFTOVER:
                 self.records.forget_job(job.record.sid)
+        self._trace(job, "reported")
         _wake_the_loop()
 
     def _give_up(self, job: _Job, why: str) -> None:
@@ -439,6 +475,17 @@ class RayExecutor:
             self.api.stop(sid)
         except RayError as error:
             self._say(f"Ray's job {sid} could not be stopped yet: {error}")
+
+    def _trace(self, job: _Job, step: str, **fields) -> None:
+        if self._trace_path is None:
+            return
+        line = json.dumps({"job": job.record.sid, "stream": job.record.stream_id, "step": step, "t": time.time(),
+                           **fields})
+        try:
+            with open(self._trace_path, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+        except OSError:
+            pass
 
     def _say(self, text: str) -> None:
         if text not in self._said:

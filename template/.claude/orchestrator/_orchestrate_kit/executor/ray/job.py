@@ -37,13 +37,14 @@ def public_remote(url: str) -> str:
 
 def describe(run: str, stream_id: str, name: str, attempt: int, token: str, remote: str, start: str,
              argv: Sequence[str], env: Mapping[str, str], generation: str, snapshot: Mapping[str, Any],
-             grace: float, branch: Optional[str] = None, folder: str = "") -> Dict[str, Any]:
+             grace: float, branch: Optional[str] = None, folder: str = "", start_branch: str = "") -> Dict[str, Any]:
     """The remote worker's job description (see remote/worker.py). `folder`: where in the repository the
-    worker runs (the project's folder, in a monorepo), relative to its top."""
+    worker runs (the project's folder, in a monorepo), relative to its top. `start_branch`: the branch
+    on the remote that holds `start` (the node fetches only that one; '' when none is known)."""
     return {
         "version": protocol.VERSION,
         "run": run, "stream": stream_id, "name": name, "attempt": int(attempt), "token": token,
-        "remote": public_remote(remote), "start": start,
+        "remote": public_remote(remote), "start": start, "start_branch": start_branch,
         "branch": branch or f"stream/{name}",
         # The node's local branch, one per job: a resume after a usage limit runs the same attempt again.
         "work_branch": f"orchestrate/{run}/{name}/{int(attempt)}-{token[:8]}",

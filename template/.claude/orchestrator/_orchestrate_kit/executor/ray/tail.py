@@ -16,8 +16,9 @@ a line. When the WebSocket cannot be opened (a proxy that refuses upgrades, an o
 polls `GET /api/jobs/{id}/logs` instead, which returns the whole log and is skipped the same way.
 Each complete line can be handed to a callback as it is copied (`on_line`: the applier of the
 job's task updates, so they land while the job runs), once, across restarts too. When the job has
-ended the reader fetches the log once more so a last line the tail missed is not
-lost, then stops. Memory stays bounded on a flood: frames are read and written in pieces of at most
+ended the reader fetches the log once more so a last line the tail missed is not lost, then stops;
+`finish` does that at once when the caller already knows the job ended (Ray closes its tail only a
+second or two after the end, and never when the job's node is gone). Memory stays bounded on a flood: frames are read and written in pieces of at most
 64 KiB (the polling fallback holds one whole log while it compares).
 
 The WebSocket client is RFC 6455's client side, enough for Ray's server: the opening handshake
@@ -212,6 +213,15 @@ class WebSocket:
         self.closed = True
         self.close_socket()
 
+    def interrupt(self) -> None:
+        """From another thread: end the connection so a blocked read returns (its reader then stops)."""
+        sock = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def close_socket(self) -> None:
         if self.sock is not None:
             try:
@@ -243,6 +253,7 @@ class LogTail:
         self.error: Optional[str] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._socket: Optional[WebSocket] = None  # the open connection, for `finish` to interrupt
         self.received = self._load_count()
         # Each complete line copied is handed to `on_line` (the applier of the job's task updates),
         # in this thread. A line longer than LINE_LIMIT is passed over: no structured line is that long.
@@ -322,6 +333,30 @@ class LogTail:
         if wait and self._thread is not None:
             self._thread.join(wait)
 
+    def finish(self, wait: float = 30.0) -> bool:
+        """The job has ended (Ray says so), so its log on the cluster is complete: stop following and
+        copy what is left with one fetch, now. Ray closes the tail only a second or two after the
+        end (it sleeps a second between looks), and not at all when the job's node is gone.
+        True once everything is copied (`done`); False if the reader did not stop within `wait` s
+        or the fetch failed (said through `warn`)."""
+        self._stop.set()
+        socket_of = self._socket
+        if socket_of is not None:
+            socket_of.interrupt()  # a read blocked on the quiet connection returns at once
+        if self._thread is not None:
+            self._thread.join(wait)
+            if self._thread.is_alive():
+                return False
+        if not self.done.is_set():
+            try:
+                self._poll_once()
+            except (RayError, OSError) as error:
+                self.error = str(error)
+                self.warn(f"job {self.sid}: its last log lines could not be copied: {error}")
+                return False
+            self.done.set()
+        return True
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -375,11 +410,13 @@ class LogTail:
     def _follow_websocket(self) -> None:
         ws = WebSocket(self.api.tail_url(self.sid), self.api.headers(), timeout=self.api.timeout)
         ws.connect()
+        self._socket = ws
         try:
             position = 0
             for _opcode, piece in ws.pieces(self._stop.is_set):
                 position = self._take(position, piece)
         finally:
+            self._socket = None
             ws.close()
 
     def _poll_once(self) -> None:
