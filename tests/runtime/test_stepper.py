@@ -8,6 +8,7 @@ die with its whole session at its deadline; with other threads running the step 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -125,10 +126,14 @@ def test_a_forked_step_holds_no_descriptor_of_ours_has_its_own_session_and_defau
 
 
 def held_checkout(repo, tmp_path):  # noqa: F811
-    """A smudge filter that writes its pid and waits (as a slow Git LFS download does), for the next worktree."""
+    """A smudge filter that writes its pid and, while the file `hold` exists, waits (as a slow Git LFS
+    download does), for the next worktree."""
     pid_file = tmp_path / "filter.pid"
+    hold = tmp_path / "hold"
+    hold.write_text("")
     script = tmp_path / "smudge.sh"
-    script.write_text(f'echo $$ > {pid_file}; case "$PWD" in *_integration*) ;; *) sleep {WAIT};; esac; exec cat\n')
+    script.write_text(f'echo $$ > {pid_file}; case "$PWD" in *_integration*) ;; *) n=0; while [ -e {hold} ] '
+                      f'&& [ $n -lt {int(WAIT * 20)} ]; do sleep 0.05; n=$((n+1)); done;; esac; exec cat\n')
     (repo / ".gitattributes").write_text("*.dat filter=held\n")
     (repo / "asset.dat").write_text("asset\n")
     git(repo, "config", "filter.held.clean", "cat")
@@ -179,3 +184,30 @@ def test_a_step_forks_only_while_the_process_has_one_thread():
              "print(first, stepper.forking()); stop.set()")
     done = subprocess.run([sys.executable, "-c", probe], cwd=RUNTIME, capture_output=True, text=True, timeout=WAIT)
     assert done.stdout.split() == ["True", "False"], done.stderr
+
+
+def test_an_orphaned_worktree_step_is_ended_by_the_next_start_before_it_can_undo_the_new_worktree(repo, tmp_path):  # noqa: F811
+    """An orchestrator SIGKILLed while a step checks out a worktree leaves the step running. The next start
+    must end that step, not only its git: a step whose git was ended goes on to undo "its" half-made
+    worktree, and would remove the folder the new run has just made again (a worker then runs among
+    missing files and its leftover commit deletes them: a soak round lost a merged stream's file so)."""
+    pid_file = held_checkout(repo, tmp_path)
+    run = ws.start_run(repo)
+    pid_file.unlink()
+    request = {"step": "prepare_workspace", "args": {"project": str(repo), "run": run.as_dict(), "stream_id": "S"}}
+    orphan = subprocess.Popen([sys.executable, "-m", "_orchestrate_kit.git.steps"], cwd=RUNTIME, stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    orphan.stdin.write(json.dumps(request).encode())
+    orphan.stdin.close()
+    deadline = time.monotonic() + WAIT
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ws._marker(ws.worktree_path(repo, "S")).exists()  # it is checking out S's files
+    notes = ws.recover(repo, run)  # the next start, its orchestrator gone
+    assert "removed half-created worktree .claude/worktrees/S" in notes
+    assert orphan.wait(timeout=WAIT) == -signal.SIGKILL  # the step itself, not only its git
+    (tmp_path / "hold").unlink()
+    again = ws.prepare_workspace(repo, run, "S")
+    assert sorted(p.name for p in again.cwd.iterdir() if p.name != ".git") == \
+        sorted(p.name for p in repo.iterdir() if p.name != ".git")
+    assert ws.recover(repo, run) == []

@@ -339,7 +339,8 @@ def _begin_creating(path: Path) -> Dict[str, str]:
     """Write the marker, naming a token that every git we run for this creation carries in its
     environment: a git orphaned by a SIGKILL of ours is found by it and ended before cleaning up."""
     token = "worktree-" + secrets.token_hex(8)
-    _marker(path).write_text(json.dumps({"pid": os.getpid(), "token": token}) + "\n", encoding="utf-8")
+    creator = {"pid": os.getpid(), "started": process_start_time(os.getpid()), "token": token}
+    _marker(path).write_text(json.dumps(creator) + "\n", encoding="utf-8")
     return {TOKEN_VARIABLE: token}
 
 
@@ -396,9 +397,11 @@ def _end_orphans(marker: Path) -> None:
     removing a folder a git still writes into fails with "Directory not empty". Linux finds them by
     token; elsewhere (no /proc) a killed creation may need a second start."""
     try:
-        token = json.loads(marker.read_text(encoding="utf-8")).get("token", "")
+        creator = json.loads(marker.read_text(encoding="utf-8"))
+        token = creator.get("token", "")
     except (OSError, ValueError, AttributeError):
         return  # an older marker (a pid only) or none: nothing to look for
+    _end_creator(creator)
     deadline = time.monotonic() + ORPHAN_GRACE
     sent_kill = False
     while True:
@@ -412,6 +415,33 @@ def _end_orphans(marker: Path) -> None:
         signal_members(orphans, signal.SIGKILL if late else signal.SIGTERM)
         sent_kill = sent_kill or late
         time.sleep(0.05)
+
+
+def _end_creator(creator: Mapping[str, Any]) -> None:
+    """End the step that wrote the marker if it still runs (its orchestrator was SIGKILLed): once its git
+    fails it would undo "its" half-made worktree, removing the folder after the next run made it anew
+    (a worker then ran among missing files, and its leftover commit deleted them). A step leads a
+    session of its own: git and its filters go with it. Another process's pid (reused) is left alone."""
+    try:
+        pid, started = int(creator.get("pid", 0)), creator.get("started")
+    except (TypeError, ValueError):
+        return
+    if pid <= 0 or pid == os.getpid() or started is None or process_start_time(pid) != started:
+        return
+    try:
+        leads = os.getpgid(pid) == pid
+    except OSError:
+        return
+    if leads:
+        signal_group(pid, signal.SIGKILL)
+    else:
+        signal_members([pid], signal.SIGKILL)
+    deadline = time.monotonic() + 2 * ORPHAN_GRACE
+    while process_start_time(pid) == started:
+        if time.monotonic() >= deadline:
+            raise WorkspaceError(f"the step that was creating a worktree (pid {pid}) does not end; end it, "
+                                 "then start again")
+        time.sleep(0.02)
 
 
 def _forget(project: Path, path: Path) -> None:
