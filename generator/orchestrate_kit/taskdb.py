@@ -11,7 +11,6 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
-from importlib import resources
 from itertools import count
 from pathlib import Path
 
@@ -19,8 +18,16 @@ _ids = count(1)
 NOW = "2026-11-23T00:00:00Z"
 
 
+def _data_text(name: str) -> str:
+    """A file of the package's data/ folder. importlib.resources is imported here, not above: the
+    tests' fake `claude` imports this module in each of its starts and never reads a schema."""
+    from importlib import resources
+
+    return (resources.files("orchestrate_kit") / "data" / name).read_text(encoding="utf-8")
+
+
 def schema_sql() -> str:
-    return (resources.files("orchestrate_kit") / "data" / "task-copilot-schema.sql").read_text(encoding="utf-8")
+    return _data_text("task-copilot-schema.sql")
 
 
 def make_db(path: Path, wal: bool = True, archived_column: bool = True) -> Path:
@@ -86,7 +93,7 @@ def set_task_status(conn: sqlite3.Connection, task_id: str, status: str) -> None
 
 
 def tc_schema_sql() -> str:
-    return (resources.files("orchestrate_kit") / "data" / "tc-schema.sql").read_text(encoding="utf-8")
+    return _data_text("tc-schema.sql")
 
 
 def make_tc_db(project: Path) -> Path:

@@ -28,7 +28,7 @@ def wait_for(proj: Project, predicate, what: str):
 def repo(tmp_path):
     proj = Project.create_git(tmp_path)
     yield proj
-    proj.orchestrate("stop", "--grace", "1", timeout=30)
+    proj.stop_leftovers()
 
 
 def held_checkouts(proj: Project) -> Path:

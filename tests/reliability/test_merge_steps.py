@@ -32,7 +32,7 @@ def repo(tmp_path):
     proj = Project.create_git(tmp_path)
     yield proj
     (tmp_path / "release").touch()  # never leave a git blocked in the filter
-    proj.orchestrate("stop", "--grace", "1", timeout=30)
+    proj.stop_leftovers()
 
 
 def blocking_filter(proj: Project, pattern: str):

@@ -55,7 +55,7 @@ def test_killed_orchestrator_leaves_no_duplicate_lost_or_unfinished_worker(tmp_p
         try:
             one_round(project, rng, totals)
         finally:
-            project.orchestrate("stop", "--grace", "1", timeout=30)
+            project.stop_leftovers()
     with capsys.disabled():
         print(f"\n[soak] orchestrator killed: {ROUNDS} rounds, {totals['kills']} kills; "
               f"duplicates {totals['duplicates']}, lost {totals['lost']}, unfinished {totals['unfinished']}; "

@@ -74,7 +74,7 @@ def test_killed_during_worktrees_and_merges_loses_nothing_and_leaves_no_lock(tmp
         try:
             one_round(project, rng, totals)
         finally:
-            project.orchestrate("stop", "--grace", "1", timeout=30)
+            project.stop_leftovers()
     with capsys.disabled():
         print(f"\n[soak] orchestrator killed in worktree runs: {ROUNDS} rounds, {totals['kills']} kills; "
               f"duplicates {totals['duplicates']}, lost files {totals['lost files']}, stale locks "

@@ -30,7 +30,7 @@ FACTS = {
 def repo(tmp_path):
     proj = Project.create_git(tmp_path, {"merge_check": "test -f README.md"})
     yield proj
-    proj.orchestrate("stop", "--grace", "1", timeout=30)
+    proj.stop_leftovers()
 
 
 def test_a_real_run_journals_every_event_and_its_report_opens_in_chromium(repo, chromium, tmp_path):

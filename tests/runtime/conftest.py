@@ -11,11 +11,11 @@ def project(tmp_path):
     proj = Project.create(tmp_path)
     yield proj
     # Never leave a worker behind, whatever the test did.
-    proj.orchestrate("stop", "--grace", "1", timeout=30)
+    proj.stop_leftovers()
 
 
 @pytest.fixture
 def repo(tmp_path):
     proj = Project.create_git(tmp_path)
     yield proj
-    proj.orchestrate("stop", "--grace", "1", timeout=30)
+    proj.stop_leftovers()

@@ -171,4 +171,4 @@ def test_a_real_run_s_merge_conflict_needs_you_and_the_hook_runs_in_the_project_
         assert events["run_finished"]["needs_you"] == "1"
         assert {c["cwd"] for c in found} == {str(repo.root)}
     finally:
-        repo.orchestrate("stop", "--grace", "1", timeout=30)
+        repo.stop_leftovers()

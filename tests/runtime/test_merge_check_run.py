@@ -24,7 +24,7 @@ def repo(tmp_path):
     add_stream(proj.db, "Stream-B", ["Stream-A"], 1, "B")
     proj.plan({"Stream-A": ["write"], "Stream-B": ["write"]})
     yield proj
-    proj.orchestrate("stop", "--grace", "1", timeout=30)
+    proj.stop_leftovers()
 
 
 def test_a_check_that_runs_past_its_timeout_is_ended_and_fails_its_stream(repo):

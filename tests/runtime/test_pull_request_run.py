@@ -34,7 +34,7 @@ def project(tmp_path):
     add_stream(proj.db, "B", ["A"], 1, "On top")
     proj.plan({"A": ["commit"], "B": ["require:A"]})  # B fails unless A's work reached its worktree
     yield proj
-    proj.orchestrate("stop", "--grace", "1", timeout=30)
+    proj.stop_leftovers()
 
 
 def rows(project):

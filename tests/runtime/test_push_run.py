@@ -30,7 +30,7 @@ def project(tmp_path):
     add_stream(proj.db, "B", ["A"], 1, "On top")
     proj.plan({"A": ["commit"], "B": ["commit"]})
     yield proj
-    proj.orchestrate("stop", "--grace", "1", timeout=30)
+    proj.stop_leftovers()
 
 
 def start(project, *args):

@@ -20,7 +20,7 @@ from _orchestrate_kit.git import gates
 def project(tmp_path):
     proj = Project.create_git(tmp_path, {"isolation": "worktree"})
     yield proj
-    proj.orchestrate("stop", "--grace", "1", timeout=30)
+    proj.stop_leftovers()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ def project(tmp_path):
     add_stream(proj.db, "Z", ["B", "C"], 1, "Top")
     proj.plan({sid: ["commit"] for sid in "ABCZ"})  # each commits a file of its own and completes
     yield proj
-    proj.orchestrate("stop", "--grace", "1", timeout=30)
+    proj.stop_leftovers()
 
 
 def start(project):

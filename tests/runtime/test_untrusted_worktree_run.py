@@ -15,7 +15,7 @@ from tests.support.taskdb import add_stream, diamond, make_db
 def repo(tmp_path):
     proj = Project.create_git(tmp_path)
     yield proj
-    proj.orchestrate("stop", "--grace", "1", timeout=30)
+    proj.stop_leftovers()
 
 
 def state_folder(proj: Project):
