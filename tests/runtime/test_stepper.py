@@ -19,7 +19,7 @@ import pytest
 
 from tests.runtime.test_workspaces import commit_all, git, isolated_git, repo  # noqa: F401
 from tests.runtime.runtime_import import workspaces as ws
-from tests.support.project import RUNTIME
+from tests.support.project import RUNTIME, pid_alive
 from _orchestrate_kit.git import stepper, steps
 
 WAIT = 60.0  # a deadline for what must happen, never a measured time
@@ -46,18 +46,9 @@ def ended(step_runner: stepper.Stepper, key: str):
 
 def gone(pid: int) -> bool:
     deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        try:  # a zombie of ours is gone too once reaped
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return True
-        except ChildProcessError:
-            pass
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
-    return False
+    return not pid_alive(pid)
 
 
 @pytest.fixture

@@ -428,14 +428,7 @@ def _end_creator(creator: Mapping[str, Any]) -> None:
         return
     if pid <= 0 or pid == os.getpid() or started is None or process_start_time(pid) != started:
         return
-    try:
-        leads = os.getpgid(pid) == pid
-    except OSError:
-        return
-    if leads:
-        signal_group(pid, signal.SIGKILL)
-    else:
-        signal_members([pid], signal.SIGKILL)
+    signal_members([pid], signal.SIGKILL, group=pid)  # its session when it leads one, else it alone
     deadline = time.monotonic() + 2 * ORPHAN_GRACE
     while process_start_time(pid) == started:
         if time.monotonic() >= deadline:
