@@ -1,4 +1,4 @@
-"""What the reliability tests count: live fake workers, lost workers, duplicates, unfinished streams."""
+"""What the reliability tests count (live, lost and duplicate workers, unfinished streams), and their waits."""
 
 from __future__ import annotations
 
@@ -16,6 +16,13 @@ LAYERED = {
     "C1": ["B1", "B2"], "C2": ["B3"],
     "Z": ["C1", "C2"],
 }
+
+
+WAIT = 120.0  # a deadline for what must happen, never a measured time
+
+
+def wait_for(proj: Project, predicate, what: str):
+    return proj.wait_for(predicate, timeout=WAIT, interval=0.05, what=what)
 
 
 def layered_db(path: Path, tasks: int = 2) -> Path:

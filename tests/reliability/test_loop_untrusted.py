@@ -17,11 +17,7 @@ from tests.runtime.runtime_import import settings as st
 from tests.support.project import Project, pid_alive
 from tests.support.taskdb import add_stream, make_db
 
-WAIT = 120.0  # a deadline for what must happen, never a measured time
-
-
-def wait_for(proj: Project, predicate, what: str):
-    return proj.wait_for(predicate, timeout=WAIT, interval=0.05, what=what)
+from .checks import WAIT, wait_for
 
 
 @pytest.fixture
