@@ -155,7 +155,6 @@ def _python(name: str, args: Mapping[str, Any], answer: IO[bytes]) -> subprocess
 
 def _fork(name: str, args: Mapping[str, Any], answer: int) -> _Forked:
     """The step in a fork of this process; the child never returns from here."""
-    request = dict(args)  # before the fork: nothing of the loop's changes under the child
     pid = os.fork()
     if pid:
         return _Forked(pid)
@@ -164,7 +163,7 @@ def _fork(name: str, args: Mapping[str, Any], answer: int) -> _Forked:
         _become_step(answer)
         from . import steps
 
-        result = steps.run_step(name, request)
+        result = steps.run_step(name, args)
         _write_all(1, (json.dumps(result) + "\n").encode())
         code = 1 if "error" in result else 0
     except BaseException:  # noqa: B036 - whatever happens, the child must not go on as the orchestrator
