@@ -2,7 +2,9 @@
 or the new one, never half, and a full disk leaves no temporary file behind.
 
 The one way the runtime replaces a file it shares with other processes: the run table, pid files,
-requests to a running orchestrator, the agents' activity. Standard library only.
+requests to a running orchestrator, the agents' activity, the per-stream records (worktrees, reviews,
+pull requests), a Ray job's tail and applier counts and a node's task snapshot. The merge check's
+wrapper alone writes its status by hand: it runs by path, without this package. Standard library only.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ OUTPUT_LIMIT = 1024 * 1024  # bytes of stdout (and of stderr) kept from one comm
 END_GROUP_SECONDS = 5.0  # how long end_group waits for a killed group to be gone
 LOCAL_TIMEOUT = 60.0  # seconds a git command that touches no network may take
 # What git must not take from the caller's environment: it would point it at another repository.
-GIT_CONTEXT = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
+GIT_CONTEXT = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX", "GIT_OBJECT_DIRECTORY")
 NO_PROMPTS = {
     "GIT_TERMINAL_PROMPT": "0",  # git's own username/password prompt
     "GIT_ASKPASS": "",  # an empty value switches off core.askPass and SSH_ASKPASS programs too

@@ -10,10 +10,10 @@ them, so they survive an orchestrator restart. Standard library only, Python 3.9
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from .. import atomic
 from ..names import safe_name
 
 
@@ -25,9 +25,7 @@ def save_record(folder: Path, stream_id: str, data: Dict[str, Any]) -> None:
     """Write the stream's record (its `stream_id` included) through a temporary file. Raises OSError."""
     path = record_path(folder, stream_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(dict(data, stream_id=stream_id), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(dict(data, stream_id=stream_id), indent=1) + "\n")
 
 
 def load_record(folder: Path, stream_id: str) -> Optional[Dict[str, Any]]:

@@ -55,6 +55,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Collection, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from .. import atomic
 from ..executor.processes import (
     TOKEN_VARIABLE,
     PidRecord,
@@ -65,6 +66,7 @@ from ..executor.processes import (
     token_carriers,
 )
 from ..names import printable, safe_name
+from .bounded import GIT_CONTEXT
 
 WORKTREES = Path(".claude") / "worktrees"
 INTEGRATION_FOLDER = "_integration"  # no safe name starts with "_", so no stream gets this folder
@@ -79,7 +81,6 @@ CHECK_OUTPUT_LIMIT = 64_000
 ORPHAN_GRACE = 5.0  # seconds a git orphaned mid-creation gets to end on TERM before KILL
 STOP_CHECK_SECONDS = 5.0  # how long stop_merge_check keeps finding and killing a check's processes
 UNMERGED = {"DD", "AU", "UD", "UA", "DU", "AA", "UU"}
-_GIT_CONTEXT = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
 WORKTREES_LOCK, RECORD_LOCK, MERGE_LOCK = "worktrees", "record", "merge"  # see _locked, _merge_lock
 
 
@@ -119,7 +120,7 @@ def integration_path(project: Path) -> Path:
 
 
 def _git_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_CONTEXT}
+    env = {k: v for k, v in os.environ.items() if k not in GIT_CONTEXT}
     env.update(GIT_TERMINAL_PROMPT="0", GIT_EDITOR=":", GIT_MERGE_AUTOEDIT="no", **(extra or {}))
     return env
 
@@ -645,9 +646,7 @@ def _load_record(project: Path, branch: str) -> Optional[_Record]:
 def _save_record(project: Path, record: _Record) -> None:
     path = _record_path(project, record.branch)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(record), indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(asdict(record), indent=1))
 
 
 def _new_record(project: Path, branch: str, base: Optional[str], refs: Optional[Mapping[str, str]] = None) -> None:
@@ -1299,7 +1298,7 @@ def merge_check_launch(project: Path, command: str) -> CheckLaunch:
     """The check's command line, folder and environment (whoever starts it adds its own token)."""
     project = Path(project).resolve()
     shell = os.environ.get("SHELL") or "/bin/sh"
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_CONTEXT}
+    env = {k: v for k, v in os.environ.items() if k not in GIT_CONTEXT}
     return CheckLaunch([shell, "-c", command], integration_path(project) / _prefix(project), env)
 
 

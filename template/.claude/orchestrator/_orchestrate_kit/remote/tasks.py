@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
+from .. import atomic
+
 TASKS_VARIABLE = "ORCHESTRATE_NODE_TASKS"
 UPDATES_VARIABLE = "ORCHESTRATE_NODE_UPDATES"
 STATUSES = ("pending", "in_progress", "blocked", "completed", "cancelled")
@@ -103,9 +105,7 @@ class NodeTasks:
 
     @staticmethod
     def write(tasks_path: Path, snapshot: Mapping[str, Any]) -> None:
-        temporary = tasks_path.with_name(tasks_path.name + ".tmp")
-        temporary.write_text(json.dumps(dict(snapshot)), encoding="utf-8")
-        os.replace(temporary, tasks_path)
+        atomic.write_text(tasks_path, json.dumps(dict(snapshot)))
 
     @contextmanager
     def _locked(self) -> Iterator[Dict[str, Any]]:

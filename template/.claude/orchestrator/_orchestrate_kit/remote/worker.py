@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..executor import processes
+from ..git.bounded import GIT_CONTEXT
 from . import protocol, refs
 from .tasks import TASKS_VARIABLE, UPDATES_VARIABLE, NodeTasks
 
@@ -52,7 +53,6 @@ NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 # Variables of the orchestrator's machine that mean nothing on a node (gen 1's database pointers).
 _LOCAL_ONLY = ("TASK_DB_PATH", "WORKSPACE_ID", "ORCHESTRATE_DB_FILE", protocol.JOB_VARIABLE)
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder holding _orchestrate_kit
-_GIT_CONTEXT = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX", "GIT_OBJECT_DIRECTORY")
 
 
 class RemoteError(Exception):
@@ -69,7 +69,7 @@ def say(text: str) -> None:
 
 
 def git(cwd: Path, *args: str, check: bool = True, timeout: float = GIT_TIMEOUT) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_CONTEXT}  # the node's git settings stay
+    env = {k: v for k, v in os.environ.items() if k not in GIT_CONTEXT}  # the node's git settings stay
     env["GIT_TERMINAL_PROMPT"] = "0"
     try:
         done = subprocess.run(["git", *args], cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, capture_output=True,

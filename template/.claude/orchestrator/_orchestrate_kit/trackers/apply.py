@@ -22,13 +22,13 @@ tracker says so: the scheduler reads the database these updates land in, as for 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional
 
+from .. import atomic
 from ..remote.protocol import ProtocolError, parse_line
 from ..remote.tasks import TaskError, check_update
 from . import tc as tracker_tc
@@ -122,9 +122,7 @@ class Applier:
             return 0
 
     def _save(self) -> None:
-        temporary = self.state_path.with_name(self.state_path.name + ".tmp")
-        temporary.write_text(json.dumps({"seq": self.last_seq}), encoding="utf-8")
-        os.replace(temporary, self.state_path)
+        atomic.write_text(self.state_path, json.dumps({"seq": self.last_seq}))
 
     def feed_text(self, text: str) -> List[Outcome]:
         """Every structured line of `text` (a log chunk, or a progress file replayed), in order."""

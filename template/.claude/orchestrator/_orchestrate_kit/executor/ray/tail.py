@@ -40,6 +40,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
+from ... import atomic
 from .jobs import JobsClient, RayError
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -279,10 +280,7 @@ class LogTail:
             return 0
 
     def _save_count(self) -> None:
-        temporary = self.state_path.with_name(self.state_path.name + ".tmp")
-        temporary.write_text(json.dumps({"received": self.received, "log_size": self._log_size()}),
-                             encoding="utf-8")
-        os.replace(temporary, self.state_path)
+        atomic.write_text(self.state_path, json.dumps({"received": self.received, "log_size": self._log_size()}))
 
     def _take(self, position: int, piece: bytes) -> int:
         """Append the part of `piece` (at `position` of this replay) not copied before; the new position."""
