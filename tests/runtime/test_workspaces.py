@@ -8,13 +8,18 @@ writing files in its workspace, as an agent would.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.runtime.runtime_import import workspaces as ws
+from tests.support.project import RUNTIME
+from tests.support.waiting import wait_until
 
 TEMPLATE_IGNORE = Path(__file__).resolve().parents[2] / "template" / ".claude" / "worktrees" / ".gitignore"
 USER = ("-c", "user.name=User", "-c", "user.email=user@example.com")
@@ -356,6 +361,92 @@ def test_a_resolution_left_uncommitted_is_committed_by_the_merge_unless_markers_
     assert result.outcome is ws.MergeOutcome.MERGED and result.committed_leftovers
     assert git(repo, "show", f"{run.integration_branch}:shared.txt") == "settled"
 
+
+
+def held_hand_back(repo, tmp_path):
+    """C's merge conflicts on shared.txt, and B also brought asset.dat, whose checkout a smudge filter
+    (as Git LFS installs one) holds in C's worktree until the test releases it: the hand-back's git
+    merge writes shared.txt with its markers, then waits there. Returns (run, release file)."""
+    release, script = tmp_path / "release", tmp_path / "smudge.sh"
+    script.write_text('case "$PWD" in *_integration*) ;; *)\n'
+                      f'  while [ ! -e {release} ]; do sleep 0.05; done;;\nesac\nexec cat\n', encoding="utf-8")
+    (repo / ".gitattributes").write_text("*.dat filter=held\n", encoding="utf-8")
+    git(repo, "config", "filter.held.clean", "cat")
+    git(repo, "config", "filter.held.smudge", f"sh {script}")
+    commit_all(repo, "held assets")
+    run = ws.start_run(repo)
+    for sid, text in (("B", "line one by B\n"), ("C", "line one by C\n")):
+        space = ws.prepare_workspace(repo, run, sid)
+        (space.cwd / "shared.txt").write_text(text + "line two\n", encoding="utf-8")
+    (ws.workspace_of(repo, "B").cwd / "zz-asset.dat").write_text("asset\n", encoding="utf-8")
+    assert ws.merge_stream(repo, run, "B").outcome is ws.MergeOutcome.MERGED
+    return run, release
+
+
+def test_a_hand_back_cut_short_is_put_aside_and_made_again_never_committed_as_leftovers(repo, tmp_path):
+    """A merge step killed while its hand-back merge checks files out (a stop's deadline, or the
+    orchestrator SIGKILLed and its orphaned step ended) leaves C's worktree half-merged: shared.txt
+    with markers, no MERGE_HEAD, nothing in the index. The next merge must not commit that as C's
+    leftovers (the markers would travel on towards the integration branch): it is kept under a ref
+    and the hand-back made again."""
+    run, release = held_hand_back(repo, tmp_path)
+    assert ws.merge_stream(repo, run, "C").outcome is ws.MergeOutcome.CONFLICT
+    code = ("import sys; from _orchestrate_kit.git import workspaces as ws; "
+            "ws.hand_back_conflict(sys.argv[1], ws.find_run(sys.argv[1]), 'C')")
+    step = subprocess.Popen([sys.executable, "-c", code, str(repo)], env=dict(os.environ, PYTHONPATH=str(RUNTIME)),
+                            start_new_session=True)
+    space = ws.workspace_of(repo, "C")
+    try:
+        wait_until(lambda: "<<<<<<<" in (space.cwd / "shared.txt").read_text(encoding="utf-8"), "the markers")
+        os.killpg(step.pid, signal.SIGKILL)
+        step.wait()
+    finally:
+        release.write_text("go\n", encoding="utf-8")
+    assert git(space.cwd, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False) == ""
+    tip = git(repo, "rev-parse", "stream/C")
+
+    result = ws.merge_finished(repo, run, "C")
+    assert result.outcome is ws.MergeOutcome.CONFLICT and result.conflicts == ("shared.txt",)
+    assert not result.committed_leftovers and git(repo, "rev-parse", "stream/C") == tip
+    assert git(space.cwd, "rev-parse", "MERGE_HEAD") == git(repo, "rev-parse", run.integration_branch)
+    assert (space.cwd / "zz-asset.dat").read_text(encoding="utf-8") == "asset\n"  # the hand-back made whole
+    kept = git(repo, "for-each-ref", "--format=%(refname)", "refs/orchestrate-kit/interrupted/").splitlines()
+    assert len(kept) == 1 and "<<<<<<<" in git(repo, "show", f"{kept[0]}:shared.txt")
+    assert any(kept[0] in note for note in result.notes), result.notes
+    assert any("stale index.lock" in note for note in result.notes), result.notes  # the killed git's
+    assert "<<<<<<<" not in git(repo, "show", f"{run.integration_branch}:shared.txt")
+
+
+def test_a_hand_back_cut_short_is_put_aside_before_an_agent_works_there_again(repo, tmp_path):
+    """The stream parked after its merge step was killed, then started again by the user: its agent
+    gets the worktree back on its own commit, not the half merge."""
+    run, release = held_hand_back(repo, tmp_path)
+    ws.merge_stream(repo, run, "C")
+    release.write_text("go\n", encoding="utf-8")
+    space = ws.workspace_of(repo, "C")
+    marker = ws._hand_back_marker(repo, "C")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text('{"tip": "%s"}\n' % git(repo, "rev-parse", "stream/C"), encoding="utf-8")
+    (space.cwd / "shared.txt").write_text("<<<<<<< HEAD\nhalf\n", encoding="utf-8")  # as the killed merge left it
+    (space.cwd / "zz-asset.dat").write_text("asset\n", encoding="utf-8")
+    again = ws.prepare_workspace(repo, run, "C")
+    assert git(space.cwd, "status", "--porcelain") == "" and not marker.exists()
+    assert (space.cwd / "shared.txt").read_text(encoding="utf-8") == "line one by C\nline two\n"
+    assert any("refs/orchestrate-kit/interrupted/" in note for note in again.notes), again.notes
+
+
+def test_the_agents_work_after_a_hand_back_that_ended_is_merged_never_put_aside(repo):
+    run = conflicting_pair(repo)
+    ws.merge_stream(repo, run, "C")
+    ws.hand_back_conflict(repo, run, "C")
+    space = ws.workspace_of(repo, "C").cwd
+    (space / "shared.txt").write_text("settled\n", encoding="utf-8")
+    commit_all(space, "resolved")
+    (space / "extra.txt").write_text("left uncommitted by the agent\n", encoding="utf-8")
+    result = ws.merge_finished(repo, run, "C", handed_back=("shared.txt",))
+    assert result.outcome is ws.MergeOutcome.MERGED and result.committed_leftovers and result.notes == ()
+    assert git(repo, "show", f"{run.integration_branch}:extra.txt") == "left uncommitted by the agent"
+    assert git(repo, "for-each-ref", "refs/orchestrate-kit/interrupted/") == ""
 
 # ---------------------------------------------------------------- the merge check
 

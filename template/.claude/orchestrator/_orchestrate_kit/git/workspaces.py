@@ -888,7 +888,7 @@ class Workspace:
     branch: str
     path: Path
     cwd: Path  # the project's folder inside the worktree (differs from path in a monorepo)
-    notes: Tuple[str, ...] = field(default=(), compare=False)  # what watch_shared_refs found first: say them
+    notes: Tuple[str, ...] = field(default=(), compare=False)  # watch_shared_refs's findings, a repair: say them
 
 
 def workspace_of(project: Path, stream_id: str) -> Workspace:
@@ -905,6 +905,7 @@ def prepare_workspace(project: Path, run: RunInfo, stream_id: str, watched: bool
     project = Path(project).resolve()
     start = "refs/heads/" + _integration(run)
     notes = () if watched else tuple(watch_shared_refs(project, run))  # a clean tip first
+    notes += _repair_cut_short_hand_back(project, run, stream_id)  # before an agent works there again
     ws = replace(workspace_of(project, stream_id), notes=notes)
     with _locked(project, WORKTREES_LOCK):
         if _marker(ws.path).exists():  # its creation was cut short in this run (its step was stopped)
@@ -1112,12 +1113,13 @@ def merge_finished(project: Path, run: RunInfo, stream_id: str, handed_back: Seq
     """
     project = Path(project).resolve()
     with _merge_lock(project):
+        repaired = _repair_cut_short_hand_back(project, run, stream_id)
         if handed_back:
             pending = hand_back_pending(project, run, stream_id, handed_back)
             if pending:
                 tip = _rev(integration_path(project), "HEAD")
                 return MergeResult(MergeOutcome.PENDING, tip, tip, tuple(handed_back), pending=pending)
-        notes: Tuple[str, ...] = ()
+        notes = repaired
         for again in (True, False):
             result = merge_stream(project, run, stream_id, commit)  # approved: exactly the reviewed commit
             notes += result.notes
@@ -1230,13 +1232,66 @@ def hand_back_conflict(project: Path, run: RunInfo, stream_id: str) -> Tuple[str
     project = Path(project).resolve()
     ws = prepare_workspace(project, run, stream_id)
     commit_leftovers(project, stream_id)
+    marker = _hand_back_marker(project, stream_id)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(marker, json.dumps({"tip": _rev(ws.path, "HEAD")}) + "\n")
     message = f"Merge {_integration(run)} into stream {printable(stream_id, 200)}"
     done = _git(ws.path, *_commit_options(project), "merge", "--no-edit", "-m", message,
                 "refs/heads/" + _integration(run), check=False)
+    marker.unlink()  # only once git has ended: a merge cut short keeps it (_repair_cut_short_hand_back)
     conflicts = _tree_state(ws.path).unmerged
     if done.returncode != 0 and not conflicts:
         raise WorkspaceError(f"merging {run.integration_branch} into {ws.branch} failed: {_reason(done)}")
     return conflicts
+
+
+def _hand_back_marker(project: Path, stream_id: str) -> Path:
+    """Exists while a hand-back's merge runs in the stream's worktree, naming the commit it began at."""
+    return _common_dir(project) / "orchestrate-kit" / "handing-back" / f"{safe_name(stream_id)}.json"
+
+
+def _repair_cut_short_hand_back(project: Path, run: RunInfo, stream_id: str) -> Tuple[str, ...]:
+    """Undo a hand-back merge that was killed while it wrote the stream's worktree (at a stop's
+    deadline, or an orchestrator SIGKILLed and its orphaned step ended): files half merged, markers
+    in some, no MERGE_HEAD. Committed as the stream's leftovers, that would travel on towards the
+    integration branch. The worktree was clean at the marker's commit when the merge began, so all it
+    holds now is kept under a ref (nothing is lost, should anyone else have written there) and the
+    worktree is put back on that commit; the hand-back is then made again. Under the merge lock."""
+    marker = _hand_back_marker(project, stream_id)
+    try:
+        began_at = str(json.loads(marker.read_text(encoding="utf-8"))["tip"])
+    except FileNotFoundError:
+        return ()
+    except (OSError, ValueError, KeyError, TypeError):
+        began_at = ""  # damaged: nothing proves the worktree's state is the merge's
+    notes: Tuple[str, ...] = ()
+    path = worktree_path(project, stream_id)
+    if path.is_dir() and (path / ".git").exists():  # the killed git's locks: no other git runs there now
+        notes += tuple(_remove_stale_locks(path, stream_branch(stream_id), _short(project, path)))
+    if began_at and path.is_dir() and not _merging(path) and _rev(path, "HEAD") == began_at and _tree_state(path).dirty:
+        keep = (f"{KEEP_REFS}interrupted/{_ref_safe(stream_branch(stream_id))}-"
+                f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+        _git(project, "update-ref", keep, _commit_of_worktree(project, path, "A hand-back merge cut short"))
+        _git(path, "reset", "--hard", "-q")  # our worktree, back on the stream's own commit
+        _git(path, "clean", "-fdq")  # what the merge added; ignored files (build output) stay
+        notes += (f"the merge of {run.integration_branch} into {stream_branch(stream_id)}'s worktree was cut short; "
+                 f"what it had written is kept as {keep}, and it is made again",)
+    marker.unlink()
+    return notes
+
+
+def _commit_of_worktree(project: Path, path: Path, message: str) -> str:
+    """A commit of everything in the worktree at `path` (untracked files too, not ignored ones) on
+    top of its HEAD, made with an index of its own: the worktree's index, branch and files stay."""
+    index = _common_dir(project) / "orchestrate-kit" / f"keep-{os.getpid()}.index"
+    try:
+        env = {"GIT_INDEX_FILE": str(index)}
+        _git(path, "read-tree", "HEAD", env=env)
+        _git(path, "add", "-A", env=env)
+        tree = _git(path, "write-tree", env=env).stdout.strip()
+    finally:
+        index.unlink(missing_ok=True)
+    return _git(path, *_commit_options(project), "commit-tree", tree, "-p", "HEAD", "-m", message).stdout.strip()
 
 
 def hand_back_pending(project: Path, run: RunInfo, stream_id: str, files: Iterable[str] = ()) -> Optional[str]:

@@ -1,0 +1,15 @@
+"""Waiting for something a real process does: polled until it holds, with a deadline that only
+ends a test that would otherwise hang (never a measured time: a slow machine waits longer)."""
+
+from __future__ import annotations
+
+import time
+
+DEADLINE = 120.0
+
+
+def wait_until(predicate, what: str, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"gave up after {timeout:g} s waiting for {what}"
+        time.sleep(0.02)
