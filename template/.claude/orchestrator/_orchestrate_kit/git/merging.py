@@ -368,10 +368,10 @@ class Merger:
             return
         timeout = self.settings.merge_check_timeout * 60
         if check.ended is not None:  # it ended while no orchestrator ran: its status says how, and when
-            check.timed_out = timeout > 0 and check.ended.ended_at - check.handle.started_at >= timeout
+            check.timed_out = check_overdue(check.handle.started_at, check.ended.ended_at, timeout)
             self._check_finished(check.ended.ended, apply, now, check.ended.ended_at)
             return
-        if timeout > 0 and now - check.handle.started_at >= timeout and not (check.stopped or check.timed_out):
+        if check_overdue(check.handle.started_at, now, timeout) and not (check.stopped or check.timed_out):
             self.checks.kill(check.handle)  # its whole tree: the group and whatever carries its token
             check.timed_out = True
             _append(check.log, f"\n[merge check {workspaces.check_timeout_text(timeout)}; it and every process "
@@ -449,13 +449,10 @@ class Merger:
     def _start_check(self, sid: str, command: str, before: str, tip: str) -> _Check:
         """Start the check through the wrapper that writes its status, and save its record, so the
         next orchestrator can take its verdict if this one is killed meanwhile."""
-        launch = workspaces.merge_check_launch(self.root, command)
         log = self.log_for(sid)
-        banner = f"\n=== orchestrate-kit: merge check `{command}` on {self.integration_branch} ===\n"
         nonce = check_record.new_nonce()
         check_record.clear_check(self.state)  # an earlier check's status must not be read as this one's
-        argv = check_record.wrapped(launch.argv, self.state, nonce)
-        spec = WorkerSpec(sid, 1, argv, launch.env, launch.cwd, log, banner, log_max_bytes=NEVER_ROTATE)
+        spec = check_spec(self.root, self.state, sid, command, log, self.integration_branch, nonce)
 
         def record(handle: Handle) -> None:  # before the command runs: a check that runs is recorded
             # The launcher waits for "go": nothing follows the banner yet, so the log ends where its output starts.
@@ -574,6 +571,22 @@ class Merger:
             self.checks.kill(self.check.handle)
             self.check.stopped = True
             check_record.clear_check(self.state)  # its verdict no longer counts, for the next start either
+
+
+def check_spec(root: Path, state: Path, sid: str, command: str, log: Path, branch: str, nonce: str) -> WorkerSpec:
+    """How a stream's merge check starts in the check executor: the user's shell in the integration
+    worktree (workspaces.merge_check_launch) under the wrapper that writes its status (`nonce`) in `state`,
+    its output appended to the stream's log after a banner, the log never rotated under it."""
+    launch = workspaces.merge_check_launch(root, command)
+    banner = f"\n=== orchestrate-kit: merge check `{command}` on {branch} ===\n"
+    argv = check_record.wrapped(launch.argv, state, nonce)
+    return WorkerSpec(sid, 1, argv, launch.env, launch.cwd, log, banner, log_max_bytes=NEVER_ROTATE)
+
+
+def check_overdue(started_at: float, at: float, timeout: float) -> bool:
+    """Whether a check started at `started_at` has run `timeout` seconds (merge_check_timeout; 0: no
+    limit) by `at`: the loop's own clock each turn, or when an adopted check ended."""
+    return timeout > 0 and at - started_at >= timeout
 
 
 def _append(log: Path, text: str) -> None:
