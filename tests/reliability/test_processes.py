@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import taskdb
-from tests.support.project import RUNTIME, Project, pid_alive
+from tests.support.project import RUNTIME, Project, pid_alive, wait_for
 
 from .checks import starts_per_stream
 
@@ -231,13 +231,6 @@ def in_own_session(argv: list, token: str = "") -> subprocess.Popen:
     return subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.PIPE, text=True)
 
 
-def wait_until(predicate, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def sessions():
     started = []
@@ -279,7 +272,7 @@ def test_the_orchestrators_record_needs_no_token_but_is_never_signalled(sessions
     script.write_text("import time\ntime.sleep(300)\n")
     orchestrator = sessions([sys.executable, str(script)])
     record = processes.PidRecord(orchestrator.pid, start_time_of(orchestrator.pid), "")
-    wait_until(lambda: processes.runs_script(orchestrator.pid, "orchestrate.py"), "the exec")
+    wait_for(lambda: processes.runs_script(orchestrator.pid, "orchestrate.py"), "the exec")
     assert record.is_alive() is True
     assert processes.members_of(record) == [] and processes.signal_worker(record, signal.SIGKILL) == []
     assert pid_alive(orchestrator.pid)
@@ -338,10 +331,10 @@ def ended_with_its_worker(worker, daemon: int, sessions) -> None:
 
     assert processes.signal_worker(record, signal.SIGTERM)
     worker.wait(timeout=30)
-    wait_until(lambda: not pid_alive(daemon), "the daemon to end")
+    wait_for(lambda: not pid_alive(daemon), "the daemon to end")
     # The group got TERM at once, but its members end on their own time: the shell's `sleep`,
     # forked while the test started the others, can still be on its way out here.
-    wait_until(lambda: processes.members_of(record) == [], "every member to end")
+    wait_for(lambda: processes.members_of(record) == [], "every member to end")
     assert pid_alive(stranger.pid) and pid_alive(other_worker.pid)
 
 
@@ -387,7 +380,7 @@ def test_without_proc_a_worker_needs_a_recorded_token_and_only_its_group_is_ende
     worker = sessions(["sh", "-c", '"$0" -c "$1"; sleep 300', sys.executable, DAEMONIZE], token=TOKEN)
     daemon = int(worker.stdout.readline())
     try:
-        wait_until(lambda: processes.runs_script(orchestrator.pid, "orchestrate.py"), "the exec")
+        wait_for(lambda: processes.runs_script(orchestrator.pid, "orchestrate.py"), "the exec")
         started = processes.process_start_time(worker.pid)
         assert started and started == processes.process_start_time(worker.pid)
         assert processes.PidRecord(worker.pid, started, "A").is_alive() is False

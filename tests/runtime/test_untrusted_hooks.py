@@ -4,24 +4,14 @@ a path with spaces works, a missing hook is one clear warning, and its output is
 import os
 import stat
 import sys
-import time
 
 import pytest
 
 import tests.runtime.runtime_import  # noqa: F401  (puts the runtime on sys.path)
 from _orchestrate_kit import notify  # noqa: E402
-from tests.support.project import pid_alive
+from tests.support.project import pid_alive, wait_for
 
 WAIT = 60.0  # a deadline for what must happen, never a measured time
-
-
-def wait_for(predicate, what):
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def write_hook(path, body):
@@ -45,10 +35,10 @@ def test_a_daemon_the_hook_forks_into_its_own_session_ends_at_the_timeout(tmp_pa
         f"open({str(pid_file)!r}, 'w').write(str(d.pid))"))  # the hook exits at once; its daemon stays
     hooks, warnings = notifier(tmp_path, str(hook))
     hooks.fire("run_finished")
-    wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the daemon's pid")
+    wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the daemon's pid", timeout=WAIT)
     daemon = int(pid_file.read_text())
     try:
-        wait_for(lambda: not pid_alive(daemon), "the hook's daemon to be ended")
+        wait_for(lambda: not pid_alive(daemon), "the hook's daemon to be ended", timeout=WAIT)
     finally:
         if pid_alive(daemon):
             os.kill(daemon, 9)
@@ -62,7 +52,7 @@ def test_an_unquoted_path_with_spaces_that_names_a_hook_runs_it(tmp_path):
                       f"open({str(out)!r}, 'a').write(os.environ['ORCHESTRATE_EVENT'] + '\\n')")
     hooks, warnings = notifier(tmp_path, str(hook))
     hooks.fire("stream_failed", stream_id="A")
-    wait_for(out.exists, "the hook to run")
+    wait_for(out.exists, "the hook to run", timeout=WAIT)
     assert out.read_text() == "stream_failed\n" and warnings == []
 
 
@@ -102,5 +92,6 @@ def test_a_hook_printing_20_MB_per_event_keeps_the_log_small(tmp_path):
     for _ in range(3):
         hooks.fire("stream_failed")
     log = tmp_path / "orchestrator.log"
-    wait_for(lambda: log.exists() and log.read_text(errors="replace").count("dropped them") == 3, "three hook calls")
+    wait_for(lambda: log.exists() and log.read_text(errors="replace").count("dropped them") == 3, "three hook calls",
+             timeout=WAIT)
     assert log.stat().st_size < 3 * notify.HOOK_OUTPUT_LIMIT + 4096

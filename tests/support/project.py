@@ -197,13 +197,20 @@ class Project:
             self.orchestrate("stop", "--grace", "1", timeout=30)
 
     def wait_for(self, predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        return wait_for(predicate, what, timeout, interval)
+
+
+def wait_for(predicate, what: str = "condition", timeout: float = 30, interval: float = 0.05):
+    """The first true value of `predicate()`, asked every `interval` seconds until `timeout`: a wait for
+    an event of a real process, never a fixed sleep (the timeout is a deadline, never a measured time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 def pid_alive(pid: int) -> bool:
