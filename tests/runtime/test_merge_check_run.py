@@ -43,8 +43,9 @@ def test_a_check_that_runs_past_its_timeout_is_ended_and_fails_its_stream(repo):
 
 
 def test_a_check_left_by_a_killed_orchestrator_is_ended_by_the_next_start(repo):
-    mark = repo.root.parent / "check-started"
-    repo.configure(merge_check=f"echo $$ >> {mark}; sleep 300")
+    mark, child = repo.root.parent / "check-started", repo.root.parent / "check-child"
+    # Its child too, in a session of its own: found by the token it carries.
+    repo.configure(merge_check=f"setsid sleep 300 & echo $! > {child}; echo $$ >> {mark}; sleep 300")
     orchestrator = repo.start_background()
     try:
         repo.wait_for(mark.exists, timeout=60, what="the merge check of Stream-A")
@@ -55,8 +56,11 @@ def test_a_check_left_by_a_killed_orchestrator_is_ended_by_the_next_start(repo):
             orchestrator.kill()
     check = int(repo.wait_for(lambda: mark.read_text().split(), what="the check's pid")[0])
     assert pid_alive(check) and len(check_records(repo)) == 1  # recorded like a worker
+    daemon = int(child.read_text())
+    repo.wait_for(lambda: os.getsid(daemon) != os.getsid(check), what="the child to leave the check's session")
     repo.configure(merge_check="true")
     result = repo.orchestrate("start")
     assert result.returncode == 0, result.stdout + result.stderr
     assert not pid_alive(check) and check_records(repo) == []  # ended before the worktree was repaired
+    assert not pid_alive(daemon)
     assert repo.states() == {"Stream-A": "complete", "Stream-B": "complete"}

@@ -1,4 +1,5 @@
-"""git/workspaces.py with real git: repositories, worktrees, merges, merge checks, recovery and land.
+"""git/workspaces.py with real git: repositories, worktrees, merges and their undoing, recovery and land
+(the merge check, as the loop runs it: test_merge_check_limits.py).
 
 Every test gets its own HOME and git configuration with no identity at all
 (`user.useConfigOnly`), so a commit of ours that forgot its fallback identity
@@ -69,14 +70,6 @@ def repo(tmp_path):
     shutil.copy(TEMPLATE_IGNORE, root / ".claude" / "worktrees" / ".gitignore")
     commit_all(root, "initial")
     return root
-
-
-@pytest.fixture
-def log(tmp_path):
-    """A stream's log, with a line from before the check."""
-    path = tmp_path / "stream.log"
-    path.write_text("worker output before the check\n", encoding="utf-8")
-    return path
 
 
 def user_view(root):
@@ -362,7 +355,6 @@ def test_a_resolution_left_uncommitted_is_committed_by_the_merge_unless_markers_
     assert git(repo, "show", f"{run.integration_branch}:shared.txt") == "settled"
 
 
-
 def held_hand_back(repo, tmp_path):
     """C's merge conflicts on shared.txt, and B also brought asset.dat, whose checkout a smudge filter
     (as Git LFS installs one) holds in C's worktree until the test releases it: the hand-back's git
@@ -448,45 +440,23 @@ def test_the_agents_work_after_a_hand_back_that_ended_is_merged_never_put_aside(
     assert git(repo, "show", f"{run.integration_branch}:extra.txt") == "left uncommitted by the agent"
     assert git(repo, "for-each-ref", "refs/orchestrate-kit/interrupted/") == ""
 
-# ---------------------------------------------------------------- the merge check
+
+# ---------------------------------------------------------------- a failed merge check's merge undone
+# (the check itself, as the loop runs it: test_merge_check_limits.py and test_merge_check_run.py)
 
 
-def test_a_failing_merge_check_moves_the_integration_branch_back(repo, log):
+def test_undoing_a_merge_moves_the_integration_branch_and_its_files_back_and_keeps_the_work(repo):
     run = ws.start_run(repo)
     finish(repo, run, "good", {"good.txt": "ok\n"})
     space = ws.prepare_workspace(repo, run, "bad")
     (space.cwd / "bad.txt").write_text("breaks the build\n", encoding="utf-8")
     result = ws.merge_stream(repo, run, "bad")
     assert git(repo, "rev-parse", run.integration_branch) == result.tip != result.before
-    check = ws.run_merge_check(repo, "ls; if [ -f bad.txt ]; then echo broken >&2; exit 3; fi", timeout=30, log=log)
-    assert not check.passed and check.returncode == 3 and "broken" in check.output and "good.txt" in check.output
     ws.undo_merge(repo, run, result.before)
     assert git(repo, "rev-parse", run.integration_branch) == result.before
     assert not (ws.integration_path(repo) / "bad.txt").exists()
+    assert (ws.integration_path(repo) / "good.txt").exists()
     assert git(repo, "show", "stream/bad:bad.txt") == "breaks the build"  # the work itself stays
-    assert ws.run_merge_check(repo, "test ! -f bad.txt && test -f good.txt", timeout=30, log=log).passed
-
-
-def test_a_merge_check_that_edits_tracked_files_or_hangs_leaves_a_clean_worktree(repo, log):
-    run = ws.start_run(repo)
-    check = ws.run_merge_check(repo, "echo scribble >> README.md", timeout=30, log=log)
-    assert check.passed and git(ws.integration_path(repo), "status", "--porcelain") == ""
-    check = ws.run_merge_check(repo, "echo started; exec sleep 30", timeout=0.5, log=log)
-    assert check.timed_out and not check.passed and "started" in check.output
-    assert "[merge check stopped after 0.5 s]" in log.read_text(encoding="utf-8")
-    finish(repo, run, "after", {"after.txt": "x\n"})
-
-
-def test_a_merge_check_runs_without_blocking_and_writes_to_the_streams_log(repo, log):
-    ws.start_run(repo)
-    check = ws.start_merge_check(repo, "echo checking; exit 0", log)
-    check.process.wait()  # the supervisor would be woken by SIGCHLD instead
-    result = ws.merge_check_result(repo, check)
-    assert result.passed and result.output == "checking\n"
-    assert log.read_text(encoding="utf-8") == "worker output before the check\nchecking\n"
-    slow = ws.start_merge_check(repo, "sleep 30 & sleep 30", log)
-    ws.stop_merge_check(slow)
-    assert not ws.merge_check_result(repo, slow, timed_out=True).passed
 
 
 # ---------------------------------------------------------------- recovery
@@ -687,7 +657,7 @@ def test_land_keeps_unmerged_stream_branches_and_undoes_a_conflicting_land(repo)
 # ---------------------------------------------------------------- a project inside a larger repository
 
 
-def test_a_project_in_a_subfolder_works_in_the_same_subfolder_of_its_worktrees(tmp_path, log):
+def test_a_project_in_a_subfolder_works_in_the_same_subfolder_of_its_worktrees(tmp_path):
     top = tmp_path / "mono"
     project = top / "apps" / "web"
     (project / ".claude" / "worktrees").mkdir(parents=True)
@@ -701,7 +671,9 @@ def test_a_project_in_a_subfolder_works_in_the_same_subfolder_of_its_worktrees(t
     assert space.cwd == space.path / "apps" / "web" and (space.cwd / "app.txt").exists()
     (space.cwd / "s.txt").write_text("s\n", encoding="utf-8")
     ws.merge_stream(project, run, "S")
-    assert ws.run_merge_check(project, "test -f s.txt && test -f app.txt", timeout=30, log=log).passed
+    check = ws.merge_check_launch(project, "make test")  # the merge check runs in the merge's same subfolder
+    assert check.cwd == ws.integration_path(project.resolve()) / "apps" / "web"
+    assert (check.cwd / "s.txt").exists() and (check.cwd / "app.txt").exists()
     assert git(top, "status", "--porcelain") == ""
 
 
