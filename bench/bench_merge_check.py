@@ -36,7 +36,7 @@ SID = "S"
 
 
 def _read_everything(path: Path, offset: int, limit: int) -> str:
-    """How merge_check_result read a check's output before: all of it, then the end kept."""
+    """How a check's output was read before: all of it, then the end kept."""
     with open(path, "rb") as handle:
         handle.seek(offset)
         return handle.read().decode("utf-8", "replace")[-limit:]

@@ -5,7 +5,8 @@ its own worktree (`.claude/worktrees/_integration`). Each stream works in
 `.claude/worktrees/<name>` on `stream/<name>`, branched from the integration
 branch once every dependency has been merged into it. A completed stream's
 leftovers are committed, its branch is merged with `--no-ff` in the integration
-worktree, and an optional check runs on the merged tree. A finished clean
+worktree, and an optional check runs on the merged tree (git/merging.py runs it
+through the local executor; how it starts and its result are here). A finished clean
 worktree is parked as a spare and reused by the next stream (a rename and a
 checkout of the files that differ). `recover` repairs what a killed orchestrator
 left half-done. `land` brings the result into the user's branch at the end.
@@ -58,8 +59,6 @@ from typing import Any, Collection, Dict, Iterable, Iterator, List, Mapping, Opt
 from .. import atomic
 from ..executor.processes import (
     TOKEN_VARIABLE,
-    PidRecord,
-    group_members,
     process_start_time,
     signal_group,
     signal_members,
@@ -79,7 +78,6 @@ NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 MIN_GIT = (2, 17)  # git worktree move/remove
 CHECK_OUTPUT_LIMIT = 64_000
 ORPHAN_GRACE = 5.0  # seconds a git orphaned mid-creation gets to end on TERM before KILL
-STOP_CHECK_SECONDS = 5.0  # how long stop_merge_check keeps finding and killing a check's processes
 UNMERGED = {"DD", "AU", "UD", "UA", "DU", "AA", "UU"}
 WORKTREES_LOCK, RECORD_LOCK, MERGE_LOCK = "worktrees", "record", "merge"  # see _locked, _merge_lock
 
@@ -1330,17 +1328,6 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
-class RunningCheck:
-    """A merge check in progress: the supervisor waits for `process` like for a worker."""
-
-    process: subprocess.Popen
-    log: Path
-    offset: int  # where the check's output starts in the log
-    token: str = ""  # in the check's environment (TOKEN_VARIABLE): finds its processes wherever they went
-    started_at: float = 0.0  # time.time() when it started: merge_check_timeout counts from here
-
-
-@dataclass(frozen=True)
 class CheckLaunch:
     """How the merge check runs: the user's shell in the integration worktree, without git's context."""
 
@@ -1357,99 +1344,19 @@ def merge_check_launch(project: Path, command: str) -> CheckLaunch:
     return CheckLaunch([shell, "-c", command], integration_path(project) / _prefix(project), env)
 
 
-def start_merge_check(project: Path, command: str, log: Path) -> RunningCheck:
-    """Start the user's merge check with their shell in the integration worktree, in its own
-    session, its output appended to `log` (the stream's log)."""
-    launch = merge_check_launch(project, command)
-    token = secrets.token_hex(8)
-    launch.env[TOKEN_VARIABLE] = token
-    with open(log, "ab") as handle:
-        offset = handle.tell()
-        try:
-            process = subprocess.Popen(launch.argv, cwd=str(launch.cwd), env=launch.env, stdin=subprocess.DEVNULL,
-                                       stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as error:
-            raise WorkspaceError(f"cannot run the merge check with {launch.argv[0]}: {error.strerror}") from None
-    return RunningCheck(process, Path(log), offset, token, time.time())
-
-
-def stop_merge_check(check: RunningCheck) -> None:
-    """Kill the check's whole process tree at once (a check has nothing to save) and reap it: its
-    process group, and (Linux) every process carrying its token, even one in a session of its own."""
-    give_up = time.monotonic() + STOP_CHECK_SECONDS
-    while True:
-        members = sorted(set(group_members(check.process.pid)) | set(token_carriers(check.token)))
-        if not members or time.monotonic() > give_up:
-            break
-        signal_members(members, signal.SIGKILL, check.process.pid)
-        time.sleep(0.01)  # a process forked just before the KILL is found on the next pass
-    check.process.wait()
-
-
-def merge_check_result(project: Path, check: RunningCheck, timed_out: bool = False) -> CheckResult:
-    """The result of a check that has exited (or was stopped)."""
-    return check_result_of(project, check.log, check.offset, None if timed_out else check.process.returncode)
-
-
 def check_result_of(project: Path, log: Path, offset: int, returncode: Optional[int]) -> CheckResult:
     """The result of an ended check whose output starts at `offset` in `log` (returncode None: it
     was stopped, or how it ended is not known).
 
-    Tracked files the check changed are restored (the integration worktree must stay
-    clean for the next merge); ignored build output stays.
+    The output is read from the log's end, so a check that printed 300 MB costs CHECK_OUTPUT_LIMIT
+    characters of memory, not 300 MB. Tracked files the check changed are restored (the integration
+    worktree must stay clean for the next merge); ignored build output stays.
     """
     integ = integration_path(Path(project).resolve())
     output = _log_tail(log, offset, CHECK_OUTPUT_LIMIT)
     if _tree_state(integ).tracked:
         _git(integ, "reset", "--hard", "-q", "HEAD")  # our own worktree
     return CheckResult(returncode == 0, returncode, output, returncode is None)
-
-
-def run_merge_check(project: Path, command: str, timeout: float, log: Path) -> CheckResult:
-    """Start the check, wait for it up to `timeout` seconds, and return its result."""
-    check = start_merge_check(project, command, log)
-    try:
-        check.process.wait(timeout=timeout)
-        return merge_check_result(project, check)
-    except subprocess.TimeoutExpired:
-        stop_merge_check(check)
-        with open(log, "a", encoding="utf-8") as handle:
-            handle.write(f"\n[merge check stopped after {timeout:g} s]\n")
-        return merge_check_result(project, check, timed_out=True)
-
-
-# A check cannot hang the run: the supervisor asks each turn whether it is overdue (its own clock,
-# no waiting) and ends it with its whole tree; its output is read from the end of the log, so a
-# check that printed 300 MB costs CHECK_OUTPUT_LIMIT characters of memory, not 300 MB.
-
-
-def check_overdue(check: RunningCheck, now: float, timeout: float) -> bool:
-    """Whether a check started at `check.started_at` has run `timeout` seconds by `now` (0: never)."""
-    return timeout > 0 and now - check.started_at >= timeout
-
-
-def end_overdue_check(project: Path, check: RunningCheck, now: float, timeout: float) -> Optional[CheckResult]:
-    """End an overdue check with its whole process tree and say so in the stream's log; its result
-    (timed_out, with the output it printed), or None while it is within its time."""
-    if not check_overdue(check, now, timeout):
-        return None
-    stop_merge_check(check)
-    try:
-        with open(check.log, "a", encoding="utf-8") as handle:
-            handle.write(f"\n[merge check {check_timeout_text(timeout)}; it and every process it started "
-                         "were ended]\n")
-    except OSError:
-        pass  # the result still says it timed out
-    return merge_check_result(project, check, timed_out=True)
-
-
-def merge_check_record(check: RunningCheck, label: str = "merge-check") -> PidRecord:
-    """A pid record of the running check (pid, start time, token) to write in the state folder with
-    executor/processes.py's write_pid_file (not in pids/, which holds the workers'): an orchestrator
-    killed during a check leaves it behind, and the next start ends what is left of that check with
-    `signal_worker(record, SIGKILL)` before it recovers the integration worktree."""
-    pid = check.process.pid
-    return PidRecord(pid, process_start_time(pid) or "", label, 0, check.started_at, check.token)
 
 
 def check_timeout_text(timeout: float) -> str:
