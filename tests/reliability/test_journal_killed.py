@@ -8,9 +8,7 @@ and B ends while no orchestrator watches it.
 """
 
 import json
-import os
 import re
-import signal
 
 import tests.runtime.runtime_import  # noqa: F401  (puts the runtime on sys.path)
 from _orchestrate_kit.journal import journal_path, read_journal, run_ids  # noqa: E402
@@ -47,10 +45,7 @@ def test_a_journal_survives_a_sigkill_and_the_next_start_continues_it(tmp_path):
             started = ("Stream-B", 1) in attempts(events, "attempt_started")
             return ids[0] if started and ("Stream-C", 1) in attempts(events, "attempt_ended") else None
 
-        orchestrator = project.start_background()
-        run_id = project.wait_for(b_running_and_c_done, timeout=120, what="B running and C's attempt journaled")
-        os.kill(orchestrator.pid, signal.SIGKILL)
-        orchestrator.communicate(timeout=30)
+        run_id = project.start_and_kill_when(b_running_and_c_done, "B running and C's attempt journaled", timeout=120)
 
         path = journal_path(journals, run_id)
         raw = path.read_bytes()

@@ -127,10 +127,7 @@ def orphan_a_merge_check(proj: Project, code: int) -> None:
     make_db(proj.db)
     add_stream(proj.db, "A", [], 1)
     proj.plan({"A": ["write"]})
-    first = proj.start_background()
-    wait_for(proj, lambda: check_events(proj), "the first merge check")
-    os.kill(first.pid, signal.SIGKILL)
-    first.communicate(timeout=WAIT)
+    proj.start_and_kill_when(lambda: check_events(proj), "the first merge check", timeout=WAIT)
 
 
 def restart_and_take_the_verdict(proj: Project, when: str):

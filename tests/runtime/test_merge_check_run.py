@@ -2,7 +2,6 @@
 timeout with every process it started, and ended by the next start when an orchestrator died during it."""
 
 import os
-import signal
 
 import pytest
 
@@ -46,14 +45,7 @@ def test_a_check_left_by_a_killed_orchestrator_is_ended_by_the_next_start(repo):
     mark, child = repo.root.parent / "check-started", repo.root.parent / "check-child"
     # Its child too, in a session of its own: found by the token it carries.
     repo.configure(merge_check=f"setsid sleep 300 & echo $! > {child}; echo $$ >> {mark}; sleep 300")
-    orchestrator = repo.start_background()
-    try:
-        repo.wait_for(mark.exists, timeout=60, what="the merge check of Stream-A")
-        os.kill(orchestrator.pid, signal.SIGKILL)  # merged, check running: the merge is not accepted yet
-        orchestrator.wait(timeout=30)
-    finally:
-        if orchestrator.poll() is None:
-            orchestrator.kill()
+    repo.start_and_kill_when(mark.exists, "the merge check of Stream-A")  # merged, its merge not accepted yet
     check = int(repo.wait_for(lambda: mark.read_text().split(), what="the check's pid")[0])
     assert pid_alive(check) and len(check_records(repo)) == 1  # recorded like a worker
     daemon = int(child.read_text())

@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import time
 
@@ -61,11 +60,8 @@ def test_sigkilled_orchestrator_is_replaced_without_duplicate_workers(project):
     gate = project.root.parent / "gate"  # B and C work on only once the second orchestrator has them
     project.env["FAKE_CLAUDE_GATE"] = str(gate)
     project.plan({"Stream-B": ["gated"], "Stream-C": ["gated"]})
-    first = project.start_background()
-    project.wait_for(lambda: {e["stream"] for e in project.events("start")} >= {"Stream-B", "Stream-C"},
-                     what="B and C to start")
-    os.killpg(first.pid, signal.SIGKILL)  # the orchestrator only: workers are in their own sessions
-    first.wait()
+    project.start_and_kill_when(lambda: {e["stream"] for e in project.events("start")} >= {"Stream-B", "Stream-C"},
+                                "B and C to start")
     live_before = [e for e in project.events("start") if pid_alive(e["pid"])]
     assert {e["stream"] for e in live_before} == {"Stream-B", "Stream-C"}, "workers should outlive the orchestrator"
     said = project.root.parent / "second.out"
@@ -149,10 +145,7 @@ def test_stop_after_orchestrator_was_killed_still_stops_workers(project):
     taskdb.make_db(project.db)
     taskdb.add_stream(project.db, "A", [], 1)
     project.plan({"A": ["spawn-child"]})
-    orchestrator = project.start_background()
-    child = project.wait_for(lambda: project.events("grandchild"), what="grandchild")[0]
-    os.killpg(orchestrator.pid, signal.SIGKILL)
-    orchestrator.wait()
+    child = project.start_and_kill_when(lambda: project.events("grandchild"), "grandchild")[0]
     assert project.orchestrate("stop").returncode == 0
     project.wait_for(lambda: not pid_alive(child["pid"]) and not pid_alive(child["child_pid"]), timeout=10,
                      what="orphaned worker tree to die")

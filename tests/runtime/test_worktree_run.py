@@ -165,14 +165,7 @@ def test_sigkill_during_a_merge_and_a_half_created_worktree_recover_on_start(rep
     mark = repo.root.parent / "check-started"
     repo.configure(merge_check=f"echo $$ > {mark}; sleep 60")
     repo.plan({"Stream-A": ["write"], "Stream-B": ["write"]})
-    orchestrator = repo.start_background()
-    try:
-        repo.wait_for(mark.exists, timeout=60, what="the merge check of Stream-A")
-        os.kill(orchestrator.pid, signal.SIGKILL)  # merged, check running: the merge is not accepted yet
-        orchestrator.wait(timeout=30)
-    finally:
-        if orchestrator.poll() is None:
-            orchestrator.kill()
+    repo.start_and_kill_when(mark.exists, "the merge check of Stream-A")  # merged, its merge not accepted yet
     check_pid = int(repo.wait_for(lambda: mark.read_text().strip(), what="the check's pid"))
     os.killpg(os.getpgid(check_pid), signal.SIGKILL)  # the check ran in a session of its own (its wrapper's)
     repo.wait_for(lambda: not pid_alive(check_pid), what="the check to end")

@@ -152,6 +152,16 @@ class Project:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
+    def start_and_kill_when(self, predicate, what: str, timeout: float = 60):
+        """`start` in the background, SIGKILLed once `predicate()` holds, as a crash would end it (only
+        the orchestrator: its workers and checks are in sessions of their own); `predicate`'s value."""
+        orchestrator = self.start_background()
+        try:
+            return self.wait_for(predicate, timeout=timeout, what=what)
+        finally:
+            orchestrator.kill()  # SIGKILL; nothing when it has already exited
+            orchestrator.communicate(timeout=timeout)
+
     def events(self, kind: Optional[str] = None) -> List[dict]:
         if not self.events_file.exists():
             return []
