@@ -1,4 +1,4 @@
-"""Fixtures for the reliability suite: a fresh project per test, always stopped afterwards.
+"""Fixtures for the reliability suite: `project` and `repo` (tests/support/fixtures.py), and the soak's.
 
 `SOAK_ROUNDS` sets how many rounds the soak-marked tests run (default 3, the CI size: each kind of
 kill a test alternates between is made at least once, and the first round already goes through the
@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from tests.support.project import Project
+from tests.support.fixtures import project, repo  # noqa: F401
 
 ROUNDS = int(os.environ.get("SOAK_ROUNDS", "3"))
 
@@ -21,14 +21,6 @@ ROUNDS = int(os.environ.get("SOAK_ROUNDS", "3"))
 def soak_timeout(seconds_per_round: float) -> float:
     """A per-test time limit that grows with SOAK_ROUNDS (pytest-timeout's default is 300 s)."""
     return 60 + ROUNDS * seconds_per_round
-
-
-@pytest.fixture
-def project(tmp_path):
-    proj = Project.create(tmp_path)
-    yield proj
-    # Never leave a worker behind, whatever the test did.
-    proj.stop_leftovers()
 
 
 @pytest.fixture

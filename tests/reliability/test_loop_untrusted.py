@@ -20,13 +20,6 @@ from tests.support.taskdb import add_stream, make_db
 from .checks import WAIT, wait_for
 
 
-@pytest.fixture
-def repo(tmp_path):
-    proj = Project.create_git(tmp_path)
-    yield proj
-    proj.stop_leftovers()
-
-
 def held_checkouts(proj: Project) -> Path:
     """A smudge filter (as Git LFS installs one) that holds every checkout of a stream's worktree until
     the test creates the returned release file (the integration worktree's passes; its own deadline

@@ -5,17 +5,8 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-
 from tests.support.project import Project
 from tests.support.taskdb import add_stream, diamond, make_db
-
-
-@pytest.fixture
-def repo(tmp_path):
-    proj = Project.create_git(tmp_path)
-    yield proj
-    proj.stop_leftovers()
 
 
 def state_folder(proj: Project):
