@@ -6,21 +6,11 @@ import json
 import subprocess
 import sys
 
-import pytest
-
-from tests.runtime.test_workspaces import git, isolated_git, repo  # noqa: F401
+from tests.runtime.test_workspaces import bare, git, isolated_git, repo  # noqa: F401
 from tests.runtime.runtime_import import workspaces as ws
 from tests.support.fake_github import FakeGitHub
 from tests.support.project import RUNTIME
 from _orchestrate_kit.git import steps
-
-
-@pytest.fixture
-def bare(repo, tmp_path):
-    path = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", str(path))
-    git(repo, "remote", "add", "origin", str(path))
-    return path
 
 
 def child_step(request, timeout=120):

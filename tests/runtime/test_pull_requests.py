@@ -11,19 +11,11 @@ import os
 
 import pytest
 
-from tests.runtime.test_workspaces import commit_all, git, isolated_git, repo  # noqa: F401
+from tests.runtime.test_workspaces import bare, commit_all, git, isolated_git, repo  # noqa: F401
 from tests.runtime.runtime_import import workspaces as ws
 from tests.support.fake_github import FakeGitHub
 from _orchestrate_kit.git import pull_requests as prs
 from _orchestrate_kit.git import remote
-
-
-@pytest.fixture
-def bare(repo, tmp_path):
-    path = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", str(path))
-    git(repo, "remote", "add", "origin", str(path))
-    return path
 
 
 @pytest.fixture

@@ -72,6 +72,15 @@ def repo(tmp_path):
     return root
 
 
+@pytest.fixture
+def bare(repo, tmp_path):
+    """A bare remote `origin` of `repo`, with nothing pushed to it yet."""
+    path = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(path))
+    git(repo, "remote", "add", "origin", str(path))
+    return path
+
+
 def user_view(root):
     """What the user owns: branch, HEAD, index bytes, status."""
     return (git(root, "symbolic-ref", "HEAD"), git(root, "rev-parse", "HEAD"),
@@ -448,9 +457,7 @@ def test_the_agents_work_after_a_hand_back_that_ended_is_merged_never_put_aside(
 def test_undoing_a_merge_moves_the_integration_branch_and_its_files_back_and_keeps_the_work(repo):
     run = ws.start_run(repo)
     finish(repo, run, "good", {"good.txt": "ok\n"})
-    space = ws.prepare_workspace(repo, run, "bad")
-    (space.cwd / "bad.txt").write_text("breaks the build\n", encoding="utf-8")
-    result = ws.merge_stream(repo, run, "bad")
+    result = finish(repo, run, "bad", {"bad.txt": "breaks the build\n"})
     assert git(repo, "rev-parse", run.integration_branch) == result.tip != result.before
     ws.undo_merge(repo, run, result.before)
     assert git(repo, "rev-parse", run.integration_branch) == result.before
