@@ -1,10 +1,15 @@
-"""What the reliability tests count (live, lost and duplicate workers, unfinished streams), and their waits."""
+"""What the reliability tests count (live, lost and duplicate workers, unfinished streams), their waits and the
+soak's random kills."""
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import time
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterator, List, Tuple
 
 from tests.support import taskdb
 from tests.support.project import Project, pid_alive
@@ -23,6 +28,20 @@ WAIT = 120.0  # a deadline for what must happen, never a measured time
 
 def wait_for(proj: Project, predicate, what: str):
     return proj.wait_for(predicate, timeout=WAIT, interval=0.05, what=what)
+
+
+def killed_at_random(project: Project, rng: random.Random, starts: int, within: Tuple[float, float],
+                     timeout: float) -> Iterator[bool]:
+    """`start` the run `starts` times, each SIGKILLed at a random moment `within` seconds of its start
+    unless it ended first (the soak's kills: a moment, never a wait); after each, whether it was."""
+    for _ in range(starts):
+        orchestrator = project.start_background()
+        time.sleep(rng.uniform(*within))
+        killed = orchestrator.poll() is None
+        if killed:
+            os.kill(orchestrator.pid, signal.SIGKILL)
+        orchestrator.communicate(timeout=timeout)
+        yield killed
 
 
 def layered_db(path: Path, tasks: int = 2) -> Path:

@@ -10,30 +10,24 @@ goal is 0 duplicate workers, 0 lost workers and 0 streams left unfinished.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import pytest
 
 from tests.support.project import Project
 
-from .checks import LAYERED, layered_db, live_fake_workers, lost_workers, starts_per_stream, unfinished_streams
+from .checks import (LAYERED, killed_at_random, layered_db, live_fake_workers, lost_workers, starts_per_stream,
+                     unfinished_streams)
 from .conftest import ROUNDS, soak_timeout
 
 
 def one_round(project: Project, rng, totals: Counter) -> None:
     layered_db(project.db)
     project.env["FAKE_CLAUDE_DELAY"] = "0.1"
-    for _ in range(rng.randint(2, 4)):
-        orchestrator = project.start_background()
-        time.sleep(rng.uniform(0.0, 1.2))
-        if orchestrator.poll() is None:
-            os.kill(orchestrator.pid, signal.SIGKILL)
-            totals["kills"] += 1
-        orchestrator.communicate(timeout=30)
+    for killed in killed_at_random(project, rng, rng.randint(2, 4), (0.0, 1.2), timeout=30):
+        totals["kills"] += killed
         totals["lost"] += len(lost_workers(project))
     final = project.orchestrate("start", timeout=120)
     assert "Traceback" not in final.stdout + final.stderr, final.stdout + final.stderr

@@ -10,16 +10,13 @@ creation marker, no locked worktree, no git lock file, no half-done merge) and e
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from collections import Counter
 
 import pytest
 
 from tests.support.project import Project
 
-from .checks import LAYERED, layered_db, unfinished_streams
+from .checks import LAYERED, killed_at_random, layered_db, unfinished_streams
 from .conftest import ROUNDS, soak_timeout
 
 
@@ -47,13 +44,8 @@ def one_round(project: Project, rng, totals: Counter) -> None:
     layered_db(project.db, tasks=1)
     project.plan({sid: ["write"] for sid in LAYERED})
     project.env["FAKE_CLAUDE_DELAY"] = "0.05"
-    for _ in range(rng.randint(1, 3)):
-        orchestrator = project.start_background()
-        time.sleep(rng.uniform(0.2, 2.5))
-        if orchestrator.poll() is None:
-            os.kill(orchestrator.pid, signal.SIGKILL)
-            totals["kills"] += 1
-        orchestrator.communicate(timeout=60)
+    for killed in killed_at_random(project, rng, rng.randint(1, 3), (0.2, 2.5), timeout=60):
+        totals["kills"] += killed
     final = project.orchestrate("start", timeout=180)
     said = final.stdout + final.stderr
     assert "Traceback" not in said and "internal error" not in said, said
