@@ -26,7 +26,8 @@ from typing import Callable, Iterator, List, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.runtime.runtime_import import executor_api, settings, workspaces as ws  # noqa: E402
-from tests.support.project import pid_alive, wait_for  # noqa: E402
+from tests.support.project import pid_alive  # noqa: E402
+from tests.support.waiting import wait_until  # noqa: E402
 from _orchestrate_kit.executor import Executor, Handle, Output  # noqa: E402
 from _orchestrate_kit.git import check_record, merging  # noqa: E402
 
@@ -94,7 +95,7 @@ def _figures(tmp: Path) -> Iterator[Tuple[str, str]]:
     checks = executor_api.open_check_executor(layout, 5.0, time.time)
     loud, output = _start_check(project, layout, checks,
                                 f"head -c {CHECK_MB * 1000 * 1000} /dev/zero | tr '\\0' x; echo end")
-    wait_for(lambda: checks.poll(loud), "the loud check to end", timeout=600)
+    wait_until(lambda: checks.poll(loud), "the loud check to end", timeout=600)
     for name, read in (("now (the log's end)", ws._log_tail), ("before (all of it)", _read_everything)):
         times: List[float] = []
         peaks: List[float] = []
@@ -110,9 +111,9 @@ def _figures(tmp: Path) -> Iterator[Tuple[str, str]]:
         for n in range(ROUNDS):
             marker = tmp / f"daemon-{n}.pid"
             hung, _output = _start_check(project, layout, checks, f"setsid sleep 1000 & echo $! > {marker}; sleep 1000")
-            daemon = int(wait_for(lambda: marker.exists() and marker.read_text().strip(), "the child's pid",
+            daemon = int(wait_until(lambda: marker.exists() and marker.read_text().strip(), "the child's pid",
                                   timeout=60, interval=0.01))
-            wait_for(lambda: os.getsid(daemon) != os.getsid(hung.detail("pid")), "the child's setsid",
+            wait_until(lambda: os.getsid(daemon) != os.getsid(hung.detail("pid")), "the child's setsid",
                      timeout=60, interval=0.01)
             started = time.perf_counter()
             checks.kill(hung)  # what the loop does once merging.check_overdue says so

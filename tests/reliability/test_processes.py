@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import taskdb
-from tests.support.project import RUNTIME, Project, pid_alive, wait_for
+from tests.support.project import RUNTIME, Project, pid_alive
+from tests.support.waiting import wait_until
 
 from .checks import starts_per_stream
 
@@ -272,7 +273,7 @@ def test_the_orchestrators_record_needs_no_token_but_is_never_signalled(sessions
     script.write_text("import time\ntime.sleep(300)\n")
     orchestrator = sessions([sys.executable, str(script)])
     record = processes.PidRecord(orchestrator.pid, start_time_of(orchestrator.pid), "")
-    wait_for(lambda: processes.runs_script(orchestrator.pid, "orchestrate.py"), "the exec")
+    wait_until(lambda: processes.runs_script(orchestrator.pid, "orchestrate.py"), "the exec")
     assert record.is_alive() is True
     assert processes.members_of(record) == [] and processes.signal_worker(record, signal.SIGKILL) == []
     assert pid_alive(orchestrator.pid)
@@ -331,10 +332,10 @@ def ended_with_its_worker(worker, daemon: int, sessions) -> None:
 
     assert processes.signal_worker(record, signal.SIGTERM)
     worker.wait(timeout=30)
-    wait_for(lambda: not pid_alive(daemon), "the daemon to end")
+    wait_until(lambda: not pid_alive(daemon), "the daemon to end")
     # The group got TERM at once, but its members end on their own time: the shell's `sleep`,
     # forked while the test started the others, can still be on its way out here.
-    wait_for(lambda: processes.members_of(record) == [], "every member to end")
+    wait_until(lambda: processes.members_of(record) == [], "every member to end")
     assert pid_alive(stranger.pid) and pid_alive(other_worker.pid)
 
 
@@ -380,7 +381,7 @@ def test_without_proc_a_worker_needs_a_recorded_token_and_only_its_group_is_ende
     worker = sessions(["sh", "-c", '"$0" -c "$1"; sleep 300', sys.executable, DAEMONIZE], token=TOKEN)
     daemon = int(worker.stdout.readline())
     try:
-        wait_for(lambda: processes.runs_script(orchestrator.pid, "orchestrate.py"), "the exec")
+        wait_until(lambda: processes.runs_script(orchestrator.pid, "orchestrate.py"), "the exec")
         started = processes.process_start_time(worker.pid)
         assert started and started == processes.process_start_time(worker.pid)
         assert processes.PidRecord(worker.pid, started, "A").is_alive() is False

@@ -14,7 +14,8 @@ from tests.runtime.runtime_import import executor as local
 from tests.runtime.runtime_import import executor_api as ex
 from tests.runtime.runtime_import import processes
 from tests.support.fake_executor import FakeExecutor
-from tests.support.project import pid_alive, wait_for
+from tests.support.project import pid_alive
+from tests.support.waiting import wait_until
 
 METHODS = [name for name, _ in inspect.getmembers(ex.Executor, inspect.isfunction) if not name.startswith("_")]
 
@@ -70,7 +71,7 @@ def spec(logs, sid, script, attempt=1):
 
 
 def ended(executor, handle):
-    return wait_for(lambda: executor.poll(handle), "the worker to end")
+    return wait_until(lambda: executor.poll(handle), "the worker to end")
 
 
 def test_a_worker_is_recorded_before_its_command_runs_and_its_end_is_a_number(folders):
@@ -113,11 +114,11 @@ def test_terminate_and_kill_reach_the_whole_group_and_report_the_signal(folders)
     deaf = executor.spawn(spec(logs, "B", "import signal, time; "
                                          "signal.signal(signal.SIGTERM, lambda *_: print('TERM, ignored', flush=True)); "
                                          "print('ready', flush=True); time.sleep(60)"), lambda _h: None)
-    wait_for(lambda: (logs / "B.log").read_text().endswith("ready\n"), "B to be ready")
+    wait_until(lambda: (logs / "B.log").read_text().endswith("ready\n"), "B to be ready")
     executor.terminate(polite)
     executor.terminate(deaf)
     assert ended(executor, polite) == ex.Ended(signal=signal.SIGTERM)
-    wait_for(lambda: "TERM, ignored" in (logs / "B.log").read_text(), "B to have TERM and ignore it")
+    wait_until(lambda: "TERM, ignored" in (logs / "B.log").read_text(), "B to have TERM and ignore it")
     assert executor.poll(deaf) is None
     executor.kill(deaf)
     assert ended(executor, deaf) == ex.Ended(signal=signal.SIGKILL)
@@ -135,7 +136,7 @@ def test_what_an_ended_worker_leaves_is_cleaned_up_and_killed_by_the_shutdown_de
     assert executor.cleaning_up() == {"A"}  # its child ignores TERM: KILLed after the grace, or the deadline
     assert executor.tick() is not None
     executor.shutdown(time.monotonic())
-    wait_for(lambda: executor.tick() is None and not executor.cleaning_up(), "the leftover to be KILLed")
+    wait_until(lambda: executor.tick() is None and not executor.cleaning_up(), "the leftover to be KILLed")
 
 
 def test_a_new_executor_adopts_live_workers_and_reports_those_that_ended(folders):
@@ -143,7 +144,7 @@ def test_a_new_executor_adopts_live_workers_and_reports_those_that_ended(folders
     first = make()
     running = first.spawn(spec(logs, "A", "import time; time.sleep(60)"), lambda _h: None)
     gone = first.spawn(spec(logs, "B", "pass", attempt=2), lambda _h: None)
-    wait_for(lambda: not pid_alive(gone.detail("pid")), "B to exit")
+    wait_until(lambda: not pid_alive(gone.detail("pid")), "B to exit")
     (pids / "junk.pid").write_text("not json")
     second = make()  # as after an orchestrator restart: only the records are shared
     adoption = second.adopt()
@@ -169,5 +170,5 @@ def test_the_read_only_reader_shows_live_workers_without_adopting_them(folders):
     make, pids, logs = folders
     executor = make()
     handle = executor.spawn(spec(logs, "A", "import time; print('up', flush=True); time.sleep(60)"), lambda _h: None)
-    wait_for(lambda: (logs / "A.log").read_text().endswith("up\n"), "the worker's command to run")
+    wait_until(lambda: (logs / "A.log").read_text().endswith("up\n"), "the worker's command to run")
     assert local.recorded_workers(pids) == {"A": handle}

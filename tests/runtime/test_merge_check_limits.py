@@ -18,7 +18,7 @@ import pytest
 
 from tests.runtime.runtime_import import executor_api, settings as st, workspaces as ws
 from tests.runtime.test_workspaces import git, isolated_git, repo  # noqa: F401
-from tests.support.project import wait_for
+from tests.support.waiting import wait_until
 from _orchestrate_kit.git import check_record, merging
 
 SID = "S"
@@ -48,7 +48,7 @@ def run_check(repo, checks, command):
                               check_record.new_nonce())
     handle = executor.spawn(spec, before_go=lambda _handle: None)
     output = executor.output(handle)
-    ended = wait_for(lambda: executor.poll(handle), "the check to end", timeout=120)
+    ended = wait_until(lambda: executor.poll(handle), "the check to end")
     return ws.check_result_of(repo, output.path, output.offset, ended.returncode), output
 
 

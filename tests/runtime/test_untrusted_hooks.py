@@ -9,9 +9,8 @@ import pytest
 
 import tests.runtime.runtime_import  # noqa: F401  (puts the runtime on sys.path)
 from _orchestrate_kit import notify  # noqa: E402
-from tests.support.project import pid_alive, wait_for
-
-WAIT = 60.0  # a deadline for what must happen, never a measured time
+from tests.support.project import pid_alive
+from tests.support.waiting import wait_until
 
 
 def write_hook(path, body):
@@ -35,10 +34,10 @@ def test_a_daemon_the_hook_forks_into_its_own_session_ends_at_the_timeout(tmp_pa
         f"open({str(pid_file)!r}, 'w').write(str(d.pid))"))  # the hook exits at once; its daemon stays
     hooks, warnings = notifier(tmp_path, str(hook))
     hooks.fire("run_finished")
-    wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the daemon's pid", timeout=WAIT)
+    wait_until(lambda: pid_file.exists() and pid_file.read_text(), "the daemon's pid")
     daemon = int(pid_file.read_text())
     try:
-        wait_for(lambda: not pid_alive(daemon), "the hook's daemon to be ended", timeout=WAIT)
+        wait_until(lambda: not pid_alive(daemon), "the hook's daemon to be ended")
     finally:
         if pid_alive(daemon):
             os.kill(daemon, 9)
@@ -52,7 +51,7 @@ def test_an_unquoted_path_with_spaces_that_names_a_hook_runs_it(tmp_path):
                       f"open({str(out)!r}, 'a').write(os.environ['ORCHESTRATE_EVENT'] + '\\n')")
     hooks, warnings = notifier(tmp_path, str(hook))
     hooks.fire("stream_failed", stream_id="A")
-    wait_for(out.exists, "the hook to run", timeout=WAIT)
+    wait_until(out.exists, "the hook to run")
     assert out.read_text() == "stream_failed\n" and warnings == []
 
 
@@ -92,6 +91,5 @@ def test_a_hook_printing_20_MB_per_event_keeps_the_log_small(tmp_path):
     for _ in range(3):
         hooks.fire("stream_failed")
     log = tmp_path / "orchestrator.log"
-    wait_for(lambda: log.exists() and log.read_text(errors="replace").count("dropped them") == 3, "three hook calls",
-             timeout=WAIT)
+    wait_until(lambda: log.exists() and log.read_text(errors="replace").count("dropped them") == 3, "three hook calls")
     assert log.stat().st_size < 3 * notify.HOOK_OUTPUT_LIMIT + 4096

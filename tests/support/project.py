@@ -14,10 +14,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 # ORCHESTRATE_TEST_RUNTIME runs the real-process tests against another runtime folder, e.g. an old
@@ -207,20 +208,7 @@ class Project:
             self.orchestrate("stop", "--grace", "1", timeout=30)
 
     def wait_for(self, predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
-        return wait_for(predicate, what, timeout, interval)
-
-
-def wait_for(predicate, what: str = "condition", timeout: float = 30, interval: float = 0.05):
-    """The first true value of `predicate()`, asked every `interval` seconds until `timeout`: a wait for
-    an event of a real process, never a fixed sleep (the timeout is a deadline, never a measured time)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+        return wait_until(predicate, what, timeout, interval)
 
 
 def pid_alive(pid: int) -> bool:

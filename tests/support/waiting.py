@@ -8,8 +8,12 @@ import time
 DEADLINE = 120.0
 
 
-def wait_until(predicate, what: str, timeout: float = DEADLINE) -> None:
+def wait_until(predicate, what: str, timeout: float = DEADLINE, interval: float = 0.02):
+    """`predicate()`'s first true value, asked every `interval` seconds."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        value = predicate()
+        if value:
+            return value
         assert time.monotonic() < deadline, f"gave up after {timeout:g} s waiting for {what}"
-        time.sleep(0.02)
+        time.sleep(interval)
