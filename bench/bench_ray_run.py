@@ -29,7 +29,7 @@ from typing import Dict, Iterator, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_orchestrator import WORKER_SECONDS, _most_at_once, layered, watch_usage  # noqa: E402
+from bench.bench_orchestrator import WORKER_SECONDS, _most_at_once, _self_usage, layered, watch_usage  # noqa: E402
 from bench.installed import changes, installed_project  # noqa: E402
 from tests.ray.conftest import RAY_MISSING, start_cluster, stop_cluster  # noqa: E402
 from tests.ray.helpers import client  # noqa: E402
@@ -197,6 +197,42 @@ def _rows(label: str, results: List[Dict[str, float]]) -> List[Tuple[str, str]]:
         for step, _a, _b in STEPS if any(step in r["steps"] for r in results)]
 
 
+TAILED_JOBS, TAIL_WINDOW = 24, 10.0
+
+
+def _tailing_cpu_percent(cluster, plan: Path, events: Path) -> float:
+    """The orchestrator's CPU share while it only watches: 24 streams, each a hung worker in a Ray job
+    of its own, all running (so 24 log tails open and Ray's job listing once a second), over 10 s."""
+    with tempfile.TemporaryDirectory() as tmp:
+        project = installed_project(Path(tmp), executor="ray", ray_address=cluster.address)
+        project.env.update(cluster.environ)
+        remote = Path(tmp) / "remote.git"
+        project.git("init", "-q", "--bare", str(remote), cwd=Path(tmp))
+        project.git("remote", "add", "origin", str(remote))
+        project.git("push", "-q", "origin", "HEAD")
+        taskdb.make_db(project.db)
+        tag = f"t{time.monotonic_ns() % 10**8}-"
+        names = [f"{tag}hung-{n}" for n in range(TAILED_JOBS)]
+        plan.write_text(json.dumps({name: ["hang"] for name in names}))
+        for name in names:
+            taskdb.add_stream(project.db, name, [], 1)
+        proc = project.start_background()
+        try:
+            deadline = time.monotonic() + 600
+            while len({e["stream"] for e in _events(events) if e["event"] == "start" and e["stream"] in names}) < len(names):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the {TAILED_JOBS} hung workers did not all start")
+                time.sleep(0.5)
+            time.sleep(2.0)  # the last tails connected
+            before, _ = _self_usage(proc.pid)
+            time.sleep(TAIL_WINDOW)
+            after, _ = _self_usage(proc.pid)
+        finally:
+            project.orchestrate("stop", "--grace", "1")
+            proc.wait(timeout=300)
+        return 100.0 * (after - before) / TAIL_WINDOW
+
+
 def run() -> Iterator[Tuple[str, str]]:
     if RAY_MISSING:
         yield "ray run", "skipped: Ray is not installed in this venv (make setup)"
@@ -206,10 +242,13 @@ def run() -> Iterator[Tuple[str, str]]:
         local = [_round(Path(tmp) / "unused") for _ in range(ROUNDS if WITH_LOCAL else 0)]
         if local:
             yield from _rows("3-level x 8-wide, installed defaults (local)", local)
-        cluster = start_cluster(nodes=(12, 12), env={"FAKE_CLAUDE_EVENTS": str(events),
+        plan = Path(tmp) / "plan.json"
+        plan.write_text("{}")
+        cluster = start_cluster(nodes=(12, 12), env={"FAKE_CLAUDE_EVENTS": str(events), "FAKE_CLAUDE_PLAN": str(plan),
                                                      "FAKE_CLAUDE_DELAY": str(WORKER_SECONDS), "IS_SANDBOX": "1"})
         try:
             ray = [_round(events, cluster) for _ in range(ROUNDS)]
+            tailing = _tailing_cpu_percent(cluster, plan, events)
         finally:
             stop_cluster(cluster)
         label = f"3-level x 8-wide{changes(executor='ray')}, 3 nodes"
@@ -217,6 +256,8 @@ def run() -> Iterator[Tuple[str, str]]:
         if local:
             more = statistics.median(r["overhead"] for r in ray) - statistics.median(r["overhead"] for r in local)
             yield "ray minus local: overhead per level", f"{more / 3:.2f} s (goal < 2 s)"
+        yield (f"orchestrator CPU while {TAILED_JOBS} Ray jobs run and are tailed ({TAIL_WINDOW:g} s)",
+               f"{tailing:.2f} % of a core (goal < 2 %)")
 
 
 if __name__ == "__main__":
