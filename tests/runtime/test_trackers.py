@@ -377,3 +377,42 @@ def test_documented_client_on_generation_2(proj, monkeypatch):
     summary = client.progress_summary()
     assert (summary.total_streams, summary.completed_streams, summary.completion_percentage) == (4, 1, 25.0)
     assert tcc.TaskCopilotClient().location.generation == "tc"  # found on its own
+
+
+# Metadata texts as planners write them, and near misses the short way must leave to the full one.
+METADATA_TEXTS = [
+    '{"streamId": "Stream-A", "streamName": "Foundation", "dependencies": []}',
+    '{"streamId":"Stream-B","streamName":"API","dependencies":["Stream-A","TASK-7"]}',
+    '{"dependencies": ["Stream-A"], "streamId": "Stream-C"}', '{"streamId": "Stream-D"}',
+    '{"streamId": "Stream-E", "streamName": null, "dependencies": null}', '{"streamId": "名前", "streamName": "ä"}',
+    '{"streamId": "Stream-F", "streamName": ""}', '{"streamId": "Stream-A", "streamId": "Stream-G"}',
+    '{"streamId": ""}', '{"streamId": 5}', '{"streamId": null}', '{"streamId": "X", "streamName": 3}',
+    '{"streamId": "X", "dependencies": "Stream-A"}', '{"streamId": "X", "dependencies": [""]}',
+    '{"streamId": "X", "dependencies": [7, "A"]}', '{"streamId": "X", "dependencies": [true]}',
+    '{"streamId": "X", "dependencies": [null]}', '{"streamId": "X", "dependencies": {}}',
+    '{"streamId": "X", "streamDependencies": ["A"]}', '{"streamId": "X", "maxTurns": 5}',
+    '{"streamId": "X", "files": ["a.py"]}', '{"streamId": "\\u00c9"}', '{"streamId": "\\ud800"}',
+    '{"streamId": "X", "dependencies": ["\\u0041"]}', '{"streamId": "X"} ', ' {"streamId": "X"}',
+    '{"streamId": "X"}{}', '{"streamId": "X",}', '{"streamId": "X"', '{"owner": "someone"}', '{}', '[]', 'null',
+    '', '   ', 'not json', '{"streamId": "Bad\udcc3bytes"}', '{"streamId": "X", "streamName": "Bad\udcc3"}',
+    '{"streamId": "X", "dependencies": ["Bad\udcc3"]}', '{"streamId": "X", "dependencies": [["A"]]}',
+    '{"streamId": "X", "extra": {"nested": [1, 2, {"deep": true}]}}', "[" * 100_000,
+]
+
+
+@pytest.mark.parametrize("text", METADATA_TEXTS + [None])
+def test_the_short_way_through_planned_metadata_reads_what_the_full_way_reads(text):
+    """`classify` reads metadata as planners write it the short way (planned_meta) and everything else
+    in full: both say the same of every text the short way takes."""
+    from _orchestrate_kit.trackers import snapshot
+
+    full = snapshot.classify_in_full(text)
+    short = snapshot.planned_meta(text)
+    assert short is None or short == full
+    assert snapshot.classify(text) == full
+
+
+def test_the_short_way_takes_the_metadata_planners_write():
+    from _orchestrate_kit.trackers import snapshot
+
+    assert [snapshot.planned_meta(text) is not None for text in METADATA_TEXTS[:8]] == [True] * 8
