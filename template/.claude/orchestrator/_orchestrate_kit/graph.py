@@ -10,7 +10,7 @@ scheduler and the dashboard. The states themselves live in lifecycle.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Container, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .executor import Detail, Handle
 from .lifecycle import (LIVE, NO_ROW, PASSIVE, UNMERGED, Life, Observed, Policy, StreamState, describe,
@@ -70,14 +70,26 @@ def check_graph(streams: Mapping[str, StreamRecord],
     """Name every cycle (one per strongly connected component), unknown dependency and task with
     unusable metadata. `unreadable`: streams named only by tasks whose metadata cannot be read
     (stream -> those tasks, described), so that a dependency on one says so."""
-    unknown = tuple([(sid, dep) for sid, rec in streams.items() for dep in rec.dependencies if dep not in streams])
-    edges = {sid: [d for d in rec.dependencies if d in streams] for sid, rec in streams.items()}
+    unknown: List[Tuple[str, str]] = []
+    malformed: List[Tuple[str, str]] = []
+    conflicts: List[Tuple[str, str]] = []
+    edges: Dict[str, Sequence[str]] = {}
+    for sid, rec in streams.items():  # one pass; the usual stream has known dependencies and nothing else
+        edges[sid] = deps = rec.dependencies
+        for dep in deps:
+            if dep not in streams:
+                unknown += [(sid, d) for d in deps if d not in streams]
+                edges[sid] = [d for d in deps if d in streams]
+                break
+        if rec.bad_tasks:
+            malformed += [(sid, task) for task in rec.bad_tasks]
+        if rec.conflicts:
+            conflicts += [(sid, text) for text in rec.conflicts]
     cyclic = [] if _acyclic(edges) else _cyclic_components(edges)  # the usual plan has no cycle: one cheap pass
     cycles = tuple(_cycle_in(component, edges) for component in cyclic)
-    malformed = tuple((sid, task) for sid, rec in streams.items() for task in rec.bad_tasks)
-    conflicts = tuple((sid, text) for sid, rec in streams.items() for text in rec.conflicts)
     hints = tuple((missing, _hint(missing, streams, unreadable)) for missing in sorted({m for _s, m in unknown}))
-    return GraphProblems(tuple(sorted(cycles)), unknown, malformed, conflicts, tuple(h for h in hints if h[1]))
+    return GraphProblems(tuple(sorted(cycles)), tuple(unknown), tuple(malformed), tuple(conflicts),
+                         tuple(h for h in hints if h[1]))
 
 
 def _hint(missing: str, streams: Mapping[str, StreamRecord], unreadable: Mapping[str, Tuple[str, ...]]) -> str:
@@ -182,10 +194,13 @@ def _cycle_in(component: List[str], edges: Mapping[str, Sequence[str]]) -> Tuple
     return (start,)
 
 
-def topological_order(streams: Mapping[str, StreamRecord], invalid: Iterable[str] = ()) -> List[str]:
-    """Streams with every dependency before its dependents; invalid ones left out."""
+def topological_order(streams: Mapping[str, StreamRecord], invalid: Iterable[str] = (),
+                      dependents: Optional[Mapping[str, List[str]]] = None) -> List[str]:
+    """Streams with every dependency before its dependents; invalid ones left out. `dependents`:
+    `_dependents(streams, invalid)`, when the caller has it already."""
     skip = set(invalid)
-    dependents = _dependents(streams, skip)
+    if dependents is None:
+        dependents = _dependents(streams, skip)
     pending = {s: 0 for s in streams if s not in skip}
     for children in dependents.values():
         for child in children:
@@ -199,7 +214,7 @@ def topological_order(streams: Mapping[str, StreamRecord], invalid: Iterable[str
     return order
 
 
-def _dependents(streams: Mapping[str, StreamRecord], skip: AbstractSet[str]) -> Dict[str, List[str]]:
+def _dependents(streams: Mapping[str, StreamRecord], skip: Container[str]) -> Dict[str, List[str]]:
     """stream -> the streams that depend on it, in id order; a stream in `skip` is on neither side."""
     out: Dict[str, List[str]] = {}
     for sid in sorted(streams):
@@ -215,18 +230,25 @@ def dependency_levels(streams: Mapping[str, StreamRecord], order: Sequence[str])
     """Level 0 has no dependencies; every other stream sits one below its deepest dependency."""
     level: Dict[str, int] = {}
     for sid in order:
-        deps = [level[d] for d in streams[sid].dependencies if d in level]
-        level[sid] = 1 + max(deps) if deps else 0
+        deepest = -1  # (a dependency outside `order`, invalid or unknown, does not count)
+        for dep in streams[sid].dependencies:
+            below = level.get(dep, -1)
+            if below > deepest:
+                deepest = below
+        level[sid] = deepest + 1
     return level
 
 
 def remaining_paths(streams: Mapping[str, StreamRecord], order: Sequence[str],
-                    complete: Optional[AbstractSet[str]] = None) -> Dict[str, Tuple[int, Optional[str]]]:
+                    complete: Optional[AbstractSet[str]] = None,
+                    dependents: Optional[Mapping[str, List[str]]] = None) -> Dict[str, Tuple[int, Optional[str]]]:
     """For each stream: incomplete streams on the longest chain from it to the end, and the next hop.
-    `complete`: the streams the tracker shows complete, when the caller has them already."""
+    `complete`: the streams the tracker shows complete; `dependents`: `_dependents` of the streams
+    outside `order`; each when the caller has it already."""
     if complete is None:
         complete = {sid for sid in order if streams[sid].is_complete}
-    dependents = _dependents(streams, streams.keys() - set(order))
+    if dependents is None:
+        dependents = _dependents(streams, streams.keys() - set(order))
     best: Dict[str, Tuple[int, Optional[str]]] = {}
     for sid in reversed(order):
         own = 0 if sid in complete else 1
@@ -321,47 +343,48 @@ def build_board(
         problems = replace(problems, conflicts=problems.conflicts + tuple(sorted(unrunnable.items())))
     complete = frozenset(sid for sid, rec in streams.items() if rec.is_complete)  # asked of every dependency
     invalid = {s: r for s, r in problems.reasons().items() if s not in complete}
-    order = topological_order(streams, invalid)
+    dependents = _dependents(streams, invalid)
+    order = topological_order(streams, invalid, dependents)
     levels = dependency_levels(streams, order)
-    paths = remaining_paths(streams, order, complete)
+    # The streams left out of the order are the invalid ones (unless complete streams form a cycle):
+    # then the dependents are the same for the remaining paths.
+    left_out = len(streams) - len(order)
+    paths = remaining_paths(streams, order, complete,
+                            dependents if left_out == sum(1 for s in invalid if s in streams) else None)
     views, observed = {}, {}
     unmerged = _unmerged(streams, rows, now, policy)
-    fresh: Dict[StreamState, Tuple[Life, StreamState, Life]] = {}  # graph state -> a row-less, worker-less stream's
+    # graph state -> a row-less, worker-less stream's observed row, shown state and its row, and its
+    # description when it waits on nothing and has no reason: most streams of a large board.
+    fresh: Dict[StreamState, Tuple[Life, StreamState, Life, str]] = {}
+    max_restarts = policy.max_restarts
     for sid, rec in streams.items():
         seen, waiting_on, reason = _graph_state_of(rec, complete, invalid.get(sid), unmerged, sid in complete)
         row, worker = rows.get(sid), workers.get(sid)
         if row is None and worker is None and seen in fresh:
-            life, shown, shown_life = fresh[seen]  # (most streams on a large board: their graph state decides all)
+            life, shown, shown_life, plain = fresh[seen]
         else:
             life = transition(row or NO_ROW, _OBSERVED[seen], now, policy)
             shown = _shown_state(life, seen, worker)
             shown_life = life if shown is life.state else Life(state=shown)
+            plain = describe(shown_life, now, max_restarts)
             if row is None and worker is None:
-                fresh[seen] = (life, shown, shown_life)
+                fresh[seen] = (life, shown, shown_life, plain)
         observed[sid] = life
+        if reason and not waiting_on and shown in _REASON_SHOWN:
+            description = f"{shown.value}: {reason}"
+        else:
+            description = describe(shown_life, now, max_restarts, waiting_on) if waiting_on else plain
         # Positional, in the order of StreamView's fields: 18 keyword arguments cost three times as
         # much, a fifth of the board at 10,000 streams.
-        views[sid] = StreamView(
-            sid,  # stream_id
-            rec.stream_name,
-            shown,  # state
-            seen,  # graph_state
-            rec.dependencies,
-            dict(rec.counts),
-            rec.total,
-            rec.finished,
-            levels.get(sid),  # level
-            paths[sid][0] if sid in paths else 0,  # remaining_path
-            waiting_on,
-            reason or life.reason,
-            worker.where if worker else "",  # where
-            dict(worker.details) if worker else {},  # worker
-            max(life.attempts, worker.attempt if worker else 0),  # attempts
-            worker.started_at if worker else None,  # started_at
-            life.retry_at,
-            (f"{shown.value}: {reason}" if shown in (StreamState.INVALID, StreamState.WAITING)
-             and reason and not waiting_on else describe(shown_life, now, policy.max_restarts, waiting_on)),  # description
-        )
+        if worker is None:
+            views[sid] = StreamView(sid, rec.stream_name, shown, seen, rec.dependencies, dict(rec.counts), rec.total,
+                                    rec.finished, levels.get(sid), paths.get(sid, _NO_PATH)[0], waiting_on,
+                                    reason or life.reason, "", {}, life.attempts, None, life.retry_at, description)
+        else:
+            views[sid] = StreamView(sid, rec.stream_name, shown, seen, rec.dependencies, dict(rec.counts), rec.total,
+                                    rec.finished, levels.get(sid), paths.get(sid, _NO_PATH)[0], waiting_on,
+                                    reason or life.reason, worker.where, dict(worker.details),
+                                    max(life.attempts, worker.attempt), worker.started_at, life.retry_at, description)
     for sid, life in rows.items():  # streams gone from the tracker keep their rows
         observed.setdefault(sid, life)
     return Board(views, problems, order, observed)
@@ -392,6 +415,8 @@ def _shown_state(life: Life, seen: StreamState, worker: Optional[Handle]) -> Str
 
 
 _OBSERVED = {state: Observed(state) for state in StreamState}  # one event per state (frozen: shared)
+_REASON_SHOWN = (StreamState.INVALID, StreamState.WAITING)  # described by their reason, when they wait on nothing
+_NO_PATH = (0, None)
 PAUSED_TEXT = "paused in Task Copilot (its streams row); resume it there to run it"
 
 

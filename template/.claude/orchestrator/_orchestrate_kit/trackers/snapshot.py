@@ -76,8 +76,9 @@ class StreamRecord:
 
     @property
     def is_complete(self) -> bool:
-        finished = self.finished
-        return finished > 0 and finished == self.total
+        counts = self.counts
+        finished = counts.get("completed", 0) + counts.get("cancelled", 0)  # (self.finished: one call less)
+        return finished > 0 and finished == sum(counts.values())
 
     def count(self, status: str) -> int:
         return self.counts.get(status, 0)
