@@ -8,6 +8,8 @@ tests never depend on them.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -20,6 +22,8 @@ import pytest
 from orchestrate_kit import store
 from orchestrate_kit.main import main
 from orchestrate_kit.store import PackagedTemplate
+
+from . import prebuilt
 
 REPO = Path(__file__).resolve().parents[2]
 ANSWERS = ".claude/orchestrator/.copier-answers.yml"
@@ -88,8 +92,33 @@ def make_version(
     """A packaged template folder at ``version``; ``edit`` changes its template/ folder.
 
     Like a real release, it carries a history bundle holding its own tag (the only source of
-    release names in the store), unless ``bundle`` is given or ``released`` is False.
+    release names in the store), unless ``bundle`` is given or ``released`` is False. Without a
+    ``bundle`` of the test's, and with no edit or a module-level one (which edits the same way
+    every time), it is a copy of one built once per test process (tests/installer/prebuilt.py):
+    the same release, bundle and all, as every other test's.
     """
+    edit_name = "unedited" if edit is None else _module_level_name(edit)
+    if bundle is None and edit_name is not None:
+        key = f"version-{version}-{'released' if released else 'unreleased'}-{edit_name}"
+        made = prebuilt.built(key, lambda folder: _build_version(folder / "pkg", version, edit, None, released))
+        if made is not None:
+            prebuilt.copy(made / "pkg", dest)
+            if released:
+                bundle = dest.with_name(dest.name + ".bundle")
+                shutil.copy2(made / "pkg.bundle", bundle)
+            return PackagedTemplate(dest, version, bundle)
+    return _build_version(dest, version, edit, bundle, released)
+
+
+def _module_level_name(function: Callable[..., object]) -> str | None:
+    """``module.name`` of a module-level function; None for a lambda, a nested function or anything else."""
+    qualname = getattr(function, "__qualname__", "<")
+    return None if "<" in qualname or "." in qualname else f"{function.__module__}.{qualname}"
+
+
+def _build_version(
+    dest: Path, version: str, edit: Callable[[Path], None] | None, bundle: Path | None, released: bool,
+) -> PackagedTemplate:
     copy_template(dest)
     if edit is not None:
         edit(dest / "template")
@@ -115,6 +144,58 @@ def use(monkeypatch: pytest.MonkeyPatch, template: PackagedTemplate) -> None:
     monkeypatch.setattr(store, "packaged_template", lambda: template)
 
 
+GITCONFIG = (
+    "[user]\n\tname = Test User\n\temail = test@example.invalid\n"
+    "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n"
+)
+
+
+def isolate_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``home`` (created if need be) HOME, with its own git identity, copier cache and no GIT_*,
+    XDG_* or COPIER_* variable from the outside."""
+    for name in list(os.environ):
+        if name.startswith(("GIT_", "XDG_", "COPIER_")) or name in {"NO_COLOR", "TASK_DB_PATH", "WORKSPACE_ID"}:
+            monkeypatch.delenv(name)
+    home.mkdir(parents=True, exist_ok=True)
+    gitconfig = home / ".gitconfig"
+    gitconfig.write_text(GITCONFIG)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("COPIER_CACHE_DIR", str(home / ".cache" / "copier-git"))
+
+
+def prebuilt_project(
+    name: str, build: Callable[[Path, pytest.MonkeyPatch], None], dest: Path, home: Path,
+) -> Path:
+    """The project ``build(project, monkeypatch)`` makes, copied to ``dest``, and what it left in its HOME
+    (the template store the install filled) copied into ``home``.
+
+    It is built once per test process (tests/installer/prebuilt.py), in a HOME of its own and under a
+    monkeypatch undone when it is done, so ``build`` does what a test's fixture would, and the copy is
+    the project that fixture would have made. Its output goes nowhere: ``call``, not ``run``.
+    """
+    def build_in_a_home_of_its_own(folder: Path) -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            isolate_home(folder / "home", patch)
+            build(folder / "work" / dest.name, patch)
+
+    made = prebuilt.built(name, build_in_a_home_of_its_own)
+    assert made is not None, "prebuilt_project needs the `prebuilt` session fixture (tests/installer/conftest.py)"
+    prebuilt.copy(made / "work" / dest.name, dest)
+    prebuilt.copy(made / "home", home)
+    return dest
+
+
+def installed_v1(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Version 1.0.0 (``make_version``'s ``pkg-1`` beside it) installed with the defaults and committed."""
+    use(monkeypatch, make_version(project.parent / "pkg-1", "1.0.0"))
+    init_repo(project)
+    installed = call("install", "--defaults", str(project))
+    assert installed.code == 0, installed.err
+    commit_all(project, "install")
+
+
 @dataclass
 class Result:
     code: int
@@ -128,6 +209,14 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> Result:
     code = main(list(argv))
     captured = capsys.readouterr()
     return Result(code, captured.out, captured.err)
+
+
+def call(*argv: str) -> Result:
+    """Run the CLI in-process outside any test's capture (a prebuilt project's build), its output kept."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return Result(code, out.getvalue(), err.getvalue())
 
 
 def git(path: Path, *args: str) -> str:

@@ -17,13 +17,10 @@ from .helpers import ANSWERS, commit_all, git, init_repo, run, snapshot, use
 
 
 @pytest.fixture
-def installed(tmp_path, capsys, monkeypatch):
-    v1 = helpers.make_version(tmp_path / "pkg-1", "1.0.0")
-    use(monkeypatch, v1)
-    project = init_repo(tmp_path / "project")
-    assert run(capsys, "install", "--defaults", str(project)).code == 0
-    commit_all(project, "install")
-    return project
+def installed(tmp_path, monkeypatch, fake_home):
+    """helpers.installed_v1's project (built once per test process, copied here); the installer is version 1."""
+    use(monkeypatch, helpers.make_version(tmp_path / "pkg-1", "1.0.0"))
+    return helpers.prebuilt_project("installed-v1", helpers.installed_v1, tmp_path / "project", fake_home)
 
 
 def listed_as(out, key, value, source):

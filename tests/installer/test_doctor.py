@@ -46,15 +46,21 @@ def worker_bin(tmp_path, monkeypatch) -> Path:
     return bin_dir
 
 
+def installed_for_doctor(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Version 1.0.0 installed with `fakeworker` as the worker command and the plan stub, committed."""
+    use(monkeypatch, helpers.make_version(project.parent / "pkg-1.0.0", "1.0.0"))
+    init_repo(project)
+    installed = helpers.call("install", "--defaults", str(project), "--data", "worker_command=fakeworker -p")
+    assert installed.code == 0, installed.err
+    plan_stub(project, stdout='{"db_path": "/data/tasks.db", "streams": [{"id": "A"}, {"id": "B"}, {"id": "Z"}]}')
+    commit_all(project, "installed")
+
+
 @pytest.fixture
-def project(tmp_path, capsys, monkeypatch, repo_template, worker_bin) -> Path:
+def project(tmp_path, monkeypatch, fake_home, repo_template, worker_bin) -> Path:
+    """The project installed_for_doctor makes (built once per test process, copied here)."""
     use(monkeypatch, repo_template)
-    path = init_repo(tmp_path / "project")
-    code = run(capsys, "install", "--defaults", str(path), "--data", "worker_command=fakeworker -p").code
-    assert code == 0
-    plan_stub(path, stdout='{"db_path": "/data/tasks.db", "streams": [{"id": "A"}, {"id": "B"}, {"id": "Z"}]}')
-    commit_all(path, "installed")
-    return path
+    return helpers.prebuilt_project("doctor-project", installed_for_doctor, tmp_path / "project", fake_home)
 
 
 def lines(result: helpers.Result, status: str) -> list[str]:

@@ -30,17 +30,21 @@ def versions(tmp_path):
     return v1, v2
 
 
+def installed_with_an_app(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A git project of the user's (app.py) with version 1 installed and committed."""
+    use(monkeypatch, helpers.make_version(project.parent / "pkg-1", "1.0.0"))
+    init_repo(project)
+    (project / "app.py").write_text("print('the user's app')\n")
+    installed = helpers.call("install", "--defaults", str(project))
+    assert installed.code == 0, installed.err
+    commit_all(project, "install orchestrate-kit 1.0.0")
+
+
 @pytest.fixture
-def project(tmp_path, capsys, monkeypatch, versions):
-    """A git project with version 1 installed and committed; the installer is then version 2."""
-    v1, v2 = versions
-    use(monkeypatch, v1)
-    path = init_repo(tmp_path / "project")
-    (path / "app.py").write_text("print('the user's app')\n")
-    assert run(capsys, "install", "--defaults", str(path)).code == 0
-    commit_all(path, "install orchestrate-kit 1.0.0")
-    use(monkeypatch, v2)
-    return path
+def project(tmp_path, monkeypatch, fake_home, versions):
+    """installed_with_an_app's project (built once per test process, copied here); the installer is then version 2."""
+    use(monkeypatch, versions[1])
+    return helpers.prebuilt_project("upgrade-project", installed_with_an_app, tmp_path / "project", fake_home)
 
 
 def edit(path: Path, old: str, new: str) -> None:

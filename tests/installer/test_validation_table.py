@@ -17,7 +17,7 @@ import pytest
 from tests.runtime.runtime_import import orchestrate, settings as runtime_settings, validate
 
 from . import helpers
-from .helpers import commit_all, init_repo, run, use
+from .helpers import init_repo, run, use
 
 # value -> accepted as (a whole number 0 or more, a number of seconds above 0, an amount 0 or more)
 TABLE = {
@@ -89,12 +89,10 @@ def test_the_runtime_flags(key, value):
 
 
 @pytest.fixture
-def installed(tmp_path, capsys, monkeypatch):
+def installed(tmp_path, monkeypatch, fake_home):
+    """helpers.installed_v1's project (built once per test process, copied here); the installer is version 1."""
     use(monkeypatch, helpers.make_version(tmp_path / "pkg-1", "1.0.0"))
-    project = init_repo(tmp_path / "project")
-    assert run(capsys, "install", "--defaults", str(project)).code == 0
-    commit_all(project, "install")
-    return project
+    return helpers.prebuilt_project("installed-v1", helpers.installed_v1, tmp_path / "project", fake_home)
 
 
 @pytest.mark.parametrize("key", KEYS)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from orchestrate_kit import store
-from tests.installer.conftest import fake_home  # noqa: F401  (autouse: an isolated HOME and git config)
+from tests.installer.conftest import fake_home, prebuilt  # noqa: F401  (autouse: an isolated HOME and git config; builds kept)
 from tests.installer.helpers import (
     NEW_IN_V2, SAMPLE, commit_all, git, init_repo, make_version, run, snapshot, use, v2_edit,
 )
